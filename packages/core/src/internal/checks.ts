@@ -1,0 +1,181 @@
+import * as E from "fp-ts/lib/Either.js"
+import type { LeafContext, StateBackend, TensorInfo } from "../backend.js"
+import {
+  AliasedLeafError,
+  BackendError,
+  BatchSizeMismatchError,
+  DTypeMismatchError,
+  RowIndexError,
+  ShapeMismatchError,
+  type StateError,
+  StructureMismatchError,
+} from "../errors.js"
+import type { DType } from "../host-tensor.js"
+import type { ResolvedLeaf, ResolvedSpec } from "../state-spec.js"
+import { isLeafSpec } from "../state-spec.js"
+import { type StateTree, flatten, isDefaultLeaf, sameStructure } from "../state-tree.js"
+
+/** Rows as users may give them: indices, or a boolean / 0-1 mask of the batch's length. */
+export type RowsInput = readonly number[] | readonly boolean[] | Uint8Array | Int32Array
+
+export const contextOf = (leaf: ResolvedLeaf): LeafContext => ({
+  path: leaf.pathString,
+  batchAxis: leaf.batchAxis,
+  init: leaf.init,
+})
+
+/** Sorted, distinct row indices from indices or a mask; `Left` on anything out of range. */
+export function normalizeRows(rows: RowsInput, batchSize: number): E.Either<RowIndexError, number[]> {
+  const isMask =
+    rows instanceof Uint8Array || (Array.isArray(rows) && rows.length > 0 && typeof rows[0] === "boolean")
+  if (isMask) {
+    if (rows.length !== batchSize) {
+      return E.left(new RowIndexError(`a mask of length ${batchSize}`, `length ${rows.length}`))
+    }
+    const out: number[] = []
+    for (let i = 0; i < rows.length; i++) {
+      const v: unknown = rows[i]
+      if (typeof v !== "boolean" && v !== 0 && v !== 1) {
+        return E.left(new RowIndexError("mask entries true/false or 0/1", v))
+      }
+      if (v === true || v === 1) out.push(i)
+    }
+    return E.right(out)
+  }
+  const seen = new Set<number>()
+  for (let i = 0; i < rows.length; i++) {
+    const r: unknown = rows[i]
+    if (typeof r !== "number" || !Number.isInteger(r) || r < 0 || r >= batchSize) {
+      return E.left(new RowIndexError(`row indices in [0, ${batchSize})`, r))
+    }
+    seen.add(r)
+  }
+  return E.right([...seen].sort((a, b) => a - b))
+}
+
+/** Checks a select/gather list: integers in range or null, at least one entry. */
+export function checkSelection(
+  rows: readonly (number | null)[],
+  batchSize: number,
+): E.Either<RowIndexError, readonly (number | null)[]> {
+  if (!Array.isArray(rows)) return E.left(new RowIndexError("an array of row indices or null", typeof rows))
+  if (rows.length === 0) return E.left(new RowIndexError("at least one row", "[]"))
+  for (const r of rows as unknown[]) {
+    if (r === null) continue
+    if (typeof r !== "number" || !Number.isInteger(r) || r < 0 || r >= batchSize) {
+      return E.left(new RowIndexError(`row indices in [0, ${batchSize}) or null`, r))
+    }
+  }
+  return E.right(rows)
+}
+
+const describeValue = (x: unknown): string => {
+  if (x === null) return "null"
+  if (typeof x !== "object") return typeof x
+  const name = (x as { constructor?: { name?: unknown } }).constructor?.name
+  return typeof name === "string" ? `a ${name} (not live on this backend)` : "an object"
+}
+
+/**
+ * Validates a tree of backend tensors against a spec at a given batch size. Returns the leaves
+ * in spec order with their infos, or the first error naming its path.
+ */
+export function checkTensors<T>(
+  resolved: ResolvedSpec,
+  backend: StateBackend<T>,
+  tree: StateTree<T>,
+  batchSize: number,
+): E.Either<StateError, { leaves: T[]; infos: TensorInfo[] }> {
+  const structure = sameStructure(resolved.spec, tree, isLeafSpec, isDefaultLeaf)
+  if (structure._tag === "Left") return structure
+  const { leaves } = flatten<T>(tree, isDefaultLeaf)
+  const infos: TensorInfo[] = []
+  const named = new Map<string, { size: number; path: string }>()
+  const seen = new Map<T, string>()
+  for (let i = 0; i < resolved.leaves.length; i++) {
+    const spec = resolved.leaves[i] as ResolvedLeaf
+    const p = spec.pathString
+    const x = leaves[i] as T
+    let info: TensorInfo | undefined
+    try {
+      info = backend.describe(x)
+    } catch (e) {
+      return E.left(new BackendError(backend.name, "describe", p, e))
+    }
+    if (info === undefined) {
+      return E.left(new StructureMismatchError(p, `a live ${backend.name} tensor`, describeValue(x)))
+    }
+    const other = seen.get(x)
+    if (other !== undefined) return E.left(new AliasedLeafError(p, other))
+    seen.set(x, p)
+    const err = checkInfo(spec, info, batchSize, named)
+    if (err) return E.left(err)
+    infos.push(info)
+  }
+  return E.right({ leaves: leaves as T[], infos })
+}
+
+/** Checks one leaf's dtype and shape; `named` collects named-dim sizes to keep them consistent. */
+export function checkInfo(
+  spec: ResolvedLeaf,
+  info: { readonly shape: readonly number[]; readonly dtype: DType },
+  batchSize: number,
+  named: Map<string, { size: number; path: string }>,
+): StateError | null {
+  const p = spec.pathString
+  if (info.dtype !== spec.dtype) return new DTypeMismatchError(p, spec.dtype, info.dtype)
+  const shape = info.shape
+  if (shape.length !== spec.shape.length) {
+    return new ShapeMismatchError(p, spec.spec.shape, shape, `rank ${spec.shape.length}, got ${shape.length}`)
+  }
+  if (shape[spec.batchAxis] !== batchSize) {
+    return new BatchSizeMismatchError(p, batchSize, shape[spec.batchAxis] as number, spec.batchAxis)
+  }
+  for (let axis = 0; axis < shape.length; axis++) {
+    if (axis === spec.batchAxis) continue
+    const name = spec.growing.get(axis)
+    const size = shape[axis] as number
+    if (name === undefined) {
+      if (size !== spec.shape[axis]) {
+        return new ShapeMismatchError(p, spec.spec.shape, shape, `axis ${axis} must be ${String(spec.shape[axis])}`)
+      }
+      continue
+    }
+    const prior = named.get(name)
+    if (prior !== undefined && prior.size !== size) {
+      return new ShapeMismatchError(
+        p,
+        spec.spec.shape,
+        shape,
+        `dim "${name}" is ${prior.size} at leaf ${prior.path}, ${size} here`,
+      )
+    }
+    named.set(name, { size, path: p })
+  }
+  return null
+}
+
+/** Runs a backend primitive, turning a throw into a `BackendError` naming the leaf. */
+export function attempt<A>(
+  backend: { readonly name: string },
+  operation: string,
+  path: string,
+  f: () => A,
+): E.Either<BackendError, A> {
+  try {
+    return E.right(f())
+  } catch (e) {
+    return E.left(new BackendError(backend.name, operation, path, e))
+  }
+}
+
+/** Disposes every tensor, ignoring throws: used to unwind a half-built batch. */
+export function disposeQuietly<T>(backend: StateBackend<T>, tensors: readonly T[]): void {
+  for (const t of tensors) {
+    try {
+      backend.dispose(t)
+    } catch {
+      /* unwinding after another failure: the first error is the one reported */
+    }
+  }
+}

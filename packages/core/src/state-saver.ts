@@ -1,0 +1,421 @@
+import * as E from "fp-ts/lib/Either.js"
+import type { StateBackend } from "./backend.js"
+import {
+  BatchSizeMismatchError,
+  DTypeMismatchError,
+  DisposedError,
+  type StateError,
+  SnapshotFormatError,
+  SpecError,
+} from "./errors.js"
+import type { HostTensor } from "./host-tensor.js"
+import {
+  type RowsInput,
+  attempt,
+  checkInfo,
+  checkSelection,
+  checkTensors,
+  contextOf,
+  disposeQuietly,
+  normalizeRows,
+} from "./internal/checks.js"
+import { type Snapshot, decodeSnapshot, encodeSnapshot } from "./snapshot.js"
+import {
+  type ResolvedLeaf,
+  type ResolvedSpec,
+  type SpecOptions,
+  type StateSpec,
+  leafShape,
+  resolveSpec,
+} from "./state-spec.js"
+import { type StateTree, unflatten } from "./state-tree.js"
+
+export type { RowsInput } from "./internal/checks.js"
+
+/**
+ * Options of `createStateSaver`.
+ *
+ * @category saver
+ * @since 0.1.0
+ */
+export interface StateSaverOptions<T> extends SpecOptions {
+  readonly spec: StateSpec
+  readonly backend: StateBackend<T>
+  /** Rows in the batch; `select` may change it later. */
+  readonly batchSize: number
+}
+
+/**
+ * The state of one batch of rows, held by a backend. Every fallible call returns an `Either`
+ * and leaves the state exactly as it was on `Left`.
+ *
+ * @category saver
+ * @since 0.1.0
+ */
+export interface StateSaver<T> extends Disposable {
+  readonly backend: StateBackend<T>
+  readonly spec: ResolvedSpec
+  /** Current number of rows. */
+  readonly batchSize: number
+  readonly disposed: boolean
+  /**
+   * The current state, borrowed: valid until the next `save`, `reset`, `select`, `restore` or
+   * `dispose`. Throws `DisposedError` after `dispose`.
+   */
+  state(): StateTree<T>
+  /** Current sizes of the named dims other than the batch (a KV cache's `seq`). */
+  dims(): Readonly<Record<string, number>>
+  /**
+   * Validates `next` against the spec and keeps it: the saver owns the given tensors from now on
+   * and frees those it replaces. A leaf that is already the saver's is kept as is.
+   */
+  save(next: StateTree<T>): E.Either<StateError, void>
+  /**
+   * Sets rows back to their init now, before the next step reads them: all rows (and named dims
+   * back to their starting size) when `rows` is absent, else the given indices or mask.
+   */
+  reset(rows?: RowsInput): E.Either<StateError, void>
+  /**
+   * Replaces the batch with rows gathered from it: drop, reorder, duplicate; `null` makes a
+   * fresh init row. The batch size becomes `rows.length`.
+   */
+  select(rows: readonly (number | null)[]): E.Either<StateError, void>
+  /** Copies the state to host memory as safetensors bytes (`encodeSnapshot`). */
+  snapshot(): Promise<E.Either<StateError, Uint8Array>>
+  /** Replaces the state with a snapshot of the same spec and batch size. */
+  restore(bytes: Uint8Array | Snapshot): E.Either<StateError, void>
+  /** Frees every tensor the saver holds. Idempotent. */
+  dispose(): void
+}
+
+/**
+ * Creates a `StateSaver` for `batchSize` rows on `backend`, every leaf at its init.
+ *
+ * @example
+ * const saver = orThrow(createStateSaver({ spec: lstmSpec([64, 32]), backend: hostBackend(), batchSize: 8 }))
+ * const [[h0, c0], [h1, c1]] = saver.state() as HostTensor[][]
+ * @category saver
+ * @since 0.1.0
+ */
+export function createStateSaver<T>(options: StateSaverOptions<T>): E.Either<StateError, StateSaver<T>> {
+  const { backend, batchSize } = options
+  const resolved = resolveSpec(options.spec, options)
+  if (resolved._tag === "Left") return resolved
+  if (!Number.isSafeInteger(batchSize) || batchSize < 1) {
+    return E.left(new BatchSizeMismatchError("", 1, batchSize))
+  }
+  for (const leaf of resolved.right.leaves) {
+    if (!backend.capabilities.dtypes.includes(leaf.dtype)) {
+      return E.left(new DTypeMismatchError(leaf.pathString, backend.capabilities.dtypes, leaf.dtype))
+    }
+  }
+  const held = allocateAll(backend, resolved.right.leaves, batchSize)
+  if (held._tag === "Left") return held
+  return E.right(new Saver(backend, resolved.right, batchSize, held.right))
+}
+
+function allocateAll<T>(
+  backend: StateBackend<T>,
+  leaves: readonly ResolvedLeaf[],
+  batchSize: number,
+): E.Either<StateError, T[]> {
+  const out: T[] = []
+  for (const leaf of leaves) {
+    const t = attempt(backend, "allocate", leaf.pathString, () =>
+      backend.allocate(leafShape(leaf, batchSize), leaf.dtype, contextOf(leaf)),
+    )
+    if (t._tag === "Left") {
+      disposeQuietly(backend, out)
+      return t
+    }
+    out.push(t.right)
+  }
+  return E.right(out)
+}
+
+class Saver<T> implements StateSaver<T> {
+  #held: T[]
+  #batchSize: number
+  #disposed = false
+  readonly #contexts
+
+  constructor(
+    readonly backend: StateBackend<T>,
+    readonly spec: ResolvedSpec,
+    batchSize: number,
+    held: T[],
+  ) {
+    this.#held = held
+    this.#batchSize = batchSize
+    this.#contexts = spec.leaves.map(contextOf)
+  }
+
+  get batchSize(): number {
+    return this.#batchSize
+  }
+
+  get disposed(): boolean {
+    return this.#disposed
+  }
+
+  #live(): E.Either<DisposedError, void> {
+    return this.#disposed ? E.left(new DisposedError("StateSaver")) : E.right(undefined)
+  }
+
+  state(): StateTree<T> {
+    if (this.#disposed) throw new DisposedError("StateSaver")
+    return unflatten(this.spec.def, this.#held)
+  }
+
+  dims(): Readonly<Record<string, number>> {
+    const out: Record<string, number> = {}
+    this.spec.leaves.forEach((leaf, i) => {
+      const info = this.backend.describe(this.#held[i])
+      for (const [axis, name] of leaf.growing) out[name] = info?.shape[axis] ?? 0
+    })
+    return out
+  }
+
+  save(next: StateTree<T>): E.Either<StateError, void> {
+    const live = this.#live()
+    if (live._tag === "Left") return live
+    const checked = checkTensors(this.spec, this.backend, next, this.#batchSize)
+    if (checked._tag === "Left") return checked
+    const incoming = checked.right.leaves
+    // A tensor the saver already holds at another leaf (a swapped save) is copied first, since
+    // adopting it would free it under the other leaf.
+    const heldAt = new Map<T, number>(this.#held.map((t, i) => [t, i]))
+    const prepared: T[] = []
+    const copies: T[] = []
+    const all = Array.from({ length: this.#batchSize }, (_, r) => r)
+    for (let i = 0; i < incoming.length; i++) {
+      const x = incoming[i] as T
+      const at = heldAt.get(x)
+      if (at === undefined || at === i) {
+        prepared.push(x)
+        continue
+      }
+      const ctx = this.#contexts[i] as ReturnType<typeof contextOf>
+      const copy = attempt(this.backend, "gather", ctx.path, () => this.backend.gather(x, all, ctx))
+      if (copy._tag === "Left") {
+        disposeQuietly(this.backend, copies)
+        return copy
+      }
+      copies.push(copy.right)
+      prepared.push(copy.right)
+    }
+    for (let i = 0; i < prepared.length; i++) {
+      const x = prepared[i] as T
+      const current = this.#held[i] as T
+      if (x === current) continue
+      const ctx = this.#contexts[i] as ReturnType<typeof contextOf>
+      const kept = attempt(this.backend, "adopt", ctx.path, () => this.backend.adopt(current, x, ctx))
+      if (kept._tag === "Left") return kept
+      this.#held[i] = kept.right
+    }
+    return E.right(undefined)
+  }
+
+  reset(rows?: RowsInput): E.Either<StateError, void> {
+    const live = this.#live()
+    if (live._tag === "Left") return live
+    if (rows === undefined) return this.#resetAll()
+    const normalized = normalizeRows(rows, this.#batchSize)
+    if (normalized._tag === "Left") return normalized
+    const list = normalized.right
+    if (list.length === 0) return E.right(undefined)
+    for (let i = 0; i < this.#held.length; i++) {
+      const ctx = this.#contexts[i] as ReturnType<typeof contextOf>
+      const t = this.#held[i] as T
+      const done = attempt(this.backend, "fill", ctx.path, () => this.backend.fill(t, list, ctx))
+      if (done._tag === "Left") return done
+    }
+    return E.right(undefined)
+  }
+
+  #resetAll(): E.Either<StateError, void> {
+    const all = Array.from({ length: this.#batchSize }, (_, r) => r)
+    const leaves = this.spec.leaves
+    // Leaves at their starting shape are filled in place; grown ones (a KV cache) are reallocated.
+    const grown = leaves.some((leaf, i) => {
+      const shape = this.backend.describe(this.#held[i])?.shape
+      const start = leafShape(leaf, this.#batchSize)
+      return shape === undefined || shape.some((d, axis) => d !== start[axis])
+    })
+    if (grown) {
+      const fresh = allocateAll(this.backend, leaves, this.#batchSize)
+      if (fresh._tag === "Left") return fresh
+      this.#replaceAll(fresh.right)
+      return E.right(undefined)
+    }
+    for (let i = 0; i < this.#held.length; i++) {
+      const ctx = this.#contexts[i] as ReturnType<typeof contextOf>
+      const t = this.#held[i] as T
+      const done = attempt(this.backend, "fill", ctx.path, () => this.backend.fill(t, all, ctx))
+      if (done._tag === "Left") return done
+    }
+    return E.right(undefined)
+  }
+
+  #replaceAll(next: T[]): void {
+    const old = this.#held
+    this.#held = next
+    disposeQuietly(this.backend, old)
+  }
+
+  select(rows: readonly (number | null)[]): E.Either<StateError, void> {
+    const live = this.#live()
+    if (live._tag === "Left") return live
+    const checked = checkSelection(rows, this.#batchSize)
+    if (checked._tag === "Left") return checked
+    const list = [...checked.right]
+    const next: T[] = []
+    for (let i = 0; i < this.#held.length; i++) {
+      const ctx = this.#contexts[i] as ReturnType<typeof contextOf>
+      const src = this.#held[i] as T
+      const t = attempt(this.backend, "gather", ctx.path, () => this.backend.gather(src, list, ctx))
+      if (t._tag === "Left") {
+        disposeQuietly(this.backend, next)
+        return t
+      }
+      next.push(t.right)
+    }
+    this.#replaceAll(next)
+    this.#batchSize = list.length
+    return E.right(undefined)
+  }
+
+  async snapshot(): Promise<E.Either<StateError, Uint8Array>> {
+    const live = this.#live()
+    if (live._tag === "Left") return live
+    // Every copy starts before the first await, so later mutations cannot reach the snapshot.
+    const pending: Promise<HostTensor>[] = []
+    for (let i = 0; i < this.#held.length; i++) {
+      const ctx = this.#contexts[i] as ReturnType<typeof contextOf>
+      const src = this.#held[i] as T
+      const started = attempt(this.backend, "toHost", ctx.path, () => this.backend.toHost(src))
+      if (started._tag === "Left") {
+        pending.forEach((p) => p.catch(() => undefined))
+        return started
+      }
+      pending.push(started.right)
+    }
+    const settled = await Promise.allSettled(pending)
+    const tensors = new Map<string, HostTensor>()
+    for (let i = 0; i < settled.length; i++) {
+      const s = settled[i] as PromiseSettledResult<HostTensor>
+      const leaf = this.spec.leaves[i] as ResolvedLeaf
+      if (s.status === "rejected") {
+        return attempt(this.backend, "toHost", leaf.pathString, () => {
+          throw s.reason
+        })
+      }
+      tensors.set(leaf.pathString, s.value)
+    }
+    const batchSize = tensors.get(this.spec.leaves[0]?.pathString ?? "")?.shape[
+      this.spec.leaves[0]?.batchAxis ?? 0
+    ]
+    return E.right(
+      encodeSnapshot({
+        batchDim: this.spec.batchDim,
+        batchSize: batchSize ?? this.#batchSize,
+        leaves: this.spec.leaves.map((l) => ({
+          path: l.pathString,
+          batchAxis: l.batchAxis,
+          dtype: l.dtype,
+          spec: l.spec.shape,
+          init: l.init.kind,
+        })),
+        tensors,
+      }),
+    )
+  }
+
+  restore(bytes: Uint8Array | Snapshot): E.Either<StateError, void> {
+    const live = this.#live()
+    if (live._tag === "Left") return live
+    const decoded = bytes instanceof Uint8Array ? decodeSnapshot(bytes) : E.right(bytes)
+    if (decoded._tag === "Left") return decoded
+    const snap = decoded.right
+    const checked = checkSnapshot(this.spec, snap, this.#batchSize)
+    if (checked._tag === "Left") return checked
+    const fresh: T[] = []
+    for (let i = 0; i < checked.right.length; i++) {
+      const ctx = this.#contexts[i] as ReturnType<typeof contextOf>
+      const host = checked.right[i] as HostTensor
+      const t = attempt(this.backend, "fromHost", ctx.path, () => this.backend.fromHost(host, ctx))
+      if (t._tag === "Left") {
+        disposeQuietly(this.backend, fresh)
+        return t
+      }
+      fresh.push(t.right)
+    }
+    for (let i = 0; i < fresh.length; i++) {
+      const ctx = this.#contexts[i] as ReturnType<typeof contextOf>
+      const current = this.#held[i] as T
+      const x = fresh[i] as T
+      const kept = attempt(this.backend, "adopt", ctx.path, () => this.backend.adopt(current, x, ctx))
+      if (kept._tag === "Left") {
+        disposeQuietly(this.backend, fresh.slice(i))
+        return kept
+      }
+      this.#held[i] = kept.right
+    }
+    return E.right(undefined)
+  }
+
+  dispose(): void {
+    if (this.#disposed) return
+    this.#disposed = true
+    const old = this.#held
+    this.#held = []
+    disposeQuietly(this.backend, old)
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose()
+  }
+}
+
+/**
+ * Checks a decoded snapshot against a resolved spec and batch size; returns the host tensors in
+ * leaf order.
+ *
+ * @category snapshots
+ * @since 0.1.0
+ */
+export function checkSnapshot(
+  spec: ResolvedSpec,
+  snap: Snapshot,
+  batchSize: number,
+): E.Either<StateError, HostTensor[]> {
+  if (snap.batchDim !== spec.batchDim) {
+    return E.left(new SnapshotFormatError(`batch dim "${spec.batchDim}"`, snap.batchDim))
+  }
+  const byPath = new Map(snap.leaves.map((l) => [l.path, l]))
+  const expectedPaths = spec.leaves.map((l) => l.pathString)
+  const missing = expectedPaths.find((p) => !byPath.has(p))
+  if (missing !== undefined) {
+    return E.left(new SnapshotFormatError("a tensor for this leaf", "none", missing))
+  }
+  const extra = snap.leaves.find((l) => !expectedPaths.includes(l.path))
+  if (extra !== undefined) {
+    return E.left(new SnapshotFormatError("only leaves of this spec", `extra leaf ${extra.path}`, extra.path))
+  }
+  const named = new Map<string, { size: number; path: string }>()
+  const out: HostTensor[] = []
+  for (const leaf of spec.leaves) {
+    const recorded = byPath.get(leaf.pathString)
+    const t = snap.tensors.get(leaf.pathString)
+    if (recorded === undefined || t === undefined) {
+      return E.left(new SnapshotFormatError("a tensor for this leaf", "none", leaf.pathString))
+    }
+    if (recorded.batchAxis !== leaf.batchAxis) {
+      return E.left(new SpecError(leaf.pathString, `batch axis ${leaf.batchAxis}`, recorded.batchAxis))
+    }
+    const err = checkInfo(leaf, t, batchSize, named)
+    if (err) return E.left(err)
+    out.push(t)
+  }
+  return E.right(out)
+}
