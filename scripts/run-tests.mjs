@@ -10,7 +10,15 @@ rmSync(report, { force: true })
 
 const run = spawnSync(
   "pnpm",
-  ["exec", "vitest", "run", "--reporter=default", "--reporter=json", `--outputFile.json=${report}`, ...process.argv.slice(2)],
+  [
+    "exec",
+    "vitest",
+    "run",
+    "--reporter=default",
+    "--reporter=json",
+    `--outputFile.json=${report}`,
+    ...process.argv.slice(2),
+  ],
   { stdio: "inherit", env: { ...process.env, ORT_DISABLE_TELEMETRY: "1" } },
 )
 
@@ -23,7 +31,9 @@ try {
   failed = json.numFailedTests
   skipped = json.numPendingTests + json.numTodoTests
   // A file that fails to load has no tests: count it as a failure so the line cannot read green.
-  failed += json.testResults.filter((f) => f.status === "failed" && f.assertionResults.length === 0).length
+  failed += json.testResults.filter(
+    (f) => f.status === "failed" && f.assertionResults.length === 0,
+  ).length
 } catch (e) {
   console.error(`could not read the test report: ${e instanceof Error ? e.message : e}`)
   failed += 1

@@ -1,4 +1,4 @@
-import * as E from "fp-ts/lib/Either.js"
+import type * as E from "fp-ts/lib/Either.js"
 
 /**
  * Base class of every error statesaver returns or throws. Each carries the leaf `path` it is
@@ -82,7 +82,12 @@ export class ShapeMismatchError extends StateError {
 export class DTypeMismatchError extends StateError {
   readonly _tag = "DTypeMismatchError"
   constructor(path: string, expected: unknown, actual: unknown) {
-    super(`${where(path)}: expected dtype ${show(expected)}, got ${show(actual)}`, path, expected, actual)
+    super(
+      `${where(path)}: expected dtype ${show(expected)}, got ${show(actual)}`,
+      path,
+      expected,
+      actual,
+    )
   }
 }
 
@@ -157,7 +162,12 @@ export class AliasedLeafError extends StateError {
 export class SpecError extends StateError {
   readonly _tag = "SpecError"
   constructor(path: string, expected: unknown, actual: unknown) {
-    super(`spec ${where(path)}: expected ${show(expected)}, got ${show(actual)}`, path, expected, actual)
+    super(
+      `spec ${where(path)}: expected ${show(expected)}, got ${show(actual)}`,
+      path,
+      expected,
+      actual,
+    )
   }
 }
 
@@ -194,7 +204,12 @@ export class BackendError extends StateError {
 export class SnapshotFormatError extends StateError {
   readonly _tag = "SnapshotFormatError"
   constructor(expected: string, actual: unknown, path = "") {
-    super(`snapshot ${where(path)}: expected ${expected}, got ${show(actual)}`, path, expected, actual)
+    super(
+      `snapshot ${where(path)}: expected ${expected}, got ${show(actual)}`,
+      path,
+      expected,
+      actual,
+    )
   }
 }
 

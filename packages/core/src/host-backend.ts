@@ -1,6 +1,21 @@
 import type { LeafContext, StateBackend, TensorInfo } from "./backend.js"
-import { DTYPES, HostTensor, type HostData, allocateData, sizeOf } from "./host-tensor.js"
-import { fillRowsTyped, gatherRowsTyped, rowLayout, scatterRowsTyped } from "./typed-rows.js"
+import {
+  DTYPES,
+  type DType,
+  HostTensor,
+  type HostData,
+  allocateData,
+  dtypeByteSize,
+  sizeOf,
+} from "./host-tensor.js"
+import {
+  type RowLayout,
+  fillRowsTyped,
+  gatherRowsTyped,
+  rowLayout,
+  rowViews,
+  scatterRowsTyped,
+} from "./typed-rows.js"
 
 /**
  * The host backend: `HostTensor`s (typed arrays). Adds `liveTensors()`, the number of tensors it
@@ -11,35 +26,104 @@ import { fillRowsTyped, gatherRowsTyped, rowLayout, scatterRowsTyped } from "./t
  */
 export interface HostBackend extends StateBackend<HostTensor> {
   liveTensors(): number
+  /** Bytes held by the buffer pool for reuse. */
+  pooledBytes(): number
+}
+
+/**
+ * Options of `hostBackend`.
+ *
+ * @category backend
+ * @since 0.1.0
+ */
+export interface HostBackendOptions {
+  /**
+   * Bytes of freed buffers kept for reuse by the next allocation of the same size, so that a
+   * steady `select` loop does not allocate. Default 64 MiB; 0 turns pooling off.
+   */
+  readonly poolBytes?: number
+}
+
+const PER_SIZE = 4
+const DISPOSED: unique symbol = Symbol("statesaver.disposed")
+const isDisposed = (t: HostTensor): boolean => (t as { [DISPOSED]?: true })[DISPOSED] === true
+const markDisposed = (t: HostTensor): void => {
+  Object.defineProperty(t, DISPOSED, { value: true })
 }
 
 /**
  * Creates a host backend: state in typed arrays, row operations as `TypedArray.set` / `fill`
- * over the rows touched. The reference backend, and the default for CPU-only use.
+ * over the rows touched. Freed buffers are pooled and reused, so a tensor must not be read
+ * after the saver replaced it (the state is borrowed until the next mutation).
  *
  * @example
  * const saver = orThrow(createStateSaver({ spec: lstmSpec([64]), backend: hostBackend(), batchSize: 4 }))
  * @category backend
  * @since 0.1.0
  */
-export function hostBackend(): HostBackend {
+export function hostBackend(options: HostBackendOptions = {}): HostBackend {
+  const poolLimit = options.poolBytes ?? 64 * 1024 * 1024
   const live = new Set<HostTensor>()
-  const disposed = new WeakSet<HostTensor>()
+  const pool = new Map<DType, Map<number, HostData[]>>()
+  let pooled = 0
+  // Row views per buffer and layout; buffers come back from the pool, and their views with them.
+  const views = new WeakMap<HostData, { layout: RowLayout; views: HostData[] }>()
+
   const own = (t: HostTensor): HostTensor => {
     live.add(t)
     return t
   }
-  const make = (shape: readonly number[], dtype: HostTensor["dtype"]): HostTensor =>
-    new HostTensor(dtype, shape, allocateData(dtype, sizeOf(shape)))
+  const take = (dtype: DType, length: number, zero: boolean): HostData => {
+    const data = pool.get(dtype)?.get(length)?.pop()
+    if (data === undefined) return allocateData(dtype, length)
+    pooled -= data.byteLength
+    if (zero) (data as Float32Array).fill(dtype === "int64" ? (0n as never) : 0)
+    return data
+  }
+  const release = (t: HostTensor): void => {
+    live.delete(t)
+    if (isDisposed(t)) return
+    markDisposed(t)
+    const data = t.data as HostData
+    if (data.byteLength === 0 || pooled + data.byteLength > poolLimit) return
+    if (data.byteOffset !== 0 || data.byteLength !== data.buffer.byteLength) return
+    let bySize = pool.get(t.dtype)
+    if (bySize === undefined) pool.set(t.dtype, (bySize = new Map()))
+    let free = bySize.get(data.length)
+    if (free === undefined) bySize.set(data.length, (free = []))
+    if (free.length >= PER_SIZE || free.includes(data)) return
+    free.push(data)
+    pooled += data.byteLength
+  }
+  const make = (shape: readonly number[], dtype: DType, zero: boolean): HostTensor =>
+    new HostTensor(dtype, shape, take(dtype, sizeOf(shape), zero) as HostTensor["data"])
+  const viewsOf = (data: HostData, layout: RowLayout): HostData[] | undefined => {
+    // Worth it only for rows small enough that creating a view dominates the copy.
+    if (layout.inner * dtypeByteSize("float32") > 64 * 1024) return undefined
+    const cached = views.get(data)
+    const l = cached?.layout
+    if (
+      l !== undefined &&
+      l.outer === layout.outer &&
+      l.rows === layout.rows &&
+      l.inner === layout.inner
+    ) {
+      return cached?.views
+    }
+    const v = rowViews(data, layout)
+    views.set(data, { layout, views: v })
+    return v
+  }
+
   return {
     name: "host",
     capabilities: { dtypes: DTYPES, onDevice: false },
     describe(x: unknown): TensorInfo | undefined {
-      if (!(x instanceof HostTensor) || disposed.has(x)) return undefined
+      if (!(x instanceof HostTensor) || isDisposed(x)) return undefined
       return x
     },
     allocate(shape, dtype, leaf: LeafContext) {
-      const t = make(shape, dtype)
+      const t = make(shape, dtype, true)
       if (leaf.init.kind !== "zeros") {
         const layout = rowLayout(shape, leaf.batchAxis)
         const all = Array.from({ length: layout.rows }, (_, i) => i)
@@ -50,15 +134,18 @@ export function hostBackend(): HostBackend {
     gather(src, rows, leaf) {
       const shape = [...src.shape]
       shape[leaf.batchAxis] = rows.length
-      const dst = make(shape, src.dtype)
+      // Every row of the result is written (copied or set to init): no need to zero it first.
+      const dst = make(shape, src.dtype, false)
+      const srcLayout = rowLayout(src.shape, leaf.batchAxis)
       gatherRowsTyped(
         dst.data,
         rowLayout(shape, leaf.batchAxis),
         src.data,
-        rowLayout(src.shape, leaf.batchAxis),
+        srcLayout,
         rows,
         leaf.init,
         src.dtype,
+        viewsOf(src.data, srcLayout),
       )
       return own(dst)
     },
@@ -75,8 +162,7 @@ export function hostBackend(): HostBackend {
       fillRowsTyped(t.data, rowLayout(t.shape, leaf.batchAxis), rows, leaf.init, t.dtype)
     },
     adopt(held, next) {
-      live.delete(held)
-      disposed.add(held)
+      release(held)
       return own(next)
     },
     toHost(t) {
@@ -84,13 +170,14 @@ export function hostBackend(): HostBackend {
       return Promise.resolve(new HostTensor(t.dtype, t.shape, data))
     },
     fromHost(host) {
-      const data = (host.data as HostData).slice() as typeof host.data
-      return own(new HostTensor(host.dtype, host.shape, data))
+      const t = make(host.shape, host.dtype, false)
+      ;(t.data as Float32Array).set(host.data as Float32Array)
+      return own(t)
     },
     dispose(t) {
-      live.delete(t)
-      disposed.add(t)
+      release(t)
     },
     liveTensors: () => live.size,
+    pooledBytes: () => pooled,
   }
 }

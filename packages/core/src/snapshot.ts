@@ -138,7 +138,8 @@ const fail = (expected: string, actual: unknown, path = ""): E.Either<SnapshotFo
 const isRecord = (x: unknown): x is Record<string, unknown> =>
   typeof x === "object" && x !== null && !Array.isArray(x)
 
-const isCount = (x: unknown): x is number => typeof x === "number" && Number.isSafeInteger(x) && x >= 0
+const isCount = (x: unknown): x is number =>
+  typeof x === "number" && Number.isSafeInteger(x) && x >= 0
 
 /**
  * Decodes and validates snapshot bytes. Every inconsistency (truncation, an oversized or
@@ -168,8 +169,11 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
   } catch (e) {
     return fail("a UTF-8 JSON header", e instanceof Error ? e.message : String(e))
   }
-  if (!isRecord(header)) return fail("a JSON object header", Array.isArray(header) ? "an array" : typeof header)
-  const meta = Object.prototype.hasOwnProperty.call(header, "__metadata__") ? header["__metadata__"] : undefined
+  if (!isRecord(header))
+    return fail("a JSON object header", Array.isArray(header) ? "an array" : typeof header)
+  const meta = Object.prototype.hasOwnProperty.call(header, "__metadata__")
+    ? header["__metadata__"]
+    : undefined
   if (!isRecord(meta)) return fail("a __metadata__ object", typeof meta)
   if (meta["format"] !== SNAPSHOT_FORMAT) return fail(`format "${SNAPSHOT_FORMAT}"`, meta["format"])
   if (meta["version"] !== String(SNAPSHOT_VERSION)) {
@@ -204,7 +208,8 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
     if (!isCount(batch_axis) || batch_axis >= spec.length || spec[batch_axis] !== batchDim) {
       return fail(`a batch_axis naming "${batchDim}"`, batch_axis, path)
     }
-    if (init !== "zeros" && init !== "constant" && init !== "tensor") return fail("an init kind", init, path)
+    if (init !== "zeros" && init !== "constant" && init !== "tensor")
+      return fail("an init kind", init, path)
     leafPaths.add(path)
     leaves.push({ path, batchAxis: batch_axis, dtype, spec: spec as Dim[], init })
   }
@@ -216,8 +221,10 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
     const entry = header[key]
     if (!isRecord(entry)) return fail("a tensor entry", typeof entry, key)
     if (!leafPaths.has(key)) return fail("a tensor named in __metadata__.leaves", key, key)
-    const dtype = typeof entry["dtype"] === "string" ? FROM_SAFETENSORS.get(entry["dtype"]) : undefined
-    if (dtype === undefined) return fail("a dtype F32, F16, I32, I64, U8 or BOOL", entry["dtype"], key)
+    const dtype =
+      typeof entry["dtype"] === "string" ? FROM_SAFETENSORS.get(entry["dtype"]) : undefined
+    if (dtype === undefined)
+      return fail("a dtype F32, F16, I32, I64, U8 or BOOL", entry["dtype"], key)
     const shape = entry["shape"]
     if (!Array.isArray(shape) || shape.length > MAX_RANK || !shape.every(isCount)) {
       return fail("a shape of non-negative integers", shape, key)
@@ -242,7 +249,11 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
   }
   if (entries.length !== leaves.length) {
     const missing = leaves.find((l) => !entries.some((e) => e.path === l.path))
-    return fail("a tensor for every leaf", `no tensor for ${missing?.path ?? "?"}`, missing?.path ?? "")
+    return fail(
+      "a tensor for every leaf",
+      `no tensor for ${missing?.path ?? "?"}`,
+      missing?.path ?? "",
+    )
   }
   const sorted = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end)
   let cursor = 0

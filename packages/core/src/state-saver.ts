@@ -97,7 +97,9 @@ export interface StateSaver<T> extends Disposable {
  * @category saver
  * @since 0.1.0
  */
-export function createStateSaver<T>(options: StateSaverOptions<T>): E.Either<StateError, StateSaver<T>> {
+export function createStateSaver<T>(
+  options: StateSaverOptions<T>,
+): E.Either<StateError, StateSaver<T>> {
   const { backend, batchSize } = options
   const resolved = resolveSpec(options.spec, options)
   if (resolved._tag === "Left") return resolved
@@ -106,7 +108,9 @@ export function createStateSaver<T>(options: StateSaverOptions<T>): E.Either<Sta
   }
   for (const leaf of resolved.right.leaves) {
     if (!backend.capabilities.dtypes.includes(leaf.dtype)) {
-      return E.left(new DTypeMismatchError(leaf.pathString, backend.capabilities.dtypes, leaf.dtype))
+      return E.left(
+        new DTypeMismatchError(leaf.pathString, backend.capabilities.dtypes, leaf.dtype),
+      )
     }
   }
   const held = allocateAll(backend, resolved.right.leaves, batchSize)
@@ -209,7 +213,9 @@ class Saver<T> implements StateSaver<T> {
       const current = this.#held[i] as T
       if (x === current) continue
       const ctx = this.#contexts[i] as ReturnType<typeof contextOf>
-      const kept = attempt(this.backend, "adopt", ctx.path, () => this.backend.adopt(current, x, ctx))
+      const kept = attempt(this.backend, "adopt", ctx.path, () =>
+        this.backend.adopt(current, x, ctx),
+      )
       if (kept._tag === "Left") return kept
       this.#held[i] = kept.right
     }
@@ -354,7 +360,9 @@ class Saver<T> implements StateSaver<T> {
       const ctx = this.#contexts[i] as ReturnType<typeof contextOf>
       const current = this.#held[i] as T
       const x = fresh[i] as T
-      const kept = attempt(this.backend, "adopt", ctx.path, () => this.backend.adopt(current, x, ctx))
+      const kept = attempt(this.backend, "adopt", ctx.path, () =>
+        this.backend.adopt(current, x, ctx),
+      )
       if (kept._tag === "Left") {
         disposeQuietly(this.backend, fresh.slice(i))
         return kept
@@ -400,7 +408,9 @@ export function checkSnapshot(
   }
   const extra = snap.leaves.find((l) => !expectedPaths.includes(l.path))
   if (extra !== undefined) {
-    return E.left(new SnapshotFormatError("only leaves of this spec", `extra leaf ${extra.path}`, extra.path))
+    return E.left(
+      new SnapshotFormatError("only leaves of this spec", `extra leaf ${extra.path}`, extra.path),
+    )
   }
   const named = new Map<string, { size: number; path: string }>()
   const out: HostTensor[] = []
@@ -411,7 +421,9 @@ export function checkSnapshot(
       return E.left(new SnapshotFormatError("a tensor for this leaf", "none", leaf.pathString))
     }
     if (recorded.batchAxis !== leaf.batchAxis) {
-      return E.left(new SpecError(leaf.pathString, `batch axis ${leaf.batchAxis}`, recorded.batchAxis))
+      return E.left(
+        new SpecError(leaf.pathString, `batch axis ${leaf.batchAxis}`, recorded.batchAxis),
+      )
     }
     const err = checkInfo(leaf, t, batchSize, named)
     if (err) return E.left(err)

@@ -167,7 +167,11 @@ export function resolveSpec(
     const batchAxes = leaf.shape.flatMap((d, axis) => (d === batchDim ? [axis] : []))
     if (batchAxes.length !== 1) {
       return E.left(
-        new SpecError(p, `exactly one "${batchDim}" dim`, `${batchAxes.length} in ${JSON.stringify(leaf.shape)}`),
+        new SpecError(
+          p,
+          `exactly one "${batchDim}" dim`,
+          `${batchAxes.length} in ${JSON.stringify(leaf.shape)}`,
+        ),
       )
     }
     const batchAxis = batchAxes[0] as number
@@ -192,7 +196,13 @@ export function resolveSpec(
       case "tensor": {
         const t = leafInit.value
         if (!(t instanceof HostTensor) || !dataMatchesDType(t.data, leaf.dtype)) {
-          return E.left(new SpecError(p, `an init HostTensor of dtype ${leaf.dtype}`, t instanceof HostTensor ? t.dtype : typeof t))
+          return E.left(
+            new SpecError(
+              p,
+              `an init HostTensor of dtype ${leaf.dtype}`,
+              t instanceof HostTensor ? t.dtype : typeof t,
+            ),
+          )
         }
         if (t.dtype !== leaf.dtype && !(leaf.dtype === "bool" && t.dtype === "uint8")) {
           return E.left(new SpecError(p, `an init tensor of dtype ${leaf.dtype}`, t.dtype))
@@ -200,7 +210,11 @@ export function resolveSpec(
         const rowDims = leaf.shape.filter((_, axis) => axis !== batchAxis)
         if (t.shape.length !== rowDims.length) {
           return E.left(
-            new SpecError(p, `an init tensor of one row's shape ${JSON.stringify(rowDims)}`, t.shape),
+            new SpecError(
+              p,
+              `an init tensor of one row's shape ${JSON.stringify(rowDims)}`,
+              t.shape,
+            ),
           )
         }
         for (let axis = 0, r = 0; axis < leaf.shape.length; axis++) {
@@ -208,7 +222,13 @@ export function resolveSpec(
           const d = leaf.shape[axis] as Dim
           const size = t.shape[r++] as number
           if (typeof d === "number" && d !== size) {
-            return E.left(new SpecError(p, `an init tensor of one row's shape ${JSON.stringify(rowDims)}`, t.shape))
+            return E.left(
+              new SpecError(
+                p,
+                `an init tensor of one row's shape ${JSON.stringify(rowDims)}`,
+                t.shape,
+              ),
+            )
           }
           if (typeof d === "string") {
             if (dims[d] !== undefined && dims[d] !== size) {
@@ -220,7 +240,9 @@ export function resolveSpec(
         break
       }
       default:
-        return E.left(new SpecError(p, "init zeros, constant or tensor", (leafInit as { kind: unknown }).kind))
+        return E.left(
+          new SpecError(p, "init zeros, constant or tensor", (leafInit as { kind: unknown }).kind),
+        )
     }
     for (const [axis, name] of growing) {
       const given = dims[name]
@@ -235,7 +257,9 @@ export function resolveSpec(
       const size = shape[axis] as number
       const seen = named.get(name)
       if (seen && seen.size !== size) {
-        return E.left(new SpecError(p, `dim "${name}" = ${seen.size} as at leaf ${seen.path}`, size))
+        return E.left(
+          new SpecError(p, `dim "${name}" = ${seen.size} as at leaf ${seen.path}`, size),
+        )
       }
       named.set(name, { size, path: p })
     }

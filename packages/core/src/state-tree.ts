@@ -78,7 +78,11 @@ export function formatPath(path: readonly PathSegment[]): string {
 export type TreeDef =
   | { readonly kind: "leaf" }
   | { readonly kind: "array"; readonly items: readonly TreeDef[] }
-  | { readonly kind: "record"; readonly keys: readonly string[]; readonly items: readonly TreeDef[] }
+  | {
+      readonly kind: "record"
+      readonly keys: readonly string[]
+      readonly items: readonly TreeDef[]
+    }
 
 /**
  * Leaves in a fixed order (array index order; record keys sorted), their paths and the tree def.
@@ -128,7 +132,12 @@ export function flatten<L>(tree: StateTree<L>, isLeaf: IsLeaf = isDefaultLeaf): 
 
 /** Writes `key` as an own data property, so `__proto__` and friends stay data. */
 function defineKey(target: Record<string, unknown>, key: string, value: unknown): void {
-  Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true })
+  Object.defineProperty(target, key, {
+    value,
+    enumerable: true,
+    writable: true,
+    configurable: true,
+  })
 }
 
 /**
@@ -246,7 +255,11 @@ export function sameStructure(
       }
       const extra = ak.find((k) => !Object.prototype.hasOwnProperty.call(e, k))
       if (extra !== undefined) {
-        return new StructureMismatchError(formatPath([...path, extra]), "no such key", "an extra key")
+        return new StructureMismatchError(
+          formatPath([...path, extra]),
+          "no such key",
+          "an extra key",
+        )
       }
       for (const k of ek) {
         const err = check(e[k], a[k], [...path, k])

@@ -81,6 +81,7 @@ export function gatherRowsTyped(
   srcRows: readonly (number | null)[],
   init: Init,
   dtype: DType,
+  srcRowViews?: readonly Fillable[],
 ): void {
   const { outer, inner } = srcLayout
   const m = dstLayout.rows
@@ -98,11 +99,34 @@ export function gatherRowsTyped(
     while (i + count < srcRows.length && srcRows[i + count] === r + count) count++
     for (let o = 0; o < outer; o++) {
       const from = (o * n + r) * inner
-      setSpan(dst, src.subarray(from, from + count * inner), (o * m + i) * inner)
+      // A single row comes from a cached view when given: creating a view costs more than
+      // copying a small row.
+      const view =
+        count === 1 && srcRowViews !== undefined
+          ? (srcRowViews[o * n + r] as Fillable)
+          : src.subarray(from, from + count * inner)
+      setSpan(dst, view, (o * m + i) * inner)
     }
     i += count
   }
   if (fresh.length > 0) fillRowsTyped(dst, dstLayout, fresh, init, dtype)
+}
+
+/**
+ * Views of every row chunk of `data` laid out as `layout`, indexed `outer * rows + row`: pass
+ * them to `gatherRowsTyped` to copy single rows without creating a view per row.
+ *
+ * @category typed rows
+ * @since 0.1.0
+ */
+export function rowViews(data: Fillable, layout: RowLayout): Fillable[] {
+  const { outer, rows, inner } = layout
+  const out: Fillable[] = new Array(outer * rows)
+  for (let o = 0; o < outer; o++) {
+    for (let r = 0; r < rows; r++)
+      out[o * rows + r] = data.subarray((o * rows + r) * inner, (o * rows + r + 1) * inner)
+  }
+  return out
 }
 
 /**

@@ -39,16 +39,34 @@ describe("snapshots", () => {
     const { bytes } = await seededSnapshot()
     const n = Number(new DataView(bytes.buffer).getBigUint64(0, true))
     expect(n % 8).toBe(0)
-    const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n))) as Record<string, any>
+    const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n))) as Record<
+      string,
+      any
+    >
     expect(header["__metadata__"].format).toBe("statesaver.snapshot")
     expect(header["__metadata__"].version).toBe("1")
     expect(header["__metadata__"].batch_dim).toBe("batch")
     expect(header["__metadata__"].batch_size).toBe("2")
     for (const v of Object.values(header["__metadata__"])) expect(typeof v).toBe("string")
-    const leaves = JSON.parse(header["__metadata__"].leaves) as { path: string; batch_axis: number }[]
-    expect(leaves.map((l) => l.path)).toEqual(["half", "lstm[0][0]", "lstm[0][1]", "lstm[1][0]", "lstm[1][1]", "mask", "step"])
+    const leaves = JSON.parse(header["__metadata__"].leaves) as {
+      path: string
+      batch_axis: number
+    }[]
+    expect(leaves.map((l) => l.path)).toEqual([
+      "half",
+      "lstm[0][0]",
+      "lstm[0][1]",
+      "lstm[1][0]",
+      "lstm[1][1]",
+      "mask",
+      "step",
+    ])
     expect(leaves.find((l) => l.path === "lstm[0][0]")?.batch_axis).toBe(1)
-    expect(header["lstm[0][0]"]).toEqual({ dtype: "F32", shape: [1, 2, 3], data_offsets: expect.any(Array) })
+    expect(header["lstm[0][0]"]).toEqual({
+      dtype: "F32",
+      shape: [1, 2, 3],
+      data_offsets: expect.any(Array),
+    })
     expect(header["step"].dtype).toBe("I64")
     expect(header["half"].dtype).toBe("F16")
     expect(header["mask"].dtype).toBe("BOOL")
@@ -97,12 +115,22 @@ print(json.dumps({"meta": header["__metadata__"]["format"], "h0": out["lstm[0][0
   it("restore rejects a snapshot of another spec, naming the leaf", async () => {
     const { bytes } = await seededSnapshot()
     const other = orThrow(
-      createStateSaver({ spec: { ...spec, mask: { shape: ["batch", 2], dtype: "bool" } }, backend: hostBackend(), batchSize: 2 }),
+      createStateSaver({
+        spec: { ...spec, mask: { shape: ["batch", 2], dtype: "bool" } },
+        backend: hostBackend(),
+        batchSize: 2,
+      }),
     )
     const r = other.restore(bytes)
     expect(r._tag === "Left" && r.left._tag).toBe("ShapeMismatchError")
     expect(r._tag === "Left" && r.left.path).toBe("mask")
-    const missing = orThrow(createStateSaver({ spec: { ...spec, extra: { shape: ["batch"], dtype: "int32" } }, backend: hostBackend(), batchSize: 2 }))
+    const missing = orThrow(
+      createStateSaver({
+        spec: { ...spec, extra: { shape: ["batch"], dtype: "int32" } },
+        backend: hostBackend(),
+        batchSize: 2,
+      }),
+    )
     const r2 = missing.restore(bytes)
     expect(r2._tag === "Left" && r2.left._tag).toBe("SnapshotFormatError")
     expect(r2._tag === "Left" && r2.left.path).toBe("extra")
@@ -122,14 +150,16 @@ print(json.dumps({"meta": header["__metadata__"]["format"], "h0": out["lstm[0][0
   it("refuses data offsets that overlap, leave gaps or claim more than the shape", async () => {
     const { bytes } = await seededSnapshot()
     const n = Number(new DataView(bytes.buffer).getBigUint64(0, true))
-    const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n))) as Record<string, any>
+    const header = JSON.parse(new TextDecoder().decode(bytes.subarray(8, 8 + n))) as Record<
+      string,
+      any
+    >
     const rewrite = (h: Record<string, any>): Uint8Array => {
-      let json = new TextEncoder().encode(JSON.stringify(h))
+      const json = new TextEncoder().encode(JSON.stringify(h))
       const out = new Uint8Array(8 + json.length + bytes.length - 8 - n)
       new DataView(out.buffer).setBigUint64(0, BigInt(json.length), true)
       out.set(json, 8)
       out.set(bytes.subarray(8 + n), 8 + json.length)
-      json = new Uint8Array()
       return out
     }
     const overlap = structuredClone(header)
@@ -151,10 +181,17 @@ print(json.dumps({"meta": header["__metadata__"]["format"], "h0": out["lstm[0][0
     let rejected = 0
     let accepted = 0
     const mutation = fc.oneof(
-      fc.record({ kind: fc.constant("flip" as const), at: fc.nat(), value: fc.integer({ min: 0, max: 255 }) }),
+      fc.record({
+        kind: fc.constant("flip" as const),
+        at: fc.nat(),
+        value: fc.integer({ min: 0, max: 255 }),
+      }),
       fc.record({ kind: fc.constant("truncate" as const), at: fc.nat() }),
       fc.record({ kind: fc.constant("extend" as const), extra: fc.uint8Array({ maxLength: 32 }) }),
-      fc.record({ kind: fc.constant("length" as const), value: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }) }),
+      fc.record({
+        kind: fc.constant("length" as const),
+        value: fc.bigInt({ min: 0n, max: 2n ** 64n - 1n }),
+      }),
       fc.record({ kind: fc.constant("random" as const), data: fc.uint8Array({ maxLength: 600 }) }),
     )
     fc.assert(
@@ -164,7 +201,8 @@ print(json.dumps({"meta": header["__metadata__"]["format"], "h0": out["lstm[0][0
           if (m.kind === "flip") b[m.at % b.length] = m.value
           else if (m.kind === "truncate") b = b.slice(0, m.at % (b.length + 1))
           else if (m.kind === "extend") b = new Uint8Array([...b, ...m.extra])
-          else if (m.kind === "length" && b.length >= 8) new DataView(b.buffer).setBigUint64(0, m.value, true)
+          else if (m.kind === "length" && b.length >= 8)
+            new DataView(b.buffer).setBigUint64(0, m.value, true)
           else if (m.kind === "random") b = m.data
         }
         const decoded = decodeSnapshot(b)
@@ -176,14 +214,22 @@ print(json.dumps({"meta": header["__metadata__"]["format"], "h0": out["lstm[0][0
         try {
           result = target.restore(b)
         } catch (e) {
-          throw new Error(`restore threw instead of returning a Left: ${String(e)}`)
+          throw new Error(`restore threw instead of returning a Left: ${String(e)}`, { cause: e })
         }
         if (result._tag === "Left") {
           rejected++
           // Bytes that decode are a valid snapshot of some other state: only then may the spec checks speak.
-          expect(result.left._tag).toBe(decoded._tag === "Left" ? "SnapshotFormatError" : result.left._tag)
+          expect(result.left._tag).toBe(
+            decoded._tag === "Left" ? "SnapshotFormatError" : result.left._tag,
+          )
           if (decoded._tag === "Right") {
-            expect(["ShapeMismatchError", "DTypeMismatchError", "BatchSizeMismatchError", "SpecError", "SnapshotFormatError"]).toContain(result.left._tag)
+            expect([
+              "ShapeMismatchError",
+              "DTypeMismatchError",
+              "BatchSizeMismatchError",
+              "SpecError",
+              "SnapshotFormatError",
+            ]).toContain(result.left._tag)
           }
           expect((target.state() as { lstm: HostTensor[][] }).lstm[0]?.[0]?.data).toEqual(before)
         } else {
@@ -200,7 +246,13 @@ print(json.dumps({"meta": header["__metadata__"]["format"], "h0": out["lstm[0][0
     const saver = make()
     const half = hostTensor("float16", [2, 2], [65504, -0.0001, 1 / 3, -2])
     const s = saver.state() as Record<string, unknown>
-    orThrow(saver.save({ ...s, half, step: hostTensor("int64", [2], [2n ** 62n, -(2n ** 63n)]) } as never))
+    orThrow(
+      saver.save({
+        ...s,
+        half,
+        step: hostTensor("int64", [2], [2n ** 62n, -(2n ** 63n)]),
+      } as never),
+    )
     const bytes = orThrow(await saver.snapshot())
     const other = make()
     orThrow(other.restore(bytes))

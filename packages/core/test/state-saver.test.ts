@@ -35,14 +35,23 @@ describe("specs", () => {
       ["[0][0]", 1, [2, "batch", 8]],
       ["[0][1]", 1, [2, "batch", 8]],
     ])
-    expect(gruSpec([3], { batchDim: "N", dtype: "float16" })).toEqual([{ shape: ["N", 3], dtype: "float16" }])
+    expect(gruSpec([3], { batchDim: "N", dtype: "float16" })).toEqual([
+      { shape: ["N", 3], dtype: "float16" },
+    ])
     expect(rnnSpec([5, 6])).toHaveLength(2)
     expect(() => lstmSpec([0])).toThrowError(SpecError)
   })
 
   it("resolveSpec refuses a leaf without exactly one batch dim, naming it", () => {
-    const r = resolveSpec({ h: { shape: ["batch", 2], dtype: "float32" }, c: { shape: [1, 2], dtype: "float32" } })
-    expect(r._tag === "Left" && r.left).toMatchObject({ _tag: "SpecError", path: "c", expected: 'exactly one "batch" dim' })
+    const r = resolveSpec({
+      h: { shape: ["batch", 2], dtype: "float32" },
+      c: { shape: [1, 2], dtype: "float32" },
+    })
+    expect(r._tag === "Left" && r.left).toMatchObject({
+      _tag: "SpecError",
+      path: "c",
+      expected: 'exactly one "batch" dim',
+    })
     const two = resolveSpec({ shape: ["batch", "batch"], dtype: "float32" })
     expect(two._tag === "Left" && two.left.actual).toBe('2 in ["batch","batch"]')
   })
@@ -53,7 +62,11 @@ describe("specs", () => {
     const dim = resolveSpec([{ shape: ["batch", -1], dtype: "float32" }])
     expect(dim._tag === "Left" && dim.left._tag).toBe("SpecError")
     const row = resolveSpec({
-      h: { shape: ["batch", 3], dtype: "float32", init: init.tensor(hostTensor("float32", [2], [1, 2])) },
+      h: {
+        shape: ["batch", 3],
+        dtype: "float32",
+        init: init.tensor(hostTensor("float32", [2], [1, 2])),
+      },
     })
     expect(row._tag === "Left" && row.left).toMatchObject({ path: "h", actual: [2] })
   })
@@ -64,7 +77,12 @@ describe("specs", () => {
       v: { shape: ["batch", 2, "seq", 4], dtype: "float32" as const },
     }
     expect(orThrow(resolveSpec(kv)).leaves[0]?.shape).toEqual(["batch", 2, 0, 4])
-    expect(orThrow(resolveSpec(kv, { dims: { seq: 3 } })).leaves[1]?.shape).toEqual(["batch", 2, 3, 4])
+    expect(orThrow(resolveSpec(kv, { dims: { seq: 3 } })).leaves[1]?.shape).toEqual([
+      "batch",
+      2,
+      3,
+      4,
+    ])
   })
 })
 
@@ -91,7 +109,11 @@ describe("StateSaver", () => {
       ...hostBackend(),
       capabilities: { dtypes: ["float32"], onDevice: false },
     }
-    const r = createStateSaver({ spec: { x: { shape: ["batch"], dtype: "int64" } }, backend, batchSize: 1 })
+    const r = createStateSaver({
+      spec: { x: { shape: ["batch"], dtype: "int64" } },
+      backend,
+      batchSize: 1,
+    })
     expect(r._tag === "Left" && r.left).toBeInstanceOf(DTypeMismatchError)
     expect(r._tag === "Left" && r.left.path).toBe("x")
   })
@@ -118,13 +140,19 @@ describe("StateSaver", () => {
   it("per-row init tensors start every row, and reset(rows) restores them", () => {
     const learned = hostTensor("float32", [2], [0.25, -0.5])
     const saver = orThrow(
-      createStateSaver({ spec: { h: { shape: ["batch", 2], dtype: "float32", init: init.tensor(learned) } }, backend: hostBackend(), batchSize: 3 }),
+      createStateSaver({
+        spec: { h: { shape: ["batch", 2], dtype: "float32", init: init.tensor(learned) } },
+        backend: hostBackend(),
+        batchSize: 3,
+      }),
     )
     const h = (saver.state() as { h: HostTensor }).h
     expect(Array.from(h.data)).toEqual([0.25, -0.5, 0.25, -0.5, 0.25, -0.5])
     ;(h.data as Float32Array).fill(9)
     orThrow(saver.reset(new Uint8Array([0, 1, 0])))
-    expect(Array.from((saver.state() as { h: HostTensor }).h.data)).toEqual([9, 9, 0.25, -0.5, 9, 9])
+    expect(Array.from((saver.state() as { h: HostTensor }).h.data)).toEqual([
+      9, 9, 0.25, -0.5, 9, 9,
+    ])
   })
 
   it("works with `using`: Symbol.dispose frees the state", () => {

@@ -34,7 +34,12 @@ const treeArb: fc.Arbitrary<StateTree<Leaf>> = fc.letrec<{ tree: StateTree<Leaf>
       .map((entries) => {
         const rec: Record<string, StateTree<Leaf>> = {}
         for (const [k, v] of entries) {
-          Object.defineProperty(rec, k, { value: v, enumerable: true, writable: true, configurable: true })
+          Object.defineProperty(rec, k, {
+            value: v,
+            enumerable: true,
+            writable: true,
+            configurable: true,
+          })
         }
         return rec
       }),
@@ -68,8 +73,15 @@ describe("state trees", () => {
   })
 
   it("keys such as __proto__ and constructor stay data and never touch prototypes", () => {
-    const tree = JSON.parse('{"__proto__": {"polluted": 1}, "constructor": [2]}') as Record<string, unknown>
-    const withLeaves = mapTree(tree as StateTree<number>, (x) => new Leaf(x as number), (x) => typeof x === "number")
+    const tree = JSON.parse('{"__proto__": {"polluted": 1}, "constructor": [2]}') as Record<
+      string,
+      unknown
+    >
+    const withLeaves = mapTree(
+      tree as StateTree<number>,
+      (x) => new Leaf(x as number),
+      (x) => typeof x === "number",
+    )
     const { paths, def } = flatten(withLeaves)
     expect(paths.map((p) => formatPath(p))).toEqual(["__proto__.polluted", "constructor[0]"])
     const rebuilt = unflatten(def, [new Leaf(1), new Leaf(2)]) as Record<string, unknown>
@@ -80,7 +92,12 @@ describe("state trees", () => {
   })
 
   it("sameStructure names the first differing path", () => {
-    const a = { layers: [[new Leaf(1), new Leaf(2)], [new Leaf(3), new Leaf(4)]] }
+    const a = {
+      layers: [
+        [new Leaf(1), new Leaf(2)],
+        [new Leaf(3), new Leaf(4)],
+      ],
+    }
     const b = { layers: [[new Leaf(1), new Leaf(2)], [new Leaf(3)]] }
     const r = sameStructure(a, b)
     expect(r._tag).toBe("Left")

@@ -25,9 +25,13 @@ export const contextOf = (leaf: ResolvedLeaf): LeafContext => ({
 })
 
 /** Sorted, distinct row indices from indices or a mask; `Left` on anything out of range. */
-export function normalizeRows(rows: RowsInput, batchSize: number): E.Either<RowIndexError, number[]> {
+export function normalizeRows(
+  rows: RowsInput,
+  batchSize: number,
+): E.Either<RowIndexError, number[]> {
   const isMask =
-    rows instanceof Uint8Array || (Array.isArray(rows) && rows.length > 0 && typeof rows[0] === "boolean")
+    rows instanceof Uint8Array ||
+    (Array.isArray(rows) && rows.length > 0 && typeof rows[0] === "boolean")
   if (isMask) {
     if (rows.length !== batchSize) {
       return E.left(new RowIndexError(`a mask of length ${batchSize}`, `length ${rows.length}`))
@@ -42,15 +46,17 @@ export function normalizeRows(rows: RowsInput, batchSize: number): E.Either<RowI
     }
     return E.right(out)
   }
-  const seen = new Set<number>()
+  let ascending = true
   for (let i = 0; i < rows.length; i++) {
     const r: unknown = rows[i]
     if (typeof r !== "number" || !Number.isInteger(r) || r < 0 || r >= batchSize) {
       return E.left(new RowIndexError(`row indices in [0, ${batchSize})`, r))
     }
-    seen.add(r)
+    if (i > 0 && r <= (rows[i - 1] as number)) ascending = false
   }
-  return E.right([...seen].sort((a, b) => a - b))
+  if (ascending)
+    return E.right(Array.isArray(rows) ? (rows as number[]) : Array.from(rows as Int32Array))
+  return E.right([...new Set(rows as readonly number[])].sort((a, b) => a - b))
 }
 
 /** Checks a select/gather list: integers in range or null, at least one entry. */
@@ -58,7 +64,8 @@ export function checkSelection(
   rows: readonly (number | null)[],
   batchSize: number,
 ): E.Either<RowIndexError, readonly (number | null)[]> {
-  if (!Array.isArray(rows)) return E.left(new RowIndexError("an array of row indices or null", typeof rows))
+  if (!Array.isArray(rows))
+    return E.left(new RowIndexError("an array of row indices or null", typeof rows))
   if (rows.length === 0) return E.left(new RowIndexError("at least one row", "[]"))
   for (const r of rows as unknown[]) {
     if (r === null) continue
@@ -103,7 +110,9 @@ export function checkTensors<T>(
       return E.left(new BackendError(backend.name, "describe", p, e))
     }
     if (info === undefined) {
-      return E.left(new StructureMismatchError(p, `a live ${backend.name} tensor`, describeValue(x)))
+      return E.left(
+        new StructureMismatchError(p, `a live ${backend.name} tensor`, describeValue(x)),
+      )
     }
     const other = seen.get(x)
     if (other !== undefined) return E.left(new AliasedLeafError(p, other))
@@ -126,7 +135,12 @@ export function checkInfo(
   if (info.dtype !== spec.dtype) return new DTypeMismatchError(p, spec.dtype, info.dtype)
   const shape = info.shape
   if (shape.length !== spec.shape.length) {
-    return new ShapeMismatchError(p, spec.spec.shape, shape, `rank ${spec.shape.length}, got ${shape.length}`)
+    return new ShapeMismatchError(
+      p,
+      spec.spec.shape,
+      shape,
+      `rank ${spec.shape.length}, got ${shape.length}`,
+    )
   }
   if (shape[spec.batchAxis] !== batchSize) {
     return new BatchSizeMismatchError(p, batchSize, shape[spec.batchAxis] as number, spec.batchAxis)
@@ -137,7 +151,12 @@ export function checkInfo(
     const size = shape[axis] as number
     if (name === undefined) {
       if (size !== spec.shape[axis]) {
-        return new ShapeMismatchError(p, spec.spec.shape, shape, `axis ${axis} must be ${String(spec.shape[axis])}`)
+        return new ShapeMismatchError(
+          p,
+          spec.spec.shape,
+          shape,
+          `axis ${axis} must be ${String(spec.shape[axis])}`,
+        )
       }
       continue
     }

@@ -49,7 +49,9 @@ function valuesFor(dtype: DType, n: number, seed = 0): HostData {
     case "float32":
       return Float32Array.from({ length: n }, (_, i) => (i + seed) * 0.25 - 3)
     case "float16":
-      return Uint16Array.from({ length: n }, (_, i) => float32ToFloat16Bits(((i + seed) % 200) - 100))
+      return Uint16Array.from({ length: n }, (_, i) =>
+        float32ToFloat16Bits(((i + seed) % 200) - 100),
+      )
     case "int32":
       return Int32Array.from({ length: n }, (_, i) => (i + seed) * 7 - 50)
     case "int64":
@@ -106,19 +108,29 @@ function referenceGather(
       for (let i = 0; i < inner; i++) {
         const from = rows[r]
         o[(a * rows.length + r) * inner + i] =
-          from === null || from === undefined ? initRow(a, i) : (s[(a * n + from) * inner + i] as number)
+          from === null || from === undefined
+            ? initRow(a, i)
+            : (s[(a * n + from) * inner + i] as number)
       }
     }
   }
   return out
 }
 
-function initValue(leaf: LeafSpec, dtype: DType): (outer: number, inner: number) => number | bigint {
+function initValue(
+  leaf: LeafSpec,
+  dtype: DType,
+): (outer: number, inner: number) => number | bigint {
   const i: Init = leaf.init ?? init.zeros
   if (i.kind === "zeros") return () => (dtype === "int64" ? 0n : 0)
   if (i.kind === "constant") {
     const v = i.value
-    return () => (dtype === "int64" ? BigInt(v) : dtype === "float16" ? float32ToFloat16Bits(Number(v)) : Number(v))
+    return () =>
+      dtype === "int64"
+        ? BigInt(v)
+        : dtype === "float16"
+          ? float32ToFloat16Bits(Number(v))
+          : Number(v)
   }
   const data = i.value.data as unknown as (number | bigint)[]
   const batchAxis = leaf.shape.indexOf("batch")
@@ -143,12 +155,18 @@ async function snapshotBytes<T>(saver: StateSaver<T>): Promise<Uint8Array> {
 
 /** Host tensors of distinct values for every leaf at `batchSize` rows. */
 function distinctState(spec: StateSpec, batchSize: number, seed: number): Map<string, HostTensor> {
-  const { leaves, paths } = flatten<LeafSpec>(spec, (x) => typeof x === "object" && x !== null && "dtype" in x)
+  const { leaves, paths } = flatten<LeafSpec>(
+    spec,
+    (x) => typeof x === "object" && x !== null && "dtype" in x,
+  )
   const out = new Map<string, HostTensor>()
   leaves.forEach((leaf, i) => {
     const shape = leaf.shape.map((d) => (d === "batch" ? batchSize : typeof d === "number" ? d : 0))
     const data = valuesFor(leaf.dtype, sizeOf(shape), seed + i * 1000)
-    out.set(formatPath(paths[i] ?? []), new HostTensor(leaf.dtype, shape, data as HostTensor["data"]))
+    out.set(
+      formatPath(paths[i] ?? []),
+      new HostTensor(leaf.dtype, shape, data as HostTensor["data"]),
+    )
   })
   return out
 }
@@ -290,7 +308,12 @@ export function describeBackendConformance<T>(options: ConformanceOptions<T>): v
           const state = await read(saver)
           for (const leaf of saver.spec.leaves) {
             const before = values.get(leaf.pathString) as HostTensor
-            const expected = referenceGather(before, leaf.batchAxis, [null, 1, null, null], initValue(leaf.spec, dtype))
+            const expected = referenceGather(
+              before,
+              leaf.batchAxis,
+              [null, 1, null, null],
+              initValue(leaf.spec, dtype),
+            )
             expectTensor(state.get(leaf.pathString), expected, leaf.pathString)
           }
           saver.dispose()
@@ -302,33 +325,46 @@ export function describeBackendConformance<T>(options: ConformanceOptions<T>): v
           const state = await read(saver)
           for (const leaf of saver.spec.leaves) {
             const t = state.get(leaf.pathString) as HostTensor
-            const expected = referenceGather(t, leaf.batchAxis, [null, null, null, null], initValue(leaf.spec, dtype))
+            const expected = referenceGather(
+              t,
+              leaf.batchAxis,
+              [null, null, null, null],
+              initValue(leaf.spec, dtype),
+            )
             expectTensor(t, expected, leaf.pathString)
           }
           saver.dispose()
         })
 
-        run("select drops, reorders and duplicates rows; null is a fresh init row", async (backend) => {
-          const { saver, values } = await seeded(backend, dtype)
-          const rows = [3, 1, 1, null, 0]
-          orThrowKit(saver.select(rows))
-          expect(saver.batchSize).toBe(5)
-          const state = await read(saver)
-          for (const leaf of saver.spec.leaves) {
-            const before = values.get(leaf.pathString) as HostTensor
-            const expected = referenceGather(before, leaf.batchAxis, rows, initValue(leaf.spec, dtype))
-            expectTensor(state.get(leaf.pathString), expected, leaf.pathString)
-          }
-          orThrowKit(saver.select([4]))
-          expect(saver.batchSize).toBe(1)
-          const shrunk = await read(saver)
-          for (const leaf of saver.spec.leaves) {
-            const before = values.get(leaf.pathString) as HostTensor
-            const expected = referenceGather(before, leaf.batchAxis, [0], () => 0)
-            expectTensor(shrunk.get(leaf.pathString), expected, leaf.pathString)
-          }
-          saver.dispose()
-        })
+        run(
+          "select drops, reorders and duplicates rows; null is a fresh init row",
+          async (backend) => {
+            const { saver, values } = await seeded(backend, dtype)
+            const rows = [3, 1, 1, null, 0]
+            orThrowKit(saver.select(rows))
+            expect(saver.batchSize).toBe(5)
+            const state = await read(saver)
+            for (const leaf of saver.spec.leaves) {
+              const before = values.get(leaf.pathString) as HostTensor
+              const expected = referenceGather(
+                before,
+                leaf.batchAxis,
+                rows,
+                initValue(leaf.spec, dtype),
+              )
+              expectTensor(state.get(leaf.pathString), expected, leaf.pathString)
+            }
+            orThrowKit(saver.select([4]))
+            expect(saver.batchSize).toBe(1)
+            const shrunk = await read(saver)
+            for (const leaf of saver.spec.leaves) {
+              const before = values.get(leaf.pathString) as HostTensor
+              const expected = referenceGather(before, leaf.batchAxis, [0], () => 0)
+              expectTensor(shrunk.get(leaf.pathString), expected, leaf.pathString)
+            }
+            saver.dispose()
+          },
+        )
 
         run("snapshot then restore round-trips bit-exactly", async (backend) => {
           const { spec, saver, values } = await seeded(backend, dtype)
@@ -350,7 +386,10 @@ export function describeBackendConformance<T>(options: ConformanceOptions<T>): v
         name: string,
         tag: string,
         path: string,
-        act: (saver: StateSaver<T>, backend: StateBackend<T>) => Promise<{ _tag: string }> | { _tag: string },
+        act: (
+          saver: StateSaver<T>,
+          backend: StateBackend<T>,
+        ) => Promise<{ _tag: string }> | { _tag: string },
       ) =>
         test(name, async (backend) => {
           const { saver } = await seeded(backend, "float32")
@@ -373,73 +412,138 @@ export function describeBackendConformance<T>(options: ConformanceOptions<T>): v
       ): { tree: StateTree<T>; made: T[] } => {
         const values = distinctState(saver.spec.spec, B, 7)
         const made = saver.spec.leaves.map((leaf) =>
-          saver.backend.fromHost(patch(leaf.pathString) ?? (values.get(leaf.pathString) as HostTensor), {
-            path: leaf.pathString,
-            batchAxis: leaf.batchAxis,
-            init: leaf.init,
-          }),
+          saver.backend.fromHost(
+            patch(leaf.pathString) ?? (values.get(leaf.pathString) as HostTensor),
+            {
+              path: leaf.pathString,
+              batchAxis: leaf.batchAxis,
+              init: leaf.init,
+            },
+          ),
         )
         return { tree: unflattenLike(saver, made), made }
       }
-      const rejectedSave = (saver: StateSaver<T>, patch: (path: string) => HostTensor | undefined) => {
+      const rejectedSave = (
+        saver: StateSaver<T>,
+        patch: (path: string) => HostTensor | undefined,
+      ) => {
         const { tree, made } = tensorsWith(saver, patch)
         const r = saver.save(tree)
         for (const t of made) saver.backend.dispose(t)
         return r
       }
 
-      unchanged("save rejects a missing leaf (StructureMismatchError)", "StructureMismatchError", "b", (saver) => {
-        const { tree, made } = tensorsWith(saver, () => undefined)
-        const broken = { ...(tree as Record<string, unknown>), b: [(tree as { b: T[] }).b[0]] }
-        const r = saver.save(broken as StateTree<T>)
-        for (const t of made) saver.backend.dispose(t)
-        return r
-      })
-      unchanged("save rejects a value that is not a live tensor", "StructureMismatchError", "a", (saver) => {
-        const { tree, made } = tensorsWith(saver, () => undefined)
-        const broken = { ...(tree as Record<string, unknown>), a: "not a tensor" }
-        const r = saver.save(broken as StateTree<T>)
-        for (const t of made) saver.backend.dispose(t)
-        return r
-      })
-      unchanged("save rejects a wrong dtype (DTypeMismatchError)", "DTypeMismatchError", "b[1]", (saver) =>
-        rejectedSave(saver, (p) => (p === "b[1]" ? new HostTensor("int32", [2, 2, B]) : undefined)),
+      unchanged(
+        "save rejects a missing leaf (StructureMismatchError)",
+        "StructureMismatchError",
+        "b",
+        (saver) => {
+          const { tree, made } = tensorsWith(saver, () => undefined)
+          const broken = { ...(tree as Record<string, unknown>), b: [(tree as { b: T[] }).b[0]] }
+          const r = saver.save(broken as StateTree<T>)
+          for (const t of made) saver.backend.dispose(t)
+          return r
+        },
       )
-      unchanged("save rejects a wrong batch size (BatchSizeMismatchError)", "BatchSizeMismatchError", "b[0]", (saver) =>
-        rejectedSave(saver, (p) => (p === "b[0]" ? new HostTensor("float32", [2, B + 1, 2]) : undefined)),
+      unchanged(
+        "save rejects a value that is not a live tensor",
+        "StructureMismatchError",
+        "a",
+        (saver) => {
+          const { tree, made } = tensorsWith(saver, () => undefined)
+          const broken = { ...(tree as Record<string, unknown>), a: "not a tensor" }
+          const r = saver.save(broken as StateTree<T>)
+          for (const t of made) saver.backend.dispose(t)
+          return r
+        },
       )
-      unchanged("save rejects a wrong fixed dim (ShapeMismatchError)", "ShapeMismatchError", "a", (saver) =>
-        rejectedSave(saver, (p) => (p === "a" ? new HostTensor("float32", [B, 4]) : undefined)),
+      unchanged(
+        "save rejects a wrong dtype (DTypeMismatchError)",
+        "DTypeMismatchError",
+        "b[1]",
+        (saver) =>
+          rejectedSave(saver, (p) =>
+            p === "b[1]" ? new HostTensor("int32", [2, 2, B]) : undefined,
+          ),
       )
-      unchanged("save rejects a wrong rank (ShapeMismatchError)", "ShapeMismatchError", "odd.__proto__", (saver) =>
-        rejectedSave(saver, (p) => (p === "odd.__proto__" ? new HostTensor("float32", [B, 1]) : undefined)),
+      unchanged(
+        "save rejects a wrong batch size (BatchSizeMismatchError)",
+        "BatchSizeMismatchError",
+        "b[0]",
+        (saver) =>
+          rejectedSave(saver, (p) =>
+            p === "b[0]" ? new HostTensor("float32", [2, B + 1, 2]) : undefined,
+          ),
       )
-      unchanged("save rejects one tensor given at two leaves (AliasedLeafError)", "AliasedLeafError", "b[0]", (saver) => {
-        const { tree, made } = tensorsWith(saver, () => undefined)
-        const t = tree as { a: T; b: T[]; odd: unknown }
-        const aliased = { a: t.a, b: [t.a, t.b[1]], odd: t.odd }
-        const r = saver.save(aliased as StateTree<T>)
-        for (const x of made) saver.backend.dispose(x)
-        return r
-      })
-      unchanged("reset rejects an out-of-range row (RowIndexError)", "RowIndexError", "", (saver) => saver.reset([0, B]))
-      unchanged("reset rejects a mask of the wrong length (RowIndexError)", "RowIndexError", "", (saver) =>
-        saver.reset([true, false]),
+      unchanged(
+        "save rejects a wrong fixed dim (ShapeMismatchError)",
+        "ShapeMismatchError",
+        "a",
+        (saver) =>
+          rejectedSave(saver, (p) => (p === "a" ? new HostTensor("float32", [B, 4]) : undefined)),
       )
-      unchanged("select rejects a negative or fractional row (RowIndexError)", "RowIndexError", "", (saver) =>
-        saver.select([0, 1.5]),
+      unchanged(
+        "save rejects a wrong rank (ShapeMismatchError)",
+        "ShapeMismatchError",
+        "odd.__proto__",
+        (saver) =>
+          rejectedSave(saver, (p) =>
+            p === "odd.__proto__" ? new HostTensor("float32", [B, 1]) : undefined,
+          ),
       )
-      unchanged("select rejects an empty selection (RowIndexError)", "RowIndexError", "", (saver) => saver.select([]))
-      unchanged("restore rejects a snapshot of another batch size", "BatchSizeMismatchError", "a", async (saver) => {
-        const other = orThrowKit(createStateSaver({ spec: saver.spec.spec, backend: saver.backend, batchSize: B + 1 }))
-        const bytes = await snapshotBytes(other)
-        other.dispose()
-        return saver.restore(bytes)
-      })
-      unchanged("restore rejects truncated bytes (SnapshotFormatError)", "SnapshotFormatError", "odd.__proto__", async (saver) => {
-        const bytes = await snapshotBytes(saver)
-        return saver.restore(bytes.subarray(0, bytes.length - 3))
-      })
+      unchanged(
+        "save rejects one tensor given at two leaves (AliasedLeafError)",
+        "AliasedLeafError",
+        "b[0]",
+        (saver) => {
+          const { tree, made } = tensorsWith(saver, () => undefined)
+          const t = tree as { a: T; b: T[]; odd: unknown }
+          const aliased = { a: t.a, b: [t.a, t.b[1]], odd: t.odd }
+          const r = saver.save(aliased as StateTree<T>)
+          for (const x of made) saver.backend.dispose(x)
+          return r
+        },
+      )
+      unchanged("reset rejects an out-of-range row (RowIndexError)", "RowIndexError", "", (saver) =>
+        saver.reset([0, B]),
+      )
+      unchanged(
+        "reset rejects a mask of the wrong length (RowIndexError)",
+        "RowIndexError",
+        "",
+        (saver) => saver.reset([true, false]),
+      )
+      unchanged(
+        "select rejects a negative or fractional row (RowIndexError)",
+        "RowIndexError",
+        "",
+        (saver) => saver.select([0, 1.5]),
+      )
+      unchanged("select rejects an empty selection (RowIndexError)", "RowIndexError", "", (saver) =>
+        saver.select([]),
+      )
+      unchanged(
+        "restore rejects a snapshot of another batch size",
+        "BatchSizeMismatchError",
+        "a",
+        async (saver) => {
+          const other = orThrowKit(
+            createStateSaver({ spec: saver.spec.spec, backend: saver.backend, batchSize: B + 1 }),
+          )
+          const bytes = await snapshotBytes(other)
+          other.dispose()
+          return saver.restore(bytes)
+        },
+      )
+      unchanged(
+        "restore rejects truncated bytes (SnapshotFormatError)",
+        "SnapshotFormatError",
+        "odd.__proto__",
+        async (saver) => {
+          const bytes = await snapshotBytes(saver)
+          return saver.restore(bytes.subarray(0, bytes.length - 3))
+        },
+      )
     })
 
     test("a backend failure mid-select frees the rows already gathered", async (backend) => {
@@ -468,7 +572,10 @@ export function describeBackendConformance<T>(options: ConformanceOptions<T>): v
         { shape: ["batch", 3], dtype: "float32" },
       ]
       const pair = orThrowKit(createStateSaver({ spec: spec2, backend, batchSize: B }))
-      const [x, y] = [values.get("a") as HostTensor, distinctState(spec2, B, 99).get("[1]") as HostTensor]
+      const [x, y] = [
+        values.get("a") as HostTensor,
+        distinctState(spec2, B, 99).get("[1]") as HostTensor,
+      ]
       orThrowKit(
         pair.save([
           backend.fromHost(x, { path: "[0]", batchAxis: 0, init: init.zeros }),
@@ -508,7 +615,11 @@ export function describeBackendConformance<T>(options: ConformanceOptions<T>): v
       expect(saver.dims()).toEqual({ seq: 0 })
       const grown = (seq: number, seed: number): T =>
         backend.fromHost(
-          new HostTensor("float32", [2, 2, seq, 3], valuesFor("float32", 12 * seq, seed) as Float32Array),
+          new HostTensor(
+            "float32",
+            [2, 2, seq, 3],
+            valuesFor("float32", 12 * seq, seed) as Float32Array,
+          ),
           { path: "", batchAxis: 0, init: init.zeros },
         )
       orThrowKit(saver.save({ key: grown(5, 1), value: grown(5, 2) }))
@@ -538,7 +649,14 @@ export function describeBackendConformance<T>(options: ConformanceOptions<T>): v
         const state = await read(saver)
         const next = new Map<string, HostTensor>()
         for (const [p, t] of state) {
-          next.set(p, new HostTensor("float32", t.shape, (t.data as Float32Array).map((x) => 0.5 * x + 1)))
+          next.set(
+            p,
+            new HostTensor(
+              "float32",
+              t.shape,
+              (t.data as Float32Array).map((x) => 0.5 * x + 1),
+            ),
+          )
         }
         saveHost(saver, next)
       }
@@ -554,9 +672,12 @@ export function describeBackendConformance<T>(options: ConformanceOptions<T>): v
         const b0 = before.get(leaf.pathString) as HostTensor
         const stepped = (t: HostTensor) => (t.data as Float32Array).map((x) => 0.5 * x + 1)
         const row = (t: HostTensor, data: Float32Array, r: number) =>
-          elements(referenceGather(new HostTensor("float32", t.shape, data), leaf.batchAxis, [r], () => 0))
+          elements(
+            referenceGather(new HostTensor("float32", t.shape, data), leaf.batchAxis, [r], () => 0),
+          )
         expect(row(a, a.data as Float32Array, 1)).toEqual(row(f, stepped(f), 1))
-        for (const r of [0, 2, 3]) expect(row(a, a.data as Float32Array, r)).toEqual(row(b0, stepped(b0), r))
+        for (const r of [0, 2, 3])
+          expect(row(a, a.data as Float32Array, r)).toEqual(row(b0, stepped(b0), r))
       }
       fresh.dispose()
       saver.dispose()
@@ -578,7 +699,6 @@ export function describeBackendConformance<T>(options: ConformanceOptions<T>): v
       expect(options.liveTensors(backend)).toBe(start)
       saver.dispose()
     })
-
   })
 }
 
@@ -605,7 +725,11 @@ function unflattenLike<T>(saver: StateSaver<T>, leaves: T[]): StateTree<T> {
 }
 
 /** A backend that throws from `operation` on the leaf at `path` and forwards everything else. */
-function failingBackend<T>(backend: StateBackend<T>, operation: "gather" | "fill" | "adopt", path: string): StateBackend<T> {
+function failingBackend<T>(
+  backend: StateBackend<T>,
+  operation: "gather" | "fill" | "adopt",
+  path: string,
+): StateBackend<T> {
   const fail = (p: string) => {
     if (p === path) throw new Error(`injected ${operation} failure`)
   }
@@ -615,7 +739,10 @@ function failingBackend<T>(backend: StateBackend<T>, operation: "gather" | "fill
     capabilities: backend.capabilities,
     describe: (x) => backend.describe(x),
     allocate: (s, d, l) => backend.allocate(s, d, l),
-    gather: (src, rows, l) => (operation === "gather" && fail(l.path), backend.gather(src, rows, l)),
+    gather: (src, rows, l) => (
+      operation === "gather" && fail(l.path),
+      backend.gather(src, rows, l)
+    ),
     scatter: (dst, rows, src, l) => backend.scatter(dst, rows, src, l),
     fill: (t, rows, l) => (operation === "fill" && fail(l.path), backend.fill(t, rows, l)),
     adopt: (h, n, l) => (operation === "adopt" && fail(l.path), backend.adopt(h, n, l)),

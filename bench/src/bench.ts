@@ -1,0 +1,10 @@
+/** `pnpm bench`: every benchmark, each a ratio against a hand-written baseline in this process. */
+import { existsSync } from "node:fs"
+
+const suites = ["core", "store", "tfjs", "ort"]
+for (const name of suites) {
+  const file = new URL(`./${name}.ts`, import.meta.url)
+  if (!existsSync(file)) continue
+  const mod = (await import(file.href)) as { main: () => Promise<unknown> }
+  await mod.main()
+}

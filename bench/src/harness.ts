@@ -1,0 +1,103 @@
+/** Timing helpers for ratio benchmarks: both sides run interleaved, in one process. */
+
+/** Median of a list of numbers. */
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b)
+  const mid = s.length >> 1
+  return s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2
+}
+
+/** Nanoseconds per call of `fn`, timed over batches of `inner` calls. */
+function timeBatch(fn: () => unknown, inner: number): number {
+  const t0 = process.hrtime.bigint()
+  for (let i = 0; i < inner; i++) fn()
+  return Number(process.hrtime.bigint() - t0) / inner
+}
+
+/** Calls per batch so that one batch takes about `targetMs`. */
+function calibrate(fn: () => unknown, targetMs: number): number {
+  let inner = 1
+  for (;;) {
+    const ns = timeBatch(fn, inner) * inner
+    if (ns > targetMs * 1e6 || inner > 1 << 24)
+      return Math.max(1, Math.round((inner * targetMs * 1e6) / Math.max(ns, 1)))
+    inner *= 2
+  }
+}
+
+export interface Comparison {
+  readonly name: string
+  /** Median ns per call of the baseline and of the subject. */
+  readonly baselineNs: number
+  readonly subjectNs: number
+  /** baseline time / subject time: throughput of the subject relative to the baseline. */
+  readonly throughputRatio: number
+}
+
+/**
+ * Runs `baseline` and `subject` in alternating rounds and compares their median times.
+ * `throughputRatio` > 1 means the subject is faster.
+ */
+export function compareSync(
+  name: string,
+  baseline: () => unknown,
+  subject: () => unknown,
+  { rounds = 15, batchMs = 20 } = {},
+): Comparison {
+  for (let i = 0; i < 3; i++) {
+    timeBatch(baseline, 50)
+    timeBatch(subject, 50)
+  }
+  const nb = calibrate(baseline, batchMs)
+  const ns = calibrate(subject, batchMs)
+  const b: number[] = []
+  const s: number[] = []
+  for (let r = 0; r < rounds; r++) {
+    b.push(timeBatch(baseline, nb))
+    s.push(timeBatch(subject, ns))
+  }
+  const baselineNs = median(b)
+  const subjectNs = median(s)
+  return { name, baselineNs, subjectNs, throughputRatio: baselineNs / subjectNs }
+}
+
+/** Async variant: `subject` and `baseline` are awaited one call at a time. */
+export async function compareAsync(
+  name: string,
+  baseline: () => Promise<unknown>,
+  subject: () => Promise<unknown>,
+  { rounds = 15, callsPerRound = 20, warmup = 20 } = {},
+): Promise<Comparison> {
+  for (let i = 0; i < warmup; i++) {
+    await baseline()
+    await subject()
+  }
+  const b: number[] = []
+  const s: number[] = []
+  const time = async (fn: () => Promise<unknown>) => {
+    const t0 = process.hrtime.bigint()
+    for (let i = 0; i < callsPerRound; i++) await fn()
+    return Number(process.hrtime.bigint() - t0) / callsPerRound
+  }
+  for (let r = 0; r < rounds; r++) {
+    b.push(await time(baseline))
+    s.push(await time(subject))
+  }
+  const baselineNs = median(b)
+  const subjectNs = median(s)
+  return { name, baselineNs, subjectNs, throughputRatio: baselineNs / subjectNs }
+}
+
+const fmt = (ns: number): string =>
+  ns >= 1e6
+    ? `${(ns / 1e6).toFixed(2)} ms`
+    : ns >= 1e3
+      ? `${(ns / 1e3).toFixed(2)} µs`
+      : `${ns.toFixed(0)} ns`
+
+/** Prints one comparison as a table row. */
+export function report(c: Comparison, extra = ""): void {
+  console.log(
+    `${c.name.padEnd(58)} baseline ${fmt(c.baselineNs).padStart(10)}  statesaver ${fmt(c.subjectNs).padStart(10)}  ratio ${c.throughputRatio.toFixed(2)}${extra}`,
+  )
+}
