@@ -12,6 +12,7 @@ import { decodeSnapshot } from "../snapshot.js"
 import { type StateSaver, createStateSaver } from "../state-saver.js"
 import { type Init, type LeafSpec, type StateSpec, init } from "../state-spec.js"
 import { type StateTree, flatten, formatPath } from "../state-tree.js"
+import { defineStoreConformance } from "./store.js"
 
 export { referenceGather, valuesFor, type ConformanceOptions }
 
@@ -682,6 +683,8 @@ export function describeBackendConformance<T>(options: ConformanceOptions<T>): v
       fresh.dispose()
       saver.dispose()
     })
+
+    defineStoreConformance(options.liveTensors, iterations, test)
 
     test("no live tensor growth over long save / reset / select / restore loops", async (backend) => {
       const { saver, spec } = await seeded(backend, "float32")

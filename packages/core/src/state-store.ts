@@ -1,0 +1,551 @@
+import * as E from "fp-ts/lib/Either.js"
+import type { LeafContext, StateBackend } from "./backend.js"
+import {
+  DTypeMismatchError,
+  DisposedError,
+  KeyError,
+  RowIndexError,
+  ShapeMismatchError,
+  type StateError,
+} from "./errors.js"
+import type { HostTensor } from "./host-tensor.js"
+import { attempt, checkTensors, contextOf, disposeQuietly } from "./internal/checks.js"
+import { type Snapshot, decodeSnapshot, encodeSnapshot } from "./snapshot.js"
+import { checkSnapshot } from "./state-saver.js"
+import {
+  type ResolvedSpec,
+  type SpecOptions,
+  type StateSpec,
+  leafShape,
+  resolveSpec,
+} from "./state-spec.js"
+import { type StateTree, flatten, unflatten } from "./state-tree.js"
+
+/**
+ * A stream key: any string or number (numbers and their strings are different keys).
+ *
+ * @category store
+ * @since 0.1.0
+ */
+export type StreamKey = string | number
+
+/**
+ * Options of `createStateStore`.
+ *
+ * @category store
+ * @since 0.1.0
+ */
+export interface StateStoreOptions<T> extends SpecOptions {
+  readonly spec: StateSpec
+  readonly backend: StateBackend<T>
+  /** Most streams kept at once; past it the least recently used stream is evicted. Default: no limit. */
+  readonly capacity?: number
+  /** Slots allocated up front; the slab doubles from there (capped by `capacity`). Default 8. */
+  readonly initialSlots?: number
+  /** A stream unused for longer than this is evicted (checked on every store call and by `sweep`). */
+  readonly idleTtlMs?: number
+  /**
+   * Called after a stream was evicted (by capacity or idle TTL, not by `delete`) with a snapshot
+   * of its state, restorable with `restore(key, snapshot)` here or in another process. The rows
+   * are copied synchronously at eviction; the snapshot is read to the host afterwards.
+   */
+  readonly onEvict?: (
+    key: StreamKey,
+    snapshot: Uint8Array,
+    reason: "capacity" | "idle",
+  ) => void | Promise<void>
+  /** Milliseconds now; inject a fake clock in tests. Default `Date.now`. */
+  readonly clock?: () => number
+}
+
+/**
+ * Many independent streams, each with its own state rows, batched on demand. Storage is a slab
+ * of rows (slots) per leaf on the backend: a stream's state never moves except into and out of
+ * a batch. Fallible calls return an `Either` and change nothing on `Left`.
+ *
+ * @category store
+ * @since 0.1.0
+ */
+export interface StateStore<T> extends Disposable {
+  readonly backend: StateBackend<T>
+  readonly spec: ResolvedSpec
+  /** Number of streams held. */
+  readonly size: number
+  /** Slots allocated in the slab (held streams plus free slots). */
+  readonly slots: number
+  readonly disposed: boolean
+  has(key: StreamKey): boolean
+  /** Keys, least recently used first. */
+  keys(): StreamKey[]
+  /**
+   * Stacks the keys' rows into a new batch, in key order; a new key starts at `init`. The returned
+   * tensors are the caller's: pass them to `scatter`, or free them (`disposeTree`).
+   */
+  gather(keys: readonly StreamKey[]): E.Either<StateError, StateTree<T>>
+  /**
+   * Writes row `i` of `next` back to `keys[i]`, which must be held. On `Right` the store took
+   * ownership of `next` and freed it; on `Left` it is still the caller's.
+   */
+  scatter(keys: readonly StreamKey[], next: StateTree<T>): E.Either<StateError, void>
+  /** Sets the keys' rows back to `init` (the keys stay held). */
+  reset(keys: readonly StreamKey[]): E.Either<StateError, void>
+  /** Forgets a stream and frees its slot. Returns whether it was held. */
+  delete(key: StreamKey): boolean
+  /** One stream's state as safetensors bytes with batch size 1 (a `StateSaver` of 1 row restores it too). */
+  snapshot(key: StreamKey): Promise<E.Either<StateError, Uint8Array>>
+  /** Sets a stream's state from a snapshot of batch size 1, adding the key if it is new. */
+  restore(key: StreamKey, snapshot: Uint8Array | Snapshot): E.Either<StateError, void>
+  /** Evicts streams idle past `idleTtlMs` now. Returns how many. */
+  sweep(): number
+  /** Waits until every `onEvict` call has settled; rejects with the first error one raised. */
+  flush(): Promise<void>
+  dispose(): void
+}
+
+interface Entry {
+  slot: number
+  used: number
+  tick: number
+}
+
+/**
+ * Creates a `StateStore` on `backend`.
+ *
+ * @example
+ * const store = orThrow(createStateStore({ spec: lstmSpec([128, 128]), backend: hostBackend(), capacity: 10_000 }))
+ * const batch = orThrow(store.gather(["alice", "bob"]))
+ * // ... run the model on batch, then:
+ * orThrow(store.scatter(["alice", "bob"], nextState))
+ * @category store
+ * @since 0.1.0
+ */
+export function createStateStore<T>(
+  options: StateStoreOptions<T>,
+): E.Either<StateError, StateStore<T>> {
+  const resolved = resolveSpec(options.spec, options)
+  if (resolved._tag === "Left") return resolved
+  const { backend } = options
+  for (const leaf of resolved.right.leaves) {
+    if (!backend.capabilities.dtypes.includes(leaf.dtype)) {
+      return E.left(
+        new DTypeMismatchError(leaf.pathString, backend.capabilities.dtypes, leaf.dtype),
+      )
+    }
+  }
+  const capacity = options.capacity ?? Number.POSITIVE_INFINITY
+  if (!(capacity >= 1) || (Number.isFinite(capacity) && !Number.isSafeInteger(capacity))) {
+    return E.left(new RowIndexError("a capacity that is a positive integer", capacity))
+  }
+  const initial = Math.min(options.initialSlots ?? 8, capacity)
+  if (!Number.isSafeInteger(initial) || initial < 1) {
+    return E.left(
+      new RowIndexError("initialSlots that is a positive integer", options.initialSlots),
+    )
+  }
+  const slabs: T[] = []
+  for (const leaf of resolved.right.leaves) {
+    const t = attempt(backend, "allocate", leaf.pathString, () =>
+      backend.allocate(leafShape(leaf, initial), leaf.dtype, contextOf(leaf)),
+    )
+    if (t._tag === "Left") {
+      disposeQuietly(backend, slabs)
+      return t
+    }
+    slabs.push(t.right)
+  }
+  return E.right(new Store(options, resolved.right, slabs, initial, capacity))
+}
+
+const keyOk = (k: unknown): k is StreamKey =>
+  typeof k === "string" || (typeof k === "number" && Number.isFinite(k))
+
+class Store<T> implements StateStore<T> {
+  readonly backend: StateBackend<T>
+  readonly #entries = new Map<StreamKey, Entry>()
+  readonly #free: number[] = []
+  readonly #contexts: LeafContext[]
+  readonly #clock: () => number
+  readonly #pending = new Set<Promise<void>>()
+  #errors: unknown[] = []
+  #slabs: T[]
+  #slots: number
+  #tick = 0
+  #disposed = false
+
+  constructor(
+    readonly options: StateStoreOptions<T>,
+    readonly spec: ResolvedSpec,
+    slabs: T[],
+    slots: number,
+    readonly capacity: number,
+  ) {
+    this.backend = options.backend
+    this.#slabs = slabs
+    this.#slots = slots
+    this.#contexts = spec.leaves.map(contextOf)
+    this.#clock = options.clock ?? Date.now
+    for (let s = slots - 1; s >= 0; s--) this.#free.push(s)
+  }
+
+  get size(): number {
+    return this.#entries.size
+  }
+
+  get slots(): number {
+    return this.#slots
+  }
+
+  get disposed(): boolean {
+    return this.#disposed
+  }
+
+  has(key: StreamKey): boolean {
+    this.sweep()
+    return this.#entries.has(key)
+  }
+
+  keys(): StreamKey[] {
+    this.sweep()
+    return [...this.#entries].sort((a, b) => a[1].tick - b[1].tick).map(([k]) => k)
+  }
+
+  #live(): E.Either<DisposedError, void> {
+    return this.#disposed ? E.left(new DisposedError("StateStore")) : E.right(undefined)
+  }
+
+  /** Distinct, well-formed keys; `held` requires every key to be held already. */
+  #checkKeys(keys: readonly StreamKey[], held: boolean): E.Either<StateError, void> {
+    if (!Array.isArray(keys)) return E.left(new KeyError("an array of keys", typeof keys))
+    if (keys.length === 0) return E.left(new KeyError("at least one key", "[]"))
+    const seen = new Set<StreamKey>()
+    for (const k of keys as unknown[]) {
+      if (!keyOk(k)) return E.left(new KeyError("string or finite number keys", k))
+      if (seen.has(k)) return E.left(new KeyError("distinct keys", `${JSON.stringify(k)} twice`))
+      if (held && !this.#entries.has(k)) return E.left(new KeyError("a key held by the store", k))
+      seen.add(k)
+    }
+    if (keys.length > this.capacity) {
+      return E.left(
+        new KeyError(`at most ${this.capacity} keys in one call (the capacity)`, keys.length),
+      )
+    }
+    return E.right(undefined)
+  }
+
+  #touch(keys: readonly StreamKey[]): void {
+    const now = this.#clock()
+    for (const k of keys) {
+      const e = this.#entries.get(k) as Entry
+      e.used = now
+      e.tick = ++this.#tick
+    }
+  }
+
+  sweep(): number {
+    const ttl = this.options.idleTtlMs
+    if (ttl === undefined || this.#disposed) return 0
+    const now = this.#clock()
+    const idle = [...this.#entries].filter(([, e]) => now - e.used > ttl).map(([k]) => k)
+    for (const k of idle) this.#evict(k, "idle")
+    return idle.length
+  }
+
+  /** Frees a stream's slot; with `onEvict`, its rows are copied first and reported asynchronously. */
+  #evict(key: StreamKey, reason: "capacity" | "idle"): void {
+    const entry = this.#entries.get(key) as Entry
+    const onEvict = this.options.onEvict
+    if (onEvict !== undefined) {
+      const rows = this.#copyRows([entry.slot])
+      if (rows._tag === "Left") {
+        this.#errors.push(rows.left)
+      } else {
+        const p = this.#encode(rows.right, 1)
+          .then((bytes) => onEvict(key, bytes, reason))
+          .catch((e: unknown) => {
+            this.#errors.push(e)
+          })
+          .finally(() => this.#pending.delete(p))
+        this.#pending.add(p)
+      }
+    }
+    this.#entries.delete(key)
+    this.#free.push(entry.slot)
+  }
+
+  /** New tensors holding the given slots' rows, one per leaf. */
+  #copyRows(slots: readonly (number | null)[]): E.Either<StateError, T[]> {
+    const out: T[] = []
+    for (let i = 0; i < this.#slabs.length; i++) {
+      const ctx = this.#contexts[i] as LeafContext
+      const slab = this.#slabs[i] as T
+      const t = attempt(this.backend, "gather", ctx.path, () =>
+        this.backend.gather(slab, slots, ctx),
+      )
+      if (t._tag === "Left") {
+        disposeQuietly(this.backend, out)
+        return t
+      }
+      out.push(t.right)
+    }
+    return E.right(out)
+  }
+
+  /** Reads tensors to the host (copies start now), frees them, and encodes a snapshot. */
+  #encode(tensors: T[], batchSize: number): Promise<Uint8Array> {
+    const reads = tensors.map((t) => this.backend.toHost(t))
+    return Promise.all(reads)
+      .finally(() => disposeQuietly(this.backend, tensors))
+      .then((hosts) =>
+        encodeSnapshot({
+          batchDim: this.spec.batchDim,
+          batchSize,
+          leaves: this.spec.leaves.map((l) => ({
+            path: l.pathString,
+            batchAxis: l.batchAxis,
+            dtype: l.dtype,
+            spec: l.spec.shape,
+            init: l.init.kind,
+          })),
+          tensors: new Map(this.spec.leaves.map((l, i) => [l.pathString, hosts[i] as HostTensor])),
+        }),
+      )
+  }
+
+  /** Gives every new key a slot set to init, growing the slab or evicting as needed. */
+  #admit(keys: readonly StreamKey[]): E.Either<StateError, void> {
+    const fresh = keys.filter((k) => !this.#entries.has(k))
+    if (fresh.length === 0) return E.right(undefined)
+    const inCall = new Set(keys)
+    const needed = fresh.length - this.#free.length
+    if (needed > 0 && this.#slots < this.capacity) {
+      let target = this.#slots
+      while (target - this.#slots < needed && target < this.capacity)
+        target = Math.min(target * 2, this.capacity)
+      const grown = this.#grow(target)
+      if (grown._tag === "Left") return grown
+    }
+    let short = fresh.length - this.#free.length
+    if (short > 0) {
+      // At capacity: evict the least recently used streams that this call does not use.
+      const victims = [...this.#entries]
+        .filter(([k]) => !inCall.has(k))
+        .sort((a, b) => a[1].tick - b[1].tick)
+      for (const [k] of victims) {
+        if (short-- <= 0) break
+        this.#evict(k, "capacity")
+      }
+    }
+    const slots = fresh.map(() => this.#free.pop() as number)
+    const sorted = [...slots].sort((a, b) => a - b)
+    for (let i = 0; i < this.#slabs.length; i++) {
+      const ctx = this.#contexts[i] as LeafContext
+      const slab = this.#slabs[i] as T
+      const done = attempt(this.backend, "fill", ctx.path, () =>
+        this.backend.fill(slab, sorted, ctx),
+      )
+      if (done._tag === "Left") {
+        for (let j = slots.length - 1; j >= 0; j--) this.#free.push(slots[j] as number)
+        return done
+      }
+    }
+    fresh.forEach((k, i) => this.#entries.set(k, { slot: slots[i] as number, used: 0, tick: 0 }))
+    return E.right(undefined)
+  }
+
+  #grow(target: number): E.Either<StateError, void> {
+    const rows: (number | null)[] = Array.from({ length: target }, (_, r) =>
+      r < this.#slots ? r : null,
+    )
+    const next = this.#copyRows(rows)
+    if (next._tag === "Left") return next
+    const old = this.#slabs
+    this.#slabs = next.right
+    disposeQuietly(this.backend, old)
+    for (let s = target - 1; s >= this.#slots; s--) this.#free.push(s)
+    this.#slots = target
+    return E.right(undefined)
+  }
+
+  gather(keys: readonly StreamKey[]): E.Either<StateError, StateTree<T>> {
+    const live = this.#live()
+    if (live._tag === "Left") return live
+    this.sweep()
+    const checked = this.#checkKeys(keys, false)
+    if (checked._tag === "Left") return checked
+    const fresh = keys.filter((k) => !this.#entries.has(k))
+    const admitted = this.#admit(keys)
+    if (admitted._tag === "Left") return admitted
+    const rows = this.#copyRows(keys.map((k) => (this.#entries.get(k) as Entry).slot))
+    if (rows._tag === "Left") {
+      for (const k of fresh) this.delete(k)
+      return rows
+    }
+    this.#touch(keys)
+    return E.right(unflatten(this.spec.def, rows.right))
+  }
+
+  scatter(keys: readonly StreamKey[], next: StateTree<T>): E.Either<StateError, void> {
+    const live = this.#live()
+    if (live._tag === "Left") return live
+    this.sweep()
+    const checked = this.#checkKeys(keys, true)
+    if (checked._tag === "Left") return checked
+    const tensors = checkTensors(this.spec, this.backend, next, keys.length)
+    if (tensors._tag === "Left") return tensors
+    // Every non-batch dim must match the slab: streams share one slab shape.
+    for (let i = 0; i < this.#slabs.length; i++) {
+      const slabInfo = this.backend.describe(this.#slabs[i])
+      const info = tensors.right.infos[i]
+      const leaf = this.spec.leaves[i]
+      if (slabInfo === undefined || info === undefined || leaf === undefined) continue
+      const differs = info.shape.some(
+        (d, axis) => axis !== leaf.batchAxis && d !== slabInfo.shape[axis],
+      )
+      if (differs) {
+        const expected = slabInfo.shape.map((d, axis) =>
+          axis === leaf.batchAxis ? this.spec.batchDim : d,
+        )
+        return E.left(new ShapeMismatchError(leaf.pathString, expected, info.shape))
+      }
+    }
+    const slots = keys.map((k) => (this.#entries.get(k) as Entry).slot)
+    for (let i = 0; i < this.#slabs.length; i++) {
+      const ctx = this.#contexts[i] as LeafContext
+      const slab = this.#slabs[i] as T
+      const src = tensors.right.leaves[i] as T
+      const done = attempt(this.backend, "scatter", ctx.path, () =>
+        this.backend.scatter(slab, slots, src, ctx),
+      )
+      if (done._tag === "Left") return done
+    }
+    disposeQuietly(this.backend, tensors.right.leaves)
+    this.#touch(keys)
+    return E.right(undefined)
+  }
+
+  reset(keys: readonly StreamKey[]): E.Either<StateError, void> {
+    const live = this.#live()
+    if (live._tag === "Left") return live
+    const checked = this.#checkKeys(keys, true)
+    if (checked._tag === "Left") return checked
+    const slots = keys.map((k) => (this.#entries.get(k) as Entry).slot).sort((a, b) => a - b)
+    for (let i = 0; i < this.#slabs.length; i++) {
+      const ctx = this.#contexts[i] as LeafContext
+      const slab = this.#slabs[i] as T
+      const done = attempt(this.backend, "fill", ctx.path, () =>
+        this.backend.fill(slab, slots, ctx),
+      )
+      if (done._tag === "Left") return done
+    }
+    return E.right(undefined)
+  }
+
+  delete(key: StreamKey): boolean {
+    const entry = this.#entries.get(key)
+    if (entry === undefined || this.#disposed) return false
+    this.#entries.delete(key)
+    this.#free.push(entry.slot)
+    return true
+  }
+
+  async snapshot(key: StreamKey): Promise<E.Either<StateError, Uint8Array>> {
+    const live = this.#live()
+    if (live._tag === "Left") return live
+    const entry = this.#entries.get(key)
+    if (entry === undefined) return E.left(new KeyError("a key held by the store", key))
+    const rows = this.#copyRows([entry.slot])
+    if (rows._tag === "Left") return rows
+    try {
+      return E.right(await this.#encode(rows.right, 1))
+    } catch (e) {
+      return attempt(this.backend, "toHost", "", () => {
+        throw e
+      })
+    }
+  }
+
+  restore(key: StreamKey, snapshot: Uint8Array | Snapshot): E.Either<StateError, void> {
+    const live = this.#live()
+    if (live._tag === "Left") return live
+    if (!keyOk(key)) return E.left(new KeyError("a string or finite number key", key))
+    const decoded = snapshot instanceof Uint8Array ? decodeSnapshot(snapshot) : E.right(snapshot)
+    if (decoded._tag === "Left") return decoded
+    const hosts = checkSnapshot(this.spec, decoded.right, 1)
+    if (hosts._tag === "Left") return hosts
+    for (let i = 0; i < this.#slabs.length; i++) {
+      const slab = this.backend.describe(this.#slabs[i])
+      const h = hosts.right[i] as HostTensor
+      const leaf = this.spec.leaves[i]
+      if (slab === undefined || leaf === undefined) continue
+      if (h.shape.some((d, axis) => axis !== leaf.batchAxis && d !== slab.shape[axis])) {
+        const expected = slab.shape.map((d, axis) => (axis === leaf.batchAxis ? 1 : d))
+        return E.left(new ShapeMismatchError(leaf.pathString, expected, h.shape))
+      }
+    }
+    const made: T[] = []
+    for (let i = 0; i < hosts.right.length; i++) {
+      const ctx = this.#contexts[i] as LeafContext
+      const h = hosts.right[i] as HostTensor
+      const t = attempt(this.backend, "fromHost", ctx.path, () => this.backend.fromHost(h, ctx))
+      if (t._tag === "Left") {
+        disposeQuietly(this.backend, made)
+        return t
+      }
+      made.push(t.right)
+    }
+    const admitted = this.#admit([key])
+    if (admitted._tag === "Left") {
+      disposeQuietly(this.backend, made)
+      return admitted
+    }
+    const slot = (this.#entries.get(key) as Entry).slot
+    for (let i = 0; i < this.#slabs.length; i++) {
+      const ctx = this.#contexts[i] as LeafContext
+      const slab = this.#slabs[i] as T
+      const src = made[i] as T
+      const done = attempt(this.backend, "scatter", ctx.path, () =>
+        this.backend.scatter(slab, [slot], src, ctx),
+      )
+      if (done._tag === "Left") {
+        disposeQuietly(this.backend, made)
+        return done
+      }
+    }
+    disposeQuietly(this.backend, made)
+    this.#touch([key])
+    return E.right(undefined)
+  }
+
+  async flush(): Promise<void> {
+    while (this.#pending.size > 0) await Promise.allSettled([...this.#pending])
+    const errors = this.#errors
+    this.#errors = []
+    if (errors.length > 0) throw errors[0]
+  }
+
+  dispose(): void {
+    if (this.#disposed) return
+    this.#disposed = true
+    this.#entries.clear()
+    disposeQuietly(this.backend, this.#slabs)
+    this.#slabs = []
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose()
+  }
+}
+
+/**
+ * Frees every tensor of a tree on `backend`: for batches from `StateStore.gather` that are not
+ * passed to `scatter`.
+ *
+ * @example
+ * const batch = orThrow(store.gather(keys))
+ * disposeTree(backend, batch)
+ * @category store
+ * @since 0.1.0
+ */
+export function disposeTree<T>(backend: StateBackend<T>, tree: StateTree<T>): void {
+  disposeQuietly(backend, flatten<T>(tree).leaves)
+}
