@@ -98,8 +98,10 @@ export function hostBackend(options: HostBackendOptions = {}): HostBackend {
   const make = (shape: readonly number[], dtype: DType, zero: boolean): HostTensor =>
     new HostTensor(dtype, shape, take(dtype, sizeOf(shape), zero) as HostTensor["data"])
   const viewsOf = (data: HostData, layout: RowLayout): HostData[] | undefined => {
-    // Worth it only for rows small enough that creating a view dominates the copy.
-    if (layout.inner * dtypeByteSize("float32") > 64 * 1024) return undefined
+    // Worth it only for small rows (creating a view costs more than copying them) of small
+    // tensors (a store's slab of many thousand rows would keep a view per row alive).
+    if (layout.inner * dtypeByteSize("float32") > 64 * 1024 || layout.outer * layout.rows > 4096)
+      return undefined
     const cached = views.get(data)
     const l = cached?.layout
     if (

@@ -106,6 +106,14 @@ interface Entry {
   slot: number
   used: number
   tick: number
+  /** Id of the last call that named this key: finds duplicates without a Set per call. */
+  stamp: number
+}
+
+/** Keys of one call, checked: the held entries in key order (undefined for new keys). */
+interface Resolved {
+  readonly entries: (Entry | undefined)[]
+  readonly fresh: StreamKey[]
 }
 
 /**
@@ -170,6 +178,7 @@ class Store<T> implements StateStore<T> {
   #slabs: T[]
   #slots: number
   #tick = 0
+  #stamp = 0
   #disposed = false
 
   constructor(
@@ -214,28 +223,43 @@ class Store<T> implements StateStore<T> {
   }
 
   /** Distinct, well-formed keys; `held` requires every key to be held already. */
-  #checkKeys(keys: readonly StreamKey[], held: boolean): E.Either<StateError, void> {
+  #checkKeys(keys: readonly StreamKey[], held: boolean): E.Either<StateError, Resolved> {
     if (!Array.isArray(keys)) return E.left(new KeyError("an array of keys", typeof keys))
     if (keys.length === 0) return E.left(new KeyError("at least one key", "[]"))
-    const seen = new Set<StreamKey>()
-    for (const k of keys as unknown[]) {
-      if (!keyOk(k)) return E.left(new KeyError("string or finite number keys", k))
-      if (seen.has(k)) return E.left(new KeyError("distinct keys", `${JSON.stringify(k)} twice`))
-      if (held && !this.#entries.has(k)) return E.left(new KeyError("a key held by the store", k))
-      seen.add(k)
-    }
     if (keys.length > this.capacity) {
       return E.left(
         new KeyError(`at most ${this.capacity} keys in one call (the capacity)`, keys.length),
       )
     }
-    return E.right(undefined)
+    const stamp = ++this.#stamp
+    const entries: (Entry | undefined)[] = new Array(keys.length)
+    const fresh: StreamKey[] = []
+    let freshSet: Set<StreamKey> | undefined
+    for (let i = 0; i < keys.length; i++) {
+      const k: unknown = keys[i]
+      if (!keyOk(k)) return E.left(new KeyError("string or finite number keys", k))
+      const e = this.#entries.get(k)
+      if (e !== undefined) {
+        if (e.stamp === stamp)
+          return E.left(new KeyError("distinct keys", `${JSON.stringify(k)} twice`))
+        e.stamp = stamp
+        entries[i] = e
+        continue
+      }
+      if (held) return E.left(new KeyError("a key held by the store", k))
+      freshSet ??= new Set()
+      if (freshSet.has(k))
+        return E.left(new KeyError("distinct keys", `${JSON.stringify(k)} twice`))
+      freshSet.add(k)
+      fresh.push(k)
+    }
+    return E.right({ entries, fresh })
   }
 
-  #touch(keys: readonly StreamKey[]): void {
+  #touch(entries: readonly (Entry | undefined)[]): void {
     const now = this.#clock()
-    for (const k of keys) {
-      const e = this.#entries.get(k) as Entry
+    for (const e of entries) {
+      if (e === undefined) continue
       e.used = now
       e.tick = ++this.#tick
     }
@@ -312,10 +336,8 @@ class Store<T> implements StateStore<T> {
   }
 
   /** Gives every new key a slot set to init, growing the slab or evicting as needed. */
-  #admit(keys: readonly StreamKey[]): E.Either<StateError, void> {
-    const fresh = keys.filter((k) => !this.#entries.has(k))
-    if (fresh.length === 0) return E.right(undefined)
-    const inCall = new Set(keys)
+  #admit(keys: readonly StreamKey[], fresh: readonly StreamKey[]): E.Either<StateError, Entry[]> {
+    if (fresh.length === 0) return E.right([])
     const needed = fresh.length - this.#free.length
     if (needed > 0 && this.#slots < this.capacity) {
       let target = this.#slots
@@ -327,6 +349,7 @@ class Store<T> implements StateStore<T> {
     let short = fresh.length - this.#free.length
     if (short > 0) {
       // At capacity: evict the least recently used streams that this call does not use.
+      const inCall = new Set(keys)
       const victims = [...this.#entries]
         .filter(([k]) => !inCall.has(k))
         .sort((a, b) => a[1].tick - b[1].tick)
@@ -348,8 +371,12 @@ class Store<T> implements StateStore<T> {
         return done
       }
     }
-    fresh.forEach((k, i) => this.#entries.set(k, { slot: slots[i] as number, used: 0, tick: 0 }))
-    return E.right(undefined)
+    const added = fresh.map((k, i) => {
+      const e: Entry = { slot: slots[i] as number, used: 0, tick: 0, stamp: 0 }
+      this.#entries.set(k, e)
+      return e
+    })
+    return E.right(added)
   }
 
   #grow(target: number): E.Either<StateError, void> {
@@ -372,15 +399,17 @@ class Store<T> implements StateStore<T> {
     this.sweep()
     const checked = this.#checkKeys(keys, false)
     if (checked._tag === "Left") return checked
-    const fresh = keys.filter((k) => !this.#entries.has(k))
-    const admitted = this.#admit(keys)
+    const { entries, fresh } = checked.right
+    const admitted = this.#admit(keys, fresh)
     if (admitted._tag === "Left") return admitted
-    const rows = this.#copyRows(keys.map((k) => (this.#entries.get(k) as Entry).slot))
+    let added = 0
+    for (let i = 0; i < entries.length; i++) entries[i] ??= admitted.right[added++]
+    const rows = this.#copyRows(entries.map((e) => (e as Entry).slot))
     if (rows._tag === "Left") {
       for (const k of fresh) this.delete(k)
       return rows
     }
-    this.#touch(keys)
+    this.#touch(entries)
     return E.right(unflatten(this.spec.def, rows.right))
   }
 
@@ -408,7 +437,7 @@ class Store<T> implements StateStore<T> {
         return E.left(new ShapeMismatchError(leaf.pathString, expected, info.shape))
       }
     }
-    const slots = keys.map((k) => (this.#entries.get(k) as Entry).slot)
+    const slots = checked.right.entries.map((e) => (e as Entry).slot)
     for (let i = 0; i < this.#slabs.length; i++) {
       const ctx = this.#contexts[i] as LeafContext
       const slab = this.#slabs[i] as T
@@ -419,7 +448,7 @@ class Store<T> implements StateStore<T> {
       if (done._tag === "Left") return done
     }
     disposeQuietly(this.backend, tensors.right.leaves)
-    this.#touch(keys)
+    this.#touch(checked.right.entries)
     return E.right(undefined)
   }
 
@@ -428,7 +457,7 @@ class Store<T> implements StateStore<T> {
     if (live._tag === "Left") return live
     const checked = this.#checkKeys(keys, true)
     if (checked._tag === "Left") return checked
-    const slots = keys.map((k) => (this.#entries.get(k) as Entry).slot).sort((a, b) => a - b)
+    const slots = checked.right.entries.map((e) => (e as Entry).slot).sort((a, b) => a - b)
     for (let i = 0; i < this.#slabs.length; i++) {
       const ctx = this.#contexts[i] as LeafContext
       const slab = this.#slabs[i] as T
@@ -493,12 +522,13 @@ class Store<T> implements StateStore<T> {
       }
       made.push(t.right)
     }
-    const admitted = this.#admit([key])
+    const admitted = this.#admit([key], this.#entries.has(key) ? [] : [key])
     if (admitted._tag === "Left") {
       disposeQuietly(this.backend, made)
       return admitted
     }
-    const slot = (this.#entries.get(key) as Entry).slot
+    const entry = this.#entries.get(key) as Entry
+    const slot = entry.slot
     for (let i = 0; i < this.#slabs.length; i++) {
       const ctx = this.#contexts[i] as LeafContext
       const slab = this.#slabs[i] as T
@@ -512,7 +542,7 @@ class Store<T> implements StateStore<T> {
       }
     }
     disposeQuietly(this.backend, made)
-    this.#touch([key])
+    this.#touch([entry])
     return E.right(undefined)
   }
 
