@@ -71,7 +71,7 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1
  * Encodes leaves as a safetensors file: an 8-byte little-endian header length, a JSON header
  * (`dtype`, `shape`, `data_offsets` per tensor, and `__metadata__` with the format, version,
  * batch dim and size, and the spec of each leaf), then the raw little-endian data.
- * Python reads it with `safetensors.numpy.load_file`.
+ * Metadata values are strings, as safetensors requires.
  *
  * @example
  * const bytes = encodeSnapshot({ batchDim: "batch", batchSize: 2, leaves, tensors })
