@@ -186,16 +186,40 @@ class Saver<T> implements StateSaver<T> {
     const checked = checkTensors(this.spec, this.backend, next, this.#batchSize)
     if (checked._tag === "Left") return checked
     const incoming = checked.right.leaves
-    // A tensor the saver already holds at another leaf (a swapped save) is copied first, since
-    // adopting it would free it under the other leaf.
-    const heldAt = new Map<T, number>(this.#held.map((t, i) => [t, i]))
+    const prepared = this.#unswap(incoming)
+    if (prepared._tag === "Left") return prepared
+    for (let i = 0; i < prepared.right.length; i++) {
+      const x = prepared.right[i] as T
+      const current = this.#held[i] as T
+      if (x === current) continue
+      const ctx = this.#contexts[i] as ReturnType<typeof contextOf>
+      const kept = attempt(this.backend, "adopt", ctx.path, () =>
+        this.backend.adopt(current, x, ctx),
+      )
+      if (kept._tag === "Left") return kept
+      this.#held[i] = kept.right
+    }
+    return E.right(undefined)
+  }
+
+  /**
+   * A tensor the saver already holds at another leaf (a swapped save) is copied, since adopting
+   * it would free it under the other leaf. The common case, no such tensor, allocates nothing.
+   */
+  #unswap(incoming: T[]): E.Either<StateError, T[]> {
+    const held = this.#held
+    let swapped = false
+    for (let i = 0; i < incoming.length && !swapped; i++) {
+      const x = incoming[i] as T
+      if (x !== held[i] && held.includes(x)) swapped = true
+    }
+    if (!swapped) return E.right(incoming)
+    const all = Array.from({ length: this.#batchSize }, (_, r) => r)
     const prepared: T[] = []
     const copies: T[] = []
-    const all = Array.from({ length: this.#batchSize }, (_, r) => r)
     for (let i = 0; i < incoming.length; i++) {
       const x = incoming[i] as T
-      const at = heldAt.get(x)
-      if (at === undefined || at === i) {
+      if (x === held[i] || !held.includes(x)) {
         prepared.push(x)
         continue
       }
@@ -208,18 +232,7 @@ class Saver<T> implements StateSaver<T> {
       copies.push(copy.right)
       prepared.push(copy.right)
     }
-    for (let i = 0; i < prepared.length; i++) {
-      const x = prepared[i] as T
-      const current = this.#held[i] as T
-      if (x === current) continue
-      const ctx = this.#contexts[i] as ReturnType<typeof contextOf>
-      const kept = attempt(this.backend, "adopt", ctx.path, () =>
-        this.backend.adopt(current, x, ctx),
-      )
-      if (kept._tag === "Left") return kept
-      this.#held[i] = kept.right
-    }
-    return E.right(undefined)
+    return E.right(prepared)
   }
 
   reset(rows?: RowsInput): E.Either<StateError, void> {

@@ -130,14 +130,21 @@ export function flatten<L>(tree: StateTree<L>, isLeaf: IsLeaf = isDefaultLeaf): 
   return { leaves, paths, def }
 }
 
-/** Writes `key` as an own data property, so `__proto__` and friends stay data. */
+/**
+ * Writes `key` as an own data property. Only `__proto__` needs `defineProperty` (assigning it
+ * would set the prototype); plain assignment keeps the common case fast.
+ */
 function defineKey(target: Record<string, unknown>, key: string, value: unknown): void {
-  Object.defineProperty(target, key, {
-    value,
-    enumerable: true,
-    writable: true,
-    configurable: true,
-  })
+  if (key === "__proto__") {
+    Object.defineProperty(target, key, {
+      value,
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    })
+  } else {
+    target[key] = value
+  }
 }
 
 /**

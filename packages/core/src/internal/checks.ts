@@ -13,7 +13,13 @@ import {
 import type { DType } from "../host-tensor.js"
 import type { ResolvedLeaf, ResolvedSpec } from "../state-spec.js"
 import { isLeafSpec } from "../state-spec.js"
-import { type StateTree, flatten, isDefaultLeaf, sameStructure } from "../state-tree.js"
+import {
+  type StateTree,
+  type TreeDef,
+  isDefaultLeaf,
+  isPlainRecord,
+  sameStructure,
+} from "../state-tree.js"
 
 /** Rows as users may give them: indices, or a boolean / 0-1 mask of the batch's length. */
 export type RowsInput = readonly number[] | readonly boolean[] | Uint8Array | Int32Array
@@ -93,12 +99,16 @@ export function checkTensors<T>(
   tree: StateTree<T>,
   batchSize: number,
 ): E.Either<StateError, { leaves: T[]; infos: TensorInfo[] }> {
-  const structure = sameStructure(resolved.spec, tree, isLeafSpec, isDefaultLeaf)
-  if (structure._tag === "Left") return structure
-  const { leaves } = flatten<T>(tree, isDefaultLeaf)
+  const leaves = leavesAlong<T>(resolved.def, tree)
+  if (leaves === undefined) {
+    // Only on failure: walk again to name the first differing path.
+    const structure = sameStructure(resolved.spec, tree, isLeafSpec, isDefaultLeaf)
+    if (structure._tag === "Left") return structure
+    return E.left(new StructureMismatchError("", "a tree of the spec's structure", "another tree"))
+  }
   const infos: TensorInfo[] = []
   const named = new Map<string, { size: number; path: string }>()
-  const seen = new Map<T, string>()
+  const seen = new Set<T>()
   for (let i = 0; i < resolved.leaves.length; i++) {
     const spec = resolved.leaves[i] as ResolvedLeaf
     const p = spec.pathString
@@ -114,14 +124,51 @@ export function checkTensors<T>(
         new StructureMismatchError(p, `a live ${backend.name} tensor`, describeValue(x)),
       )
     }
-    const other = seen.get(x)
-    if (other !== undefined) return E.left(new AliasedLeafError(p, other))
-    seen.set(x, p)
+    if (seen.has(x)) {
+      const other = resolved.leaves[leaves.indexOf(x)] as ResolvedLeaf
+      return E.left(new AliasedLeafError(p, other.pathString))
+    }
+    seen.add(x)
     const err = checkInfo(spec, info, batchSize, named)
     if (err) return E.left(err)
     infos.push(info)
   }
-  return E.right({ leaves: leaves as T[], infos })
+  return E.right({ leaves, infos })
+}
+
+/**
+ * The leaves of `tree` in the order of `def` when `tree` has exactly that structure, else
+ * `undefined`. One pass, no paths built: the hot path of every `save` and `scatter`.
+ */
+function leavesAlong<T>(def: TreeDef, tree: unknown): T[] | undefined {
+  const out: T[] = []
+  const walk = (d: TreeDef, node: unknown): boolean => {
+    switch (d.kind) {
+      case "leaf":
+        if (!isDefaultLeaf(node)) return false
+        out.push(node as T)
+        return true
+      case "array": {
+        if (!Array.isArray(node) || node.length !== d.items.length) return false
+        for (let i = 0; i < d.items.length; i++)
+          if (!walk(d.items[i] as TreeDef, node[i])) return false
+        return true
+      }
+      case "record": {
+        if (!isPlainRecord(node)) return false
+        let own = 0
+        for (const k in node) if (Object.prototype.hasOwnProperty.call(node, k)) own++
+        if (own !== d.keys.length) return false
+        for (let i = 0; i < d.keys.length; i++) {
+          const k = d.keys[i] as string
+          if (!Object.prototype.hasOwnProperty.call(node, k)) return false
+          if (!walk(d.items[i] as TreeDef, node[k])) return false
+        }
+        return true
+      }
+    }
+  }
+  return walk(def, tree) ? out : undefined
 }
 
 /** Checks one leaf's dtype and shape; `named` collects named-dim sizes to keep them consistent. */

@@ -1,0 +1,3 @@
+export * from "./ort-backend.js"
+export * from "./state-pairing.js"
+export * from "./stateful-session.js"

@@ -1,0 +1,153 @@
+/// <reference types="@webgpu/types" />
+// WebGPU in headless Chromium: state stays in GPU buffers on ONNX Runtime's own device.
+import { type HostTensor, orThrow } from "@statesaver/core"
+import { describeBackendConformance } from "@statesaver/core/testing"
+import * as ort from "onnxruntime-web/webgpu"
+import { describe, expect, it } from "vitest"
+import {
+  type OrtBackend,
+  type OrtTensor,
+  type StatefulSession,
+  createStatefulSession,
+  ortBackend,
+} from "../src/index.js"
+import { type F32, expectClose, gatherAxis, inputs } from "./helpers/host.js"
+import { lstm2 } from "./helpers/models.js"
+
+ort.env.wasm.numThreads = 1
+
+const MODEL = lstm2(3, 16)
+const B = 4
+const STATE_OUTPUTS = ["Y_h.0", "Y_c.0", "Y_h.1", "Y_c.1"]
+
+let ready:
+  Promise<{ gpu: ort.InferenceSession; cpu: ort.InferenceSession; device: unknown }> | undefined
+/** One WebGPU session (every output kept on the GPU) and one wasm session of the same model. */
+function sessions() {
+  ready ??= (async () => {
+    const gpu = await ort.InferenceSession.create(MODEL, {
+      executionProviders: ["webgpu"],
+      preferredOutputLocation: Object.fromEntries(
+        [...STATE_OUTPUTS, "Y"].map((n) => [n, "gpu-buffer" as const]),
+      ),
+    })
+    const cpu = await ort.InferenceSession.create(MODEL, { executionProviders: ["wasm"] })
+    return { gpu, cpu, device: await ort.env.webgpu.device }
+  })()
+  return ready
+}
+
+/** Counts GPU → CPU reads: every read goes through `GPUBuffer.prototype.mapAsync`. */
+function countReads(): { reads: () => number; restore: () => void } {
+  const proto = GPUBuffer.prototype
+  const original = proto.mapAsync
+  let n = 0
+  proto.mapAsync = function (this: GPUBuffer, ...args: Parameters<GPUBuffer["mapAsync"]>) {
+    n++
+    return original.apply(this, args)
+  }
+  return { reads: () => n, restore: () => (proto.mapAsync = original) }
+}
+
+async function hostState(backend: OrtBackend, s: StatefulSession): Promise<Map<string, F32>> {
+  const out = new Map<string, F32>()
+  for (const [k, t] of Object.entries(s.state())) {
+    const h: HostTensor = await backend.toHost(t)
+    out.set(k, { dims: [...h.shape], data: h.data as Float32Array })
+  }
+  return out
+}
+
+const tensorOf = (x: F32): OrtTensor => new ort.Tensor("float32", x.data.slice(), x.dims)
+
+describeBackendConformance({
+  name: "onnxruntime-web (WebGPU, GPU buffers)",
+  backend: async () =>
+    ortBackend({ ort, location: "gpu-buffer", device: (await sessions()).device }),
+  liveTensors: (backend) => (backend as OrtBackend).liveTensors(),
+  iterations: 100,
+})
+
+describe("StatefulSession on WebGPU", () => {
+  it("100 steps with per-row resets and selects read nothing back from the GPU; tensors and GPU buffers stay flat", async () => {
+    const { gpu, device } = await sessions()
+    const backend = ortBackend({ ort, location: "gpu-buffer", device })
+    const stateful = orThrow(createStatefulSession({ session: gpu, backend, batchSize: B }))
+    const x = tensorOf(inputs([1, B, 3], 1))
+    const counter = countReads()
+    try {
+      for (let i = 0; i < 100; i++) {
+        const out = orThrow(await stateful.run({ X: x }))
+        expect(out["Y"]?.location).toBe("gpu-buffer")
+        out["Y"]?.dispose()
+        for (const t of Object.values(stateful.state())) expect(t.location).toBe("gpu-buffer")
+        if (i % 10 === 3) orThrow(stateful.reset([i % B]))
+        if (i % 10 === 7) orThrow(stateful.select([1, 0, 3, 2]))
+        expect(backend.liveTensors()).toBe(4)
+        expect(backend.liveGpuBuffers()).toBeLessThanOrEqual(4)
+      }
+      expect(counter.reads()).toBe(0)
+    } finally {
+      counter.restore()
+    }
+    stateful.dispose()
+    expect(backend.liveTensors()).toBe(0)
+    expect(backend.liveGpuBuffers()).toBe(0)
+  })
+
+  it("each step, reset and select on the device equals the wasm EP stepped from the GPU's previous state", async () => {
+    const { gpu, cpu, device } = await sessions()
+    const backend = ortBackend({ ort, location: "gpu-buffer", device })
+    const stateful = orThrow(createStatefulSession({ session: gpu, backend, batchSize: B }))
+    const axis = 1
+    for (let i = 0; i < 24; i++) {
+      let before = await hostState(backend, stateful)
+      if (i === 8) {
+        orThrow(stateful.reset([1, 2]))
+        const expected = new Map(
+          [...before].map(([k, v]) => [k, gatherAxis(v, axis, [0, null, null, 3])]),
+        )
+        const after = await hostState(backend, stateful)
+        for (const [k, v] of expected) expectClose(after.get(k) as F32, v, 0, `reset ${k}`)
+        before = after
+      }
+      if (i === 16) {
+        orThrow(stateful.select([3, 3, 0, null]))
+        const expected = new Map(
+          [...before].map(([k, v]) => [k, gatherAxis(v, axis, [3, 3, 0, null])]),
+        )
+        const after = await hostState(backend, stateful)
+        for (const [k, v] of expected) expectClose(after.get(k) as F32, v, 0, `select ${k}`)
+        before = after
+      }
+      const x = inputs([1, B, 3], 100 + i)
+      const out = orThrow(await stateful.run({ X: tensorOf(x) }))
+      const feeds: Record<string, OrtTensor> = { X: tensorOf(x) }
+      for (const [k, v] of before) feeds[k] = tensorOf(v)
+      const ref = (await cpu.run(feeds)) as Record<string, OrtTensor>
+      const y = out["Y"] as OrtTensor
+      expectClose(
+        { dims: [...y.dims], data: (await y.getData()) as Float32Array },
+        {
+          dims: [...(ref["Y"] as OrtTensor).dims],
+          data: (ref["Y"] as OrtTensor).data as Float32Array,
+        },
+        1e-4,
+        `Y at step ${i}`,
+      )
+      y.dispose()
+      const now = await hostState(backend, stateful)
+      for (const [input, output] of stateful.pairs.map((p) => [p.input, p.output] as const)) {
+        const r = ref[output] as OrtTensor
+        expectClose(
+          now.get(input) as F32,
+          { dims: [...r.dims], data: r.data as Float32Array },
+          1e-4,
+          `${input} at step ${i}`,
+        )
+      }
+    }
+    stateful.dispose()
+    expect(backend.liveGpuBuffers()).toBe(0)
+  })
+})
