@@ -11,7 +11,10 @@ import {
 import type { HostTensor } from "./host-tensor.js"
 import {
   type RowsInput,
+  allocateLeaves,
   attempt,
+  buildPerLeaf,
+  eachLeaf,
   checkInfo,
   checkSelection,
   checkTensors,
@@ -19,7 +22,8 @@ import {
   disposeQuietly,
   normalizeRows,
 } from "./internal/checks.js"
-import { type Snapshot, decodeSnapshot, encodeSnapshot } from "./snapshot.js"
+import { encodeState } from "./internal/encode.js"
+import { type Snapshot, decodeSnapshot } from "./snapshot.js"
 import {
   type ResolvedLeaf,
   type ResolvedSpec,
@@ -113,28 +117,9 @@ export function createStateSaver<T>(
       )
     }
   }
-  const held = allocateAll(backend, resolved.right.leaves, batchSize)
+  const held = allocateLeaves(backend, resolved.right.leaves, batchSize)
   if (held._tag === "Left") return held
   return E.right(new Saver(backend, resolved.right, batchSize, held.right))
-}
-
-function allocateAll<T>(
-  backend: StateBackend<T>,
-  leaves: readonly ResolvedLeaf[],
-  batchSize: number,
-): E.Either<StateError, T[]> {
-  const out: T[] = []
-  for (const leaf of leaves) {
-    const t = attempt(backend, "allocate", leaf.pathString, () =>
-      backend.allocate(leafShape(leaf, batchSize), leaf.dtype, contextOf(leaf)),
-    )
-    if (t._tag === "Left") {
-      disposeQuietly(backend, out)
-      return t
-    }
-    out.push(t.right)
-  }
-  return E.right(out)
 }
 
 class Saver<T> implements StateSaver<T> {
@@ -243,13 +228,10 @@ class Saver<T> implements StateSaver<T> {
     if (normalized._tag === "Left") return normalized
     const list = normalized.right
     if (list.length === 0) return E.right(undefined)
-    for (let i = 0; i < this.#held.length; i++) {
-      const ctx = this.#contexts[i] as ReturnType<typeof contextOf>
-      const t = this.#held[i] as T
-      const done = attempt(this.backend, "fill", ctx.path, () => this.backend.fill(t, list, ctx))
-      if (done._tag === "Left") return done
-    }
-    return E.right(undefined)
+    const held = this.#held
+    return eachLeaf(this.backend, "fill", this.#contexts, (i, ctx) =>
+      this.backend.fill(held[i] as T, list, ctx),
+    )
   }
 
   #resetAll(): E.Either<StateError, void> {
@@ -262,18 +244,15 @@ class Saver<T> implements StateSaver<T> {
       return shape === undefined || shape.some((d, axis) => d !== start[axis])
     })
     if (grown) {
-      const fresh = allocateAll(this.backend, leaves, this.#batchSize)
+      const fresh = allocateLeaves(this.backend, leaves, this.#batchSize)
       if (fresh._tag === "Left") return fresh
       this.#replaceAll(fresh.right)
       return E.right(undefined)
     }
-    for (let i = 0; i < this.#held.length; i++) {
-      const ctx = this.#contexts[i] as ReturnType<typeof contextOf>
-      const t = this.#held[i] as T
-      const done = attempt(this.backend, "fill", ctx.path, () => this.backend.fill(t, all, ctx))
-      if (done._tag === "Left") return done
-    }
-    return E.right(undefined)
+    const held = this.#held
+    return eachLeaf(this.backend, "fill", this.#contexts, (i, ctx) =>
+      this.backend.fill(held[i] as T, all, ctx),
+    )
   }
 
   #replaceAll(next: T[]): void {
@@ -288,18 +267,12 @@ class Saver<T> implements StateSaver<T> {
     const checked = checkSelection(rows, this.#batchSize)
     if (checked._tag === "Left") return checked
     const list = [...checked.right]
-    const next: T[] = []
-    for (let i = 0; i < this.#held.length; i++) {
-      const ctx = this.#contexts[i] as ReturnType<typeof contextOf>
-      const src = this.#held[i] as T
-      const t = attempt(this.backend, "gather", ctx.path, () => this.backend.gather(src, list, ctx))
-      if (t._tag === "Left") {
-        disposeQuietly(this.backend, next)
-        return t
-      }
-      next.push(t.right)
-    }
-    this.#replaceAll(next)
+    const held = this.#held
+    const next = buildPerLeaf(this.backend, "gather", this.#contexts, (i, ctx) =>
+      this.backend.gather(held[i] as T, list, ctx),
+    )
+    if (next._tag === "Left") return next
+    this.#replaceAll(next.right)
     this.#batchSize = list.length
     return E.right(undefined)
   }
@@ -331,23 +304,10 @@ class Saver<T> implements StateSaver<T> {
       }
       tensors.set(leaf.pathString, s.value)
     }
-    const batchSize = tensors.get(this.spec.leaves[0]?.pathString ?? "")?.shape[
-      this.spec.leaves[0]?.batchAxis ?? 0
-    ]
-    return E.right(
-      encodeSnapshot({
-        batchDim: this.spec.batchDim,
-        batchSize: batchSize ?? this.#batchSize,
-        leaves: this.spec.leaves.map((l) => ({
-          path: l.pathString,
-          batchAxis: l.batchAxis,
-          dtype: l.dtype,
-          spec: l.spec.shape,
-          init: l.init.kind,
-        })),
-        tensors,
-      }),
-    )
+    const hosts = this.spec.leaves.map((l) => tensors.get(l.pathString) as HostTensor)
+    const first = this.spec.leaves[0]
+    const batchSize = first === undefined ? undefined : hosts[0]?.shape[first.batchAxis]
+    return E.right(encodeState(this.spec, batchSize ?? this.#batchSize, hosts))
   }
 
   restore(bytes: Uint8Array | Snapshot): E.Either<StateError, void> {
@@ -358,17 +318,12 @@ class Saver<T> implements StateSaver<T> {
     const snap = decoded.right
     const checked = checkSnapshot(this.spec, snap, this.#batchSize)
     if (checked._tag === "Left") return checked
-    const fresh: T[] = []
-    for (let i = 0; i < checked.right.length; i++) {
-      const ctx = this.#contexts[i] as ReturnType<typeof contextOf>
-      const host = checked.right[i] as HostTensor
-      const t = attempt(this.backend, "fromHost", ctx.path, () => this.backend.fromHost(host, ctx))
-      if (t._tag === "Left") {
-        disposeQuietly(this.backend, fresh)
-        return t
-      }
-      fresh.push(t.right)
-    }
+    const hosts = checked.right
+    const made = buildPerLeaf(this.backend, "fromHost", this.#contexts, (i, ctx) =>
+      this.backend.fromHost(hosts[i] as HostTensor, ctx),
+    )
+    if (made._tag === "Left") return made
+    const fresh = made.right
     for (let i = 0; i < fresh.length; i++) {
       const ctx = this.#contexts[i] as ReturnType<typeof contextOf>
       const current = this.#held[i] as T

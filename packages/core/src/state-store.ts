@@ -1,5 +1,5 @@
 import * as E from "fp-ts/lib/Either.js"
-import type { LeafContext, StateBackend } from "./backend.js"
+import type { LeafContext, StateBackend, TensorInfo } from "./backend.js"
 import {
   DTypeMismatchError,
   DisposedError,
@@ -9,16 +9,19 @@ import {
   type StateError,
 } from "./errors.js"
 import type { HostTensor } from "./host-tensor.js"
-import { attempt, checkTensors, contextOf, disposeQuietly } from "./internal/checks.js"
-import { type Snapshot, decodeSnapshot, encodeSnapshot } from "./snapshot.js"
-import { checkSnapshot } from "./state-saver.js"
 import {
-  type ResolvedSpec,
-  type SpecOptions,
-  type StateSpec,
-  leafShape,
-  resolveSpec,
-} from "./state-spec.js"
+  allocateLeaves,
+  attempt,
+  buildPerLeaf,
+  checkTensors,
+  contextOf,
+  disposeQuietly,
+  eachLeaf,
+} from "./internal/checks.js"
+import { encodeState } from "./internal/encode.js"
+import { type Snapshot, decodeSnapshot } from "./snapshot.js"
+import { checkSnapshot } from "./state-saver.js"
+import { type ResolvedSpec, type SpecOptions, type StateSpec, resolveSpec } from "./state-spec.js"
 import { type StateTree, flatten, unflatten } from "./state-tree.js"
 
 /**
@@ -150,18 +153,9 @@ export function createStateStore<T>(
       new RowIndexError("initialSlots that is a positive integer", options.initialSlots),
     )
   }
-  const slabs: T[] = []
-  for (const leaf of resolved.right.leaves) {
-    const t = attempt(backend, "allocate", leaf.pathString, () =>
-      backend.allocate(leafShape(leaf, initial), leaf.dtype, contextOf(leaf)),
-    )
-    if (t._tag === "Left") {
-      disposeQuietly(backend, slabs)
-      return t
-    }
-    slabs.push(t.right)
-  }
-  return E.right(new Store(options, resolved.right, slabs, initial, capacity))
+  const slabs = allocateLeaves(backend, resolved.right.leaves, initial)
+  if (slabs._tag === "Left") return slabs
+  return E.right(new Store(options, resolved.right, slabs.right, initial, capacity))
 }
 
 const keyOk = (k: unknown): k is StreamKey =>
@@ -298,20 +292,36 @@ class Store<T> implements StateStore<T> {
 
   /** New tensors holding the given slots' rows, one per leaf. */
   #copyRows(slots: readonly (number | null)[]): E.Either<StateError, T[]> {
-    const out: T[] = []
-    for (let i = 0; i < this.#slabs.length; i++) {
-      const ctx = this.#contexts[i] as LeafContext
-      const slab = this.#slabs[i] as T
-      const t = attempt(this.backend, "gather", ctx.path, () =>
-        this.backend.gather(slab, slots, ctx),
-      )
-      if (t._tag === "Left") {
-        disposeQuietly(this.backend, out)
-        return t
-      }
-      out.push(t.right)
-    }
-    return E.right(out)
+    const slabs = this.#slabs
+    return buildPerLeaf(this.backend, "gather", this.#contexts, (i, ctx) =>
+      this.backend.gather(slabs[i] as T, slots, ctx),
+    )
+  }
+
+  /** Writes row `i` of each leaf of `src` into slot `slots[i]`. */
+  #writeRows(slots: readonly number[], src: readonly T[]): E.Either<StateError, void> {
+    const slabs = this.#slabs
+    return eachLeaf(this.backend, "scatter", this.#contexts, (i, ctx) =>
+      this.backend.scatter(slabs[i] as T, slots, src[i] as T, ctx),
+    )
+  }
+
+  /** Sets the given slots (sorted) of every leaf back to init. */
+  #fillRows(slots: readonly number[]): E.Either<StateError, void> {
+    const slabs = this.#slabs
+    return eachLeaf(this.backend, "fill", this.#contexts, (i, ctx) =>
+      this.backend.fill(slabs[i] as T, slots, ctx),
+    )
+  }
+
+  /** A `ShapeMismatchError` when rows of `shape` do not fit leaf `i`'s slab beside the batch axis. */
+  #misfit(i: number, shape: readonly number[], batchLabel: string | number): StateError | null {
+    const slab = this.backend.describe(this.#slabs[i])
+    const leaf = this.spec.leaves[i]
+    if (slab === undefined || leaf === undefined) return null
+    if (!shape.some((d, axis) => axis !== leaf.batchAxis && d !== slab.shape[axis])) return null
+    const expected = slab.shape.map((d, axis) => (axis === leaf.batchAxis ? batchLabel : d))
+    return new ShapeMismatchError(leaf.pathString, expected, shape)
   }
 
   /** Reads tensors to the host (copies start now), frees them, and encodes a snapshot. */
@@ -319,20 +329,7 @@ class Store<T> implements StateStore<T> {
     const reads = tensors.map((t) => this.backend.toHost(t))
     return Promise.all(reads)
       .finally(() => disposeQuietly(this.backend, tensors))
-      .then((hosts) =>
-        encodeSnapshot({
-          batchDim: this.spec.batchDim,
-          batchSize,
-          leaves: this.spec.leaves.map((l) => ({
-            path: l.pathString,
-            batchAxis: l.batchAxis,
-            dtype: l.dtype,
-            spec: l.spec.shape,
-            init: l.init.kind,
-          })),
-          tensors: new Map(this.spec.leaves.map((l, i) => [l.pathString, hosts[i] as HostTensor])),
-        }),
-      )
+      .then((hosts) => encodeState(this.spec, batchSize, hosts))
   }
 
   /** Gives every new key a slot set to init, growing the slab or evicting as needed. */
@@ -359,17 +356,10 @@ class Store<T> implements StateStore<T> {
       }
     }
     const slots = fresh.map(() => this.#free.pop() as number)
-    const sorted = [...slots].sort((a, b) => a - b)
-    for (let i = 0; i < this.#slabs.length; i++) {
-      const ctx = this.#contexts[i] as LeafContext
-      const slab = this.#slabs[i] as T
-      const done = attempt(this.backend, "fill", ctx.path, () =>
-        this.backend.fill(slab, sorted, ctx),
-      )
-      if (done._tag === "Left") {
-        for (let j = slots.length - 1; j >= 0; j--) this.#free.push(slots[j] as number)
-        return done
-      }
+    const filled = this.#fillRows([...slots].sort((a, b) => a - b))
+    if (filled._tag === "Left") {
+      for (let j = slots.length - 1; j >= 0; j--) this.#free.push(slots[j] as number)
+      return filled
     }
     const added = fresh.map((k, i) => {
       const e: Entry = { slot: slots[i] as number, used: 0, tick: 0, stamp: 0 }
@@ -422,31 +412,19 @@ class Store<T> implements StateStore<T> {
     const tensors = checkTensors(this.spec, this.backend, next, keys.length)
     if (tensors._tag === "Left") return tensors
     // Every non-batch dim must match the slab: streams share one slab shape.
-    for (let i = 0; i < this.#slabs.length; i++) {
-      const slabInfo = this.backend.describe(this.#slabs[i])
-      const info = tensors.right.infos[i]
-      const leaf = this.spec.leaves[i]
-      if (slabInfo === undefined || info === undefined || leaf === undefined) continue
-      const differs = info.shape.some(
-        (d, axis) => axis !== leaf.batchAxis && d !== slabInfo.shape[axis],
+    for (let i = 0; i < tensors.right.infos.length; i++) {
+      const misfit = this.#misfit(
+        i,
+        (tensors.right.infos[i] as TensorInfo).shape,
+        this.spec.batchDim,
       )
-      if (differs) {
-        const expected = slabInfo.shape.map((d, axis) =>
-          axis === leaf.batchAxis ? this.spec.batchDim : d,
-        )
-        return E.left(new ShapeMismatchError(leaf.pathString, expected, info.shape))
-      }
+      if (misfit) return E.left(misfit)
     }
-    const slots = checked.right.entries.map((e) => (e as Entry).slot)
-    for (let i = 0; i < this.#slabs.length; i++) {
-      const ctx = this.#contexts[i] as LeafContext
-      const slab = this.#slabs[i] as T
-      const src = tensors.right.leaves[i] as T
-      const done = attempt(this.backend, "scatter", ctx.path, () =>
-        this.backend.scatter(slab, slots, src, ctx),
-      )
-      if (done._tag === "Left") return done
-    }
+    const written = this.#writeRows(
+      checked.right.entries.map((e) => (e as Entry).slot),
+      tensors.right.leaves,
+    )
+    if (written._tag === "Left") return written
     disposeQuietly(this.backend, tensors.right.leaves)
     this.#touch(checked.right.entries)
     return E.right(undefined)
@@ -457,16 +435,7 @@ class Store<T> implements StateStore<T> {
     if (live._tag === "Left") return live
     const checked = this.#checkKeys(keys, true)
     if (checked._tag === "Left") return checked
-    const slots = checked.right.entries.map((e) => (e as Entry).slot).sort((a, b) => a - b)
-    for (let i = 0; i < this.#slabs.length; i++) {
-      const ctx = this.#contexts[i] as LeafContext
-      const slab = this.#slabs[i] as T
-      const done = attempt(this.backend, "fill", ctx.path, () =>
-        this.backend.fill(slab, slots, ctx),
-      )
-      if (done._tag === "Left") return done
-    }
-    return E.right(undefined)
+    return this.#fillRows(checked.right.entries.map((e) => (e as Entry).slot).sort((a, b) => a - b))
   }
 
   delete(key: StreamKey): boolean {
@@ -501,47 +470,24 @@ class Store<T> implements StateStore<T> {
     if (decoded._tag === "Left") return decoded
     const hosts = checkSnapshot(this.spec, decoded.right, 1)
     if (hosts._tag === "Left") return hosts
-    for (let i = 0; i < this.#slabs.length; i++) {
-      const slab = this.backend.describe(this.#slabs[i])
-      const h = hosts.right[i] as HostTensor
-      const leaf = this.spec.leaves[i]
-      if (slab === undefined || leaf === undefined) continue
-      if (h.shape.some((d, axis) => axis !== leaf.batchAxis && d !== slab.shape[axis])) {
-        const expected = slab.shape.map((d, axis) => (axis === leaf.batchAxis ? 1 : d))
-        return E.left(new ShapeMismatchError(leaf.pathString, expected, h.shape))
-      }
-    }
-    const made: T[] = []
     for (let i = 0; i < hosts.right.length; i++) {
-      const ctx = this.#contexts[i] as LeafContext
-      const h = hosts.right[i] as HostTensor
-      const t = attempt(this.backend, "fromHost", ctx.path, () => this.backend.fromHost(h, ctx))
-      if (t._tag === "Left") {
-        disposeQuietly(this.backend, made)
-        return t
-      }
-      made.push(t.right)
+      const misfit = this.#misfit(i, (hosts.right[i] as HostTensor).shape, 1)
+      if (misfit) return E.left(misfit)
     }
+    const built = buildPerLeaf(this.backend, "fromHost", this.#contexts, (i, ctx) =>
+      this.backend.fromHost(hosts.right[i] as HostTensor, ctx),
+    )
+    if (built._tag === "Left") return built
+    const made = built.right
     const admitted = this.#admit([key], this.#entries.has(key) ? [] : [key])
     if (admitted._tag === "Left") {
       disposeQuietly(this.backend, made)
       return admitted
     }
     const entry = this.#entries.get(key) as Entry
-    const slot = entry.slot
-    for (let i = 0; i < this.#slabs.length; i++) {
-      const ctx = this.#contexts[i] as LeafContext
-      const slab = this.#slabs[i] as T
-      const src = made[i] as T
-      const done = attempt(this.backend, "scatter", ctx.path, () =>
-        this.backend.scatter(slab, [slot], src, ctx),
-      )
-      if (done._tag === "Left") {
-        disposeQuietly(this.backend, made)
-        return done
-      }
-    }
+    const written = this.#writeRows([entry.slot], made)
     disposeQuietly(this.backend, made)
+    if (written._tag === "Left") return written
     this.#touch([entry])
     return E.right(undefined)
   }

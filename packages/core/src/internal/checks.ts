@@ -11,7 +11,7 @@ import {
   StructureMismatchError,
 } from "../errors.js"
 import type { DType } from "../host-tensor.js"
-import type { ResolvedLeaf, ResolvedSpec } from "../state-spec.js"
+import { type ResolvedLeaf, type ResolvedSpec, leafShape } from "../state-spec.js"
 import { isLeafSpec } from "../state-spec.js"
 import {
   type StateTree,
@@ -244,4 +244,54 @@ export function disposeQuietly<T>(backend: StateBackend<T>, tensors: readonly T[
       /* unwinding after another failure: the first error is the one reported */
     }
   }
+}
+
+/**
+ * Builds one new tensor per leaf with `make`; on a throw, frees the tensors already built and
+ * returns the `BackendError` naming the leaf, so a failed build leaves nothing behind.
+ */
+export function buildPerLeaf<T>(
+  backend: StateBackend<T>,
+  operation: string,
+  contexts: readonly LeafContext[],
+  make: (i: number, ctx: LeafContext) => T,
+): E.Either<BackendError, T[]> {
+  const out: T[] = []
+  for (let i = 0; i < contexts.length; i++) {
+    const ctx = contexts[i] as LeafContext
+    const t = attempt(backend, operation, ctx.path, () => make(i, ctx))
+    if (t._tag === "Left") {
+      disposeQuietly(backend, out)
+      return t
+    }
+    out.push(t.right)
+  }
+  return E.right(out)
+}
+
+/** Runs an in-place primitive on every leaf, stopping at the first throw. */
+export function eachLeaf(
+  backend: { readonly name: string },
+  operation: string,
+  contexts: readonly LeafContext[],
+  run: (i: number, ctx: LeafContext) => void,
+): E.Either<BackendError, void> {
+  for (let i = 0; i < contexts.length; i++) {
+    const ctx = contexts[i] as LeafContext
+    const done = attempt(backend, operation, ctx.path, () => run(i, ctx))
+    if (done._tag === "Left") return done
+  }
+  return E.right(undefined)
+}
+
+/** Allocates every leaf of a resolved spec at `batchSize` rows, all at init. */
+export function allocateLeaves<T>(
+  backend: StateBackend<T>,
+  leaves: readonly ResolvedLeaf[],
+  batchSize: number,
+): E.Either<BackendError, T[]> {
+  return buildPerLeaf(backend, "allocate", leaves.map(contextOf), (i, ctx) => {
+    const leaf = leaves[i] as ResolvedLeaf
+    return backend.allocate(leafShape(leaf, batchSize), leaf.dtype, ctx)
+  })
 }

@@ -424,12 +424,14 @@ export function describeBackendConformance<T>(options: ConformanceOptions<T>): v
         )
         return { tree: unflattenLike(saver, made), made }
       }
+      /** Saves fresh tensors with one leaf patched, or the tree reshaped; frees them after. */
       const rejectedSave = (
         saver: StateSaver<T>,
         patch: (path: string) => HostTensor | undefined,
+        reshape: (tree: Record<string, unknown>) => unknown = (tree) => tree,
       ) => {
         const { tree, made } = tensorsWith(saver, patch)
-        const r = saver.save(tree)
+        const r = saver.save(reshape(tree as Record<string, unknown>) as StateTree<T>)
         for (const t of made) saver.backend.dispose(t)
         return r
       }
@@ -438,25 +440,23 @@ export function describeBackendConformance<T>(options: ConformanceOptions<T>): v
         "save rejects a missing leaf (StructureMismatchError)",
         "StructureMismatchError",
         "b",
-        (saver) => {
-          const { tree, made } = tensorsWith(saver, () => undefined)
-          const broken = { ...(tree as Record<string, unknown>), b: [(tree as { b: T[] }).b[0]] }
-          const r = saver.save(broken as StateTree<T>)
-          for (const t of made) saver.backend.dispose(t)
-          return r
-        },
+        (saver) =>
+          rejectedSave(
+            saver,
+            () => undefined,
+            (tree) => ({ ...tree, b: [(tree["b"] as T[])[0]] }),
+          ),
       )
       unchanged(
         "save rejects a value that is not a live tensor",
         "StructureMismatchError",
         "a",
-        (saver) => {
-          const { tree, made } = tensorsWith(saver, () => undefined)
-          const broken = { ...(tree as Record<string, unknown>), a: "not a tensor" }
-          const r = saver.save(broken as StateTree<T>)
-          for (const t of made) saver.backend.dispose(t)
-          return r
-        },
+        (saver) =>
+          rejectedSave(
+            saver,
+            () => undefined,
+            (tree) => ({ ...tree, a: "not a tensor" }),
+          ),
       )
       unchanged(
         "save rejects a wrong dtype (DTypeMismatchError)",
@@ -496,14 +496,12 @@ export function describeBackendConformance<T>(options: ConformanceOptions<T>): v
         "save rejects one tensor given at two leaves (AliasedLeafError)",
         "AliasedLeafError",
         "b[0]",
-        (saver) => {
-          const { tree, made } = tensorsWith(saver, () => undefined)
-          const t = tree as { a: T; b: T[]; odd: unknown }
-          const aliased = { a: t.a, b: [t.a, t.b[1]], odd: t.odd }
-          const r = saver.save(aliased as StateTree<T>)
-          for (const x of made) saver.backend.dispose(x)
-          return r
-        },
+        (saver) =>
+          rejectedSave(
+            saver,
+            () => undefined,
+            (tree) => ({ ...tree, b: [tree["a"], (tree["b"] as T[])[1]] }),
+          ),
       )
       unchanged("reset rejects an out-of-range row (RowIndexError)", "RowIndexError", "", (saver) =>
         saver.reset([0, B]),
