@@ -1,0 +1,5 @@
+export * from "./tfjs-backend.js"
+export * from "./cell-spec.js"
+export * from "./training-state.js"
+export * from "./stateful-rnn.js"
+export * from "./tbptt.js"
