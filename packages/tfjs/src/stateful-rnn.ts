@@ -6,7 +6,10 @@ import {
   type StateError,
   type StateSaver,
   type StateSpec,
+  type StateStore,
   type StateTree,
+  type StreamKey,
+  disposeTree,
 } from "@statesaver/core"
 import * as E from "fp-ts/lib/Either.js"
 import { type CellLayout, cellLayout, fromTfjsStates, toTfjsStates } from "./cell-spec.js"
@@ -58,6 +61,17 @@ export interface StatefulRnn {
   apply(
     inputs: tf.Tensor,
     saver: StateSaver<tf.Variable>,
+    options?: RunOptions,
+  ): E.Either<StateError, tf.Tensor>
+  /**
+   * Runs one batch of independent streams: row `i` of `inputs` belongs to `keys[i]`. Their state
+   * is gathered from the store (a new key starts at init), the layer runs once, and each row's
+   * final state is scattered back to its stream. Returns the batched output, rows in key order.
+   */
+  applyStreams(
+    inputs: tf.Tensor,
+    store: StateStore<tf.Variable>,
+    keys: readonly StreamKey[],
     options?: RunOptions,
   ): E.Either<StateError, tf.Tensor>
 }
@@ -124,6 +138,21 @@ export function statefulRnn(layer: tf.RNN): E.Either<SpecError, StatefulRnn> {
       if (saved._tag === "Left") {
         tf.dispose([result.right.output, ...collect(result.right.state)])
         return saved
+      }
+      return E.right(result.right.output)
+    },
+    applyStreams(inputs, store, keys, options = {}) {
+      const rows = inputs.shape[0] ?? 0
+      if (rows !== keys.length) return E.left(new BatchSizeMismatchError("", keys.length, rows, 0))
+      const gathered = store.gather(keys)
+      if (gathered._tag === "Left") return gathered
+      const result = run(inputs, gathered.right as StateTree<tf.Tensor>, options)
+      disposeTree(store.backend, gathered.right)
+      if (result._tag === "Left") return result
+      const scattered = store.scatter(keys, result.right.state as StateTree<tf.Variable>)
+      if (scattered._tag === "Left") {
+        tf.dispose([result.right.output, ...collect(result.right.state)])
+        return scattered
       }
       return E.right(result.right.output)
     },
