@@ -1,7 +1,7 @@
 /** `pnpm bench`: every benchmark, each a ratio against a hand-written baseline in this process. */
 import { existsSync } from "node:fs"
 
-const suites = ["core", "store", "tfjs", "ort"]
+const suites = ["core", "store", "tfjs", "ort", "store-vad"]
 for (const name of suites) {
   const file = new URL(`./${name}.ts`, import.meta.url)
   if (!existsSync(file)) continue

@@ -32,10 +32,12 @@ const input = (row: number, t: number): [number, number] => [
   row % 2 === 0 ? 1 : -1,
 ]
 
-const fmt = (data: ArrayLike<number>, row: number): string =>
-  Array.from({ length: H }, (_, j) => (data[row * H + j] as number).toFixed(3).padStart(7)).join(
-    " ",
-  )
+const fmt = (data: HostTensor["data"], row: number): string =>
+  Array.from({ length: H }, (_, j) =>
+    Number(data[row * H + j])
+      .toFixed(3)
+      .padStart(7),
+  ).join(" ")
 
 export async function main(): Promise<void> {
   console.log("\n## Carry, reset and select on the host backend (a 1-layer Elman RNN, 3 streams)")

@@ -105,10 +105,11 @@ export interface StateStore<T> extends Disposable {
   dispose(): void
 }
 
+/** A held stream. The entries map is kept in recency order: least recently used first. */
 interface Entry {
+  readonly key: StreamKey
   slot: number
   used: number
-  tick: number
   /** Id of the last call that named this key: finds duplicates without a Set per call. */
   stamp: number
 }
@@ -171,7 +172,6 @@ class Store<T> implements StateStore<T> {
   #errors: unknown[] = []
   #slabs: T[]
   #slots: number
-  #tick = 0
   #stamp = 0
   #disposed = false
 
@@ -209,7 +209,7 @@ class Store<T> implements StateStore<T> {
 
   keys(): StreamKey[] {
     this.sweep()
-    return [...this.#entries].sort((a, b) => a[1].tick - b[1].tick).map(([k]) => k)
+    return [...this.#entries.keys()]
   }
 
   #live(): E.Either<DisposedError, void> {
@@ -250,20 +250,34 @@ class Store<T> implements StateStore<T> {
     return E.right({ entries, fresh })
   }
 
+  /** Marks entries used now and moves them to the most recent end of the map. */
   #touch(entries: readonly (Entry | undefined)[]): void {
     const now = this.#clock()
     for (const e of entries) {
       if (e === undefined) continue
       e.used = now
-      e.tick = ++this.#tick
+      this.#entries.delete(e.key)
+      this.#entries.set(e.key, e)
     }
   }
 
   sweep(): number {
+    return this.#sweep([])
+  }
+
+  /**
+   * Evicts streams idle past the TTL, oldest first, stopping at the first one still fresh; the
+   * keys of the current call are never evicted by their own call.
+   */
+  #sweep(except: readonly StreamKey[]): number {
     const ttl = this.options.idleTtlMs
     if (ttl === undefined || this.#disposed) return 0
     const now = this.#clock()
-    const idle = [...this.#entries].filter(([, e]) => now - e.used > ttl).map(([k]) => k)
+    const idle: StreamKey[] = []
+    for (const [k, e] of this.#entries) {
+      if (now - e.used <= ttl) break
+      if (!except.includes(k)) idle.push(k)
+    }
     for (const k of idle) this.#evict(k, "idle")
     return idle.length
   }
@@ -343,17 +357,16 @@ class Store<T> implements StateStore<T> {
       const grown = this.#grow(target)
       if (grown._tag === "Left") return grown
     }
-    let short = fresh.length - this.#free.length
+    const short = fresh.length - this.#free.length
     if (short > 0) {
       // At capacity: evict the least recently used streams that this call does not use.
       const inCall = new Set(keys)
-      const victims = [...this.#entries]
-        .filter(([k]) => !inCall.has(k))
-        .sort((a, b) => a[1].tick - b[1].tick)
-      for (const [k] of victims) {
-        if (short-- <= 0) break
-        this.#evict(k, "capacity")
+      const victims: StreamKey[] = []
+      for (const k of this.#entries.keys()) {
+        if (victims.length >= short) break
+        if (!inCall.has(k)) victims.push(k)
       }
+      for (const k of victims) this.#evict(k, "capacity")
     }
     const slots = fresh.map(() => this.#free.pop() as number)
     const filled = this.#fillRows([...slots].sort((a, b) => a - b))
@@ -361,8 +374,9 @@ class Store<T> implements StateStore<T> {
       for (let j = slots.length - 1; j >= 0; j--) this.#free.push(slots[j] as number)
       return filled
     }
+    const now = this.#clock()
     const added = fresh.map((k, i) => {
-      const e: Entry = { slot: slots[i] as number, used: 0, tick: 0, stamp: 0 }
+      const e: Entry = { key: k, slot: slots[i] as number, used: now, stamp: 0 }
       this.#entries.set(k, e)
       return e
     })
@@ -386,7 +400,7 @@ class Store<T> implements StateStore<T> {
   gather(keys: readonly StreamKey[]): E.Either<StateError, StateTree<T>> {
     const live = this.#live()
     if (live._tag === "Left") return live
-    this.sweep()
+    this.#sweep(keys)
     const checked = this.#checkKeys(keys, false)
     if (checked._tag === "Left") return checked
     const { entries, fresh } = checked.right
@@ -406,7 +420,7 @@ class Store<T> implements StateStore<T> {
   scatter(keys: readonly StreamKey[], next: StateTree<T>): E.Either<StateError, void> {
     const live = this.#live()
     if (live._tag === "Left") return live
-    this.sweep()
+    this.#sweep(keys)
     const checked = this.#checkKeys(keys, true)
     if (checked._tag === "Left") return checked
     const tensors = checkTensors(this.spec, this.backend, next, keys.length)

@@ -257,7 +257,7 @@ print(json.dumps({"meta": header["__metadata__"]["format"], "h0": out["lstm[0][0
     const other = make()
     orThrow(other.restore(bytes))
     const o = other.state() as { half: HostTensor; step: HostTensor }
-    expect(Array.from(o.half.data)).toEqual(Array.from(half.data))
+    expect(Array.from(o.half.data as Uint16Array)).toEqual(Array.from(half.data))
     expect(Array.from(o.step.data as BigInt64Array)).toEqual([2n ** 62n, -(2n ** 63n)])
     expect(new HostTensor("float32", [0]).data.length).toBe(0)
   })

@@ -127,7 +127,7 @@ describe("StateSaver", () => {
 
   it("error messages name the leaf, the expected and the actual value", () => {
     const saver = orThrow(createStateSaver({ spec, backend: hostBackend(), batchSize: 2 }))
-    const [[h0, c0], [h1]] = saver.state() as HostTensor[][]
+    const [[h0, c0], [h1]] = saver.state() as [[HostTensor, HostTensor], [HostTensor, HostTensor]]
     const r = saver.save([
       [h0, c0],
       [h1, new HostTensor("float32", [2, 5])],
@@ -147,10 +147,10 @@ describe("StateSaver", () => {
       }),
     )
     const h = (saver.state() as { h: HostTensor }).h
-    expect(Array.from(h.data)).toEqual([0.25, -0.5, 0.25, -0.5, 0.25, -0.5])
+    expect(Array.from(h.data as Float32Array)).toEqual([0.25, -0.5, 0.25, -0.5, 0.25, -0.5])
     ;(h.data as Float32Array).fill(9)
     orThrow(saver.reset(new Uint8Array([0, 1, 0])))
-    expect(Array.from((saver.state() as { h: HostTensor }).h.data)).toEqual([
+    expect(Array.from((saver.state() as { h: HostTensor }).h.data as Float32Array)).toEqual([
       9, 9, 0.25, -0.5, 9, 9,
     ])
   })

@@ -18,7 +18,7 @@ const widths = [H, H, 2, 2]
 
 /** A deterministic per-row step on every leaf: x -> tanh(0.9 x + input + leaf). */
 function stepBatch(batch: StateTree<HostTensor>, inputs: number[]): StateTree<HostTensor> {
-  const [[h0, c0], [h1, c1]] = batch as HostTensor[][]
+  const [[h0, c0], [h1, c1]] = batch as [[HostTensor, HostTensor], [HostTensor, HostTensor]]
   const leaves = [h0, c0, h1, c1] as HostTensor[]
   const next = leaves.map((t, leaf) => {
     const w = widths[leaf] as number
@@ -89,8 +89,8 @@ describe("StateStore on the host backend", () => {
               const mine = (alone.get(k) as ReturnType<typeof makeSaver>).state() as HostTensor[][]
               batch.flat().forEach((t, leaf) => {
                 const w = widths[leaf] as number
-                expect(Array.from(t.data.subarray(r * w, (r + 1) * w))).toEqual(
-                  Array.from((mine.flat()[leaf] as HostTensor).data),
+                expect(Array.from((t.data as Float32Array).subarray(r * w, (r + 1) * w))).toEqual(
+                  Array.from((mine.flat()[leaf] as HostTensor).data as Float32Array),
                 )
               })
             })

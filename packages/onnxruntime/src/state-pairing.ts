@@ -13,6 +13,7 @@ import {
 import * as E from "fp-ts/lib/Either.js"
 import type * as common from "onnxruntime-common"
 import { dtypeOfOrt, isSupportedOrtType } from "./internal/dtypes.js"
+import { type Metadata, isUnknown } from "./internal/metadata.js"
 
 /**
  * A state output and the input it feeds on the next run.
@@ -154,11 +155,6 @@ export interface SessionSpecOptions {
   readonly shapes?: Readonly<Record<string, readonly Dim[]>>
 }
 
-type Metadata = common.InferenceSession.ValueMetadata
-const UNKNOWN = 4294967295
-// An unnamed dynamic dim reads as 4294967295 on onnxruntime-web, "" on onnxruntime-node.
-const isUnknown = (d: number | string): boolean =>
-  d === "" || (typeof d === "number" && (d === UNKNOWN || d < 0))
 const BATCH_NAMES = ["batch", "batch_size", "N"]
 
 /**

@@ -10,14 +10,13 @@ import {
   type StateError,
   type StateSaver,
   type StateTree,
-  StructureMismatchError,
   createStateSaver,
-  formatPath,
 } from "@statesaver/core"
 import * as E from "fp-ts/lib/Either.js"
 import type * as common from "onnxruntime-common"
 import type { OrtTensor } from "./ort-backend.js"
-import { type StatePair, pairStateNames, sessionStateSpec } from "./state-pairing.js"
+import { deriveSessionState, refuseStateFeeds, setKey } from "./internal/session-state.js"
+import type { StatePair } from "./state-pairing.js"
 
 /**
  * The parts of an `InferenceSession` a `StatefulSession` uses.
@@ -122,13 +121,7 @@ export function createStatefulSession(
   options: StatefulSessionOptions,
 ): E.Either<StateError, StatefulSession> {
   const { session, backend } = options
-  const pairs = pairStateNames(session.inputNames, session.outputNames, options.pairs)
-  if (pairs._tag === "Left") return pairs
-  const derived = sessionStateSpec(session, pairs.right, {
-    ...(options.batchDim === undefined ? {} : { batchDim: options.batchDim }),
-    ...(options.init === undefined ? {} : { init: options.init }),
-    ...(options.shapes === undefined ? {} : { shapes: options.shapes }),
-  })
+  const derived = deriveSessionState(session, options)
   if (derived._tag === "Left") return derived
   const saver = createStateSaver({
     spec: derived.right.spec,
@@ -138,7 +131,7 @@ export function createStatefulSession(
     ...(options.dims === undefined ? {} : { dims: options.dims }),
   })
   if (saver._tag === "Left") return saver
-  return E.right(new Session(session, pairs.right, saver.right))
+  return E.right(new Session(session, derived.right.pairs, saver.right))
 }
 
 class Session implements StatefulSession {
@@ -179,17 +172,8 @@ class Session implements StatefulSession {
   ): Promise<E.Either<StateError, Record<string, OrtTensor>>> {
     const idle = this.#idle("run")
     if (idle._tag === "Left") return idle
-    for (const name of Object.keys(feeds)) {
-      if (this.#stateInputs.has(name)) {
-        return E.left(
-          new StructureMismatchError(
-            formatPath([name]),
-            "no feed for a state input (the session supplies it)",
-            "a feed",
-          ),
-        )
-      }
-    }
+    const refused = refuseStateFeeds(Object.keys(feeds), this.#stateInputs)
+    if (refused._tag === "Left") return refused
     const state = this.saver.state() as Readonly<Record<string, OrtTensor>>
     const merged: Record<string, OrtTensor> = { ...feeds }
     for (const { input } of this.pairs) setKey(merged, input, state[input] as OrtTensor)
@@ -264,11 +248,4 @@ class Session implements StatefulSession {
   [Symbol.dispose](): void {
     this.dispose()
   }
-}
-
-/** Sets a key that may be `__proto__` as data; plain assignment otherwise (keeps objects fast). */
-function setKey(o: Record<string, OrtTensor>, key: string, value: OrtTensor): void {
-  if (key === "__proto__")
-    Object.defineProperty(o, key, { value, enumerable: true, writable: true, configurable: true })
-  else o[key] = value
 }

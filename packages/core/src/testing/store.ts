@@ -186,6 +186,12 @@ export function defineStoreConformance<T>(
     expect(store.has("old")).toBe(false)
     expect(store.has("busy")).toBe(true)
     now += 101
+    // A call that names a stream idle past the TTL keeps it: a call never evicts its own keys.
+    const twice = INIT_ROWS.map((r) => stepRow(stepRow(r, 1), 1))
+    expect((await rowsOf(store, ["busy"]))[0]).toEqual(twice)
+    await store.flush()
+    expect(evicted).toEqual(["old"])
+    now += 101
     expect(store.sweep()).toBe(1)
     await store.flush()
     expect(evicted).toEqual(["old", "busy"])

@@ -1,0 +1,142 @@
+/**
+ * Silero VAD v5 over 64 audio streams on onnxruntime-node: a StreamingSession running 16 streams
+ * per call against one StatefulSession of batch 1 per stream run one by one. Same session
+ * options, both sides interleaved in this process, warmed up; frames/s are medians of rounds.
+ */
+import { createRequire } from "node:module"
+import { dirname, join } from "node:path"
+import { fileURLToPath } from "node:url"
+import { type StreamKey, orThrow } from "@statesaver/core"
+import {
+  type OrtTensor,
+  createStatefulSession,
+  createStreamingSession,
+  ortBackend,
+} from "@statesaver/onnxruntime"
+import * as ort from "onnxruntime-node"
+import { readWav } from "../../packages/onnxruntime/test/helpers/wav.js"
+import { median } from "./harness.js"
+
+const STREAMS = 64
+const PER_CALL = 16
+const FRAME = 512
+const ROUNDS = 15
+const TICKS_PER_ROUND = 8
+const WARMUP_TICKS = 8
+
+/** Runs the benchmark and prints frames/s of both sides and their ratio. */
+export async function main(): Promise<void> {
+  process.env["ORT_DISABLE_TELEMETRY"] ??= "1"
+  const here = dirname(fileURLToPath(import.meta.url))
+  const { samples, sampleRate } = readWav(
+    join(here, "../../packages/onnxruntime/test/fixtures/speech.wav"),
+  )
+  const model = join(
+    dirname(createRequire(import.meta.url).resolve("@ricky0123/vad-web")),
+    "silero_vad_v5.onnx",
+  )
+  const session = await ort.InferenceSession.create(model, {
+    executionProviders: ["cpu"],
+    intraOpNumThreads: 1,
+    interOpNumThreads: 1,
+  })
+  const sr = new ort.Tensor("int64", BigInt64Array.from([BigInt(sampleRate)]), [])
+  const framesPerStream = Math.floor(samples.length / FRAME)
+  // Stream s reads the fixture from its own offset, wrapping around.
+  const frame = (s: number, tick: number): OrtTensor => {
+    const start = (((s * 37 + tick) % framesPerStream) * FRAME) % samples.length
+    return new ort.Tensor("float32", samples.slice(start, start + FRAME), [1, FRAME])
+  }
+  const keys: StreamKey[] = Array.from({ length: STREAMS }, (_, s) => `stream-${s}`)
+
+  const oneByOne = Array.from({ length: STREAMS }, () =>
+    orThrow(createStatefulSession({ session, backend: ortBackend({ ort }), batchSize: 1 })),
+  )
+  const aloneTick = async (tick: number) => {
+    for (let s = 0; s < STREAMS; s++) {
+      const out = orThrow(
+        await (oneByOne[s] as (typeof oneByOne)[number]).run({ input: frame(s, tick), sr }),
+      )
+      out["output"]?.dispose()
+    }
+  }
+
+  const streaming = orThrow(
+    createStreamingSession({ session, ort, backend: ortBackend({ ort }), capacity: STREAMS }),
+  )
+  const batchedTick = async (tick: number) => {
+    for (let first = 0; first < STREAMS; first += PER_CALL) {
+      const streams = keys
+        .slice(first, first + PER_CALL)
+        .map((key, i) => ({ key, feeds: { input: frame(first + i, tick) } }))
+      const outs = orThrow(await streaming.run(streams, { shared: { sr } }))
+      for (const o of outs.values()) o["output"]?.dispose()
+    }
+  }
+
+  // The ceiling: the same batches of 16 run by hand, each group's state fed back as it is.
+  const handState: OrtTensor[] = Array.from(
+    { length: STREAMS / PER_CALL },
+    () => new ort.Tensor("float32", new Float32Array(2 * PER_CALL * 128), [2, PER_CALL, 128]),
+  )
+  const handTick = async (tick: number) => {
+    for (let g = 0; g < STREAMS / PER_CALL; g++) {
+      const input = new Float32Array(PER_CALL * FRAME)
+      for (let i = 0; i < PER_CALL; i++)
+        input.set(frame(g * PER_CALL + i, tick).data as Float32Array, i * FRAME)
+      const out = await session.run({
+        input: new ort.Tensor("float32", input, [PER_CALL, FRAME]),
+        sr,
+        state: handState[g] as OrtTensor,
+      })
+      handState[g]?.dispose()
+      handState[g] = out["stateN"] as OrtTensor
+      out["output"]?.dispose()
+    }
+  }
+
+  let tick = 0
+  const framesPerSecond = async (step: (tick: number) => Promise<void>) => {
+    const t0 = process.hrtime.bigint()
+    for (let i = 0; i < TICKS_PER_ROUND; i++) await step(tick++)
+    const seconds = Number(process.hrtime.bigint() - t0) / 1e9
+    return (TICKS_PER_ROUND * STREAMS) / seconds
+  }
+  for (let i = 0; i < WARMUP_TICKS; i++) {
+    await aloneTick(i)
+    await batchedTick(i)
+    await handTick(i)
+  }
+  const alone: number[] = []
+  const batched: number[] = []
+  const hand: number[] = []
+  for (let r = 0; r < ROUNDS; r++) {
+    // Rotate which side goes first so that drift in machine load falls on all three.
+    const sides: [number[], (tick: number) => Promise<void>][] = [
+      [alone, aloneTick],
+      [batched, batchedTick],
+      [hand, handTick],
+    ]
+    for (let i = 0; i < sides.length; i++) {
+      const [into, step] = sides[(r + i) % sides.length] as (typeof sides)[number]
+      into.push(await framesPerSecond(step))
+    }
+  }
+  const a = median(alone)
+  const b = median(batched)
+  const h = median(hand)
+  console.log(
+    `Silero VAD v5, ${STREAMS} streams (onnxruntime-node cpu, 1 thread; median of ${ROUNDS} rounds of ${TICKS_PER_ROUND} frames per stream; target ratio >= 4)`,
+  )
+  console.log(
+    `  one by one (StatefulSession, batch 1) ${a.toFixed(0).padStart(7)} frames/s   StreamingSession, ${PER_CALL} per call ${b.toFixed(0).padStart(7)} frames/s   ratio ${(b / a).toFixed(2)}`,
+  )
+  console.log(
+    `  ceiling: the same batches run by hand (InferenceSession.run, state fed back) ${h.toFixed(0).padStart(7)} frames/s   ratio ${(h / a).toFixed(2)}`,
+  )
+  streaming.dispose()
+  for (const t of handState) t.dispose()
+  for (const s of oneByOne) s.dispose()
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) await main()

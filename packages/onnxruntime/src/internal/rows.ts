@@ -1,0 +1,76 @@
+import { rowLayout } from "@statesaver/core"
+import type * as common from "onnxruntime-common"
+
+/** The data of an ONNX Runtime tensor on the CPU: a typed array, or strings. */
+export type TensorData = common.Tensor.DataType
+
+type Typed = Exclude<TensorData, readonly string[] | string[]>
+
+/** A new zeroed array of the same kind as `like`, of `length` elements. */
+function allocLike(like: TensorData, length: number): TensorData {
+  if (Array.isArray(like)) return new Array<string>(length).fill("")
+  const Ctor = (like as Typed).constructor as new (length: number) => Typed
+  return new Ctor(length)
+}
+
+/** Copies `count` elements of `src` from `srcAt` into `dst` at `dstAt`. */
+function copy(dst: TensorData, dstAt: number, src: TensorData, srcAt: number, count: number): void {
+  if (Array.isArray(dst)) {
+    const from = src as readonly string[]
+    for (let i = 0; i < count; i++) dst[dstAt + i] = from[srcAt + i] as string
+    return
+  }
+  ;(dst as unknown as { set(a: ArrayLike<unknown>, at: number): void }).set(
+    (src as Typed).subarray(srcAt, srcAt + count) as ArrayLike<unknown>,
+    dstAt,
+  )
+}
+
+/**
+ * Stacks rows along `axis`: `parts[i]` (one row, laid out as `dims` with size 1 on `axis`)
+ * becomes row `i` of the result.
+ */
+export function stackRows(
+  parts: readonly TensorData[],
+  dims: readonly number[],
+  axis: number,
+): TensorData {
+  const { outer, inner } = rowLayout(dims, axis)
+  const rows = parts.length
+  const out = allocLike(parts[0] as TensorData, outer * rows * inner)
+  for (let i = 0; i < rows; i++) {
+    const part = parts[i] as TensorData
+    for (let o = 0; o < outer; o++) copy(out, (o * rows + i) * inner, part, o * inner, inner)
+  }
+  return out
+}
+
+/** Row `row` of `data` (laid out as `dims`, rows along `axis`), keeping `axis` with size 1. */
+export function sliceRow(
+  data: TensorData,
+  dims: readonly number[],
+  axis: number,
+  row: number,
+): TensorData {
+  const { outer, rows, inner } = rowLayout(dims, axis)
+  const out = allocLike(data, outer * inner)
+  for (let o = 0; o < outer; o++) copy(out, o * inner, data, (o * rows + row) * inner, inner)
+  return out
+}
+
+/** A copy of `data`. */
+export function copyData(data: TensorData): TensorData {
+  return Array.isArray(data) ? [...(data as string[])] : (data as Typed).slice()
+}
+
+/** True when two arrays hold the same elements (NaNs compare equal to themselves bit by bit). */
+export function sameData(a: TensorData, b: TensorData): boolean {
+  if (a === b) return true
+  if (a.length !== b.length) return false
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i]
+    const y = b[i]
+    if (x !== y && !(x !== x && y !== y)) return false
+  }
+  return true
+}
