@@ -14,6 +14,7 @@ import {
   allocateLeaves,
   attempt,
   buildPerLeaf,
+  checkLeaves,
   eachLeaf,
   checkInfo,
   checkSelection,
@@ -74,6 +75,13 @@ export interface StateSaver<T> extends Disposable {
    * and frees those it replaces. A leaf that is already the saver's is kept as is.
    */
   save(next: StateTree<T>): E.Either<StateError, void>
+  /**
+   * The current leaves in spec order (`spec.leaves`), borrowed like `state()`: the fast path for
+   * integrations that feed a model by leaf rather than by tree.
+   */
+  leaves(): readonly T[]
+  /** `save` for leaves given in spec order (`spec.leaves`), with the same checks and ownership. */
+  saveLeaves(next: readonly T[]): E.Either<StateError, void>
   /**
    * Sets rows back to their init now, before the next step reads them: all rows (and named dims
    * back to their starting size) when `rows` is absent, else the given indices or mask.
@@ -170,7 +178,24 @@ class Saver<T> implements StateSaver<T> {
     if (live._tag === "Left") return live
     const checked = checkTensors(this.spec, this.backend, next, this.#batchSize)
     if (checked._tag === "Left") return checked
-    const incoming = checked.right.leaves
+    return this.#keep(checked.right.leaves)
+  }
+
+  leaves(): readonly T[] {
+    if (this.#disposed) throw new DisposedError("StateSaver")
+    return this.#held.slice()
+  }
+
+  saveLeaves(next: readonly T[]): E.Either<StateError, void> {
+    const live = this.#live()
+    if (live._tag === "Left") return live
+    const checked = checkLeaves(this.spec, this.backend, next, this.#batchSize)
+    if (checked._tag === "Left") return checked
+    return this.#keep(checked.right.leaves)
+  }
+
+  /** Takes ownership of validated leaves, freeing what they replace. */
+  #keep(incoming: T[]): E.Either<StateError, void> {
     const prepared = this.#unswap(incoming)
     if (prepared._tag === "Left") return prepared
     for (let i = 0; i < prepared.right.length; i++) {

@@ -155,6 +155,39 @@ describe("StateSaver", () => {
     ])
   })
 
+  it("leaves() and saveLeaves() work in spec order with the checks of save", () => {
+    const backend = hostBackend()
+    const saver = orThrow(createStateSaver({ spec, backend, batchSize: 2 }))
+    expect(saver.spec.leaves.map((l) => l.pathString)).toEqual([
+      "[0][0]",
+      "[0][1]",
+      "[1][0]",
+      "[1][1]",
+    ])
+    const next = saver.spec.leaves.map((l) => new HostTensor("float32", [2, l.shape[1] as number]))
+    orThrow(saver.saveLeaves(next))
+    expect(saver.leaves()).toEqual(next)
+    expect((saver.state() as HostTensor[][])[1]?.[0]).toBe(next[2])
+    expect(backend.liveTensors()).toBe(4)
+    const short = saver.saveLeaves(next.slice(1))
+    expect(short._tag === "Left" && short.left).toMatchObject({
+      _tag: "StructureMismatchError",
+      actual: "3 leaves",
+    })
+    const other = saver.spec.leaves.map((l) => new HostTensor("float32", [2, l.shape[1] as number]))
+    const aliased = saver.saveLeaves([other[0], other[1], other[2], other[2]] as HostTensor[])
+    expect(aliased._tag === "Left" && aliased.left).toMatchObject({
+      _tag: "AliasedLeafError",
+      path: "[1][1]",
+    })
+    const wrong = saver.saveLeaves([other[0], other[2], other[1], other[3]] as HostTensor[])
+    expect(wrong._tag === "Left" && wrong.left).toMatchObject({
+      _tag: "ShapeMismatchError",
+      path: "[0][1]",
+    })
+    expect(saver.leaves()).toEqual(next)
+  })
+
   it("works with `using`: Symbol.dispose frees the state", () => {
     const backend = hostBackend()
     {

@@ -138,6 +138,8 @@ class Session implements StatefulSession {
   #inFlight = false
   readonly #stateInputs: ReadonlySet<string>
   readonly #stateOutputs: ReadonlySet<string>
+  /** The pairs in the saver's leaf order (one leaf per state input, keyed by its name). */
+  readonly #byLeaf: readonly StatePair[]
 
   constructor(
     readonly session: OrtSession,
@@ -146,6 +148,9 @@ class Session implements StatefulSession {
   ) {
     this.#stateInputs = new Set(pairs.map((p) => p.input))
     this.#stateOutputs = new Set(pairs.map((p) => p.output))
+    this.#byLeaf = saver.spec.leaves.map(
+      (leaf) => pairs.find((p) => p.input === leaf.path[0]) as StatePair,
+    )
   }
 
   get batchSize(): number {
@@ -174,9 +179,9 @@ class Session implements StatefulSession {
     if (idle._tag === "Left") return idle
     const refused = refuseStateFeeds(Object.keys(feeds), this.#stateInputs)
     if (refused._tag === "Left") return refused
-    const state = this.saver.state() as Readonly<Record<string, OrtTensor>>
+    const held = this.saver.leaves()
     const merged: Record<string, OrtTensor> = { ...feeds }
-    for (const { input } of this.pairs) setKey(merged, input, state[input] as OrtTensor)
+    this.#byLeaf.forEach(({ input }, i) => setKey(merged, input, held[i] as OrtTensor))
     this.#inFlight = true
     let outputs: Record<string, OrtTensor>
     try {
@@ -188,11 +193,10 @@ class Session implements StatefulSession {
     } finally {
       this.#inFlight = false
     }
-    const next: Record<string, OrtTensor> = {}
-    for (const { input, output } of this.pairs) setKey(next, input, outputs[output] as OrtTensor)
+    const next = this.#byLeaf.map(({ output }) => outputs[output] as OrtTensor)
     const saved = this.saver.disposed
       ? E.left(new DisposedError("StatefulSession"))
-      : this.saver.save(next)
+      : this.saver.saveLeaves(next)
     if (saved._tag === "Left") {
       for (const { output } of this.pairs) outputs[output]?.dispose()
       return saved

@@ -106,9 +106,31 @@ export function checkTensors<T>(
     if (structure._tag === "Left") return structure
     return E.left(new StructureMismatchError("", "a tree of the spec's structure", "another tree"))
   }
+  return checkLeaves(resolved, backend, leaves, batchSize)
+}
+
+/**
+ * Validates leaves given in spec order (the fast path of integrations that know the order):
+ * count, liveness, aliasing, dtype, shape and batch size, naming the leaf of the first error.
+ */
+export function checkLeaves<T>(
+  resolved: ResolvedSpec,
+  backend: StateBackend<T>,
+  leaves: readonly T[],
+  batchSize: number,
+): E.Either<StateError, { leaves: T[]; infos: TensorInfo[] }> {
+  if (leaves.length !== resolved.leaves.length) {
+    return E.left(
+      new StructureMismatchError(
+        "",
+        `${resolved.leaves.length} leaves in spec order`,
+        `${leaves.length} leaves`,
+      ),
+    )
+  }
   const infos: TensorInfo[] = []
   const named = new Map<string, { size: number; path: string }>()
-  const seen = new Set<T>()
+
   for (let i = 0; i < resolved.leaves.length; i++) {
     const spec = resolved.leaves[i] as ResolvedLeaf
     const p = spec.pathString
@@ -124,16 +146,14 @@ export function checkTensors<T>(
         new StructureMismatchError(p, `a live ${backend.name} tensor`, describeValue(x)),
       )
     }
-    if (seen.has(x)) {
-      const other = resolved.leaves[leaves.indexOf(x)] as ResolvedLeaf
-      return E.left(new AliasedLeafError(p, other.pathString))
-    }
-    seen.add(x)
+    const first = leaves.indexOf(x)
+    if (first < i)
+      return E.left(new AliasedLeafError(p, (resolved.leaves[first] as ResolvedLeaf).pathString))
     const err = checkInfo(spec, info, batchSize, named)
     if (err) return E.left(err)
     infos.push(info)
   }
-  return E.right({ leaves, infos })
+  return E.right({ leaves: leaves as T[], infos })
 }
 
 /**
