@@ -48,7 +48,7 @@ const PER_SIZE = 4
 const DISPOSED: unique symbol = Symbol("statesaver.disposed")
 const isDisposed = (t: HostTensor): boolean => (t as { [DISPOSED]?: true })[DISPOSED] === true
 const markDisposed = (t: HostTensor): void => {
-  Object.defineProperty(t, DISPOSED, { value: true })
+  ;(t as { [DISPOSED]?: true })[DISPOSED] = true
 }
 
 /**
@@ -152,12 +152,14 @@ export function hostBackend(options: HostBackendOptions = {}): HostBackend {
       return own(dst)
     },
     scatter(dst, rows, src, leaf) {
+      const srcLayout = rowLayout(src.shape, leaf.batchAxis)
       scatterRowsTyped(
         dst.data,
         rowLayout(dst.shape, leaf.batchAxis),
         rows,
         src.data,
-        rowLayout(src.shape, leaf.batchAxis),
+        srcLayout,
+        viewsOf(src.data, srcLayout),
       )
     },
     fill(t, rows, leaf) {

@@ -105,11 +105,13 @@ export interface StateStore<T> extends Disposable {
   dispose(): void
 }
 
-/** A held stream. The entries map is kept in recency order: least recently used first. */
+/** A held stream, linked into the recency list (least recently used at the head). */
 interface Entry {
   readonly key: StreamKey
   slot: number
   used: number
+  prev: Entry | undefined
+  next: Entry | undefined
   /** Id of the last call that named this key: finds duplicates without a Set per call. */
   stamp: number
 }
@@ -165,6 +167,8 @@ const keyOk = (k: unknown): k is StreamKey =>
 class Store<T> implements StateStore<T> {
   readonly backend: StateBackend<T>
   readonly #entries = new Map<StreamKey, Entry>()
+  #head: Entry | undefined
+  #tail: Entry | undefined
   readonly #free: number[] = []
   readonly #contexts: LeafContext[]
   readonly #clock: () => number
@@ -209,7 +213,9 @@ class Store<T> implements StateStore<T> {
 
   keys(): StreamKey[] {
     this.sweep()
-    return [...this.#entries.keys()]
+    const out: StreamKey[] = []
+    for (let e = this.#head; e !== undefined; e = e.next) out.push(e.key)
+    return out
   }
 
   #live(): E.Either<DisposedError, void> {
@@ -256,8 +262,10 @@ class Store<T> implements StateStore<T> {
     for (const e of entries) {
       if (e === undefined) continue
       e.used = now
-      this.#entries.delete(e.key)
-      this.#entries.set(e.key, e)
+      if (e !== this.#tail) {
+        this.#unlink(e)
+        this.#append(e)
+      }
     }
   }
 
@@ -274,9 +282,9 @@ class Store<T> implements StateStore<T> {
     if (ttl === undefined || this.#disposed) return 0
     const now = this.#clock()
     const idle: StreamKey[] = []
-    for (const [k, e] of this.#entries) {
+    for (let e = this.#head; e !== undefined; e = e.next) {
       if (now - e.used <= ttl) break
-      if (!except.includes(k)) idle.push(k)
+      if (!except.includes(e.key)) idle.push(e.key)
     }
     for (const k of idle) this.#evict(k, "idle")
     return idle.length
@@ -300,8 +308,30 @@ class Store<T> implements StateStore<T> {
         this.#pending.add(p)
       }
     }
-    this.#entries.delete(key)
-    this.#free.push(entry.slot)
+    this.#forget(entry)
+  }
+
+  #append(e: Entry): void {
+    e.prev = this.#tail
+    e.next = undefined
+    if (this.#tail === undefined) this.#head = e
+    else this.#tail.next = e
+    this.#tail = e
+  }
+
+  #unlink(e: Entry): void {
+    if (e.prev === undefined) this.#head = e.next
+    else e.prev.next = e.next
+    if (e.next === undefined) this.#tail = e.prev
+    else e.next.prev = e.prev
+    e.prev = e.next = undefined
+  }
+
+  /** Drops an entry and frees its slot. */
+  #forget(e: Entry): void {
+    this.#entries.delete(e.key)
+    this.#unlink(e)
+    this.#free.push(e.slot)
   }
 
   /** New tensors holding the given slots' rows, one per leaf. */
@@ -362,9 +392,8 @@ class Store<T> implements StateStore<T> {
       // At capacity: evict the least recently used streams that this call does not use.
       const inCall = new Set(keys)
       const victims: StreamKey[] = []
-      for (const k of this.#entries.keys()) {
-        if (victims.length >= short) break
-        if (!inCall.has(k)) victims.push(k)
+      for (let e = this.#head; e !== undefined && victims.length < short; e = e.next) {
+        if (!inCall.has(e.key)) victims.push(e.key)
       }
       for (const k of victims) this.#evict(k, "capacity")
     }
@@ -376,8 +405,16 @@ class Store<T> implements StateStore<T> {
     }
     const now = this.#clock()
     const added = fresh.map((k, i) => {
-      const e: Entry = { key: k, slot: slots[i] as number, used: now, stamp: 0 }
+      const e: Entry = {
+        key: k,
+        slot: slots[i] as number,
+        used: now,
+        stamp: 0,
+        prev: undefined,
+        next: undefined,
+      }
       this.#entries.set(k, e)
+      this.#append(e)
       return e
     })
     return E.right(added)
@@ -455,8 +492,7 @@ class Store<T> implements StateStore<T> {
   delete(key: StreamKey): boolean {
     const entry = this.#entries.get(key)
     if (entry === undefined || this.#disposed) return false
-    this.#entries.delete(key)
-    this.#free.push(entry.slot)
+    this.#forget(entry)
     return true
   }
 
@@ -517,6 +553,7 @@ class Store<T> implements StateStore<T> {
     if (this.#disposed) return
     this.#disposed = true
     this.#entries.clear()
+    this.#head = this.#tail = undefined
     disposeQuietly(this.backend, this.#slabs)
     this.#slabs = []
   }

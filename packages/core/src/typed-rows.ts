@@ -68,7 +68,8 @@ export function fillRowsTyped(
 
 /**
  * Copies rows: row `i` of `dst` (laid out as `dstLayout`) receives row `srcRows[i]` of `src`,
- * or `init` where it is null. Runs of consecutive rows are copied as one span.
+ * or `init` where it is null. Runs of consecutive rows are copied as one span; `srcRowViews`
+ * (from `rowViews(src, srcLayout)`) saves creating a view per row.
  *
  * @category typed rows
  * @since 0.1.0
@@ -131,7 +132,7 @@ export function rowViews(data: Fillable, layout: RowLayout): Fillable[] {
 
 /**
  * Writes row `i` of `src` into row `dstRows[i]` of `dst`. Runs of consecutive rows are copied
- * as one span.
+ * as one span; `srcRowViews` (from `rowViews(src, srcLayout)`) saves creating a view per row.
  *
  * @category typed rows
  * @since 0.1.0
@@ -142,6 +143,7 @@ export function scatterRowsTyped(
   dstRows: readonly number[],
   src: Fillable,
   srcLayout: RowLayout,
+  srcRowViews?: readonly Fillable[],
 ): void {
   const { outer, inner } = dstLayout
   const n = dstLayout.rows
@@ -154,7 +156,11 @@ export function scatterRowsTyped(
     while (i + count < dstRows.length && dstRows[i + count] === r + count) count++
     for (let o = 0; o < outer; o++) {
       const from = (o * m + i) * inner
-      setSpan(dst, src.subarray(from, from + count * inner), (o * n + r) * inner)
+      const view =
+        count === 1 && srcRowViews !== undefined
+          ? (srcRowViews[o * m + i] as Fillable)
+          : src.subarray(from, from + count * inner)
+      setSpan(dst, view, (o * n + r) * inner)
     }
     i += count
   }
