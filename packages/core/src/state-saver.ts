@@ -1,6 +1,7 @@
 import * as E from "fp-ts/lib/Either.js"
 import type { StateBackend } from "./backend.js"
 import {
+  BackendError,
   BatchSizeMismatchError,
   DTypeMismatchError,
   DisposedError,
@@ -130,6 +131,9 @@ export function createStateSaver<T>(
   return E.right(new Saver(backend, resolved.right, batchSize, held.right))
 }
 
+/** The one `Right(undefined)`: successful calls on the hot path allocate no result. */
+const RIGHT: E.Either<never, void> = E.right(undefined)
+
 class Saver<T> implements StateSaver<T> {
   #held: T[]
   #batchSize: number
@@ -198,18 +202,20 @@ class Saver<T> implements StateSaver<T> {
   #keep(incoming: T[]): E.Either<StateError, void> {
     const prepared = this.#unswap(incoming)
     if (prepared._tag === "Left") return prepared
+    const held = this.#held
     for (let i = 0; i < prepared.right.length; i++) {
       const x = prepared.right[i] as T
-      const current = this.#held[i] as T
+      const current = held[i] as T
       if (x === current) continue
       const ctx = this.#contexts[i] as ReturnType<typeof contextOf>
-      const kept = attempt(this.backend, "adopt", ctx.path, () =>
-        this.backend.adopt(current, x, ctx),
-      )
-      if (kept._tag === "Left") return kept
-      this.#held[i] = kept.right
+      // Inline rather than `attempt`: this loop runs on every step of a model.
+      try {
+        held[i] = this.backend.adopt(current, x, ctx)
+      } catch (e) {
+        return E.left(new BackendError(this.backend.name, "adopt", ctx.path, e))
+      }
     }
-    return E.right(undefined)
+    return RIGHT
   }
 
   /**

@@ -127,6 +127,8 @@ export interface ResolvedSpec {
   readonly def: TreeDef
   readonly leaves: readonly ResolvedLeaf[]
   readonly batchDim: string
+  /** True when some leaf has a named dim besides the batch (a KV cache's `seq`). */
+  readonly hasNamedDims: boolean
 }
 
 const isDim = (d: unknown): d is Dim =>
@@ -274,7 +276,13 @@ export function resolveSpec(
       init: leafInit,
     })
   }
-  return E.right({ spec, def, leaves: out, batchDim })
+  return E.right({
+    spec,
+    def,
+    leaves: out,
+    batchDim,
+    hasNamedDims: out.some((l) => l.growing.size > 0),
+  })
 }
 
 /**

@@ -111,15 +111,25 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
       'ortBackend: location "gpu-buffer" needs the runtime\'s GPUDevice as `device`',
     )
   }
-  const live = new Set<OrtTensor>()
+  // Owned tensors are kept in a plain array, never in a Set or WeakSet: hashing an ORT tensor
+  // object makes onnxruntime-node read its fields measurably slower on every run it is fed to.
+  // The array holds what is alive (a few tensors per saver, one slab per store leaf), so a
+  // lookup is a short scan. Tensors core frees without having owned them (a store's scatter
+  // input) are not found and leave the count alone.
+  const live: OrtTensor[] = []
   let gpuBuffers = 0
   let copied = 0
   const own = (t: OrtTensor): OrtTensor => {
-    live.add(t)
+    // A tensor this backend made (fromHost, gather) comes back through adopt: count it once.
+    if (live.lastIndexOf(t) < 0) live.push(t)
     return t
   }
   const free = (t: OrtTensor): void => {
-    live.delete(t)
+    const at = live.lastIndexOf(t)
+    if (at >= 0) {
+      live[at] = live[live.length - 1] as OrtTensor
+      live.pop()
+    }
     if (t.location !== "none") t.dispose()
   }
   const needDevice = (): GpuDevice => {
@@ -402,7 +412,7 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
     dispose(t) {
       free(t)
     },
-    liveTensors: () => live.size,
+    liveTensors: () => live.length,
     liveGpuBuffers: () => gpuBuffers,
     bytesCopied: () => copied,
   }

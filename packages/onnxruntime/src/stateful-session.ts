@@ -202,8 +202,9 @@ class Session implements StatefulSession {
       return saved
     }
     const out: Record<string, OrtTensor> = {}
-    for (const [name, t] of Object.entries(outputs))
-      if (!this.#stateOutputs.has(name)) out[name] = t
+    for (const name in outputs) {
+      if (!this.#stateOutputs.has(name)) setKey(out, name, outputs[name] as OrtTensor)
+    }
     return E.right(out)
   }
 

@@ -129,7 +129,8 @@ export function checkLeaves<T>(
     )
   }
   const infos: TensorInfo[] = []
-  const named = new Map<string, { size: number; path: string }>()
+  // Only specs with named dims besides the batch need to compare sizes across leaves.
+  const named = resolved.hasNamedDims ? new Map<string, { size: number; path: string }>() : NO_NAMES
 
   for (let i = 0; i < resolved.leaves.length; i++) {
     const spec = resolved.leaves[i] as ResolvedLeaf
@@ -190,6 +191,9 @@ function leavesAlong<T>(def: TreeDef, tree: unknown): T[] | undefined {
   }
   return walk(def, tree) ? out : undefined
 }
+
+/** Shared by specs without named dims: `checkInfo` never writes to it for them. */
+const NO_NAMES = new Map<string, { size: number; path: string }>()
 
 /** Checks one leaf's dtype and shape; `named` collects named-dim sizes to keep them consistent. */
 export function checkInfo(
