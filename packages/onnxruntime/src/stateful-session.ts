@@ -15,7 +15,12 @@ import {
 import * as E from "fp-ts/lib/Either.js"
 import type * as common from "onnxruntime-common"
 import type { OrtTensor } from "./ort-backend.js"
-import { deriveSessionState, refuseStateFeeds, setKey } from "./internal/session-state.js"
+import {
+  copyFeeds,
+  deriveSessionState,
+  refuseStateFeeds,
+  setKey,
+} from "./internal/session-state.js"
 import type { StatePair } from "./state-pairing.js"
 
 /**
@@ -180,7 +185,7 @@ class Session implements StatefulSession {
     const refused = refuseStateFeeds(Object.keys(feeds), this.#stateInputs)
     if (refused._tag === "Left") return refused
     const held = this.saver.leaves()
-    const merged: Record<string, OrtTensor> = { ...feeds }
+    const merged: Record<string, OrtTensor> = copyFeeds(feeds)
     this.#byLeaf.forEach(({ input }, i) => setKey(merged, input, held[i] as OrtTensor))
     this.#inFlight = true
     let outputs: Record<string, OrtTensor>

@@ -23,7 +23,12 @@ import * as E from "fp-ts/lib/Either.js"
 import type * as common from "onnxruntime-common"
 import { metadataBatchAxis } from "./internal/metadata.js"
 import { type TensorData, copyData, sameData, sliceRow, stackRows } from "./internal/rows.js"
-import { deriveSessionState, refuseStateFeeds, setKey } from "./internal/session-state.js"
+import {
+  copyFeeds,
+  deriveSessionState,
+  refuseStateFeeds,
+  setKey,
+} from "./internal/session-state.js"
 import type { OrtRuntime, OrtTensor } from "./ort-backend.js"
 import type { StatePair } from "./state-pairing.js"
 import type { Feeds, OrtSession } from "./stateful-session.js"
@@ -453,7 +458,7 @@ class Streaming implements StreamingSession {
     if (gathered._tag === "Left") return gathered
     const state = gathered.right as Readonly<Record<string, OrtTensor>>
     const stacked: OrtTensor[] = []
-    const feeds: Record<string, OrtTensor> = { ...shared }
+    const feeds: Record<string, OrtTensor> = copyFeeds(shared)
     for (const [name, parts] of batched) {
       if (parts.length === 1) {
         setKey(feeds, name, parts[0] as OrtTensor)

@@ -71,3 +71,16 @@ export function setKey(o: Record<string, OrtTensor>, key: string, value: OrtTens
     Object.defineProperty(o, key, { value, enumerable: true, writable: true, configurable: true })
   else o[key] = value
 }
+
+/**
+ * A copy of `feeds` that takes more keys cheaply. (An object made by spread syntax turns every
+ * later keyed store into a slow one in V8: about 0.4 µs per key, several per run.)
+ */
+export function copyFeeds(feeds: Readonly<Record<string, OrtTensor>>): Record<string, OrtTensor> {
+  const out: Record<string, OrtTensor> = {}
+  for (const name in feeds) {
+    if (Object.prototype.hasOwnProperty.call(feeds, name))
+      setKey(out, name, feeds[name] as OrtTensor)
+  }
+  return out
+}
