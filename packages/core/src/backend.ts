@@ -45,6 +45,8 @@ export interface BackendCapabilities {
  * and `StateStore` on top of them; a backend never reimplements those. Every primitive is
  * synchronous but `toHost`. A primitive may throw: core turns the throw into a `BackendError`
  * naming the leaf. Rows are always along `leaf.batchAxis`, and row indices are already checked.
+ * `In` is what `save` and `scatter` also accept besides `T` (tfjs: any `tf.Tensor`, kept as a
+ * `tf.Variable`).
  *
  * @example
  * const backend: StateBackend<HostTensor> = hostBackend()
@@ -52,7 +54,7 @@ export interface BackendCapabilities {
  * @category backend
  * @since 0.1.0
  */
-export interface StateBackend<T> {
+export interface StateBackend<T, In = T> {
   /** Shown in errors. */
   readonly name: string
   readonly capabilities: BackendCapabilities
@@ -63,7 +65,7 @@ export interface StateBackend<T> {
   /** A new tensor whose row `i` is row `rows[i]` of `src`, or `leaf.init` where `rows[i]` is null. */
   gather(src: T, rows: readonly (number | null)[], leaf: LeafContext): T
   /** Writes row `i` of `src` into row `rows[i]` of `dst`, in place. `rows` has no duplicates. */
-  scatter(dst: T, rows: readonly number[], src: T, leaf: LeafContext): void
+  scatter(dst: T, rows: readonly number[], src: T | In, leaf: LeafContext): void
   /** Sets rows `rows` of `t` to `leaf.init`, in place. */
   fill(t: T, rows: readonly number[], leaf: LeafContext): void
   /**
@@ -71,13 +73,13 @@ export interface StateBackend<T> {
    * tensor the saver holds from now on: `next` itself (freeing `held`), or `held` updated
    * from `next` (freeing `next`). Either way, exactly one of them stays alive.
    */
-  adopt(held: T, next: T, leaf: LeafContext): T
+  adopt(held: T, next: T | In, leaf: LeafContext): T
   /** Copies `t` to host memory. The only asynchronous primitive. */
   toHost(t: T): Promise<HostTensor>
   /** A new tensor holding a copy of `host`. */
   fromHost(host: HostTensor, leaf: LeafContext): T
-  /** Frees `t`. Called exactly once per tensor the saver owned. */
-  dispose(t: T): void
+  /** Frees `t`: a tensor core owned (held, or given to `save` / `scatter`). Called once per tensor. */
+  dispose(t: T | In): void
 }
 
 /**

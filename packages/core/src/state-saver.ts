@@ -44,9 +44,9 @@ export type { RowsInput } from "./internal/checks.js"
  * @category saver
  * @since 0.1.0
  */
-export interface StateSaverOptions<T> extends SpecOptions {
+export interface StateSaverOptions<T, In = T> extends SpecOptions {
   readonly spec: StateSpec
-  readonly backend: StateBackend<T>
+  readonly backend: StateBackend<T, In>
   /** Rows in the batch; `select` may change it later. */
   readonly batchSize: number
 }
@@ -58,8 +58,8 @@ export interface StateSaverOptions<T> extends SpecOptions {
  * @category saver
  * @since 0.1.0
  */
-export interface StateSaver<T> extends Disposable {
-  readonly backend: StateBackend<T>
+export interface StateSaver<T, In = T> extends Disposable {
+  readonly backend: StateBackend<T, In>
   readonly spec: ResolvedSpec
   /** Current number of rows. */
   readonly batchSize: number
@@ -75,14 +75,14 @@ export interface StateSaver<T> extends Disposable {
    * Validates `next` against the spec and keeps it: the saver owns the given tensors from now on
    * and frees those it replaces. A leaf that is already the saver's is kept as is.
    */
-  save(next: StateTree<T>): E.Either<StateError, void>
+  save(next: StateTree<T | In>): E.Either<StateError, void>
   /**
    * The current leaves in spec order (`spec.leaves`), borrowed like `state()`: the fast path for
    * integrations that feed a model by leaf rather than by tree.
    */
   leaves(): readonly T[]
   /** `save` for leaves given in spec order (`spec.leaves`), with the same checks and ownership. */
-  saveLeaves(next: readonly T[]): E.Either<StateError, void>
+  saveLeaves(next: readonly (T | In)[]): E.Either<StateError, void>
   /**
    * Sets rows back to their init now, before the next step reads them: all rows (and named dims
    * back to their starting size) when `rows` is absent, else the given indices or mask.
@@ -110,9 +110,9 @@ export interface StateSaver<T> extends Disposable {
  * @category saver
  * @since 0.1.0
  */
-export function createStateSaver<T>(
-  options: StateSaverOptions<T>,
-): E.Either<StateError, StateSaver<T>> {
+export function createStateSaver<T, In = T>(
+  options: StateSaverOptions<T, In>,
+): E.Either<StateError, StateSaver<T, In>> {
   const { backend, batchSize } = options
   const resolved = resolveSpec(options.spec, options)
   if (resolved._tag === "Left") return resolved
@@ -134,14 +134,14 @@ export function createStateSaver<T>(
 /** The one `Right(undefined)`: successful calls on the hot path allocate no result. */
 const RIGHT: E.Either<never, void> = E.right(undefined)
 
-class Saver<T> implements StateSaver<T> {
+class Saver<T, In> implements StateSaver<T, In> {
   #held: T[]
   #batchSize: number
   #disposed = false
   readonly #contexts
 
   constructor(
-    readonly backend: StateBackend<T>,
+    readonly backend: StateBackend<T, In>,
     readonly spec: ResolvedSpec,
     batchSize: number,
     held: T[],
@@ -177,7 +177,7 @@ class Saver<T> implements StateSaver<T> {
     return out
   }
 
-  save(next: StateTree<T>): E.Either<StateError, void> {
+  save(next: StateTree<T | In>): E.Either<StateError, void> {
     const live = this.#live()
     if (live._tag === "Left") return live
     const checked = checkTensors(this.spec, this.backend, next, this.#batchSize)
@@ -190,7 +190,7 @@ class Saver<T> implements StateSaver<T> {
     return this.#held.slice()
   }
 
-  saveLeaves(next: readonly T[]): E.Either<StateError, void> {
+  saveLeaves(next: readonly (T | In)[]): E.Either<StateError, void> {
     const live = this.#live()
     if (live._tag === "Left") return live
     const checked = checkLeaves(this.spec, this.backend, next, this.#batchSize)
@@ -199,7 +199,7 @@ class Saver<T> implements StateSaver<T> {
   }
 
   /** Takes ownership of validated leaves, freeing what they replace. */
-  #keep(incoming: T[]): E.Either<StateError, void> {
+  #keep(incoming: (T | In)[]): E.Either<StateError, void> {
     const prepared = this.#unswap(incoming)
     if (prepared._tag === "Left") return prepared
     const held = this.#held
@@ -222,7 +222,7 @@ class Saver<T> implements StateSaver<T> {
    * A tensor the saver already holds at another leaf (a swapped save) is copied, since adopting
    * it would free it under the other leaf. The common case, no such tensor, allocates nothing.
    */
-  #unswap(incoming: T[]): E.Either<StateError, T[]> {
+  #unswap(incoming: (T | In)[]): E.Either<StateError, (T | In)[]> {
     const held = this.#held
     let swapped = false
     for (let i = 0; i < incoming.length && !swapped; i++) {

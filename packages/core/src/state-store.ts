@@ -38,9 +38,9 @@ export type StreamKey = string | number
  * @category store
  * @since 0.1.0
  */
-export interface StateStoreOptions<T> extends SpecOptions {
+export interface StateStoreOptions<T, In = T> extends SpecOptions {
   readonly spec: StateSpec
-  readonly backend: StateBackend<T>
+  readonly backend: StateBackend<T, In>
   /** Most streams kept at once; past it the least recently used stream is evicted. Default: no limit. */
   readonly capacity?: number
   /** Slots allocated up front; the slab doubles from there (capped by `capacity`). Default 8. */
@@ -69,8 +69,8 @@ export interface StateStoreOptions<T> extends SpecOptions {
  * @category store
  * @since 0.1.0
  */
-export interface StateStore<T> extends Disposable {
-  readonly backend: StateBackend<T>
+export interface StateStore<T, In = T> extends Disposable {
+  readonly backend: StateBackend<T, In>
   readonly spec: ResolvedSpec
   /** Number of streams held. */
   readonly size: number
@@ -89,7 +89,7 @@ export interface StateStore<T> extends Disposable {
    * Writes row `i` of `next` back to `keys[i]`, which must be held. On `Right` the store took
    * ownership of `next` and freed it; on `Left` it is still the caller's.
    */
-  scatter(keys: readonly StreamKey[], next: StateTree<T>): E.Either<StateError, void>
+  scatter(keys: readonly StreamKey[], next: StateTree<T | In>): E.Either<StateError, void>
   /** Sets the keys' rows back to `init` (the keys stay held). */
   reset(keys: readonly StreamKey[]): E.Either<StateError, void>
   /** Forgets a stream and frees its slot. Returns whether it was held. */
@@ -133,9 +133,9 @@ interface Resolved {
  * @category store
  * @since 0.1.0
  */
-export function createStateStore<T>(
-  options: StateStoreOptions<T>,
-): E.Either<StateError, StateStore<T>> {
+export function createStateStore<T, In = T>(
+  options: StateStoreOptions<T, In>,
+): E.Either<StateError, StateStore<T, In>> {
   const resolved = resolveSpec(options.spec, options)
   if (resolved._tag === "Left") return resolved
   const { backend } = options
@@ -164,8 +164,8 @@ export function createStateStore<T>(
 const keyOk = (k: unknown): k is StreamKey =>
   typeof k === "string" || (typeof k === "number" && Number.isFinite(k))
 
-class Store<T> implements StateStore<T> {
-  readonly backend: StateBackend<T>
+class Store<T, In> implements StateStore<T, In> {
+  readonly backend: StateBackend<T, In>
   readonly #entries = new Map<StreamKey, Entry>()
   #head: Entry | undefined
   #tail: Entry | undefined
@@ -180,7 +180,7 @@ class Store<T> implements StateStore<T> {
   #disposed = false
 
   constructor(
-    readonly options: StateStoreOptions<T>,
+    readonly options: StateStoreOptions<T, In>,
     readonly spec: ResolvedSpec,
     slabs: T[],
     slots: number,
@@ -343,10 +343,10 @@ class Store<T> implements StateStore<T> {
   }
 
   /** Writes row `i` of each leaf of `src` into slot `slots[i]`. */
-  #writeRows(slots: readonly number[], src: readonly T[]): E.Either<StateError, void> {
+  #writeRows(slots: readonly number[], src: readonly (T | In)[]): E.Either<StateError, void> {
     const slabs = this.#slabs
     return eachLeaf(this.backend, "scatter", this.#contexts, (i, ctx) =>
-      this.backend.scatter(slabs[i] as T, slots, src[i] as T, ctx),
+      this.backend.scatter(slabs[i] as T, slots, src[i] as T | In, ctx),
     )
   }
 
@@ -454,7 +454,7 @@ class Store<T> implements StateStore<T> {
     return E.right(unflatten(this.spec.def, rows.right))
   }
 
-  scatter(keys: readonly StreamKey[], next: StateTree<T>): E.Either<StateError, void> {
+  scatter(keys: readonly StreamKey[], next: StateTree<T | In>): E.Either<StateError, void> {
     const live = this.#live()
     if (live._tag === "Left") return live
     this.#sweep(keys)
@@ -573,6 +573,6 @@ class Store<T> implements StateStore<T> {
  * @category store
  * @since 0.1.0
  */
-export function disposeTree<T>(backend: StateBackend<T>, tree: StateTree<T>): void {
+export function disposeTree<T, In = T>(backend: StateBackend<T, In>, tree: StateTree<T>): void {
   disposeQuietly(backend, flatten<T>(tree).leaves)
 }

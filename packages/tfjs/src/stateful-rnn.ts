@@ -60,7 +60,7 @@ export interface StatefulRnn {
   /** Runs the layer from the saver's state, saves the final state and returns the output. */
   apply(
     inputs: tf.Tensor,
-    saver: StateSaver<tf.Variable>,
+    saver: StateSaver<tf.Variable, tf.Tensor>,
     options?: RunOptions,
   ): E.Either<StateError, tf.Tensor>
   /**
@@ -70,7 +70,7 @@ export interface StatefulRnn {
    */
   applyStreams(
     inputs: tf.Tensor,
-    store: StateStore<tf.Variable>,
+    store: StateStore<tf.Variable, tf.Tensor>,
     keys: readonly StreamKey[],
     options?: RunOptions,
   ): E.Either<StateError, tf.Tensor>
@@ -134,7 +134,7 @@ export function statefulRnn(layer: tf.RNN): E.Either<SpecError, StatefulRnn> {
         return E.left(new BatchSizeMismatchError("", saver.batchSize, rows ?? 0, 0))
       const result = run(inputs, saver.state() as StateTree<tf.Tensor>, options)
       if (result._tag === "Left") return result
-      const saved = saver.save(result.right.state as StateTree<tf.Variable>)
+      const saved = saver.save(result.right.state)
       if (saved._tag === "Left") {
         tf.dispose([result.right.output, ...collect(result.right.state)])
         return saved
@@ -149,7 +149,7 @@ export function statefulRnn(layer: tf.RNN): E.Either<SpecError, StatefulRnn> {
       const result = run(inputs, gathered.right as StateTree<tf.Tensor>, options)
       disposeTree(store.backend, gathered.right)
       if (result._tag === "Left") return result
-      const scattered = store.scatter(keys, result.right.state as StateTree<tf.Variable>)
+      const scattered = store.scatter(keys, result.right.state)
       if (scattered._tag === "Left") {
         tf.dispose([result.right.output, ...collect(result.right.state)])
         return scattered

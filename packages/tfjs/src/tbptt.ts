@@ -74,7 +74,7 @@ export interface WindowReport {
  * @since 0.1.0
  */
 export interface TbpttOptions {
-  readonly saver: StateSaver<tf.Variable>
+  readonly saver: StateSaver<tf.Variable, tf.Tensor>
   readonly optimizer: tf.Optimizer
   /** Runs the model on one window from the carried state. Called inside `optimizer.minimize`. */
   readonly step: (window: TbpttWindow) => TbpttStepResult
@@ -197,7 +197,7 @@ export function createTbpttTrainer(options: TbpttOptions): TbpttTrainer {
         const cost = optimizer.minimize(
           () => {
             const out = step({ ...window, state: windowState(w === 0 ? starts : undefined) })
-            const saved = saver.save(out.state as StateTree<tf.Variable>)
+            const saved = saver.save(out.state)
             if (saved._tag === "Left") throw new StepFailed(saved.left)
             return out.loss
           },

@@ -28,12 +28,13 @@ export interface TfjsBackendOptions {
 }
 
 /**
- * The tfjs backend's type: a `StateBackend` over non-trainable `tf.Variable`s.
+ * The tfjs backend's type: state held in non-trainable `tf.Variable`s; `save` and `scatter`
+ * also take any `tf.Tensor` (assigned into the variables).
  *
  * @category backend
  * @since 0.1.0
  */
-export type TfjsBackend = StateBackend<tf.Variable>
+export type TfjsBackend = StateBackend<tf.Variable, tf.Tensor>
 
 const ON_DEVICE = new Set(["webgl", "webgpu"])
 

@@ -93,9 +93,9 @@ const describeValue = (x: unknown): string => {
  * Validates a tree of backend tensors against a spec at a given batch size. Returns the leaves
  * in spec order with their infos, or the first error naming its path.
  */
-export function checkTensors<T>(
+export function checkTensors<T, In = T>(
   resolved: ResolvedSpec,
-  backend: StateBackend<T>,
+  backend: StateBackend<T, In>,
   tree: StateTree<T>,
   batchSize: number,
 ): E.Either<StateError, { leaves: T[]; infos: TensorInfo[] }> {
@@ -113,9 +113,9 @@ export function checkTensors<T>(
  * Validates leaves given in spec order (the fast path of integrations that know the order):
  * count, liveness, aliasing, dtype, shape and batch size, naming the leaf of the first error.
  */
-export function checkLeaves<T>(
+export function checkLeaves<T, In = T>(
   resolved: ResolvedSpec,
-  backend: StateBackend<T>,
+  backend: StateBackend<T, In>,
   leaves: readonly T[],
   batchSize: number,
 ): E.Either<StateError, { leaves: T[]; infos: TensorInfo[] }> {
@@ -260,7 +260,10 @@ export function attempt<A>(
 }
 
 /** Disposes every tensor, ignoring throws: used to unwind a half-built batch. */
-export function disposeQuietly<T>(backend: StateBackend<T>, tensors: readonly T[]): void {
+export function disposeQuietly<T, In = T>(
+  backend: StateBackend<T, In>,
+  tensors: readonly T[],
+): void {
   for (const t of tensors) {
     try {
       backend.dispose(t)
@@ -274,8 +277,8 @@ export function disposeQuietly<T>(backend: StateBackend<T>, tensors: readonly T[
  * Builds one new tensor per leaf with `make`; on a throw, frees the tensors already built and
  * returns the `BackendError` naming the leaf, so a failed build leaves nothing behind.
  */
-export function buildPerLeaf<T>(
-  backend: StateBackend<T>,
+export function buildPerLeaf<T, In = T>(
+  backend: StateBackend<T, In>,
   operation: string,
   contexts: readonly LeafContext[],
   make: (i: number, ctx: LeafContext) => T,
@@ -309,8 +312,8 @@ export function eachLeaf(
 }
 
 /** Allocates every leaf of a resolved spec at `batchSize` rows, all at init. */
-export function allocateLeaves<T>(
-  backend: StateBackend<T>,
+export function allocateLeaves<T, In = T>(
+  backend: StateBackend<T, In>,
   leaves: readonly ResolvedLeaf[],
   batchSize: number,
 ): E.Either<BackendError, T[]> {
