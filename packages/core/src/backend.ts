@@ -78,7 +78,7 @@ export interface StateBackend<T, In = T> {
   toHost(t: T): Promise<HostTensor>
   /** A new tensor holding a copy of `host`. */
   fromHost(host: HostTensor, leaf: LeafContext): T
-  /** Frees `t`: a tensor core owned (held, or given to `save` / `scatter`). Called once per tensor. */
+  /** Frees `t`: a tensor core owned (held, or given to `scatter`). Called once per tensor. */
   dispose(t: T | In): void
 }
 
