@@ -3,9 +3,6 @@
  * per call against one StatefulSession of batch 1 per stream run one by one. Same session
  * options, both sides interleaved in this process, warmed up; frames/s are medians of rounds.
  */
-import { createRequire } from "node:module"
-import { dirname, join } from "node:path"
-import { fileURLToPath } from "node:url"
 import { type StreamKey, orThrow } from "@statesaver/core"
 import {
   type OrtTensor,
@@ -14,7 +11,7 @@ import {
   ortBackend,
 } from "@statesaver/onnxruntime"
 import * as ort from "onnxruntime-node"
-import { readWav } from "../../packages/onnxruntime/test/helpers/wav.js"
+import { sileroV5Path, speechFixture } from "../../examples/src/speech.js"
 import { median } from "./harness.js"
 
 const STREAMS = 64
@@ -27,14 +24,8 @@ const WARMUP_TICKS = 8
 /** Runs the benchmark and prints frames/s of both sides and their ratio. */
 export async function main(): Promise<void> {
   process.env["ORT_DISABLE_TELEMETRY"] ??= "1"
-  const here = dirname(fileURLToPath(import.meta.url))
-  const { samples, sampleRate } = readWav(
-    join(here, "../../packages/onnxruntime/test/fixtures/speech.wav"),
-  )
-  const model = join(
-    dirname(createRequire(import.meta.url).resolve("@ricky0123/vad-web")),
-    "silero_vad_v5.onnx",
-  )
+  const { samples, sampleRate } = speechFixture()
+  const model = sileroV5Path()
   const session = await ort.InferenceSession.create(model, {
     executionProviders: ["cpu"],
     intraOpNumThreads: 1,

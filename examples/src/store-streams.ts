@@ -4,13 +4,10 @@
  * StateStore and runs up to 16 streams per call. Streams join and leave over time; each one's
  * speech segments are printed when it ends, then the throughput.
  */
-import { createRequire } from "node:module"
-import { dirname, join } from "node:path"
-import { fileURLToPath } from "node:url"
 import { orThrow } from "@statesaver/core"
 import { createStreamingSession, ortBackend } from "@statesaver/onnxruntime"
 import * as ort from "onnxruntime-node"
-import { readWav } from "../../packages/onnxruntime/test/helpers/wav.js"
+import { sileroV5Path, speechFixture } from "./speech.js"
 
 const FRAME = 512
 const MAX_BATCH = 16
@@ -36,14 +33,8 @@ interface Stream {
 /** Runs 24 streams through the VAD in batches of up to 16 and prints what each one heard. */
 export async function main(): Promise<void> {
   process.env["ORT_DISABLE_TELEMETRY"] ??= "1"
-  const here = dirname(fileURLToPath(import.meta.url))
-  const { samples, sampleRate } = readWav(
-    join(here, "../../packages/onnxruntime/test/fixtures/speech.wav"),
-  )
-  const model = join(
-    dirname(createRequire(import.meta.url).resolve("@ricky0123/vad-web")),
-    "silero_vad_v5.onnx",
-  )
+  const { samples, sampleRate } = speechFixture()
+  const model = sileroV5Path()
   const session = await ort.InferenceSession.create(model, { intraOpNumThreads: 1 })
   using vad = orThrow(
     createStreamingSession({ session, ort, backend: ortBackend({ ort }), capacity: 64 }),

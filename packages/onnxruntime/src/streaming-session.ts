@@ -12,6 +12,7 @@ import {
   type StateBackend,
   type StateError,
   type StateStore,
+  type StateStoreOptions,
   type StateTree,
   type StreamKey,
   StructureMismatchError,
@@ -39,26 +40,15 @@ import type { Feeds, OrtSession } from "./stateful-session.js"
  * @category sessions
  * @since 0.1.0
  */
-export interface StreamingSessionOptions {
+export interface StreamingSessionOptions extends Pick<
+  StateStoreOptions<OrtTensor>,
+  "capacity" | "initialSlots" | "idleTtlMs" | "onEvict" | "clock"
+> {
   readonly session: OrtSession
   /** The runtime module (the one given to `ortBackend`): stacked feeds and per-stream outputs are its tensors. */
   readonly ort: OrtRuntime
   /** Holds the streams' state: `ortBackend({ ort })`. */
   readonly backend: StateBackend<OrtTensor>
-  /** Most streams kept at once; past it the least recently used stream is evicted. Default: no limit. */
-  readonly capacity?: number
-  /** Stream slots allocated up front; the slab doubles from there. Default 8. */
-  readonly initialSlots?: number
-  /** A stream unused for longer than this is evicted. */
-  readonly idleTtlMs?: number
-  /** Called after a stream was evicted (by capacity or idle TTL) with a snapshot of its state. */
-  readonly onEvict?: (
-    key: StreamKey,
-    snapshot: Uint8Array,
-    reason: "capacity" | "idle",
-  ) => void | Promise<void>
-  /** Milliseconds now; inject a fake clock in tests. Default `Date.now`. */
-  readonly clock?: () => number
   /** State pairs, output name → input name, that override the naming conventions. */
   readonly pairs?: Readonly<Record<string, string>>
   /** Name of the batch dim in the model's metadata. Default: the first of `batch`, `batch_size`, `N` found. */

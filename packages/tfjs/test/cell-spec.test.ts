@@ -8,19 +8,10 @@ import {
   statefulRnn,
   toTfjsStates,
 } from "../src/index.js"
-import { maxDiff, randomInputs, rng, seeded, useBackend } from "./setup.js"
+import { type CellKind, makeCell } from "./models.js"
+import { maxDiff, randomInputs, rng, useBackend } from "./setup.js"
 
 beforeAll(() => useBackend("wasm"))
-
-type CellKind = "lstm" | "gru" | "rnn"
-const makeCell = (kind: CellKind, units: number, seed: number) => {
-  const args = { units, ...seeded(seed) }
-  return kind === "lstm"
-    ? tf.layers.lstmCell(args)
-    : kind === "gru"
-      ? tf.layers.gruCell(args)
-      : tf.layers.simpleRNNCell(args)
-}
 
 /** Distinct random values for every leaf of a spec tree at batch `b`. */
 function randomState(

@@ -2,6 +2,7 @@ import { createRequire } from "node:module"
 import { dirname } from "node:path"
 import * as tf from "@tensorflow/tfjs"
 import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm"
+import { mulberry32 } from "@statesaver/core/testing"
 
 const require = createRequire(import.meta.url)
 setWasmPaths(`${dirname(require.resolve("@tensorflow/tfjs-backend-wasm"))}/`)
@@ -13,16 +14,7 @@ export async function useBackend(name: "cpu" | "wasm"): Promise<void> {
 }
 
 /** A seeded PRNG (mulberry32): deterministic data and windowings. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
+export const rng = mulberry32
 
 /** A `[b, t, f]` float32 tensor of seeded values in [-1, 1). */
 export function randomInputs(shape: [number, number, number], seed: number): tf.Tensor3D {

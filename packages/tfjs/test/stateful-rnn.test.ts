@@ -11,19 +11,12 @@ import {
 } from "@statesaver/core"
 import { beforeAll, describe, expect, it } from "vitest"
 import { type StatefulRnn, resetWhere, selectRows, statefulRnn, tfjsBackend } from "../src/index.js"
-import { maxDiff, randomInputs, randomWindows, seeded, useBackend } from "./setup.js"
+import { type CellKind, makeCell } from "./models.js"
+import { maxDiff, randomInputs, randomWindows, useBackend } from "./setup.js"
 
 beforeAll(() => useBackend("wasm"))
 
-type CellKind = "lstm" | "gru" | "rnn"
-const cell = (kind: CellKind, units: number, seed: number) => {
-  const args = { units, ...seeded(seed) }
-  return kind === "lstm"
-    ? tf.layers.lstmCell(args)
-    : kind === "gru"
-      ? tf.layers.gruCell(args)
-      : tf.layers.simpleRNNCell(args)
-}
+const cell = makeCell
 const stack = (kind: CellKind, widths: number[], seed = 1): StatefulRnn =>
   orThrow(
     statefulRnn(

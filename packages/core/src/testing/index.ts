@@ -15,6 +15,7 @@ import { type StateTree, flatten, formatPath } from "../state-tree.js"
 import { defineStoreConformance } from "./store.js"
 
 export { referenceGather, valuesFor, type ConformanceOptions }
+export { mulberry32 } from "./random.js"
 
 /**
  * Options of `describeBackendConformance`.

@@ -1,4 +1,5 @@
 import { expect } from "vitest"
+import { mulberry32 } from "./random.js"
 import type { StateBackend } from "../backend.js"
 import type { StateError } from "../errors.js"
 import { HostTensor } from "../host-tensor.js"
@@ -78,17 +79,6 @@ async function rowsOf<T>(store: StateStore<T>, keys: StreamKey[]): Promise<numbe
   return keys.map((_, r) => hosts.map((h, leaf) => row(h, AXES[leaf] as number, r)))
 }
 
-/** A small deterministic PRNG (mulberry32). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** Registers the StateStore part of the conformance suite. */
 export function defineStoreConformance<T>(
@@ -108,7 +98,7 @@ export function defineStoreConformance<T>(
 
   test("store: random interleavings of keys equal each stream run alone", async (backend) => {
     const store = unwrap(createStateStore({ spec: storeSpec, backend, initialSlots: 2 }))
-    const random = prng(7)
+    const random = mulberry32(7)
     const keys: StreamKey[] = ["s0", "s1", "s2", 3, 4, "__proto__"]
     const alone = new Map<StreamKey, number[][]>(keys.map((k) => [k, INIT_ROWS.map((r) => [...r])]))
     for (let round = 0; round < 25; round++) {
