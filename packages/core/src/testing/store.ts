@@ -79,7 +79,6 @@ async function rowsOf<T>(store: StateStore<T>, keys: StreamKey[]): Promise<numbe
   return keys.map((_, r) => hosts.map((h, leaf) => row(h, AXES[leaf] as number, r)))
 }
 
-
 /** Registers the StateStore part of the conformance suite. */
 export function defineStoreConformance<T>(
   liveTensors: (backend: StateBackend<T>) => number,
