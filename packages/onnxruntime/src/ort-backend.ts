@@ -16,8 +16,10 @@ import {
 } from "@statesaver/core"
 import type * as common from "onnxruntime-common"
 import { byteSize, dtypeOfOrt } from "./internal/dtypes.js"
+import { type ElementWrite, writeElements } from "./internal/gpu-elements.js"
 import {
   type GpuBuffer,
+  type GpuComputeDevice,
   type GpuDevice,
   MAP_MODE_READ,
   USAGE_COPY_DST,
@@ -86,8 +88,7 @@ export interface OrtBackend extends StateBackend<OrtTensor> {
 }
 
 // WebGPU copies and writes need offsets and sizes that are multiples of 4 bytes.
-const GPU_DTYPES: readonly DType[] = ["float32", "int32", "int64"]
-const CPU_DTYPES: readonly DType[] = ["float32", "float16", "int32", "int64", "uint8", "bool"]
+const DTYPES: readonly DType[] = ["float32", "float16", "int32", "int64", "uint8", "bool"]
 
 /**
  * Creates a state backend on ONNX Runtime tensors. CPU tensors are changed in their typed data,
@@ -209,8 +210,33 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
     const layout = rowLayout(shape, leaf.batchAxis)
     const rowBytes = layout.inner * byteSize(dtype)
     if (rowBytes === 0 || rows.length === 0) return
-    assertAligned(rowBytes, "row")
     const one = initRows(shape, dtype, leaf, 1)
+    if (rowBytes % 4 !== 0) {
+      // Rows that are not whole words: a compute pass writes their elements.
+      const writes: ElementWrite[] = []
+      for (const r of rows) {
+        for (let o = 0; o < layout.outer; o++) {
+          for (let e = 0; e < layout.inner; e++) {
+            writes.push({
+              to: (o * layout.rows + r) * layout.inner + e,
+              from: o * layout.inner + e,
+              fromInit: true,
+            })
+          }
+        }
+      }
+      const bytes = new Uint8Array(one.buffer, one.byteOffset, one.byteLength)
+      writeElements(
+        dev as GpuComputeDevice,
+        buffer,
+        undefined,
+        bytes,
+        byteSize(dtype) as 1 | 2,
+        writes,
+      )
+      copied += rows.length * rowBytes * layout.outer
+      return
+    }
     for (const [start, count] of runs(rows)) {
       for (let o = 0; o < layout.outer; o++) {
         const src = one.subarray(o * layout.inner, (o + 1) * layout.inner)
@@ -235,7 +261,26 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
     const dev = needDevice()
     const rowBytes = srcLayout.inner * elementBytes
     if (rowBytes === 0 || srcRows.length === 0) return
-    assertAligned(rowBytes, "row")
+    if (rowBytes % 4 !== 0) {
+      // Rows that are not whole words: a compute pass writes their elements.
+      const { inner } = srcLayout
+      const writes: ElementWrite[] = []
+      srcRows.forEach((s, i) => {
+        const d = dstRows[i] as number
+        for (let o = 0; o < srcLayout.outer; o++) {
+          for (let e = 0; e < inner; e++) {
+            writes.push({
+              to: (o * dstLayout.rows + d) * inner + e,
+              from: (o * srcLayout.rows + s) * inner + e,
+              fromInit: false,
+            })
+          }
+        }
+      })
+      writeElements(dev as GpuComputeDevice, dst, src, undefined, elementBytes as 1 | 2, writes)
+      copied += srcRows.length * rowBytes * srcLayout.outer
+      return
+    }
     const encoder = dev.createCommandEncoder()
     let i = 0
     while (i < srcRows.length) {
@@ -264,7 +309,7 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
   }
 
   const capabilities: BackendCapabilities = {
-    dtypes: onGpu ? GPU_DTYPES : CPU_DTYPES,
+    dtypes: DTYPES,
     onDevice: onGpu,
   }
 
@@ -415,14 +460,6 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
     liveTensors: () => live.length,
     liveGpuBuffers: () => gpuBuffers,
     bytesCopied: () => copied,
-  }
-}
-
-function assertAligned(bytes: number, what: string): void {
-  if (bytes % 4 !== 0) {
-    throw new RangeError(
-      `a GPU ${what} of ${bytes} bytes is not a multiple of 4 bytes, which WebGPU copies need`,
-    )
   }
 }
 

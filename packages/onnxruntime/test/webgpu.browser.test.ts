@@ -1,6 +1,15 @@
 /// <reference types="@webgpu/types" />
 // WebGPU in headless Chromium: state stays in GPU buffers on ONNX Runtime's own device.
-import { type HostTensor, orThrow } from "@statesaver/core"
+import {
+  type HostTensor,
+  type StateSaver,
+  type StateSpec,
+  createStateSaver,
+  float32ToFloat16Bits,
+  hostBackend,
+  init,
+  orThrow,
+} from "@statesaver/core"
 import { describeBackendConformance } from "@statesaver/core/testing"
 import * as ort from "onnxruntime-web/webgpu"
 import { describe, expect, it } from "vitest"
@@ -149,5 +158,48 @@ describe("StatefulSession on WebGPU", () => {
     }
     stateful.dispose()
     expect(backend.liveGpuBuffers()).toBe(0)
+  })
+})
+
+describe("sub-word rows on WebGPU (float16, uint8, bool)", () => {
+  it("reset and select of odd-sized float16 and 1-byte rows stay on the device and match the host backend", async () => {
+    const { device } = await sessions()
+    const spec: StateSpec = {
+      kv: { shape: ["batch", 3], dtype: "float16", init: init.constant(1.5) },
+      flags: { shape: [2, "batch"], dtype: "uint8", init: init.constant(7) },
+      done: { shape: ["batch", 1, 3], dtype: "bool" },
+    }
+    const gpu = orThrow(
+      createStateSaver({
+        spec,
+        backend: ortBackend({ ort, location: "gpu-buffer", device }),
+        batchSize: 5,
+      }),
+    )
+    const host = orThrow(createStateSaver({ spec, backend: hostBackend(), batchSize: 5 }))
+    // Distinct values in every element, through the same snapshot on both.
+    const seeded = orThrow(createStateSaver({ spec, backend: hostBackend(), batchSize: 5 }))
+    const s = seeded.state() as Record<string, HostTensor>
+    ;(s["kv"]?.data as Uint16Array).forEach((_, i, a) => (a[i] = float32ToFloat16Bits(i - 7)))
+    ;(s["flags"]?.data as Uint8Array).forEach((_, i, a) => (a[i] = 200 - i))
+    ;(s["done"]?.data as Uint8Array).forEach((_, i, a) => (a[i] = i % 2))
+    const bytes = orThrow(await seeded.snapshot())
+    orThrow(gpu.restore(bytes))
+    orThrow(host.restore(bytes))
+    const counter = countReads()
+    try {
+      for (const saver of [gpu, host] as StateSaver<unknown>[]) {
+        orThrow(saver.reset([1, 3]))
+        orThrow(saver.select([4, 1, 1, null, 0, 2]))
+        orThrow(saver.reset(new Uint8Array([0, 0, 1, 0, 0, 1])))
+      }
+      expect(counter.reads()).toBe(0)
+    } finally {
+      counter.restore()
+    }
+    expect(orThrow(await gpu.snapshot())).toEqual(orThrow(await host.snapshot()))
+    gpu.dispose()
+    host.dispose()
+    seeded.dispose()
   })
 })

@@ -43,3 +43,30 @@ export const MAP_MODE_READ = 0x0001
 
 /** Rounds a byte size up to a multiple of `to`. */
 export const roundUp = (bytes: number, to: number): number => Math.ceil(bytes / to) * to
+
+/** The compute slice of the WebGPU API, for row operations on elements smaller than 4 bytes. */
+export interface GpuComputeDevice extends GpuDevice {
+  createShaderModule(descriptor: { code: string }): unknown
+  createComputePipeline(descriptor: {
+    layout: "auto"
+    compute: { module: unknown; entryPoint: string }
+  }): GpuComputePipeline
+  createBindGroup(descriptor: {
+    layout: unknown
+    entries: { binding: number; resource: { buffer: GpuBuffer } }[]
+  }): unknown
+  createCommandEncoder(): GpuCommandEncoder & {
+    beginComputePass(): {
+      setPipeline(pipeline: GpuComputePipeline): void
+      setBindGroup(index: number, group: unknown): void
+      dispatchWorkgroups(x: number): void
+      end(): void
+    }
+  }
+}
+
+export interface GpuComputePipeline {
+  getBindGroupLayout(index: number): unknown
+}
+
+export const USAGE_UNIFORM = 0x0040
