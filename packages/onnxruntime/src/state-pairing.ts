@@ -254,3 +254,30 @@ export function sessionStateSpec(
     return E.left(new SpecError("", "at least one state output paired with an input", "none"))
   return E.right({ spec, batchDim })
 }
+
+/**
+ * `preferredOutputLocation` for a session's state outputs only: each output that the pairing rules
+ * (or `explicit`) feed back to an input is kept as a GPU buffer; other outputs come back to the
+ * CPU as usual. The session options need it before the session exists: pass the model's input and
+ * output names (known from the export, or read once from any session of the model).
+ *
+ * @example
+ * const session = await ort.InferenceSession.create(model, {
+ *   executionProviders: ["webgpu"],
+ *   preferredOutputLocation: orThrow(stateOutputLocations(inputNames, outputNames)),
+ * })
+ * @category pairing
+ * @since 0.1.0
+ */
+export function stateOutputLocations(
+  inputs: readonly string[],
+  outputs: readonly string[],
+  explicit: Readonly<Record<string, string>> = {},
+): E.Either<StateError, Record<string, "gpu-buffer">> {
+  const pairs = pairStateNames(inputs, outputs, explicit)
+  if (pairs._tag === "Left") return pairs
+  // fromEntries defines own properties: an output named __proto__ stays a key.
+  return E.right(
+    Object.fromEntries(pairs.right.map(({ output }) => [output, "gpu-buffer" as const])),
+  )
+}

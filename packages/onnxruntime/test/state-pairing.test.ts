@@ -7,6 +7,7 @@ import {
   ortBackend,
   pairStateNames,
   sessionStateSpec,
+  stateOutputLocations,
 } from "../src/index.js"
 import { GraphBuilder, seededFloats } from "./helpers/onnx-builder.js"
 
@@ -71,6 +72,21 @@ async function session(build: (g: GraphBuilder, h: string) => void) {
   g.output("y", "float32", ["batch", 4])
   return ortWeb.InferenceSession.create(g.build())
 }
+
+describe("stateOutputLocations", () => {
+  it("keeps exactly the paired state outputs on the GPU", () => {
+    const inputs = ["input", "sr", "state", "past_key_values.0.key"]
+    const outputs = ["output", "stateN", "present.0.key", "logits"]
+    expect(orThrow(stateOutputLocations(inputs, outputs))).toEqual({
+      stateN: "gpu-buffer",
+      "present.0.key": "gpu-buffer",
+    })
+    const explicit = orThrow(stateOutputLocations(["h"], ["h_next", "y"], { h_next: "h" }))
+    expect(explicit).toEqual({ h_next: "gpu-buffer" })
+    const unpaired = stateOutputLocations(["state"], ["output"])
+    expect(unpaired._tag === "Left" && unpaired.left._tag).toBe("StructureMismatchError")
+  })
+})
 
 describe("createStatefulSession checks each pair against the model's metadata", () => {
   it("a state output whose fixed dims disagree with its input is a ShapeMismatchError", async () => {
