@@ -18,7 +18,9 @@ import {
   type OrtTensor,
   type StatefulSession,
   createStatefulSession,
+  createStreamingSession,
   ortBackend,
+  stateOutputLocations,
 } from "../src/index.js"
 import { type F32, expectClose, gatherAxis, inputs } from "./helpers/host.js"
 import { lstm2 } from "./helpers/models.js"
@@ -28,6 +30,7 @@ ort.env.wasm.numThreads = 1
 const MODEL = lstm2(3, 16)
 const B = 4
 const STATE_OUTPUTS = ["Y_h.0", "Y_c.0", "Y_h.1", "Y_c.1"]
+const MODEL_INPUTS = ["X", "initial_h.0", "initial_c.0", "initial_h.1", "initial_c.1"]
 
 let ready:
   Promise<{ gpu: ort.InferenceSession; cpu: ort.InferenceSession; device: unknown }> | undefined
@@ -201,5 +204,73 @@ describe("sub-word rows on WebGPU (float16, uint8, bool)", () => {
     gpu.dispose()
     host.dispose()
     seeded.dispose()
+  })
+})
+
+describe("StreamingSession on WebGPU", () => {
+  it("streams batched on the GPU equal each stream run alone on wasm; GPU buffers stay flat", async () => {
+    const { device } = await sessions()
+    const gpuOnlyState = await ort.InferenceSession.create(MODEL, {
+      executionProviders: ["webgpu"],
+      preferredOutputLocation: orThrow(stateOutputLocations(MODEL_INPUTS, [...STATE_OUTPUTS, "Y"])),
+    })
+    const backend = ortBackend({ ort, location: "gpu-buffer", device })
+    const streaming = orThrow(createStreamingSession({ session: gpuOnlyState, ort, backend }))
+    const cpu = (await sessions()).cpu
+    const alone = new Map<string, StatefulSession>()
+    const input = (key: string, call: number) =>
+      new ort.Tensor(
+        "float32",
+        Float32Array.from({ length: 3 }, (_, i) => Math.sin(key.length * 1.3 + call * 0.7 + i)),
+        [1, 1, 3],
+      )
+    const calls = [["a", "b", "c"], ["b"], ["c", "a"], ["a", "b", "c"], ["c"]]
+    const buffers: number[] = []
+    for (const [n, keys] of calls.entries()) {
+      const outs = orThrow(
+        await streaming.run(keys.map((key) => ({ key, feeds: { X: input(key, n) } }))),
+      )
+      for (const key of keys) {
+        const ref =
+          alone.get(key) ??
+          orThrow(
+            createStatefulSession({ session: cpu, backend: ortBackend({ ort }), batchSize: 1 }),
+          )
+        alone.set(key, ref)
+        const expected = orThrow(await ref.run({ X: input(key, n) }))
+        const y = outs.get(key)?.["Y"]
+        expect(y?.location).toBe("cpu")
+        expectClose(
+          { dims: [...(y?.dims ?? [])], data: y?.data as Float32Array },
+          { dims: [...(expected["Y"]?.dims ?? [])], data: expected["Y"]?.data as Float32Array },
+          1e-4,
+        )
+        y?.dispose()
+        expected["Y"]?.dispose()
+      }
+      buffers.push(backend.liveGpuBuffers())
+    }
+    // One slab per state leaf, allocated once: nothing grows from call to call.
+    expect(new Set(buffers.slice(1))).toEqual(new Set([buffers[0]]))
+    for (const [key, ref] of alone) {
+      const mine = orThrow(await streaming.snapshot(key))
+      const restored = orThrow(
+        createStatefulSession({ session: cpu, backend: ortBackend({ ort }), batchSize: 1 }),
+      )
+      orThrow(restored.restore(mine))
+      for (const [name, t] of Object.entries(restored.state())) {
+        const r = ref.state()[name] as OrtTensor
+        expectClose(
+          { dims: [...t.dims], data: t.data as Float32Array },
+          { dims: [...r.dims], data: r.data as Float32Array },
+          1e-4,
+        )
+      }
+      restored.dispose()
+      ref.dispose()
+    }
+    streaming.dispose()
+    expect(backend.liveGpuBuffers()).toBe(0)
+    await gpuOnlyState.release()
   })
 })
