@@ -324,18 +324,15 @@ class Saver<T, In> implements StateSaver<T, In> {
       pending.push(started.right)
     }
     const settled = await Promise.allSettled(pending)
-    const tensors = new Map<string, HostTensor>()
+    const hosts: HostTensor[] = []
     for (let i = 0; i < settled.length; i++) {
       const s = settled[i] as PromiseSettledResult<HostTensor>
-      const leaf = this.spec.leaves[i] as ResolvedLeaf
       if (s.status === "rejected") {
-        return attempt(this.backend, "toHost", leaf.pathString, () => {
-          throw s.reason
-        })
+        const path = (this.spec.leaves[i] as ResolvedLeaf).pathString
+        return E.left(new BackendError(this.backend.name, "toHost", path, s.reason))
       }
-      tensors.set(leaf.pathString, s.value)
+      hosts.push(s.value)
     }
-    const hosts = this.spec.leaves.map((l) => tensors.get(l.pathString) as HostTensor)
     const first = this.spec.leaves[0]
     const batchSize = first === undefined ? undefined : hosts[0]?.shape[first.batchAxis]
     return E.right(encodeState(this.spec, batchSize ?? this.#batchSize, hosts))
