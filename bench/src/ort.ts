@@ -7,9 +7,9 @@ import { spawnSync } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import { orThrow } from "@statesaver/core"
 import { type OrtTensor, createStatefulSession, ortBackend } from "@statesaver/onnxruntime"
-import type * as common from "onnxruntime-common"
 import * as ortNode from "onnxruntime-node"
 import * as ortWeb from "onnxruntime-web"
+import type { Runtime } from "../../packages/onnxruntime/test/helpers/harness.js"
 import { lstm2 } from "../../packages/onnxruntime/test/helpers/models.js"
 import { median } from "./harness.js"
 
@@ -19,16 +19,6 @@ const BATCH = 8
 const ROUNDS = 21
 const STEPS_PER_ROUND = 200
 const WARMUP = 300
-
-interface Runtime {
-  readonly Tensor: typeof common.Tensor
-  readonly InferenceSession: {
-    create(
-      bytes: Uint8Array,
-      options?: common.InferenceSession.SessionOptions,
-    ): Promise<common.InferenceSession>
-  }
-}
 
 async function bench(label: string, ort: Runtime): Promise<void> {
   const model = lstm2(INPUT, HIDDEN)
