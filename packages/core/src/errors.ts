@@ -1,11 +1,27 @@
-import type * as E from "fp-ts/lib/Either.js"
+import type { Either } from "./internal/either.js"
+
+/**
+ * The fields every error constructor takes (one named-fields argument, as Effect's
+ * `Data.TaggedError`): the leaf `path` (`""` or absent for the whole state), the `expected` and
+ * the `actual` value, an optional `detail` sentence and an optional `cause`.
+ *
+ * @category errors
+ * @since 0.2.0
+ */
+export interface ErrorFields {
+  readonly path?: string
+  readonly expected: unknown
+  readonly actual: unknown
+  readonly detail?: string
+  readonly cause?: unknown
+}
 
 /**
  * Base class of every error statesaver returns or throws. Each carries the leaf `path` it is
  * about (`""` when it concerns the whole state), the `expected` and the `actual` value.
  *
  * @example
- * const result = saver.save(next)
+ * declare const result: Result<void>
  * if (result._tag === "Left") console.error(result.left.path, result.left.expected, result.left.actual)
  * @category errors
  * @since 0.1.0
@@ -16,12 +32,15 @@ export abstract class StateError extends Error {
   readonly path: string
   readonly expected: unknown
   readonly actual: unknown
+  /** An extra sentence on what differs, when there is one. */
+  readonly detail: string | undefined
 
-  constructor(message: string, path: string, expected: unknown, actual: unknown, cause?: unknown) {
-    super(message, cause === undefined ? undefined : { cause })
-    this.path = path
-    this.expected = expected
-    this.actual = actual
+  constructor(message: string, fields: ErrorFields) {
+    super(message, fields.cause === undefined ? undefined : { cause: fields.cause })
+    this.path = fields.path ?? ""
+    this.expected = fields.expected
+    this.actual = fields.actual
+    this.detail = fields.detail
   }
 
   override get name(): string {
@@ -29,28 +48,73 @@ export abstract class StateError extends Error {
   }
 }
 
-const where = (path: string): string => (path === "" ? "state" : `leaf ${path}`)
-const show = (x: unknown): string => {
-  if (typeof x === "string") return x
-  if (typeof x === "bigint") return `${x}n`
-  try {
-    return JSON.stringify(x, (_k, v: unknown) => (typeof v === "bigint" ? `${v}n` : v)) ?? String(x)
-  } catch {
-    return String(x)
-  }
+const where = (path: string | undefined): string =>
+  path === undefined || path === "" ? "state" : `leaf ${path}`
+const tail = (detail: string | undefined): string => (detail === undefined ? "" : ` (${detail})`)
+
+/**
+ * Prints a value as the user gave it: strings quoted, NaN and Infinity as such, bigints with `n`,
+ * typed arrays by type and length; long output is cut.
+ */
+export function showValue(x: unknown): string {
+  const out = print(x, 0)
+  return out.length > 200 ? `${out.slice(0, 197)}...` : out
 }
+
+function print(x: unknown, depth: number): string {
+  switch (typeof x) {
+    case "string":
+      return JSON.stringify(x)
+    case "number":
+      return Object.is(x, -0) ? "-0" : String(x)
+    case "bigint":
+      return `${x}n`
+    case "undefined":
+    case "boolean":
+    case "symbol":
+      return String(x)
+    case "function":
+      return x.name === "" ? "a function" : `function ${x.name}`
+  }
+  if (x === null) return "null"
+  if (ArrayBuffer.isView(x)) {
+    const length = (x as { length?: unknown }).length
+    return `${x.constructor.name}(${typeof length === "number" ? length : x.byteLength})`
+  }
+  if (depth > 2) return Array.isArray(x) ? "[...]" : "{...}"
+  if (Array.isArray(x)) {
+    const items = x.slice(0, 16).map((v: unknown) => print(v, depth + 1))
+    return `[${items.join(",")}${x.length > 16 ? ",..." : ""}]`
+  }
+  const proto = Object.getPrototypeOf(x) as unknown
+  if (proto !== Object.prototype && proto !== null) {
+    const name = (x as { constructor?: { name?: unknown } }).constructor?.name
+    return typeof name === "string" && name !== "" ? `a ${name}` : "an object"
+  }
+  const keys = Object.keys(x as object)
+  const items = keys
+    .slice(0, 16)
+    .map((k) => `${JSON.stringify(k)}:${print((x as Record<string, unknown>)[k], depth + 1)}`)
+  return `{${items.join(",")}${keys.length > 16 ? ",..." : ""}}`
+}
+
+/** A description is printed as written; any other value as the user gave it. */
+const text = (x: unknown): string => (typeof x === "string" ? x : showValue(x))
 
 /**
  * Two trees do not have the same structure (a missing key, an extra key, a leaf where a
- * container was expected, arrays of different lengths).
+ * container was expected, arrays of different lengths), or a value that must be a tree is not.
  *
  * @category errors
  * @since 0.1.0
  */
 export class StructureMismatchError extends StateError {
-  readonly _tag = "StructureMismatchError"
-  constructor(path: string, expected: unknown, actual: unknown) {
-    super(`${where(path)}: expected ${show(expected)}, got ${show(actual)}`, path, expected, actual)
+  readonly _tag = "StructureMismatchError" as const
+  constructor(fields: ErrorFields) {
+    super(
+      `${where(fields.path)}: expected ${text(fields.expected)}, got ${text(fields.actual)}${tail(fields.detail)}`,
+      fields,
+    )
   }
 }
 
@@ -62,13 +126,11 @@ export class StructureMismatchError extends StateError {
  * @since 0.1.0
  */
 export class ShapeMismatchError extends StateError {
-  readonly _tag = "ShapeMismatchError"
-  constructor(path: string, expected: unknown, actual: unknown, detail?: string) {
+  readonly _tag = "ShapeMismatchError" as const
+  constructor(fields: ErrorFields) {
     super(
-      `${where(path)}: expected shape ${show(expected)}, got ${show(actual)}${detail === undefined ? "" : ` (${detail})`}`,
-      path,
-      expected,
-      actual,
+      `${where(fields.path)}: expected shape ${showValue(fields.expected)}, got ${showValue(fields.actual)}${tail(fields.detail)}`,
+      fields,
     )
   }
 }
@@ -80,13 +142,11 @@ export class ShapeMismatchError extends StateError {
  * @since 0.1.0
  */
 export class DTypeMismatchError extends StateError {
-  readonly _tag = "DTypeMismatchError"
-  constructor(path: string, expected: unknown, actual: unknown) {
+  readonly _tag = "DTypeMismatchError" as const
+  constructor(fields: ErrorFields) {
     super(
-      `${where(path)}: expected dtype ${show(expected)}, got ${show(actual)}`,
-      path,
-      expected,
-      actual,
+      `${where(fields.path)}: expected dtype ${text(fields.expected)}, got ${text(fields.actual)}${tail(fields.detail)}`,
+      fields,
     )
   }
 }
@@ -98,14 +158,15 @@ export class DTypeMismatchError extends StateError {
  * @since 0.1.0
  */
 export class BatchSizeMismatchError extends StateError {
-  readonly _tag = "BatchSizeMismatchError"
-  constructor(path: string, expected: number, actual: number, axis?: number) {
+  readonly _tag = "BatchSizeMismatchError" as const
+  /** The axis of the leaf that holds the rows, when the error concerns one leaf. */
+  readonly axis: number | undefined
+  constructor(fields: ErrorFields & { readonly axis?: number }) {
     super(
-      `${where(path)}: expected batch size ${expected}${axis === undefined ? "" : ` on axis ${axis}`}, got ${actual}`,
-      path,
-      expected,
-      actual,
+      `${where(fields.path)}: expected batch size ${text(fields.expected)}${fields.axis === undefined ? "" : ` on axis ${fields.axis}`}, got ${showValue(fields.actual)}${tail(fields.detail)}`,
+      fields,
     )
+    this.axis = fields.axis
   }
 }
 
@@ -116,22 +177,48 @@ export class BatchSizeMismatchError extends StateError {
  * @since 0.1.0
  */
 export class RowIndexError extends StateError {
-  readonly _tag = "RowIndexError"
-  constructor(expected: string, actual: unknown, path = "") {
-    super(`${where(path)}: expected ${expected}, got ${show(actual)}`, path, expected, actual)
+  readonly _tag = "RowIndexError" as const
+  constructor(fields: ErrorFields) {
+    super(
+      `${where(fields.path)}: expected ${text(fields.expected)}, got ${showValue(fields.actual)}${tail(fields.detail)}`,
+      fields,
+    )
   }
 }
 
 /**
- * The saver, store or tensor was disposed and can no longer be used.
+ * An option of a factory or a call is invalid (a capacity, a TTL, a window size, a callback).
+ * `path` names the option.
+ *
+ * @category errors
+ * @since 0.2.0
+ */
+export class OptionError extends StateError {
+  readonly _tag = "OptionError" as const
+  constructor(fields: ErrorFields) {
+    super(
+      `option ${fields.path ?? ""}: expected ${text(fields.expected)}, got ${showValue(fields.actual)}${tail(fields.detail)}`,
+      fields,
+    )
+  }
+}
+
+/**
+ * The saver, store, session or tensor was disposed and can no longer be used.
  *
  * @category errors
  * @since 0.1.0
  */
 export class DisposedError extends StateError {
-  readonly _tag = "DisposedError"
-  constructor(what: string, path = "") {
-    super(`${what} was disposed${path === "" ? "" : ` (leaf ${path})`}`, path, "live", "disposed")
+  readonly _tag = "DisposedError" as const
+  /** What was disposed (`"StateSaver"`, `"HostTensor"`...). */
+  readonly what: string
+  constructor(fields: { readonly what: string; readonly path?: string }) {
+    super(
+      `${fields.what} was disposed${fields.path === undefined || fields.path === "" ? "" : ` (leaf ${fields.path})`}`,
+      { path: fields.path ?? "", expected: "live", actual: "disposed" },
+    )
+    this.what = fields.what
   }
 }
 
@@ -142,14 +229,19 @@ export class DisposedError extends StateError {
  * @since 0.1.0
  */
 export class AliasedLeafError extends StateError {
-  readonly _tag = "AliasedLeafError"
-  constructor(path: string, otherPath: string) {
+  readonly _tag = "AliasedLeafError" as const
+  /** The other leaf that holds the same tensor. */
+  readonly otherPath: string
+  constructor(fields: { readonly path: string; readonly otherPath: string }) {
     super(
-      `leaf ${path}: the same tensor is also given at leaf ${otherPath}; pass distinct tensors`,
-      path,
-      "a tensor not used at another leaf",
-      `the tensor of leaf ${otherPath}`,
+      `leaf ${fields.path}: the same tensor is also given at leaf ${fields.otherPath}; pass distinct tensors`,
+      {
+        path: fields.path,
+        expected: "a tensor not used at another leaf",
+        actual: `the tensor of leaf ${fields.otherPath}`,
+      },
     )
+    this.otherPath = fields.otherPath
   }
 }
 
@@ -160,13 +252,11 @@ export class AliasedLeafError extends StateError {
  * @since 0.1.0
  */
 export class SpecError extends StateError {
-  readonly _tag = "SpecError"
-  constructor(path: string, expected: unknown, actual: unknown) {
+  readonly _tag = "SpecError" as const
+  constructor(fields: ErrorFields) {
     super(
-      `spec ${where(path)}: expected ${show(expected)}, got ${show(actual)}`,
-      path,
-      expected,
-      actual,
+      `spec ${where(fields.path)}: expected ${text(fields.expected)}, got ${showValue(fields.actual)}${tail(fields.detail)}`,
+      fields,
     )
   }
 }
@@ -178,20 +268,29 @@ export class SpecError extends StateError {
  * @since 0.1.0
  */
 export class BackendError extends StateError {
-  readonly _tag = "BackendError"
+  readonly _tag = "BackendError" as const
   readonly backend: string
   readonly operation: string
-  constructor(backend: string, operation: string, path: string, cause: unknown) {
-    const reason = cause instanceof Error ? cause.message : show(cause)
+  constructor(fields: {
+    readonly backend: string
+    readonly operation: string
+    readonly path?: string
+    readonly cause: unknown
+    readonly detail?: string
+  }) {
+    const reason = fields.cause instanceof Error ? fields.cause.message : showValue(fields.cause)
     super(
-      `backend ${backend}: ${operation} failed on ${where(path)}: ${reason}`,
-      path,
-      `${operation} to succeed`,
-      reason,
-      cause,
+      `backend ${fields.backend}: ${fields.operation} failed on ${where(fields.path)}: ${reason}${tail(fields.detail)}`,
+      {
+        path: fields.path ?? "",
+        expected: `${fields.operation} to succeed`,
+        actual: reason,
+        cause: fields.cause,
+        ...(fields.detail === undefined ? {} : { detail: fields.detail }),
+      },
     )
-    this.backend = backend
-    this.operation = operation
+    this.backend = fields.backend
+    this.operation = fields.operation
   }
 }
 
@@ -202,27 +301,28 @@ export class BackendError extends StateError {
  * @since 0.1.0
  */
 export class SnapshotFormatError extends StateError {
-  readonly _tag = "SnapshotFormatError"
-  constructor(expected: string, actual: unknown, path = "") {
+  readonly _tag = "SnapshotFormatError" as const
+  constructor(fields: ErrorFields) {
     super(
-      `snapshot ${where(path)}: expected ${expected}, got ${show(actual)}`,
-      path,
-      expected,
-      actual,
+      `snapshot ${where(fields.path)}: expected ${text(fields.expected)}, got ${text(fields.actual)}${tail(fields.detail)}`,
+      fields,
     )
   }
 }
 
 /**
- * A StateStore key is unknown, duplicated in one call, or not a string.
+ * A StateStore key is unknown, duplicated in one call, or not a string or finite number.
  *
  * @category errors
  * @since 0.1.0
  */
 export class KeyError extends StateError {
-  readonly _tag = "KeyError"
-  constructor(expected: string, actual: unknown) {
-    super(`key: expected ${expected}, got ${show(actual)}`, "", expected, actual)
+  readonly _tag = "KeyError" as const
+  constructor(fields: ErrorFields) {
+    super(
+      `key: expected ${text(fields.expected)}, got ${showValue(fields.actual)}${tail(fields.detail)}`,
+      fields,
+    )
   }
 }
 
@@ -234,9 +334,14 @@ export class KeyError extends StateError {
  * @since 0.1.0
  */
 export class BusyError extends StateError {
-  readonly _tag = "BusyError"
-  constructor(operation: string, inFlight: string) {
-    super(`${operation}: ${inFlight} is still in flight`, "", "no operation in flight", inFlight)
+  readonly _tag = "BusyError" as const
+  readonly operation: string
+  constructor(fields: { readonly operation: string; readonly inFlight: string }) {
+    super(`${fields.operation}: ${fields.inFlight} is still in flight`, {
+      expected: "no operation in flight",
+      actual: fields.inFlight,
+    })
+    this.operation = fields.operation
   }
 }
 
@@ -252,6 +357,7 @@ export type AnyStateError =
   | DTypeMismatchError
   | BatchSizeMismatchError
   | RowIndexError
+  | OptionError
   | DisposedError
   | AliasedLeafError
   | SpecError
@@ -261,12 +367,27 @@ export type AnyStateError =
   | BusyError
 
 /**
+ * Errors of a check of given tensors against a spec: the tree's structure, each leaf's liveness,
+ * aliasing, dtype, shape and batch size (`BackendError` when the backend's `describe` threw).
+ *
+ * @category errors
+ * @since 0.2.0
+ */
+export type TensorCheckError =
+  | StructureMismatchError
+  | AliasedLeafError
+  | DTypeMismatchError
+  | ShapeMismatchError
+  | BatchSizeMismatchError
+  | BackendError
+
+/**
  * Result of every fallible call: an fp-ts `Either`. Read `result._tag === "Left"` or use `orThrow`.
  *
  * @category errors
  * @since 0.1.0
  */
-export type Result<A, Err extends StateError = StateError> = E.Either<Err, A>
+export type Result<A, Err extends StateError = AnyStateError> = Either<Err, A>
 
 /**
  * Unwraps a `Right`, or throws the very error object held by a `Left`.
@@ -276,7 +397,7 @@ export type Result<A, Err extends StateError = StateError> = E.Either<Err, A>
  * @category errors
  * @since 0.1.0
  */
-export function orThrow<Err, A>(result: E.Either<Err, A>): A {
+export function orThrow<Err, A>(result: Either<Err, A>): A {
   if (result._tag === "Left") throw result.left
   return result.right
 }

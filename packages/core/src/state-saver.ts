@@ -1,13 +1,15 @@
-import * as E from "fp-ts/lib/Either.js"
 import type { StateBackend } from "./backend.js"
 import {
   BackendError,
-  BatchSizeMismatchError,
+  type BatchSizeMismatchError,
   DTypeMismatchError,
   DisposedError,
-  type StateError,
-  SnapshotFormatError,
-  SpecError,
+  OptionError,
+  type RowIndexError,
+  type ShapeMismatchError,
+  type SnapshotFormatError,
+  type SpecError,
+  type TensorCheckError,
 } from "./errors.js"
 import type { HostTensor } from "./host-tensor.js"
 import {
@@ -24,8 +26,10 @@ import {
   disposeQuietly,
   normalizeRows,
 } from "./internal/checks.js"
+import * as E from "./internal/either.js"
 import { encodeState } from "./internal/encode.js"
-import { type Snapshot, decodeSnapshot } from "./snapshot.js"
+import { checkSnapshot, toSnapshot } from "./internal/snapshot-check.js"
+import type { Snapshot } from "./snapshot.js"
 import {
   type ResolvedLeaf,
   type ResolvedSpec,
@@ -37,6 +41,54 @@ import {
 import { type StateTree, unflatten } from "./state-tree.js"
 
 export type { RowsInput } from "./internal/checks.js"
+export { checkSnapshot } from "./internal/snapshot-check.js"
+
+/**
+ * Errors `createStateSaver` can return.
+ *
+ * @category saver
+ * @since 0.2.0
+ */
+export type CreateSaverError = OptionError | SpecError | DTypeMismatchError | BackendError
+
+/**
+ * Errors `save` and `saveLeaves` can return.
+ *
+ * @category saver
+ * @since 0.2.0
+ */
+export type SaveError = DisposedError | TensorCheckError
+
+/**
+ * Errors `reset` and `select` can return.
+ *
+ * @category saver
+ * @since 0.2.0
+ */
+export type RowsError = DisposedError | RowIndexError | BackendError
+
+/**
+ * Errors `snapshot` can return.
+ *
+ * @category saver
+ * @since 0.2.0
+ */
+export type SnapshotError = DisposedError | BackendError
+
+/**
+ * Errors `restore` can return: the bytes, their spec, or a leaf that does not fit.
+ *
+ * @category saver
+ * @since 0.2.0
+ */
+export type RestoreError =
+  | DisposedError
+  | SnapshotFormatError
+  | SpecError
+  | DTypeMismatchError
+  | ShapeMismatchError
+  | BatchSizeMismatchError
+  | BackendError
 
 /**
  * Options of `createStateSaver`.
@@ -69,34 +121,38 @@ export interface StateSaver<T, In = T> extends Disposable {
    * `dispose`. Throws `DisposedError` after `dispose`.
    */
   state(): StateTree<T>
-  /** Current sizes of the named dims other than the batch (a KV cache's `seq`). */
+  /**
+   * Current sizes of the named dims other than the batch (a KV cache's `seq`). Throws
+   * `DisposedError` after `dispose`.
+   */
   dims(): Readonly<Record<string, number>>
   /**
    * Validates `next` against the spec and keeps it: the saver owns the given tensors from now on
    * and frees those it replaces. A leaf that is already the saver's is kept as is.
    */
-  save(next: StateTree<T | In>): E.Either<StateError, void>
+  save(next: StateTree<T | In>): E.Either<SaveError, void>
   /**
    * The current leaves in spec order (`spec.leaves`), borrowed like `state()`: the fast path for
-   * integrations that feed a model by leaf rather than by tree.
+   * integrations that feed a model by leaf rather than by tree. Throws `DisposedError` after
+   * `dispose`.
    */
   leaves(): readonly T[]
   /** `save` for leaves given in spec order (`spec.leaves`), with the same checks and ownership. */
-  saveLeaves(next: readonly (T | In)[]): E.Either<StateError, void>
+  saveLeaves(next: readonly (T | In)[]): E.Either<SaveError, void>
   /**
    * Sets rows back to their init now, before the next step reads them: all rows (and named dims
    * back to their starting size) when `rows` is absent, else the given indices or mask.
    */
-  reset(rows?: RowsInput): E.Either<StateError, void>
+  reset(rows?: RowsInput): E.Either<RowsError, void>
   /**
    * Replaces the batch with rows gathered from it: drop, reorder, duplicate; `null` makes a
    * fresh init row. The batch size becomes `rows.length`.
    */
-  select(rows: readonly (number | null)[]): E.Either<StateError, void>
+  select(rows: readonly (number | null)[]): E.Either<RowsError, void>
   /** Copies the state to host memory as safetensors bytes (`encodeSnapshot`). */
-  snapshot(): Promise<E.Either<StateError, Uint8Array>>
+  snapshot(): Promise<E.Either<SnapshotError, Uint8Array>>
   /** Replaces the state with a snapshot of the same spec and batch size. */
-  restore(bytes: Uint8Array | Snapshot): E.Either<StateError, void>
+  restore(bytes: Uint8Array | Snapshot): E.Either<RestoreError, void>
   /** Frees every tensor the saver holds. Idempotent. */
   dispose(): void
 }
@@ -112,20 +168,19 @@ export interface StateSaver<T, In = T> extends Disposable {
  */
 export function createStateSaver<T, In = T>(
   options: StateSaverOptions<T, In>,
-): E.Either<StateError, StateSaver<T, In>> {
+): E.Either<CreateSaverError, StateSaver<T, In>> {
+  const bad = checkBackendOption(options)
+  if (bad) return E.left(bad)
   const { backend, batchSize } = options
+  if (typeof batchSize !== "number" || !Number.isSafeInteger(batchSize) || batchSize < 1) {
+    return E.left(
+      new OptionError({ path: "batchSize", expected: "a positive integer", actual: batchSize }),
+    )
+  }
   const resolved = resolveSpec(options.spec, options)
   if (resolved._tag === "Left") return resolved
-  if (!Number.isSafeInteger(batchSize) || batchSize < 1) {
-    return E.left(new BatchSizeMismatchError("", 1, batchSize))
-  }
-  for (const leaf of resolved.right.leaves) {
-    if (!backend.capabilities.dtypes.includes(leaf.dtype)) {
-      return E.left(
-        new DTypeMismatchError(leaf.pathString, backend.capabilities.dtypes, leaf.dtype),
-      )
-    }
-  }
+  const unsupported = unsupportedDType(backend, resolved.right)
+  if (unsupported) return E.left(unsupported)
   const held = allocateLeaves(backend, resolved.right.leaves, batchSize)
   if (held._tag === "Left") return held
   return E.right(new Saver(backend, resolved.right, batchSize, held.right))
@@ -160,15 +215,16 @@ class Saver<T, In> implements StateSaver<T, In> {
   }
 
   #live(): E.Either<DisposedError, void> {
-    return this.#disposed ? E.left(new DisposedError("StateSaver")) : E.right(undefined)
+    return this.#disposed ? E.left(new DisposedError({ what: "StateSaver" })) : RIGHT
   }
 
   state(): StateTree<T> {
-    if (this.#disposed) throw new DisposedError("StateSaver")
+    if (this.#disposed) throw new DisposedError({ what: "StateSaver" })
     return unflatten(this.spec.def, this.#held)
   }
 
   dims(): Readonly<Record<string, number>> {
+    if (this.#disposed) throw new DisposedError({ what: "StateSaver" })
     const out: Record<string, number> = {}
     this.spec.leaves.forEach((leaf, i) => {
       const info = this.backend.describe(this.#held[i])
@@ -177,7 +233,7 @@ class Saver<T, In> implements StateSaver<T, In> {
     return out
   }
 
-  save(next: StateTree<T | In>): E.Either<StateError, void> {
+  save(next: StateTree<T | In>): E.Either<SaveError, void> {
     const live = this.#live()
     if (live._tag === "Left") return live
     const checked = checkTensors(this.spec, this.backend, next, this.#batchSize)
@@ -186,11 +242,11 @@ class Saver<T, In> implements StateSaver<T, In> {
   }
 
   leaves(): readonly T[] {
-    if (this.#disposed) throw new DisposedError("StateSaver")
+    if (this.#disposed) throw new DisposedError({ what: "StateSaver" })
     return this.#held.slice()
   }
 
-  saveLeaves(next: readonly (T | In)[]): E.Either<StateError, void> {
+  saveLeaves(next: readonly (T | In)[]): E.Either<SaveError, void> {
     const live = this.#live()
     if (live._tag === "Left") return live
     const checked = checkLeaves(this.spec, this.backend, next, this.#batchSize)
@@ -199,7 +255,7 @@ class Saver<T, In> implements StateSaver<T, In> {
   }
 
   /** Takes ownership of validated leaves, freeing what they replace. */
-  #keep(incoming: (T | In)[]): E.Either<StateError, void> {
+  #keep(incoming: (T | In)[]): E.Either<BackendError, void> {
     const prepared = this.#unswap(incoming)
     if (prepared._tag === "Left") return prepared
     const held = this.#held
@@ -212,7 +268,9 @@ class Saver<T, In> implements StateSaver<T, In> {
       try {
         held[i] = this.backend.adopt(current, x, ctx)
       } catch (e) {
-        return E.left(new BackendError(this.backend.name, "adopt", ctx.path, e))
+        return E.left(
+          new BackendError({ backend: this.backend.name, operation: "adopt", path: ctx.path, cause: e }),
+        )
       }
     }
     return RIGHT
@@ -222,7 +280,7 @@ class Saver<T, In> implements StateSaver<T, In> {
    * A tensor the saver already holds at another leaf (a swapped save) is copied, since adopting
    * it would free it under the other leaf. The common case, no such tensor, allocates nothing.
    */
-  #unswap(incoming: (T | In)[]): E.Either<StateError, (T | In)[]> {
+  #unswap(incoming: (T | In)[]): E.Either<BackendError, (T | In)[]> {
     const held = this.#held
     let swapped = false
     for (let i = 0; i < incoming.length && !swapped; i++) {
@@ -251,21 +309,21 @@ class Saver<T, In> implements StateSaver<T, In> {
     return E.right(prepared)
   }
 
-  reset(rows?: RowsInput): E.Either<StateError, void> {
+  reset(rows?: RowsInput): E.Either<RowsError, void> {
     const live = this.#live()
     if (live._tag === "Left") return live
     if (rows === undefined) return this.#resetAll()
     const normalized = normalizeRows(rows, this.#batchSize)
     if (normalized._tag === "Left") return normalized
     const list = normalized.right
-    if (list.length === 0) return E.right(undefined)
+    if (list.length === 0) return RIGHT
     const held = this.#held
     return eachLeaf(this.backend, "fill", this.#contexts, (i, ctx) =>
       this.backend.fill(held[i] as T, list, ctx),
     )
   }
 
-  #resetAll(): E.Either<StateError, void> {
+  #resetAll(): E.Either<BackendError, void> {
     const all = Array.from({ length: this.#batchSize }, (_, r) => r)
     const leaves = this.spec.leaves
     // Leaves at their starting shape are filled in place; grown ones (a KV cache) are reallocated.
@@ -292,7 +350,7 @@ class Saver<T, In> implements StateSaver<T, In> {
     disposeQuietly(this.backend, old)
   }
 
-  select(rows: readonly (number | null)[]): E.Either<StateError, void> {
+  select(rows: readonly (number | null)[]): E.Either<RowsError, void> {
     const live = this.#live()
     if (live._tag === "Left") return live
     const checked = checkSelection(rows, this.#batchSize)
@@ -308,7 +366,7 @@ class Saver<T, In> implements StateSaver<T, In> {
     return E.right(undefined)
   }
 
-  async snapshot(): Promise<E.Either<StateError, Uint8Array>> {
+  async snapshot(): Promise<E.Either<SnapshotError, Uint8Array>> {
     const live = this.#live()
     if (live._tag === "Left") return live
     // Every copy starts before the first await, so later mutations cannot reach the snapshot.
@@ -329,7 +387,9 @@ class Saver<T, In> implements StateSaver<T, In> {
       const s = settled[i] as PromiseSettledResult<HostTensor>
       if (s.status === "rejected") {
         const path = (this.spec.leaves[i] as ResolvedLeaf).pathString
-        return E.left(new BackendError(this.backend.name, "toHost", path, s.reason))
+        return E.left(
+          new BackendError({ backend: this.backend.name, operation: "toHost", path, cause: s.reason }),
+        )
       }
       hosts.push(s.value)
     }
@@ -338,10 +398,10 @@ class Saver<T, In> implements StateSaver<T, In> {
     return E.right(encodeState(this.spec, batchSize ?? this.#batchSize, hosts))
   }
 
-  restore(bytes: Uint8Array | Snapshot): E.Either<StateError, void> {
+  restore(bytes: Uint8Array | Snapshot): E.Either<RestoreError, void> {
     const live = this.#live()
     if (live._tag === "Left") return live
-    const decoded = bytes instanceof Uint8Array ? decodeSnapshot(bytes) : E.right(bytes)
+    const decoded = toSnapshot(bytes)
     if (decoded._tag === "Left") return decoded
     const snap = decoded.right
     const checked = checkSnapshot(this.spec, snap, this.#batchSize)
@@ -381,49 +441,43 @@ class Saver<T, In> implements StateSaver<T, In> {
   }
 }
 
-/**
- * Checks a decoded snapshot against a resolved spec and batch size; returns the host tensors in
- * leaf order.
- *
- * @category snapshots
- * @since 0.1.0
- */
-export function checkSnapshot(
+/** An `OptionError` unless `options` is an object with a backend that has the contract's primitives. */
+export function checkBackendOption(options: unknown): OptionError | null {
+  if (typeof options !== "object" || options === null) {
+    return new OptionError({ path: "options", expected: "an options object", actual: options })
+  }
+  const backend = (options as { backend?: unknown }).backend
+  const primitives = ["describe", "allocate", "gather", "scatter", "fill", "adopt", "toHost", "fromHost", "dispose"]
+  const b = backend as Record<string, unknown> | null
+  const missing =
+    typeof backend !== "object" || b === null
+      ? "all"
+      : primitives.find((k) => typeof b[k] !== "function")
+  const caps = b?.["capabilities"] as { dtypes?: unknown } | undefined
+  if (missing !== undefined || typeof caps !== "object" || !Array.isArray(caps.dtypes)) {
+    return new OptionError({
+      path: "backend",
+      expected: "a StateBackend (describe, allocate, gather, ... and capabilities.dtypes)",
+      actual: backend,
+      ...(missing === undefined || missing === "all" ? {} : { detail: `no ${missing} function` }),
+    })
+  }
+  return null
+}
+
+/** A `DTypeMismatchError` for the first leaf whose dtype the backend does not store. */
+export function unsupportedDType<T, In>(
+  backend: StateBackend<T, In>,
   spec: ResolvedSpec,
-  snap: Snapshot,
-  batchSize: number,
-): E.Either<StateError, HostTensor[]> {
-  if (snap.batchDim !== spec.batchDim) {
-    return E.left(new SnapshotFormatError(`batch dim "${spec.batchDim}"`, snap.batchDim))
-  }
-  const byPath = new Map(snap.leaves.map((l) => [l.path, l]))
-  const expectedPaths = spec.leaves.map((l) => l.pathString)
-  const missing = expectedPaths.find((p) => !byPath.has(p))
-  if (missing !== undefined) {
-    return E.left(new SnapshotFormatError("a tensor for this leaf", "none", missing))
-  }
-  const extra = snap.leaves.find((l) => !expectedPaths.includes(l.path))
-  if (extra !== undefined) {
-    return E.left(
-      new SnapshotFormatError("only leaves of this spec", `extra leaf ${extra.path}`, extra.path),
-    )
-  }
-  const named = new Map<string, { size: number; path: string }>()
-  const out: HostTensor[] = []
+): DTypeMismatchError | null {
   for (const leaf of spec.leaves) {
-    const recorded = byPath.get(leaf.pathString)
-    const t = snap.tensors.get(leaf.pathString)
-    if (recorded === undefined || t === undefined) {
-      return E.left(new SnapshotFormatError("a tensor for this leaf", "none", leaf.pathString))
+    if (!backend.capabilities.dtypes.includes(leaf.dtype)) {
+      return new DTypeMismatchError({
+        path: leaf.pathString,
+        expected: `one of the dtypes backend ${backend.name} stores (${backend.capabilities.dtypes.join(", ")})`,
+        actual: leaf.dtype,
+      })
     }
-    if (recorded.batchAxis !== leaf.batchAxis) {
-      return E.left(
-        new SpecError(leaf.pathString, `batch axis ${leaf.batchAxis}`, recorded.batchAxis),
-      )
-    }
-    const err = checkInfo(leaf, t, batchSize, named)
-    if (err) return E.left(err)
-    out.push(t)
   }
-  return E.right(out)
+  return null
 }

@@ -1,4 +1,4 @@
-import * as E from "fp-ts/lib/Either.js"
+import * as E from "./internal/either.js"
 import { StructureMismatchError } from "./errors.js"
 
 /**
@@ -147,8 +147,15 @@ function defineKey(target: Record<string, unknown>, key: string, value: unknown)
   }
 }
 
+const countLeaves = (d: TreeDef): number =>
+  d.kind === "leaf" ? 1 : d.items.reduce((n, item) => n + countLeaves(item), 0)
+
+const leafCountError = (given: number, wanted: number): StructureMismatchError =>
+  new StructureMismatchError({ expected: `${wanted} leaves`, actual: `${given} leaves` })
+
 /**
- * Rebuilds a tree from a `TreeDef` and leaves in `flatten` order.
+ * Rebuilds a tree from a `TreeDef` and leaves in `flatten` order. Throws a
+ * `StructureMismatchError` when the number of leaves differs from the tree's.
  *
  * @example
  * const copy = unflatten(def, leaves.map(clone))
@@ -160,7 +167,7 @@ export function unflatten<L>(def: TreeDef, leaves: readonly L[]): StateTree<L> {
   const build = (d: TreeDef): unknown => {
     switch (d.kind) {
       case "leaf": {
-        if (i >= leaves.length) throw new RangeError(`unflatten: only ${leaves.length} leaves`)
+        if (i >= leaves.length) throw leafCountError(leaves.length, countLeaves(def))
         return leaves[i++]
       }
       case "array":
@@ -174,7 +181,7 @@ export function unflatten<L>(def: TreeDef, leaves: readonly L[]): StateTree<L> {
   }
   const tree = build(def)
   if (i !== leaves.length) {
-    throw new RangeError(`unflatten: ${leaves.length} leaves given, the tree has ${i}`)
+    throw leafCountError(leaves.length, i)
   }
   return tree as StateTree<L>
 }
@@ -199,7 +206,11 @@ export function mapTree<A, B>(
   )
 }
 
+const mismatch = (path: PathSegment[], expected: string, actual: string): StructureMismatchError =>
+  new StructureMismatchError({ path: formatPath(path), expected, actual })
+
 const describeNode = (node: unknown, isLeaf: IsLeaf): string => {
+  if (node === null || node === undefined) return String(node)
   if (isLeaf(node)) return "a leaf"
   if (Array.isArray(node)) return `an array of length ${node.length}`
   if (isPlainRecord(node)) return `a record with keys ${JSON.stringify(sortedKeys(node))}`
@@ -211,7 +222,7 @@ const describeNode = (node: unknown, isLeaf: IsLeaf): string => {
  * leaves in the same places). `Left` names the first differing path.
  *
  * @example
- * const ok = sameStructure(spec, next, isLeafSpec, backend.isTensor)
+ * const ok = sameStructure(spec, next, isLeafSpec, (x) => backend.describe(x) !== undefined)
  * @category trees
  * @since 0.1.0
  */
@@ -226,19 +237,11 @@ export function sameStructure(
     const aLeaf = isActualLeaf(a)
     if (eLeaf || aLeaf) {
       if (eLeaf && aLeaf) return null
-      return new StructureMismatchError(
-        formatPath(path),
-        describeNode(e, isExpectedLeaf),
-        describeNode(a, isActualLeaf),
-      )
+      return mismatch(path, describeNode(e, isExpectedLeaf), describeNode(a, isActualLeaf))
     }
     if (Array.isArray(e)) {
       if (!Array.isArray(a) || a.length !== e.length) {
-        return new StructureMismatchError(
-          formatPath(path),
-          describeNode(e, isExpectedLeaf),
-          describeNode(a, isActualLeaf),
-        )
+        return mismatch(path, describeNode(e, isExpectedLeaf), describeNode(a, isActualLeaf))
       }
       for (let i = 0; i < e.length; i++) {
         const err = check(e[i], a[i], [...path, i])
@@ -248,25 +251,17 @@ export function sameStructure(
     }
     if (isPlainRecord(e)) {
       if (!isPlainRecord(a)) {
-        return new StructureMismatchError(
-          formatPath(path),
-          describeNode(e, isExpectedLeaf),
-          describeNode(a, isActualLeaf),
-        )
+        return mismatch(path, describeNode(e, isExpectedLeaf), describeNode(a, isActualLeaf))
       }
       const ek = sortedKeys(e)
       const ak = sortedKeys(a)
       const missing = ek.find((k) => !Object.prototype.hasOwnProperty.call(a, k))
       if (missing !== undefined) {
-        return new StructureMismatchError(formatPath([...path, missing]), "a value", "missing key")
+        return mismatch([...path, missing], "a value", "missing key")
       }
       const extra = ak.find((k) => !Object.prototype.hasOwnProperty.call(e, k))
       if (extra !== undefined) {
-        return new StructureMismatchError(
-          formatPath([...path, extra]),
-          "no such key",
-          "an extra key",
-        )
+        return mismatch([...path, extra], "no such key", "an extra key")
       }
       for (const k of ek) {
         const err = check(e[k], a[k], [...path, k])

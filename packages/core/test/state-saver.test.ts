@@ -118,11 +118,17 @@ describe("StateSaver", () => {
     expect(r._tag === "Left" && r.left.path).toBe("x")
   })
 
-  it("refuses a batch size that is not a positive integer", () => {
-    for (const batchSize of [0, -1, 1.5, Number.NaN]) {
+  it("refuses a batch size that is not a positive integer with an OptionError naming it", () => {
+    for (const batchSize of [0, -1, 1.5, Number.NaN, "2" as unknown as number]) {
       const r = createStateSaver({ spec, backend: hostBackend(), batchSize })
-      expect(r._tag === "Left" && r.left._tag).toBe("BatchSizeMismatchError")
+      expect(r._tag === "Left" && r.left._tag).toBe("OptionError")
+      expect(r._tag === "Left" && r.left.path).toBe("batchSize")
+      expect(r._tag === "Left" && r.left.actual).toBe(batchSize)
     }
+    const r = createStateSaver({ spec, backend: hostBackend(), batchSize: "2" as unknown as number })
+    expect(r._tag === "Left" && r.left.message).toBe(
+      'option batchSize: expected a positive integer, got "2"',
+    )
   })
 
   it("error messages name the leaf, the expected and the actual value", () => {

@@ -1,4 +1,4 @@
-import * as E from "fp-ts/lib/Either.js"
+import * as E from "./either.js"
 import type { LeafContext, StateBackend, TensorInfo } from "../backend.js"
 import {
   AliasedLeafError,
@@ -7,8 +7,9 @@ import {
   DTypeMismatchError,
   RowIndexError,
   ShapeMismatchError,
-  type StateError,
   StructureMismatchError,
+  type TensorCheckError,
+  showValue,
 } from "../errors.js"
 import type { DType } from "../host-tensor.js"
 import { type ResolvedLeaf, type ResolvedSpec, leafShape } from "../state-spec.js"
@@ -35,18 +36,34 @@ export function normalizeRows(
   rows: RowsInput,
   batchSize: number,
 ): E.Either<RowIndexError, number[]> {
+  if (!(Array.isArray(rows) || rows instanceof Uint8Array || rows instanceof Int32Array)) {
+    return E.left(
+      new RowIndexError({
+        expected: "row indices (an array or Int32Array) or a mask (boolean[] or Uint8Array)",
+        actual: rows,
+      }),
+    )
+  }
   const isMask =
     rows instanceof Uint8Array ||
     (Array.isArray(rows) && rows.length > 0 && typeof rows[0] === "boolean")
   if (isMask) {
     if (rows.length !== batchSize) {
-      return E.left(new RowIndexError(`a mask of length ${batchSize}`, `length ${rows.length}`))
+      return E.left(
+        new RowIndexError({
+          expected: `a mask of length ${batchSize}`,
+          actual: rows,
+          detail: `length ${rows.length}`,
+        }),
+      )
     }
     const out: number[] = []
     for (let i = 0; i < rows.length; i++) {
       const v: unknown = rows[i]
       if (typeof v !== "boolean" && v !== 0 && v !== 1) {
-        return E.left(new RowIndexError("mask entries true/false or 0/1", v))
+        return E.left(
+          new RowIndexError({ expected: "mask entries true/false or 0/1", actual: v, detail: `entry ${i}` }),
+        )
       }
       if (v === true || v === 1) out.push(i)
     }
@@ -56,7 +73,13 @@ export function normalizeRows(
   for (let i = 0; i < rows.length; i++) {
     const r: unknown = rows[i]
     if (typeof r !== "number" || !Number.isInteger(r) || r < 0 || r >= batchSize) {
-      return E.left(new RowIndexError(`row indices in [0, ${batchSize})`, r))
+      return E.left(
+        new RowIndexError({
+          expected: `row indices in [0, ${batchSize})`,
+          actual: r,
+          ...(rows.length > 1 ? { detail: `entry ${i}` } : {}),
+        }),
+      )
     }
     if (i > 0 && r <= (rows[i - 1] as number)) ascending = false
   }
@@ -71,20 +94,26 @@ export function checkSelection(
   batchSize: number,
 ): E.Either<RowIndexError, readonly (number | null)[]> {
   if (!Array.isArray(rows))
-    return E.left(new RowIndexError("an array of row indices or null", typeof rows))
-  if (rows.length === 0) return E.left(new RowIndexError("at least one row", "[]"))
-  for (const r of rows as unknown[]) {
+    return E.left(new RowIndexError({ expected: "an array of row indices or null", actual: rows }))
+  if (rows.length === 0) return E.left(new RowIndexError({ expected: "at least one row", actual: rows }))
+  for (let i = 0; i < rows.length; i++) {
+    const r: unknown = rows[i]
     if (r === null) continue
     if (typeof r !== "number" || !Number.isInteger(r) || r < 0 || r >= batchSize) {
-      return E.left(new RowIndexError(`row indices in [0, ${batchSize}) or null`, r))
+      return E.left(
+        new RowIndexError({
+          expected: `row indices in [0, ${batchSize}) or null`,
+          actual: r,
+          ...(rows.length > 1 ? { detail: `entry ${i}` } : {}),
+        }),
+      )
     }
   }
   return E.right(rows)
 }
 
 const describeValue = (x: unknown): string => {
-  if (x === null) return "null"
-  if (typeof x !== "object") return typeof x
+  if (typeof x !== "object" || x === null) return showValue(x)
   const name = (x as { constructor?: { name?: unknown } }).constructor?.name
   return typeof name === "string" ? `a ${name} (not live on this backend)` : "an object"
 }
@@ -98,13 +127,15 @@ export function checkTensors<T, In = T>(
   backend: StateBackend<T, In>,
   tree: StateTree<T>,
   batchSize: number,
-): E.Either<StateError, { leaves: T[]; infos: TensorInfo[] }> {
+): E.Either<TensorCheckError, { leaves: T[]; infos: TensorInfo[] }> {
   const leaves = leavesAlong<T>(resolved.def, tree)
   if (leaves === undefined) {
     // Only on failure: walk again to name the first differing path.
     const structure = sameStructure(resolved.spec, tree, isLeafSpec, isDefaultLeaf)
     if (structure._tag === "Left") return structure
-    return E.left(new StructureMismatchError("", "a tree of the spec's structure", "another tree"))
+    return E.left(
+      new StructureMismatchError({ expected: "a tree of the spec's structure", actual: "another tree" }),
+    )
   }
   return checkLeaves(resolved, backend, leaves, batchSize)
 }
@@ -118,14 +149,13 @@ export function checkLeaves<T, In = T>(
   backend: StateBackend<T, In>,
   leaves: readonly T[],
   batchSize: number,
-): E.Either<StateError, { leaves: T[]; infos: TensorInfo[] }> {
-  if (leaves.length !== resolved.leaves.length) {
+): E.Either<TensorCheckError, { leaves: T[]; infos: TensorInfo[] }> {
+  if (!Array.isArray(leaves) || leaves.length !== resolved.leaves.length) {
     return E.left(
-      new StructureMismatchError(
-        "",
-        `${resolved.leaves.length} leaves in spec order`,
-        `${leaves.length} leaves`,
-      ),
+      new StructureMismatchError({
+        expected: `${resolved.leaves.length} leaves in spec order`,
+        actual: Array.isArray(leaves) ? `${leaves.length} leaves` : describeValue(leaves),
+      }),
     )
   }
   const infos: TensorInfo[] = []
@@ -140,16 +170,22 @@ export function checkLeaves<T, In = T>(
     try {
       info = backend.describe(x)
     } catch (e) {
-      return E.left(new BackendError(backend.name, "describe", p, e))
+      return E.left(new BackendError({ backend: backend.name, operation: "describe", path: p, cause: e }))
     }
     if (info === undefined) {
       return E.left(
-        new StructureMismatchError(p, `a live ${backend.name} tensor`, describeValue(x)),
+        new StructureMismatchError({
+          path: p,
+          expected: `a live ${backend.name} tensor`,
+          actual: describeValue(x),
+        }),
       )
     }
     const first = leaves.indexOf(x)
     if (first < i)
-      return E.left(new AliasedLeafError(p, (resolved.leaves[first] as ResolvedLeaf).pathString))
+      return E.left(
+        new AliasedLeafError({ path: p, otherPath: (resolved.leaves[first] as ResolvedLeaf).pathString }),
+      )
     const err = checkInfo(spec, info, batchSize, named)
     if (err) return E.left(err)
     infos.push(info)
@@ -201,20 +237,26 @@ export function checkInfo(
   info: { readonly shape: readonly number[]; readonly dtype: DType },
   batchSize: number,
   named: Map<string, { size: number; path: string }>,
-): StateError | null {
+): DTypeMismatchError | ShapeMismatchError | BatchSizeMismatchError | null {
   const p = spec.pathString
-  if (info.dtype !== spec.dtype) return new DTypeMismatchError(p, spec.dtype, info.dtype)
+  if (info.dtype !== spec.dtype)
+    return new DTypeMismatchError({ path: p, expected: spec.dtype, actual: info.dtype })
   const shape = info.shape
   if (shape.length !== spec.shape.length) {
-    return new ShapeMismatchError(
-      p,
-      spec.spec.shape,
-      shape,
-      `rank ${spec.shape.length}, got ${shape.length}`,
-    )
+    return new ShapeMismatchError({
+      path: p,
+      expected: spec.spec.shape,
+      actual: shape,
+      detail: `rank ${spec.shape.length}, got ${shape.length}`,
+    })
   }
   if (shape[spec.batchAxis] !== batchSize) {
-    return new BatchSizeMismatchError(p, batchSize, shape[spec.batchAxis] as number, spec.batchAxis)
+    return new BatchSizeMismatchError({
+      path: p,
+      expected: batchSize,
+      actual: shape[spec.batchAxis],
+      axis: spec.batchAxis,
+    })
   }
   for (let axis = 0; axis < shape.length; axis++) {
     if (axis === spec.batchAxis) continue
@@ -222,23 +264,23 @@ export function checkInfo(
     const size = shape[axis] as number
     if (name === undefined) {
       if (size !== spec.shape[axis]) {
-        return new ShapeMismatchError(
-          p,
-          spec.spec.shape,
-          shape,
-          `axis ${axis} must be ${String(spec.shape[axis])}`,
-        )
+        return new ShapeMismatchError({
+          path: p,
+          expected: spec.spec.shape,
+          actual: shape,
+          detail: `axis ${axis} must be ${String(spec.shape[axis])}`,
+        })
       }
       continue
     }
     const prior = named.get(name)
     if (prior !== undefined && prior.size !== size) {
-      return new ShapeMismatchError(
-        p,
-        spec.spec.shape,
-        shape,
-        `dim "${name}" is ${prior.size} at leaf ${prior.path}, ${size} here`,
-      )
+      return new ShapeMismatchError({
+        path: p,
+        expected: spec.spec.shape,
+        actual: shape,
+        detail: `dim "${name}" is ${prior.size} at leaf ${prior.path}, ${size} here`,
+      })
     }
     named.set(name, { size, path: p })
   }
@@ -255,7 +297,7 @@ export function attempt<A>(
   try {
     return E.right(f())
   } catch (e) {
-    return E.left(new BackendError(backend.name, operation, path, e))
+    return E.left(new BackendError({ backend: backend.name, operation, path, cause: e }))
   }
 }
 

@@ -1,0 +1,103 @@
+import {
+  type BatchSizeMismatchError,
+  type DTypeMismatchError,
+  type ShapeMismatchError,
+  SnapshotFormatError,
+  SpecError,
+} from "../errors.js"
+import { HostTensor, dataMatchesDType, sizeOf } from "../host-tensor.js"
+import { type Snapshot, decodeSnapshot } from "../snapshot.js"
+import type { ResolvedSpec } from "../state-spec.js"
+import { checkInfo } from "./checks.js"
+import * as E from "./either.js"
+
+/** Errors of checking a snapshot against a spec. */
+export type SnapshotCheckError =
+  | SnapshotFormatError
+  | SpecError
+  | DTypeMismatchError
+  | ShapeMismatchError
+  | BatchSizeMismatchError
+
+const fail = (expected: string, actual: unknown, path = ""): E.Either<SnapshotFormatError, never> =>
+  E.left(new SnapshotFormatError({ path, expected, actual }))
+
+/**
+ * Decodes snapshot bytes, or checks that a decoded `Snapshot` given by hand is one: its host
+ * tensors' data must match their dtype and shape (a swapped `data` array is caught here).
+ */
+export function toSnapshot(input: unknown): E.Either<SnapshotFormatError, Snapshot> {
+  if (input instanceof Uint8Array) return decodeSnapshot(input)
+  if (typeof input !== "object" || input === null) {
+    return fail("snapshot bytes (a Uint8Array) or a decoded Snapshot", input)
+  }
+  const snap = input as Partial<Snapshot>
+  if (
+    typeof snap.batchDim !== "string" ||
+    !Array.isArray(snap.leaves) ||
+    !(snap.tensors instanceof Map)
+  ) {
+    return fail(
+      "snapshot bytes (a Uint8Array) or a decoded Snapshot { batchDim, leaves, tensors }",
+      input,
+    )
+  }
+  for (const [path, t] of snap.tensors as Map<unknown, unknown>) {
+    const where = typeof path === "string" ? path : ""
+    if (!(t instanceof HostTensor)) return fail("a HostTensor", t, where)
+    if (!dataMatchesDType(t.data, t.dtype) || t.data.length !== sizeOf(t.shape)) {
+      return fail(
+        `data of dtype ${t.dtype} with ${sizeOf(t.shape)} elements for shape [${t.shape.join(",")}]`,
+        t.data,
+        where,
+      )
+    }
+  }
+  return E.right(snap as Snapshot)
+}
+
+/**
+ * Checks a decoded snapshot against a resolved spec and batch size; returns the host tensors in
+ * leaf order. Linear in the number of leaves.
+ */
+export function checkSnapshot(
+  spec: ResolvedSpec,
+  snap: Snapshot,
+  batchSize: number,
+): E.Either<SnapshotCheckError, HostTensor[]> {
+  if (snap.batchDim !== spec.batchDim) {
+    return fail(`batch dim "${spec.batchDim}"`, snap.batchDim)
+  }
+  const byPath = new Map<string, Snapshot["leaves"][number]>()
+  for (const l of snap.leaves) byPath.set(l.path, l)
+  const expected = new Set<string>()
+  for (const leaf of spec.leaves) {
+    expected.add(leaf.pathString)
+    if (!byPath.has(leaf.pathString)) return fail("a tensor for this leaf", "none", leaf.pathString)
+  }
+  for (const l of snap.leaves) {
+    if (!expected.has(l.path)) return fail("only leaves of this spec", `extra leaf ${l.path}`, l.path)
+  }
+  const named = new Map<string, { size: number; path: string }>()
+  const out: HostTensor[] = []
+  for (const leaf of spec.leaves) {
+    const recorded = byPath.get(leaf.pathString)
+    const t = snap.tensors.get(leaf.pathString)
+    if (recorded === undefined || t === undefined) {
+      return fail("a tensor for this leaf", "none", leaf.pathString)
+    }
+    if (recorded.batchAxis !== leaf.batchAxis) {
+      return E.left(
+        new SpecError({
+          path: leaf.pathString,
+          expected: `batch axis ${leaf.batchAxis}`,
+          actual: recorded.batchAxis,
+        }),
+      )
+    }
+    const err = checkInfo(leaf, t, batchSize, named)
+    if (err) return E.left(err)
+    out.push(t)
+  }
+  return E.right(out)
+}
