@@ -1,8 +1,9 @@
 import type { StateBackend } from "./backend.js"
+import type {
+  DTypeMismatchError} from "./errors.js";
 import {
   BackendError,
   type BatchSizeMismatchError,
-  DTypeMismatchError,
   DisposedError,
   OptionError,
   type RowIndexError,
@@ -19,7 +20,6 @@ import {
   buildPerLeaf,
   checkLeaves,
   eachLeaf,
-  checkInfo,
   checkSelection,
   checkTensors,
   contextOf,
@@ -28,6 +28,7 @@ import {
 } from "./internal/checks.js"
 import * as E from "./internal/either.js"
 import { encodeState } from "./internal/encode.js"
+import { checkBackendOption, unsupportedDType } from "./internal/options.js"
 import { checkSnapshot, toSnapshot } from "./internal/snapshot-check.js"
 import type { Snapshot } from "./snapshot.js"
 import {
@@ -269,7 +270,12 @@ class Saver<T, In> implements StateSaver<T, In> {
         held[i] = this.backend.adopt(current, x, ctx)
       } catch (e) {
         return E.left(
-          new BackendError({ backend: this.backend.name, operation: "adopt", path: ctx.path, cause: e }),
+          new BackendError({
+            backend: this.backend.name,
+            operation: "adopt",
+            path: ctx.path,
+            cause: e,
+          }),
         )
       }
     }
@@ -388,7 +394,12 @@ class Saver<T, In> implements StateSaver<T, In> {
       if (s.status === "rejected") {
         const path = (this.spec.leaves[i] as ResolvedLeaf).pathString
         return E.left(
-          new BackendError({ backend: this.backend.name, operation: "toHost", path, cause: s.reason }),
+          new BackendError({
+            backend: this.backend.name,
+            operation: "toHost",
+            path,
+            cause: s.reason,
+          }),
         )
       }
       hosts.push(s.value)
@@ -439,45 +450,4 @@ class Saver<T, In> implements StateSaver<T, In> {
   [Symbol.dispose](): void {
     this.dispose()
   }
-}
-
-/** An `OptionError` unless `options` is an object with a backend that has the contract's primitives. */
-export function checkBackendOption(options: unknown): OptionError | null {
-  if (typeof options !== "object" || options === null) {
-    return new OptionError({ path: "options", expected: "an options object", actual: options })
-  }
-  const backend = (options as { backend?: unknown }).backend
-  const primitives = ["describe", "allocate", "gather", "scatter", "fill", "adopt", "toHost", "fromHost", "dispose"]
-  const b = backend as Record<string, unknown> | null
-  const missing =
-    typeof backend !== "object" || b === null
-      ? "all"
-      : primitives.find((k) => typeof b[k] !== "function")
-  const caps = b?.["capabilities"] as { dtypes?: unknown } | undefined
-  if (missing !== undefined || typeof caps !== "object" || !Array.isArray(caps.dtypes)) {
-    return new OptionError({
-      path: "backend",
-      expected: "a StateBackend (describe, allocate, gather, ... and capabilities.dtypes)",
-      actual: backend,
-      ...(missing === undefined || missing === "all" ? {} : { detail: `no ${missing} function` }),
-    })
-  }
-  return null
-}
-
-/** A `DTypeMismatchError` for the first leaf whose dtype the backend does not store. */
-export function unsupportedDType<T, In>(
-  backend: StateBackend<T, In>,
-  spec: ResolvedSpec,
-): DTypeMismatchError | null {
-  for (const leaf of spec.leaves) {
-    if (!backend.capabilities.dtypes.includes(leaf.dtype)) {
-      return new DTypeMismatchError({
-        path: leaf.pathString,
-        expected: `one of the dtypes backend ${backend.name} stores (${backend.capabilities.dtypes.join(", ")})`,
-        actual: leaf.dtype,
-      })
-    }
-  }
-  return null
 }

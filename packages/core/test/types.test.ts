@@ -39,6 +39,7 @@ describe("error unions narrow", () => {
 
   test("createStateSaver can fail with an OptionError, and save cannot", () => {
     const created = createStateSaver({ spec: lstmSpec([4]), backend: hostBackend(), batchSize: 2 })
+    expectTypeOf(created).not.toBeAny()
     type CreateLeft = Extract<typeof created, { _tag: "Left" }>["left"]
     expectTypeOf<OptionError>().toExtend<CreateLeft>()
     type SaveLeft = Extract<ReturnType<StateSaver<HostTensor>["save"]>, { _tag: "Left" }>["left"]

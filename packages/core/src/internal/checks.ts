@@ -62,7 +62,11 @@ export function normalizeRows(
       const v: unknown = rows[i]
       if (typeof v !== "boolean" && v !== 0 && v !== 1) {
         return E.left(
-          new RowIndexError({ expected: "mask entries true/false or 0/1", actual: v, detail: `entry ${i}` }),
+          new RowIndexError({
+            expected: "mask entries true/false or 0/1",
+            actual: v,
+            detail: `entry ${i}`,
+          }),
         )
       }
       if (v === true || v === 1) out.push(i)
@@ -95,7 +99,8 @@ export function checkSelection(
 ): E.Either<RowIndexError, readonly (number | null)[]> {
   if (!Array.isArray(rows))
     return E.left(new RowIndexError({ expected: "an array of row indices or null", actual: rows }))
-  if (rows.length === 0) return E.left(new RowIndexError({ expected: "at least one row", actual: rows }))
+  if (rows.length === 0)
+    return E.left(new RowIndexError({ expected: "at least one row", actual: rows }))
   for (let i = 0; i < rows.length; i++) {
     const r: unknown = rows[i]
     if (r === null) continue
@@ -134,7 +139,10 @@ export function checkTensors<T, In = T>(
     const structure = sameStructure(resolved.spec, tree, isLeafSpec, isDefaultLeaf)
     if (structure._tag === "Left") return structure
     return E.left(
-      new StructureMismatchError({ expected: "a tree of the spec's structure", actual: "another tree" }),
+      new StructureMismatchError({
+        expected: "a tree of the spec's structure",
+        actual: "another tree",
+      }),
     )
   }
   return checkLeaves(resolved, backend, leaves, batchSize)
@@ -170,7 +178,9 @@ export function checkLeaves<T, In = T>(
     try {
       info = backend.describe(x)
     } catch (e) {
-      return E.left(new BackendError({ backend: backend.name, operation: "describe", path: p, cause: e }))
+      return E.left(
+        new BackendError({ backend: backend.name, operation: "describe", path: p, cause: e }),
+      )
     }
     if (info === undefined) {
       return E.left(
@@ -184,7 +194,10 @@ export function checkLeaves<T, In = T>(
     const first = leaves.indexOf(x)
     if (first < i)
       return E.left(
-        new AliasedLeafError({ path: p, otherPath: (resolved.leaves[first] as ResolvedLeaf).pathString }),
+        new AliasedLeafError({
+          path: p,
+          otherPath: (resolved.leaves[first] as ResolvedLeaf).pathString,
+        }),
       )
     const err = checkInfo(spec, info, batchSize, named)
     if (err) return E.left(err)

@@ -13,11 +13,7 @@ import * as E from "./either.js"
 
 /** Errors of checking a snapshot against a spec. */
 export type SnapshotCheckError =
-  | SnapshotFormatError
-  | SpecError
-  | DTypeMismatchError
-  | ShapeMismatchError
-  | BatchSizeMismatchError
+  SnapshotFormatError | SpecError | DTypeMismatchError | ShapeMismatchError | BatchSizeMismatchError
 
 const fail = (expected: string, actual: unknown, path = ""): E.Either<SnapshotFormatError, never> =>
   E.left(new SnapshotFormatError({ path, expected, actual }))
@@ -76,7 +72,8 @@ export function checkSnapshot(
     if (!byPath.has(leaf.pathString)) return fail("a tensor for this leaf", "none", leaf.pathString)
   }
   for (const l of snap.leaves) {
-    if (!expected.has(l.path)) return fail("only leaves of this spec", `extra leaf ${l.path}`, l.path)
+    if (!expected.has(l.path))
+      return fail("only leaves of this spec", `extra leaf ${l.path}`, l.path)
   }
   const named = new Map<string, { size: number; path: string }>()
   const out: HostTensor[] = []
