@@ -180,7 +180,7 @@ export class RowIndexError extends StateError {
   readonly _tag = "RowIndexError" as const
   constructor(fields: ErrorFields) {
     super(
-      `${where(fields.path)}: expected ${text(fields.expected)}, got ${showValue(fields.actual)}${tail(fields.detail)}`,
+      `${fields.path === undefined || fields.path === "" ? "rows" : `leaf ${fields.path} rows`}: expected ${text(fields.expected)}, got ${showValue(fields.actual)}${tail(fields.detail)}`,
       fields,
     )
   }

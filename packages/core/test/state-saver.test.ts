@@ -100,7 +100,7 @@ describe("StateSaver", () => {
       expect(r._tag === "Left" && e).toBe(r._tag === "Left" ? r.left : undefined)
       expect(isStateError(e)).toBe(true)
       expect((e as Error).name).toBe("RowIndexError")
-      expect((e as Error).message).toBe("state: expected row indices in [0, 2), got 5")
+      expect((e as Error).message).toBe("rows: expected row indices in [0, 2), got 5")
     }
   })
 
