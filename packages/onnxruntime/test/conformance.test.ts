@@ -1,18 +1,18 @@
 import { describeBackendConformance } from "@statesaver/core/testing"
 import * as ortNode from "onnxruntime-node"
 import * as ortWeb from "onnxruntime-web"
-import { type OrtBackend, ortBackend } from "../src/index.js"
+import { ortBackend } from "../src/index.js"
 
 ortWeb.env.wasm.numThreads = 1
 
 describeBackendConformance({
   name: "onnxruntime-web (wasm, CPU tensors)",
   backend: () => ortBackend({ ort: ortWeb }),
-  liveTensors: (backend) => (backend as OrtBackend).liveTensors(),
+  liveTensors: (backend) => backend.liveTensors(),
 })
 
 describeBackendConformance({
   name: "onnxruntime-node (CPU tensors)",
   backend: () => ortBackend({ ort: ortNode }),
-  liveTensors: (backend) => (backend as OrtBackend).liveTensors(),
+  liveTensors: (backend) => backend.liveTensors(),
 })

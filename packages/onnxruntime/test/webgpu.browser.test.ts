@@ -76,7 +76,7 @@ describeBackendConformance({
   name: "onnxruntime-web (WebGPU, GPU buffers)",
   backend: async () =>
     ortBackend({ ort, location: "gpu-buffer", device: (await sessions()).device }),
-  liveTensors: (backend) => (backend as OrtBackend).liveTensors(),
+  liveTensors: (backend) => backend.liveTensors(),
   iterations: 100,
 })
 

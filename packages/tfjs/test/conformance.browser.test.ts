@@ -18,6 +18,17 @@ for (const name of ["webgl", "webgpu"] as const) {
       return backend
     },
     liveTensors: () => tf.memory().numTensors,
+    // What a model step returns: a plain tf.Tensor, which the backend assigns into its variables.
+    makeInput: (host) => {
+      const { data } = host
+      if (data instanceof BigInt64Array || data instanceof Uint16Array)
+        throw new Error(`tfjs has no ${host.dtype} tensors`)
+      return tf.tensor(
+        data.slice(),
+        [...host.shape],
+        host.dtype === "int32" ? "int32" : host.dtype === "float32" ? "float32" : "bool",
+      )
+    },
     iterations: 200,
   })
 

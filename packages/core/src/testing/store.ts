@@ -1,14 +1,13 @@
 import { expect } from "vitest"
-import { mulberry32 } from "./random.js"
 import type { StateBackend } from "../backend.js"
-import type { StateError } from "../errors.js"
 import { HostTensor } from "../host-tensor.js"
 import { decodeSnapshot } from "../snapshot.js"
-import { type StreamKey, type StateStore, createStateStore, disposeTree } from "../state-store.js"
+import { type StateStore, type StreamKey, createStateStore, disposeTree } from "../state-store.js"
 import { type StateSpec, init } from "../state-spec.js"
 import { type StateTree, flatten, unflatten } from "../state-tree.js"
-
-type Test<T> = (name: string, body: (backend: StateBackend<T>) => Promise<void>) => void
+import { expectLeft, unwrap } from "./fixtures.js"
+import type { Kit, KitTest } from "./harness.js"
+import { mulberry32 } from "./random.js"
 
 /** A float32 spec with the batch axis at 0 and at 1, one leaf with a constant init. */
 const storeSpec: StateSpec = {
@@ -16,13 +15,11 @@ const storeSpec: StateSpec = {
   c: { shape: [2, "batch", 2], dtype: "float32", init: init.constant(0.5) },
 }
 
-function unwrap<A>(r: { _tag: "Left"; left: StateError } | { _tag: "Right"; right: A }): A {
-  if (r._tag === "Left") throw r.left
-  return r.right
-}
-
 /** Reads a batch tree to host arrays in leaf order, then frees it. */
-async function readBatch<T>(backend: StateBackend<T>, tree: StateTree<T>): Promise<HostTensor[]> {
+async function readBatch<T, In>(
+  backend: StateBackend<T, In>,
+  tree: StateTree<T>,
+): Promise<HostTensor[]> {
   const leaves = flatten<T>(tree).leaves
   const hosts = await Promise.all(leaves.map((t) => backend.toHost(t)))
   disposeTree(backend, tree)
@@ -48,8 +45,16 @@ const INIT_ROWS = [new Array(4).fill(0.5), new Array(3).fill(0)]
 const stepRow = (xs: number[], input: number): number[] =>
   xs.map((x) => Math.fround(0.5 * x + 1 + input))
 
-/** Gathers `keys`, steps every row through the host, scatters back. */
-async function step<T>(store: StateStore<T>, keys: StreamKey[], inputs: number[]): Promise<void> {
+/**
+ * Gathers `keys`, steps every row through the host, and scatters back what a model would give
+ * (the kit's `input`).
+ */
+async function step<T, In>(
+  kit: Kit<T, In>,
+  store: StateStore<T, In>,
+  keys: StreamKey[],
+  inputs: number[],
+): Promise<void> {
   const backend = store.backend
   const batch = unwrap(store.gather(keys))
   const hosts = await readBatch(backend, batch)
@@ -68,26 +73,26 @@ async function step<T>(store: StateStore<T>, keys: StreamKey[], inputs: number[]
         }
       }
     })
-    return backend.fromHost(out, { path: "", batchAxis: axis, init: init.zeros })
+    return kit.input(out, { path: "", batchAxis: axis, init: init.zeros })
   })
   unwrap(store.scatter(keys, unflatten(store.spec.def, next)))
 }
 
 /** Each stream's rows (leaf order) read through a gather. */
-async function rowsOf<T>(store: StateStore<T>, keys: StreamKey[]): Promise<number[][][]> {
+async function rowsOf<T, In>(store: StateStore<T, In>, keys: StreamKey[]): Promise<number[][][]> {
   const hosts = await readBatch(store.backend, unwrap(store.gather(keys)))
   return keys.map((_, r) => hosts.map((h, leaf) => row(h, AXES[leaf] as number, r)))
 }
 
-/** Registers the StateStore part of the conformance suite. */
-export function defineStoreConformance<T>(
-  liveTensors: (backend: StateBackend<T>) => number,
-  iterations: number,
-  test: Test<T>,
-): void {
-  test("store: a new key starts at init and gather returns rows in key order", async (backend) => {
+/**
+ * The `StateStore` suite: init rows, random interleavings of streams against each stream alone,
+ * LRU and idle eviction with restorable snapshots, bad keys, moving a stream, no growth.
+ */
+export function defineStoreTests<T, In>(test: KitTest<T, In>): void {
+  test("store: a new key starts at init and gather returns rows in key order", async (kit) => {
+    const { backend } = kit
     const store = unwrap(createStateStore({ spec: storeSpec, backend }))
-    await step(store, ["a"], [1])
+    await step(kit, store, ["a"], [1])
     const rows = await rowsOf(store, ["new", "a"])
     expect(rows[0]).toEqual(INIT_ROWS)
     expect(rows[1]).toEqual(INIT_ROWS.map((r) => stepRow(r, 1)))
@@ -95,7 +100,8 @@ export function defineStoreConformance<T>(
     store.dispose()
   })
 
-  test("store: random interleavings of keys equal each stream run alone", async (backend) => {
+  test("store: random interleavings of keys equal each stream run alone", async (kit) => {
+    const { backend } = kit
     const store = unwrap(createStateStore({ spec: storeSpec, backend, initialSlots: 2 }))
     const random = mulberry32(7)
     const keys: StreamKey[] = ["s0", "s1", "s2", 3, 4, "__proto__"]
@@ -105,7 +111,7 @@ export function defineStoreConformance<T>(
       if (chosen.length === 0) continue
       chosen.sort(() => random() - 0.5)
       const inputs = chosen.map((k) => (typeof k === "number" ? k : k.length) + round * 0.01)
-      await step(store, chosen, inputs)
+      await step(kit, store, chosen, inputs)
       chosen.forEach((k, i) =>
         alone.set(
           k,
@@ -120,7 +126,8 @@ export function defineStoreConformance<T>(
     store.dispose()
   })
 
-  test("store: capacity evicts the least recently used stream; onEvict's snapshot restores bit-exactly", async (backend) => {
+  test("store: capacity evicts the least recently used stream; onEvict's snapshot restores bit-exactly", async (kit) => {
+    const { backend } = kit
     const evicted: { key: StreamKey; bytes: Uint8Array; reason: string }[] = []
     const store = unwrap(
       createStateStore({
@@ -133,12 +140,12 @@ export function defineStoreConformance<T>(
         },
       }),
     )
-    await step(store, ["a", "b"], [1, 2])
-    await step(store, ["c"], [3])
-    await step(store, ["a"], [4])
+    await step(kit, store, ["a", "b"], [1, 2])
+    await step(kit, store, ["c"], [3])
+    await step(kit, store, ["a"], [4])
     // snapshot() reads without touching: b stays the least recently used.
     const before = unwrap(await store.snapshot("b"))
-    await step(store, ["d"], [5])
+    await step(kit, store, ["d"], [5])
     await store.flush()
     expect(store.keys()).toEqual(["c", "a", "d"])
     expect(store.slots).toBe(3)
@@ -153,7 +160,8 @@ export function defineStoreConformance<T>(
     store.dispose()
   })
 
-  test("store: streams idle past idleTtlMs are evicted on the injected clock", async (backend) => {
+  test("store: streams idle past idleTtlMs are evicted on the injected clock", async (kit) => {
+    const { backend } = kit
     let now = 1_000
     const evicted: StreamKey[] = []
     const store = unwrap(
@@ -168,9 +176,9 @@ export function defineStoreConformance<T>(
         },
       }),
     )
-    await step(store, ["old", "busy"], [1, 1])
+    await step(kit, store, ["old", "busy"], [1, 1])
     now += 60
-    await step(store, ["busy"], [1])
+    await step(kit, store, ["busy"], [1])
     now += 60
     expect(store.has("old")).toBe(false)
     expect(store.has("busy")).toBe(true)
@@ -188,17 +196,20 @@ export function defineStoreConformance<T>(
     store.dispose()
   })
 
-  test("store: bad keys and batch sizes are typed errors that change nothing and leak nothing", async (backend) => {
+  test("store: bad keys and batch sizes are typed errors that change nothing and leak nothing", async (kit) => {
+    const { backend } = kit
     const store = unwrap(createStateStore({ spec: storeSpec, backend }))
-    await step(store, ["a", "b"], [1, 2])
+    await step(kit, store, ["a", "b"], [1, 2])
     const before = await rowsOf(store, ["a", "b"])
-    const live = liveTensors(backend)
-    const dup = store.gather(["a", "a"])
-    expect(dup._tag === "Left" && dup.left._tag).toBe("KeyError")
-    expect(dup._tag === "Left" && dup.left.actual).toBe('"a" twice')
+    const live = kit.live()
+    const dup = expectLeft(store.gather(["a", "a"]), "KeyError")
+    // `actual` is what the caller gave: the repeated key, or the keys.
+    expect([["a", "a"], "a"]).toContainEqual(dup.actual)
+    expect(dup.message).toContain('"a"')
     const batch = unwrap(store.gather(["a", "b"]))
-    const unknown = store.scatter(["a", "zzz"], batch)
-    expect(unknown._tag === "Left" && unknown.left._tag).toBe("KeyError")
+    const unknown = expectLeft(store.scatter(["a", "zzz"], batch), "KeyError")
+    expect(unknown.actual).toBe("zzz")
+    expect(unknown.message).toContain('"zzz"')
     const short = store.scatter(["a"], batch)
     expect(short._tag === "Left" && short.left).toMatchObject({
       _tag: "BatchSizeMismatchError",
@@ -206,20 +217,20 @@ export function defineStoreConformance<T>(
       actual: 2,
     })
     disposeTree(backend, batch)
-    const empty = store.gather([])
-    expect(empty._tag === "Left" && empty.left._tag).toBe("KeyError")
-    const badKey = store.gather([{} as never])
-    expect(badKey._tag === "Left" && badKey.left._tag).toBe("KeyError")
-    expect(liveTensors(backend)).toBe(live)
+    expectLeft(store.gather([]), "KeyError")
+    const badKey = expectLeft(store.gather([{} as never]), "KeyError")
+    expect(badKey.actual).toEqual({})
+    expect(kit.live()).toBe(live)
     expect(store.size).toBe(2)
     expect(await rowsOf(store, ["a", "b"])).toEqual(before)
     store.dispose()
   })
 
-  test("store: a stream moves to another store through snapshot and restore", async (backend) => {
+  test("store: a stream moves to another store through snapshot and restore", async (kit) => {
+    const { backend } = kit
     const a = unwrap(createStateStore({ spec: storeSpec, backend }))
     const b = unwrap(createStateStore({ spec: storeSpec, backend }))
-    await step(a, ["x", "y"], [1, 2])
+    await step(kit, a, ["x", "y"], [1, 2])
     const bytes = unwrap(await a.snapshot("y"))
     unwrap(b.restore("moved", bytes))
     expect((await rowsOf(b, ["moved"]))[0]).toEqual((await rowsOf(a, ["y"]))[0])
@@ -232,26 +243,27 @@ export function defineStoreConformance<T>(
     b.dispose()
   })
 
-  test("store: reset and delete; no live tensor growth over long gather/scatter loops", async (backend) => {
+  test("store: reset and delete; no live tensor growth over long gather/scatter loops", async (kit) => {
+    const { backend } = kit
     const store = unwrap(
       createStateStore({ spec: storeSpec, backend, capacity: 4, initialSlots: 4 }),
     )
-    await step(store, ["a", "b"], [1, 2])
+    await step(kit, store, ["a", "b"], [1, 2])
     unwrap(store.reset(["b"]))
     const rows = await rowsOf(store, ["a", "b"])
     expect(rows[1]).toEqual(INIT_ROWS)
     expect(rows[0]).not.toEqual(INIT_ROWS)
     expect(store.delete("a")).toBe(true)
     expect(store.delete("a")).toBe(false)
-    const start = liveTensors(backend)
-    const n = Math.max(10, Math.floor(iterations / 5))
+    const start = kit.live()
+    const n = Math.max(10, Math.floor(kit.iterations / 5))
     for (let i = 0; i < n; i++) {
       const keys = [`k${i % 7}`, `k${(i + 3) % 7}`]
       const batch = unwrap(store.gather(keys))
       unwrap(store.scatter(keys, batch))
       if (i % 3 === 0) store.delete(keys[0] as string)
     }
-    expect(liveTensors(backend)).toBe(start)
+    expect(kit.live()).toBe(start)
     store.dispose()
     expect(store.gather(["a"])._tag).toBe("Left")
   })
