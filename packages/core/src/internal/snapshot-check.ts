@@ -1,5 +1,6 @@
 import {
   type BatchSizeMismatchError,
+  showValue,
   type DTypeMismatchError,
   type ShapeMismatchError,
   SnapshotFormatError,
@@ -25,7 +26,7 @@ const fail = (expected: string, actual: unknown, path = ""): E.Either<SnapshotFo
 export function toSnapshot(input: unknown): E.Either<SnapshotFormatError, Snapshot> {
   if (input instanceof Uint8Array) return decodeSnapshot(input)
   if (typeof input !== "object" || input === null) {
-    return fail("snapshot bytes (a Uint8Array) or a decoded Snapshot", input)
+    return fail("snapshot bytes (a Uint8Array) or a decoded Snapshot", showValue(input))
   }
   const snap = input as Partial<Snapshot>
   if (
@@ -35,16 +36,16 @@ export function toSnapshot(input: unknown): E.Either<SnapshotFormatError, Snapsh
   ) {
     return fail(
       "snapshot bytes (a Uint8Array) or a decoded Snapshot { batchDim, leaves, tensors }",
-      input,
+      showValue(input),
     )
   }
   for (const [path, t] of snap.tensors as Map<unknown, unknown>) {
     const where = typeof path === "string" ? path : ""
-    if (!(t instanceof HostTensor)) return fail("a HostTensor", t, where)
+    if (!(t instanceof HostTensor)) return fail("a HostTensor", showValue(t), where)
     if (!dataMatchesDType(t.data, t.dtype) || t.data.length !== sizeOf(t.shape)) {
       return fail(
         `data of dtype ${t.dtype} with ${sizeOf(t.shape)} elements for shape [${t.shape.join(",")}]`,
-        t.data,
+        showValue(t.data),
         where,
       )
     }
