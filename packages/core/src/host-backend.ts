@@ -1,4 +1,5 @@
 import type { LeafContext, StateBackend, TensorInfo } from "./backend.js"
+import { DisposedError } from "./errors.js"
 import {
   DTYPES,
   type DType,
@@ -8,6 +9,7 @@ import {
   dtypeByteSize,
   sizeOf,
 } from "./host-tensor.js"
+import { checkData, checkShape } from "./internal/dtype-values.js"
 import {
   type RowLayout,
   fillRowsTyped,
@@ -45,16 +47,42 @@ export interface HostBackendOptions {
 }
 
 const PER_SIZE = 4
-const DISPOSED: unique symbol = Symbol("statesaver.disposed")
-const isDisposed = (t: HostTensor): boolean => (t as { [DISPOSED]?: true })[DISPOSED] === true
+// HostTensors are frozen, so disposal is recorded beside them. Shared by every host backend: a
+// tensor disposed by one is dead for all (its buffer may be pooled and reused).
+const disposed = new WeakSet<HostTensor>()
+const isDisposed = (t: HostTensor): boolean => disposed.has(t)
 const markDisposed = (t: HostTensor): void => {
-  ;(t as { [DISPOSED]?: true })[DISPOSED] = true
+  disposed.add(t)
+}
+
+const WHERE = "host backend: a HostTensor whose data disagrees with its dtype or shape"
+
+/**
+ * Throws the typed error that refuses `t` when its parts disagree (`ShapeMismatchError`,
+ * `DTypeMismatchError`): a detached buffer, or a subclass or look-alike object whose `data` was
+ * swapped. `HostTensor`s themselves are frozen and checked when built.
+ */
+function checkConsistent(t: HostTensor): void {
+  const n = checkShape(t.shape, WHERE)
+  if (typeof n !== "number") throw n
+  const bad = checkData(t.dtype, t.shape, n, t.data, WHERE)
+  if (bad !== undefined) throw bad
+}
+
+/** Throws a `DisposedError` for a tensor a host backend disposed. */
+function checkLive(t: HostTensor): void {
+  if (isDisposed(t)) throw new DisposedError({ what: "HostTensor" })
 }
 
 /**
  * Creates a host backend: state in typed arrays, row operations as `TypedArray.set` / `fill`
  * over the rows touched. Freed buffers are pooled and reused, so a tensor must not be read
  * after the saver replaced it (the state is borrowed until the next mutation).
+ *
+ * `describe` returns `undefined` for a disposed tensor and throws a `ShapeMismatchError` or
+ * `DTypeMismatchError` for a tensor whose `data` disagrees with its dtype and shape (a detached
+ * buffer, a look-alike object), which core reports as a `BackendError` naming the leaf. The
+ * other primitives throw a `DisposedError` when given a disposed tensor.
  *
  * @example
  * const saver = orThrow(createStateSaver({ spec: lstmSpec([64]), backend: hostBackend(), batchSize: 4 }))
@@ -122,6 +150,7 @@ export function hostBackend(options: HostBackendOptions = {}): HostBackend {
     capabilities: { dtypes: DTYPES, onDevice: false },
     describe(x: unknown): TensorInfo | undefined {
       if (!(x instanceof HostTensor) || isDisposed(x)) return undefined
+      checkConsistent(x)
       return x
     },
     allocate(shape, dtype, leaf: LeafContext) {
@@ -134,6 +163,7 @@ export function hostBackend(options: HostBackendOptions = {}): HostBackend {
       return own(t)
     },
     gather(src, rows, leaf) {
+      checkLive(src)
       const shape = [...src.shape]
       shape[leaf.batchAxis] = rows.length
       // Every row of the result is written (copied or set to init): no need to zero it first.
@@ -152,6 +182,8 @@ export function hostBackend(options: HostBackendOptions = {}): HostBackend {
       return own(dst)
     },
     scatter(dst, rows, src, leaf) {
+      checkLive(dst)
+      checkLive(src)
       const srcLayout = rowLayout(src.shape, leaf.batchAxis)
       scatterRowsTyped(
         dst.data,
@@ -163,17 +195,23 @@ export function hostBackend(options: HostBackendOptions = {}): HostBackend {
       )
     },
     fill(t, rows, leaf) {
+      checkLive(t)
       fillRowsTyped(t.data, rowLayout(t.shape, leaf.batchAxis), rows, leaf.init, t.dtype)
     },
     adopt(held, next) {
+      checkLive(next)
       release(held)
       return own(next)
     },
     toHost(t) {
+      checkLive(t)
+      checkConsistent(t)
       const data = (t.data as HostData).slice() as typeof t.data
       return Promise.resolve(new HostTensor(t.dtype, t.shape, data))
     },
     fromHost(host) {
+      checkLive(host)
+      checkConsistent(host)
       const t = make(host.shape, host.dtype, false)
       ;(t.data as Float32Array).set(host.data as Float32Array)
       return own(t)

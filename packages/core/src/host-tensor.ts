@@ -1,3 +1,14 @@
+import { DTypeMismatchError, ShapeMismatchError } from "./errors.js"
+import {
+  checkData,
+  checkShape,
+  fitsDType,
+  holds,
+  storedValue,
+  valueRange,
+} from "./internal/dtype-values.js"
+import { fromHalfBits, toHalfBits } from "./internal/float16.js"
+
 /**
  * Element types a state leaf can hold. `float16` is stored as raw 16-bit words (`Uint16Array`),
  * `int64` as `BigInt64Array`, `bool` as `Uint8Array` of 0/1.
@@ -90,7 +101,11 @@ export function allocateData<D extends DType>(dtype: D, length: number): DTypeAr
       case "bool":
         return new Uint8Array(length)
     }
-    throw new TypeError(`unknown dtype ${String(dtype)}`)
+    throw new DTypeMismatchError({
+      expected: `one of ${DTYPES.join(", ")}`,
+      actual: dtype,
+      detail: "allocateData: unknown dtype",
+    })
   }
   return make() as DTypeArrays[D]
 }
@@ -118,8 +133,7 @@ export function dtypeOfData(data: unknown): DType | undefined {
  * @since 0.1.0
  */
 export function dataMatchesDType(data: unknown, dtype: DType): boolean {
-  const d = dtypeOfData(data)
-  return d === dtype || (dtype === "bool" && d === "uint8")
+  return holds(data, dtype)
 }
 
 /**
@@ -136,7 +150,12 @@ export function sizeOf(shape: readonly number[]): number {
 
 /**
  * A dense row-major tensor in host memory: the host backend's tensor, and the form every
- * backend converts to and from for snapshots.
+ * backend converts to and from for snapshots. `data` is adopted as given (not copied, not
+ * scanned). The constructor throws, since it cannot return an `Either`: a `DTypeMismatchError`
+ * for an unknown dtype or a `data` array of another type, a `ShapeMismatchError` for a shape
+ * that is not an array of non-negative integers or a `data` of another length. A `HostTensor`
+ * is frozen: `dtype`, `shape` (itself a frozen copy) and `data` cannot be reassigned; the
+ * elements of `data` stay writable.
  *
  * @example
  * const h = new HostTensor("float32", [2, 3], new Float32Array(6))
@@ -149,30 +168,50 @@ export class HostTensor<D extends DType = DType> {
   readonly data: DTypeArrays[D]
 
   constructor(dtype: D, shape: readonly number[], data?: DTypeArrays[D]) {
-    for (const d of shape) {
-      if (!Number.isSafeInteger(d) || d < 0) {
-        throw new RangeError(`HostTensor: shape ${JSON.stringify(shape)} has a bad dim ${d}`)
+    if (!isDType(dtype)) {
+      throw new DTypeMismatchError({
+        expected: `one of ${DTYPES.join(", ")}`,
+        actual: dtype,
+        detail: "new HostTensor: unknown dtype",
+      })
+    }
+    const n = checkShape(shape, "new HostTensor")
+    if (typeof n !== "number") throw n
+    let buf: unknown = data
+    if (buf === undefined) {
+      try {
+        buf = allocateData(dtype, n)
+      } catch (e) {
+        throw shapeTooLarge(shape, n, e)
       }
-    }
-    const n = sizeOf(shape)
-    const buf = data ?? allocateData(dtype, n)
-    if (!dataMatchesDType(buf, dtype)) {
-      throw new TypeError(`HostTensor: ${buf.constructor.name} cannot hold ${dtype}`)
-    }
-    if (buf.length !== n) {
-      throw new RangeError(
-        `HostTensor: shape ${JSON.stringify(shape)} needs ${n} elements, data has ${buf.length}`,
-      )
+    } else {
+      const bad = checkData(dtype, shape, n, buf, "new HostTensor")
+      if (bad !== undefined) throw bad
     }
     this.dtype = dtype
     this.shape = Object.freeze([...shape])
-    this.data = buf
+    this.data = buf as DTypeArrays[D]
+    // Subclasses freeze themselves if they want to: freezing here would forbid their fields.
+    if (new.target === HostTensor) Object.freeze(this)
   }
 }
 
+function shapeTooLarge(shape: readonly number[], n: number, cause: unknown): ShapeMismatchError {
+  return new ShapeMismatchError({
+    expected: "a shape whose elements fit in memory",
+    actual: shape,
+    detail: `new HostTensor: cannot allocate ${n} elements`,
+    cause,
+  })
+}
+
 /**
- * Builds a host tensor from numbers (or bigints for int64); float16 values are converted to
- * 16-bit words.
+ * Builds a host tensor from numbers (or bigints); float16 values are rounded to 16-bit words.
+ * Throws (it cannot return an `Either`) what `new HostTensor` throws for a bad dtype or shape, a
+ * `ShapeMismatchError` when `values` is not an array or typed array of the shape's size, and a
+ * `DTypeMismatchError` for a value the dtype does not hold: a fraction, NaN or an out-of-range
+ * value for an integer dtype (1.5 or 2**31 for int32, 300 or -1 for uint8, 2 for bool, 2n**70n
+ * for int64), a finite value that overflows a float dtype (70000 for float16).
  *
  * @example
  * const init = hostTensor("float32", [3], [0.1, 0.2, 0.3])
@@ -185,28 +224,43 @@ export function hostTensor<D extends DType>(
   values?: ArrayLike<number> | ArrayLike<bigint>,
 ): HostTensor<D> {
   const t = new HostTensor(dtype, shape)
-  if (values !== undefined) {
-    if (values.length !== t.data.length) {
-      throw new RangeError(
-        `hostTensor: shape ${JSON.stringify(shape)} needs ${t.data.length} values, got ${values.length}`,
-      )
+  if (values === undefined) return t
+  const n = t.data.length
+  const list: unknown = values
+  if (!Array.isArray(list) && !(ArrayBuffer.isView(list) && !(list instanceof DataView))) {
+    throw new ShapeMismatchError({
+      expected: t.shape,
+      actual: list,
+      detail: "hostTensor: values must be an array or a typed array",
+    })
+  }
+  const given = list as ArrayLike<unknown>
+  if (given.length !== n) {
+    throw new ShapeMismatchError({
+      expected: t.shape,
+      actual: list,
+      detail: `hostTensor: the shape holds ${n} values, ${given.length} given`,
+    })
+  }
+  const data = t.data as HostData
+  for (let i = 0; i < n; i++) {
+    const v = given[i]
+    if (!fitsDType(dtype, v)) {
+      throw new DTypeMismatchError({
+        expected: dtype,
+        actual: v,
+        detail: `hostTensor: values[${i}]; ${dtype} holds ${valueRange(dtype)}`,
+      })
     }
-    const data = t.data as HostData
-    for (let i = 0; i < values.length; i++) {
-      const v = values[i] as number | bigint
-      if (data instanceof BigInt64Array) data[i] = BigInt(v)
-      else if (dtype === "float16") data[i] = float32ToFloat16Bits(Number(v))
-      else data[i] = Number(v)
-    }
+    ;(data as Float32Array)[i] = storedValue(dtype, v) as number
   }
   return t
 }
 
-const f32 = new Float32Array(1)
-const u32 = new Uint32Array(f32.buffer)
-
 /**
- * Converts a number to IEEE 754 half-precision bits (round to nearest even).
+ * Converts a number (a double) to IEEE 754 half-precision bits, rounded once to nearest, ties to
+ * even: there is no float32 step (65519.99999 gives 0x7bff, 65520 gives infinity 0x7c00). NaN
+ * gives 0x7e00; `-0` keeps its sign.
  *
  * @example
  * float32ToFloat16Bits(1) // 0x3c00
@@ -214,33 +268,11 @@ const u32 = new Uint32Array(f32.buffer)
  * @since 0.1.0
  */
 export function float32ToFloat16Bits(value: number): number {
-  f32[0] = value
-  const x = u32[0] as number
-  const sign = (x >>> 16) & 0x8000
-  const exp = (x >>> 23) & 0xff
-  let mant = x & 0x7fffff
-  if (exp === 0xff) return sign | 0x7c00 | (mant !== 0 ? 0x200 : 0)
-  const e = exp - 127 + 15
-  if (e >= 0x1f) return sign | 0x7c00
-  if (e <= 0) {
-    if (e < -10) return sign
-    mant |= 0x800000
-    const shift = 14 - e
-    let half = mant >>> shift
-    const rem = mant & ((1 << shift) - 1)
-    const mid = 1 << (shift - 1)
-    if (rem > mid || (rem === mid && (half & 1) === 1)) half++
-    return sign | half
-  }
-  let half = (e << 10) | (mant >>> 13)
-  const rem = mant & 0x1fff
-  // A carry out of the mantissa rounds up into the exponent (and to infinity), as it should.
-  if (rem > 0x1000 || (rem === 0x1000 && (half & 1) === 1)) half++
-  return sign | half
+  return toHalfBits(value)
 }
 
 /**
- * Converts IEEE 754 half-precision bits to a number.
+ * Converts IEEE 754 half-precision bits to the number they hold (exactly).
  *
  * @example
  * float16BitsToFloat32(0x3c00) // 1
@@ -248,10 +280,5 @@ export function float32ToFloat16Bits(value: number): number {
  * @since 0.1.0
  */
 export function float16BitsToFloat32(bits: number): number {
-  const sign = bits & 0x8000 ? -1 : 1
-  const exp = (bits >>> 10) & 0x1f
-  const mant = bits & 0x3ff
-  if (exp === 0) return sign * mant * 2 ** -24
-  if (exp === 0x1f) return mant ? NaN : sign * Infinity
-  return sign * (1 + mant / 1024) * 2 ** (exp - 15)
+  return fromHalfBits(bits)
 }

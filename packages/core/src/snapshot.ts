@@ -1,6 +1,7 @@
-import * as E from "fp-ts/lib/Either.js"
 import { SnapshotFormatError } from "./errors.js"
 import { type DType, HostTensor, allocateData, dtypeByteSize, isDType } from "./host-tensor.js"
+import { checkData, checkShape } from "./internal/dtype-values.js"
+import * as E from "./internal/either.js"
 import type { Dim } from "./state-spec.js"
 
 /**
@@ -19,8 +20,17 @@ export const SNAPSHOT_VERSION = 1
  */
 export const SNAPSHOT_FORMAT = "statesaver.snapshot"
 
-/** Headers above this size are refused before anything is decoded (safetensors uses the same bound). */
-const MAX_HEADER_BYTES = 100 * 1024 * 1024
+/**
+ * Most leaves a snapshot may hold. Decoding work is linear in the input, and this bound (with
+ * the header bound below) keeps what an untrusted snapshot can cost small.
+ */
+const MAX_LEAVES = 65_536
+/**
+ * Headers above this size are refused before anything is decoded: 1 KiB per leaf at the leaf
+ * bound plus 64 KiB, about 64 MiB (safetensors allows 100 MiB; a statesaver header, paths and
+ * specs included, is a few hundred bytes per leaf).
+ */
+const MAX_HEADER_BYTES = MAX_LEAVES * 1024 + 64 * 1024
 const MAX_RANK = 32
 
 const SAFETENSORS_DTYPE: Record<DType, string> = {
@@ -71,7 +81,10 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1
  * Encodes leaves as a safetensors file: an 8-byte little-endian header length, a JSON header
  * (`dtype`, `shape`, `data_offsets` per tensor, and `__metadata__` with the format, version,
  * batch dim and size, and the spec of each leaf), then the raw little-endian data.
- * Metadata values are strings, as safetensors requires.
+ * Metadata values are strings, as safetensors requires. Throws a `SnapshotFormatError` for what
+ * `decodeSnapshot` would refuse (a leaf without a tensor, a tensor of another dtype, more than
+ * 65,536 leaves, a big-endian host), and what `new HostTensor` throws for a tensor whose data
+ * disagrees with its dtype and shape.
  *
  * @example
  * const bytes = encodeSnapshot({ batchDim: "batch", batchSize: 2, leaves, tensors })
@@ -79,7 +92,15 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1
  * @since 0.1.0
  */
 export function encodeSnapshot(snapshot: Omit<Snapshot, "version">): Uint8Array {
-  if (!LITTLE_ENDIAN) throw new Error("statesaver snapshots need a little-endian host")
+  if (!LITTLE_ENDIAN) {
+    throw new SnapshotFormatError({ expected: "a little-endian host", actual: "a big-endian host" })
+  }
+  if (snapshot.leaves.length > MAX_LEAVES) {
+    throw new SnapshotFormatError({
+      expected: `at most ${MAX_LEAVES} leaves`,
+      actual: snapshot.leaves.length,
+    })
+  }
   const header: Record<string, unknown> = {}
   const meta = {
     format: SNAPSHOT_FORMAT,
@@ -101,7 +122,24 @@ export function encodeSnapshot(snapshot: Omit<Snapshot, "version">): Uint8Array 
   const parts: Uint8Array[] = []
   for (const leaf of snapshot.leaves) {
     const t = snapshot.tensors.get(leaf.path)
-    if (t === undefined) throw new Error(`encodeSnapshot: no tensor for leaf ${leaf.path}`)
+    if (!(t instanceof HostTensor)) {
+      throw new SnapshotFormatError({
+        path: leaf.path,
+        expected: "a HostTensor for this leaf",
+        actual: t,
+      })
+    }
+    const n = checkShape(t.shape, "encodeSnapshot")
+    if (typeof n !== "number") throw n
+    const bad = checkData(t.dtype, t.shape, n, t.data, "encodeSnapshot")
+    if (bad !== undefined) throw bad
+    if (t.dtype !== leaf.dtype) {
+      throw new SnapshotFormatError({
+        path: leaf.path,
+        expected: `a tensor of the leaf's dtype ${leaf.dtype}`,
+        actual: t.dtype,
+      })
+    }
     const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)
     Object.defineProperty(header, leaf.path, {
       value: {
@@ -133,7 +171,7 @@ export function encodeSnapshot(snapshot: Omit<Snapshot, "version">): Uint8Array 
 }
 
 const fail = (expected: string, actual: unknown, path = ""): E.Either<SnapshotFormatError, never> =>
-  E.left(new SnapshotFormatError(expected, actual, path))
+  E.left(new SnapshotFormatError({ path, expected, actual }))
 
 const isRecord = (x: unknown): x is Record<string, unknown> =>
   typeof x === "object" && x !== null && !Array.isArray(x)
@@ -141,10 +179,22 @@ const isRecord = (x: unknown): x is Record<string, unknown> =>
 const isCount = (x: unknown): x is number =>
   typeof x === "number" && Number.isSafeInteger(x) && x >= 0
 
+const own = (x: object, key: string): boolean => Object.prototype.hasOwnProperty.call(x, key)
+
+interface Entry {
+  readonly leaf: SnapshotLeaf
+  readonly dtype: DType
+  readonly shape: number[]
+  readonly begin: number
+  readonly end: number
+}
+
 /**
  * Decodes and validates snapshot bytes. Every inconsistency (truncation, an oversized or
- * malformed header, overlapping or out-of-range data, unknown dtypes or versions) is a
- * `SnapshotFormatError`; no allocation is larger than the input.
+ * malformed header, overlapping or out-of-range data, unknown dtypes or versions, bool bytes
+ * other than 0 and 1) is a `SnapshotFormatError`; no allocation is larger than the input.
+ * Untrusted input is bounded: at most 65,536 leaves and a header of at most 64 MiB + 64 KiB,
+ * both refused before they are walked; the work is linear in the input's size.
  *
  * @example
  * const snap = orThrow(decodeSnapshot(bytes))
@@ -152,13 +202,14 @@ const isCount = (x: unknown): x is number =>
  * @since 0.1.0
  */
 export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError, Snapshot> {
-  if (!(bytes instanceof Uint8Array)) return fail("a Uint8Array", typeof bytes)
+  if (!(bytes instanceof Uint8Array)) return fail("a Uint8Array", bytes)
   if (bytes.byteLength < 8) return fail("at least 8 bytes", `${bytes.byteLength} bytes`)
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
   const headerLength = view.getBigUint64(0, true)
-  if (headerLength > BigInt(Math.min(MAX_HEADER_BYTES, bytes.byteLength - 8))) {
+  const maxHeader = Math.min(MAX_HEADER_BYTES, bytes.byteLength - 8)
+  if (headerLength > BigInt(maxHeader)) {
     return fail(
-      `a header length of at most ${Math.min(MAX_HEADER_BYTES, bytes.byteLength - 8)} bytes`,
+      `a header length of at most ${maxHeader} bytes${maxHeader === MAX_HEADER_BYTES ? " (the header limit)" : " (the bytes that follow)"}`,
       `${headerLength} bytes`,
     )
   }
@@ -170,11 +221,9 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
     return fail("a UTF-8 JSON header", e instanceof Error ? e.message : String(e))
   }
   if (!isRecord(header))
-    return fail("a JSON object header", Array.isArray(header) ? "an array" : typeof header)
-  const meta = Object.prototype.hasOwnProperty.call(header, "__metadata__")
-    ? header["__metadata__"]
-    : undefined
-  if (!isRecord(meta)) return fail("a __metadata__ object", typeof meta)
+    return fail("a JSON object header", Array.isArray(header) ? "an array" : header)
+  const meta = own(header, "__metadata__") ? header["__metadata__"] : undefined
+  if (!isRecord(meta)) return fail("a __metadata__ object", meta)
   if (meta["format"] !== SNAPSHOT_FORMAT) return fail(`format "${SNAPSHOT_FORMAT}"`, meta["format"])
   if (meta["version"] !== String(SNAPSHOT_VERSION)) {
     return fail(`version "${SNAPSHOT_VERSION}"`, meta["version"])
@@ -185,21 +234,28 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
   if (typeof meta["batch_size"] !== "string" || !isCount(batchSize)) {
     return fail("a batch_size", meta["batch_size"])
   }
-  if (typeof meta["leaves"] !== "string") return fail("a leaves JSON string", typeof meta["leaves"])
+  const keys = Object.keys(header)
+  if (keys.length - 1 > MAX_LEAVES) {
+    return fail(`at most ${MAX_LEAVES} tensors (the leaf limit)`, `${keys.length - 1} tensors`)
+  }
+  if (typeof meta["leaves"] !== "string") return fail("a leaves JSON string", meta["leaves"])
   let rawLeaves: unknown
   try {
     rawLeaves = JSON.parse(meta["leaves"])
   } catch (e) {
     return fail("a leaves JSON string", e instanceof Error ? e.message : String(e))
   }
-  if (!Array.isArray(rawLeaves)) return fail("a leaves array", typeof rawLeaves)
+  if (!Array.isArray(rawLeaves)) return fail("a leaves array", rawLeaves)
+  if (rawLeaves.length > MAX_LEAVES) {
+    return fail(`at most ${MAX_LEAVES} leaves (the leaf limit)`, `${rawLeaves.length} leaves`)
+  }
   const leaves: SnapshotLeaf[] = []
-  const leafPaths = new Set<string>()
-  for (const raw of rawLeaves) {
-    if (!isRecord(raw)) return fail("a leaf record", typeof raw)
+  const byPath = new Map<string, SnapshotLeaf>()
+  for (const raw of rawLeaves as unknown[]) {
+    if (!isRecord(raw)) return fail("a leaf record", raw)
     const { path, batch_axis, dtype, spec, init } = raw
     if (typeof path !== "string") return fail("a leaf path", path)
-    if (leafPaths.has(path)) return fail("distinct leaf paths", path, path)
+    if (byPath.has(path)) return fail("distinct leaf paths", path, path)
     if (!isDType(dtype)) return fail("a dtype", dtype, path)
     if (!Array.isArray(spec) || spec.length > MAX_RANK) return fail("a spec shape", spec, path)
     for (const d of spec as unknown[]) {
@@ -210,17 +266,19 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
     }
     if (init !== "zeros" && init !== "constant" && init !== "tensor")
       return fail("an init kind", init, path)
-    leafPaths.add(path)
-    leaves.push({ path, batchAxis: batch_axis, dtype, spec: spec as Dim[], init })
+    const leaf: SnapshotLeaf = { path, batchAxis: batch_axis, dtype, spec: spec as Dim[], init }
+    byPath.set(path, leaf)
+    leaves.push(leaf)
   }
   const dataStart = 8 + n
   const dataLength = bytes.byteLength - dataStart
-  const entries: { path: string; dtype: DType; shape: number[]; begin: number; end: number }[] = []
-  for (const key of Object.keys(header)) {
+  const entries: Entry[] = []
+  for (const key of keys) {
     if (key === "__metadata__") continue
     const entry = header[key]
-    if (!isRecord(entry)) return fail("a tensor entry", typeof entry, key)
-    if (!leafPaths.has(key)) return fail("a tensor named in __metadata__.leaves", key, key)
+    if (!isRecord(entry)) return fail("a tensor entry", entry, key)
+    const leaf = byPath.get(key)
+    if (leaf === undefined) return fail("a tensor named in __metadata__.leaves", key, key)
     const dtype =
       typeof entry["dtype"] === "string" ? FROM_SAFETENSORS.get(entry["dtype"]) : undefined
     if (dtype === undefined)
@@ -245,36 +303,40 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
     if (bytesNeeded !== end - begin) {
       return fail(`${bytesNeeded} data bytes for shape ${JSON.stringify(shape)}`, end - begin, key)
     }
-    entries.push({ path: key, dtype, shape: shape as number[], begin, end })
+    entries.push({ leaf, dtype, shape: shape as number[], begin, end })
   }
   if (entries.length !== leaves.length) {
-    const missing = leaves.find((l) => !entries.some((e) => e.path === l.path))
-    return fail(
-      "a tensor for every leaf",
-      `no tensor for ${missing?.path ?? "?"}`,
-      missing?.path ?? "",
-    )
+    // Paths are distinct and every entry names a leaf: some leaf has no entry.
+    const present = new Set(entries.map((e) => e.leaf.path))
+    const missing = leaves.find((l) => !present.has(l.path))
+    return fail("a tensor for every leaf", `no tensor for ${missing?.path ?? "?"}`, missing?.path)
   }
   const sorted = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end)
   let cursor = 0
   for (const e of sorted) {
-    if (e.begin !== cursor) return fail(`data starting at byte ${cursor}`, e.begin, e.path)
+    if (e.begin !== cursor) return fail(`data starting at byte ${cursor}`, e.begin, e.leaf.path)
     cursor = e.end
   }
   if (cursor !== dataLength) return fail(`${cursor} data bytes`, dataLength)
   const tensors = new Map<string, HostTensor>()
   for (const e of entries) {
-    const leaf = leaves.find((l) => l.path === e.path) as SnapshotLeaf
-    if (leaf.dtype !== e.dtype) return fail(`dtype ${leaf.dtype}`, e.dtype, e.path)
+    const { leaf } = e
+    if (leaf.dtype !== e.dtype) return fail(`dtype ${leaf.dtype}`, e.dtype, leaf.path)
     if (e.shape.length !== leaf.spec.length) {
-      return fail(`rank ${leaf.spec.length}`, e.shape.length, e.path)
+      return fail(`rank ${leaf.spec.length}`, e.shape.length, leaf.path)
     }
     if (e.shape[leaf.batchAxis] !== batchSize) {
-      return fail(`batch size ${batchSize}`, e.shape[leaf.batchAxis], e.path)
+      return fail(`batch size ${batchSize}`, e.shape[leaf.batchAxis], leaf.path)
     }
     const data = allocateData(e.dtype, (e.end - e.begin) / dtypeByteSize(e.dtype))
     new Uint8Array(data.buffer).set(bytes.subarray(dataStart + e.begin, dataStart + e.end))
-    tensors.set(e.path, new HostTensor(e.dtype, e.shape, data))
+    if (e.dtype === "bool") {
+      const notBool = (data as Uint8Array).findIndex((v) => v > 1)
+      if (notBool >= 0) {
+        return fail("bool bytes 0 or 1", (data as Uint8Array)[notBool], leaf.path)
+      }
+    }
+    tensors.set(leaf.path, new HostTensor(e.dtype, e.shape, data))
   }
   return E.right({ version: SNAPSHOT_VERSION, batchDim, batchSize, leaves, tensors })
 }

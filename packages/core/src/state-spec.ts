@@ -1,6 +1,7 @@
-import * as E from "fp-ts/lib/Either.js"
-import { SpecError } from "./errors.js"
-import { type DType, HostTensor, dataMatchesDType, isDType } from "./host-tensor.js"
+import { OptionError, SpecError, showValue } from "./errors.js"
+import { DTYPES, type DType, HostTensor, isDType } from "./host-tensor.js"
+import { checkData, checkShape, fitsDType, valueRange } from "./internal/dtype-values.js"
+import * as E from "./internal/either.js"
 import {
   type PathSegment,
   type StateTree,
@@ -137,7 +138,12 @@ const isDim = (d: unknown): d is Dim =>
 
 /**
  * Validates a spec: dtypes, dims, exactly one batch axis per leaf, init values. `Left` is a
- * `SpecError` naming the leaf.
+ * `SpecError` naming the leaf: an unknown dtype, a bad dim, a batch dim missing or repeated, an
+ * init constant the dtype does not hold (1.5 or 2**31 for int32, 300 for uint8, 2 for bool,
+ * 2n**70n or 1.5 for int64, a finite 1e39 for float32 that would round to infinity; a bigint for
+ * a float dtype only when the dtype holds it exactly; NaN and ±Infinity are fine for floats), an
+ * init tensor of another dtype or row shape (or, for bool, a value other than 0 or 1), and a bad
+ * `batchDim` or `dims` option.
  *
  * @example
  * const resolved = orThrow(resolveSpec(lstmSpec([64, 32]), { batchDim: "batch" }))
@@ -148,10 +154,47 @@ export function resolveSpec(
   spec: StateSpec,
   options: SpecOptions = {},
 ): E.Either<SpecError, ResolvedSpec> {
-  const batchDim = options.batchDim ?? "batch"
-  const dims = options.dims ?? {}
+  const batchDim: unknown = options.batchDim ?? "batch"
+  if (typeof batchDim !== "string" || batchDim === "") {
+    return E.left(
+      new SpecError({
+        expected: "a batch dim name (a non-empty string)",
+        actual: batchDim,
+        detail: "option batchDim",
+      }),
+    )
+  }
+  const dimsOption: unknown = options.dims ?? {}
+  if (!isPlainRecord(dimsOption)) {
+    return E.left(
+      new SpecError({
+        expected: "a record of dim sizes",
+        actual: dimsOption,
+        detail: "option dims",
+      }),
+    )
+  }
+  for (const name of Object.keys(dimsOption)) {
+    const size = dimsOption[name]
+    if (typeof size !== "number" || !Number.isSafeInteger(size) || size < 0) {
+      return E.left(
+        new SpecError({
+          expected: `a non-negative integer size for dim "${name}"`,
+          actual: size,
+          detail: `option dims[${JSON.stringify(name)}]`,
+        }),
+      )
+    }
+  }
+  const dims = dimsOption as Readonly<Record<string, number>>
+  const sizeOfDim = (name: string): number | undefined =>
+    Object.prototype.hasOwnProperty.call(dims, name) ? dims[name] : undefined
   const { leaves, paths, def } = flatten<unknown>(spec, isLeafSpec)
-  if (leaves.length === 0) return E.left(new SpecError("", "at least one leaf", "no leaves"))
+  if (leaves.length === 0) {
+    return E.left(
+      new SpecError({ expected: "at least one leaf", actual: spec, detail: "no leaves" }),
+    )
+  }
   const out: ResolvedLeaf[] = []
   const named = new Map<string, { size: number; path: string }>()
   for (let i = 0; i < leaves.length; i++) {
@@ -159,111 +202,83 @@ export function resolveSpec(
     const p = formatPath(path)
     const leaf = leaves[i]
     if (!isLeafSpec(leaf)) {
-      return E.left(new SpecError(p, "a leaf spec { shape, dtype, init? }", typeof leaf))
+      return E.left(
+        new SpecError({ path: p, expected: "a leaf spec { shape, dtype, init? }", actual: leaf }),
+      )
     }
-    if (!isDType(leaf.dtype)) return E.left(new SpecError(p, "a dtype", leaf.dtype))
-    const bad = leaf.shape.find((d) => !isDim(d))
-    if (bad !== undefined || leaf.shape.some((d) => !isDim(d))) {
-      return E.left(new SpecError(p, "dims that are non-negative integers or names", leaf.shape))
+    if (!isDType(leaf.dtype)) {
+      return E.left(
+        new SpecError({ path: p, expected: `a dtype (${DTYPES.join(", ")})`, actual: leaf.dtype }),
+      )
+    }
+    const badAxis = leaf.shape.findIndex((d) => !isDim(d))
+    if (badAxis >= 0) {
+      return E.left(
+        new SpecError({
+          path: p,
+          expected: "a shape of non-negative integers and dim names",
+          actual: leaf.shape,
+          detail: `dim ${badAxis} is ${showValue(leaf.shape[badAxis])}`,
+        }),
+      )
     }
     const batchAxes = leaf.shape.flatMap((d, axis) => (d === batchDim ? [axis] : []))
     if (batchAxes.length !== 1) {
       return E.left(
-        new SpecError(
-          p,
-          `exactly one "${batchDim}" dim`,
-          `${batchAxes.length} in ${JSON.stringify(leaf.shape)}`,
-        ),
+        new SpecError({
+          path: p,
+          expected: `exactly one "${batchDim}" dim`,
+          actual: leaf.shape,
+          detail: `${batchAxes.length} found`,
+        }),
       )
     }
     const batchAxis = batchAxes[0] as number
-    const leafInit: Init = leaf.init ?? init.zeros
+    const given: unknown = leaf.init
+    if (given !== undefined && !isInit(given)) {
+      return E.left(
+        new SpecError({
+          path: p,
+          expected: "init.zeros, init.constant(value) or init.tensor(hostTensor)",
+          actual: given,
+        }),
+      )
+    }
+    const leafInit: Init = given ?? init.zeros
     const growing = new Map<number, string>()
     const shape: Dim[] = [...leaf.shape]
     leaf.shape.forEach((d, axis) => {
       if (typeof d === "string" && d !== batchDim) growing.set(axis, d)
     })
-    switch (leafInit.kind) {
-      case "zeros":
-        break
-      case "constant": {
-        const v = leafInit.value
-        const ok =
-          leaf.dtype === "int64"
-            ? typeof v === "bigint" || Number.isSafeInteger(v)
-            : typeof v === "number" && !Number.isNaN(v)
-        if (!ok) return E.left(new SpecError(p, `a ${leaf.dtype} constant`, v))
-        break
-      }
-      case "tensor": {
-        const t = leafInit.value
-        if (!(t instanceof HostTensor) || !dataMatchesDType(t.data, leaf.dtype)) {
-          return E.left(
-            new SpecError(
-              p,
-              `an init HostTensor of dtype ${leaf.dtype}`,
-              t instanceof HostTensor ? t.dtype : typeof t,
-            ),
-          )
-        }
-        if (t.dtype !== leaf.dtype && !(leaf.dtype === "bool" && t.dtype === "uint8")) {
-          return E.left(new SpecError(p, `an init tensor of dtype ${leaf.dtype}`, t.dtype))
-        }
-        const rowDims = leaf.shape.filter((_, axis) => axis !== batchAxis)
-        if (t.shape.length !== rowDims.length) {
-          return E.left(
-            new SpecError(
-              p,
-              `an init tensor of one row's shape ${JSON.stringify(rowDims)}`,
-              t.shape,
-            ),
-          )
-        }
-        for (let axis = 0, r = 0; axis < leaf.shape.length; axis++) {
-          if (axis === batchAxis) continue
-          const d = leaf.shape[axis] as Dim
-          const size = t.shape[r++] as number
-          if (typeof d === "number" && d !== size) {
-            return E.left(
-              new SpecError(
-                p,
-                `an init tensor of one row's shape ${JSON.stringify(rowDims)}`,
-                t.shape,
-              ),
-            )
-          }
-          if (typeof d === "string") {
-            if (dims[d] !== undefined && dims[d] !== size) {
-              return E.left(new SpecError(p, `an init tensor with ${d} = ${dims[d]}`, t.shape))
-            }
-            shape[axis] = size
-          }
-        }
-        break
-      }
-      default:
-        return E.left(
-          new SpecError(p, "init zeros, constant or tensor", (leafInit as { kind: unknown }).kind),
-        )
+    if (leafInit.kind === "constant" && !fitsDType(leaf.dtype, leafInit.value)) {
+      return E.left(
+        new SpecError({
+          path: p,
+          expected: `an init constant ${leaf.dtype} holds: ${valueRange(leaf.dtype)}`,
+          actual: leafInit.value,
+        }),
+      )
+    }
+    if (leafInit.kind === "tensor") {
+      const err = checkInitTensor(p, leaf, batchAxis, leafInit.value, sizeOfDim, shape)
+      if (err !== undefined) return E.left(err)
     }
     for (const [axis, name] of growing) {
-      const given = dims[name]
-      if (given !== undefined) {
-        if (!Number.isSafeInteger(given) || given < 0) {
-          return E.left(new SpecError(p, `a non-negative integer size for dim "${name}"`, given))
-        }
-        shape[axis] = given
-      } else if (typeof shape[axis] === "string") {
-        shape[axis] = 0
-      }
-      const size = shape[axis] as number
+      const size = sizeOfDim(name)
+      if (size !== undefined) shape[axis] = size
+      else if (typeof shape[axis] === "string") shape[axis] = 0
+      const at = shape[axis] as number
       const seen = named.get(name)
-      if (seen && seen.size !== size) {
+      if (seen && seen.size !== at) {
         return E.left(
-          new SpecError(p, `dim "${name}" = ${seen.size} as at leaf ${seen.path}`, size),
+          new SpecError({
+            path: p,
+            expected: `dim "${name}" = ${seen.size} as at leaf ${seen.path}`,
+            actual: at,
+          }),
         )
       }
-      named.set(name, { size, path: p })
+      named.set(name, { size: at, path: p })
     }
     out.push({
       path,
@@ -283,6 +298,81 @@ export function resolveSpec(
     batchDim,
     hasNamedDims: out.some((l) => l.growing.size > 0),
   })
+}
+
+const isInit = (x: unknown): x is Init => {
+  if (typeof x !== "object" || x === null) return false
+  const kind = (x as { kind?: unknown }).kind
+  return kind === "zeros" || kind === "constant" || kind === "tensor"
+}
+
+/**
+ * Checks an init tensor against its leaf: a consistent `HostTensor` of the leaf's dtype and of
+ * one row's shape (named dims take its sizes, written into `shape`), bool values 0 or 1.
+ */
+function checkInitTensor(
+  p: string,
+  leaf: LeafSpec,
+  batchAxis: number,
+  t: unknown,
+  sizeOfDim: (name: string) => number | undefined,
+  shape: Dim[],
+): SpecError | undefined {
+  const rowDims = leaf.shape.filter((_, axis) => axis !== batchAxis)
+  const ofDtype = `an init HostTensor of dtype ${leaf.dtype}`
+  if (!(t instanceof HostTensor)) return new SpecError({ path: p, expected: ofDtype, actual: t })
+  const n = checkShape(t.shape, "init tensor")
+  const bad = typeof n === "number" ? checkData(t.dtype, t.shape, n, t.data, "init tensor") : n
+  if (bad !== undefined) {
+    return new SpecError({
+      path: p,
+      expected: ofDtype,
+      actual: t.data,
+      detail: bad.message,
+      cause: bad,
+    })
+  }
+  if (t.dtype !== leaf.dtype && !(leaf.dtype === "bool" && t.dtype === "uint8")) {
+    return new SpecError({ path: p, expected: ofDtype, actual: t.dtype })
+  }
+  const ofShape = `an init tensor of one row's shape ${showValue(rowDims)}`
+  if (t.shape.length !== rowDims.length) {
+    return new SpecError({ path: p, expected: ofShape, actual: t.shape })
+  }
+  for (let axis = 0, r = 0; axis < leaf.shape.length; axis++) {
+    if (axis === batchAxis) continue
+    const d = leaf.shape[axis] as Dim
+    const size = t.shape[r++] as number
+    if (typeof d === "number" && d !== size) {
+      return new SpecError({ path: p, expected: ofShape, actual: t.shape })
+    }
+    if (typeof d === "string") {
+      const given = sizeOfDim(d)
+      if (given !== undefined && given !== size) {
+        return new SpecError({
+          path: p,
+          expected: `an init tensor with ${d} = ${given}`,
+          actual: t.shape,
+        })
+      }
+      shape[axis] = size
+    }
+  }
+  if (leaf.dtype === "bool") {
+    const data = t.data as Uint8Array
+    for (let i = 0; i < data.length; i++) {
+      const v = data[i] as number
+      if (v > 1) {
+        return new SpecError({
+          path: p,
+          expected: "an init tensor of bool values 0 or 1",
+          actual: v,
+          detail: `at element ${i}`,
+        })
+      }
+    }
+  }
+  return undefined
 }
 
 /**
@@ -315,12 +405,66 @@ export interface RecurrentSpecOptions {
   readonly batchDim?: string
 }
 
+const LAYOUTS = ["batch-major", "time-major"] as const
+
+/**
+ * Checks the arguments of a recurrent spec builder: throws a `SpecError` for widths that are not
+ * a non-empty array of positive integers, an `OptionError` for a bad option.
+ */
+function checkRecurrent(builder: string, widths: unknown, options: unknown): void {
+  if (!Array.isArray(widths) || widths.length === 0) {
+    throw new SpecError({
+      expected: "a non-empty array of positive integer layer widths",
+      actual: widths,
+      detail: `${builder}: widths`,
+    })
+  }
+  widths.forEach((w: unknown, i) => {
+    if (typeof w !== "number" || !Number.isSafeInteger(w) || w <= 0) {
+      throw new SpecError({
+        expected: "a positive integer layer width",
+        actual: w,
+        detail: `${builder}: widths[${i}]`,
+      })
+    }
+  })
+  if (options === undefined) return
+  if (!isPlainRecord(options)) {
+    throw new OptionError({ path: "options", expected: "an options record", actual: options })
+  }
+  const { layout, dtype, directions, batchDim } = options
+  if (layout !== undefined && !(LAYOUTS as readonly unknown[]).includes(layout)) {
+    throw new OptionError({
+      path: "layout",
+      expected: `"batch-major" or "time-major"`,
+      actual: layout,
+    })
+  }
+  if (dtype !== undefined && !isDType(dtype)) {
+    throw new OptionError({
+      path: "dtype",
+      expected: `a dtype (${DTYPES.join(", ")})`,
+      actual: dtype,
+    })
+  }
+  if (directions !== undefined && directions !== 1 && directions !== 2) {
+    throw new OptionError({ path: "directions", expected: "1 or 2", actual: directions })
+  }
+  if (directions === 2 && layout !== "time-major") {
+    throw new OptionError({
+      path: "directions",
+      expected: '1 with the "batch-major" layout (2 needs "time-major")',
+      actual: directions,
+    })
+  }
+  if (batchDim !== undefined && (typeof batchDim !== "string" || batchDim === "")) {
+    throw new OptionError({ path: "batchDim", expected: "a non-empty string", actual: batchDim })
+  }
+}
+
 function stateLeaf(width: number, options: RecurrentSpecOptions): LeafSpec {
   const b = options.batchDim ?? "batch"
   const dtype = options.dtype ?? "float32"
-  if (!Number.isSafeInteger(width) || width <= 0) {
-    throw new SpecError("", "layer widths that are positive integers", width)
-  }
   return options.layout === "time-major"
     ? { shape: [options.directions ?? 1, b, width], dtype }
     : { shape: [b, width], dtype }
@@ -328,6 +472,8 @@ function stateLeaf(width: number, options: RecurrentSpecOptions): LeafSpec {
 
 /**
  * Spec of an LSTM stack: one `[h, c]` pair per layer, first layer first.
+ * A value builder: it throws (a `SpecError` for widths that are not a non-empty array of
+ * positive integers, an `OptionError` naming a bad option) rather than returning an `Either`.
  *
  * @example
  * const spec = lstmSpec([128, 64], { layout: "time-major" }) // [[h, c], [h, c]] of [1, batch, H]
@@ -335,11 +481,14 @@ function stateLeaf(width: number, options: RecurrentSpecOptions): LeafSpec {
  * @since 0.1.0
  */
 export function lstmSpec(widths: readonly number[], options: RecurrentSpecOptions = {}): StateSpec {
+  checkRecurrent("lstmSpec", widths, options)
   return widths.map((w) => [stateLeaf(w, options), stateLeaf(w, options)])
 }
 
 /**
  * Spec of a GRU stack: one `h` leaf per layer, first layer first.
+ * A value builder: it throws (a `SpecError` for widths that are not a non-empty array of
+ * positive integers, an `OptionError` naming a bad option) rather than returning an `Either`.
  *
  * @example
  * const spec = gruSpec([32, 16])
@@ -347,11 +496,14 @@ export function lstmSpec(widths: readonly number[], options: RecurrentSpecOption
  * @since 0.1.0
  */
 export function gruSpec(widths: readonly number[], options: RecurrentSpecOptions = {}): StateSpec {
+  checkRecurrent("gruSpec", widths, options)
   return widths.map((w) => stateLeaf(w, options))
 }
 
 /**
  * Spec of a plain (Elman) RNN stack: one `h` leaf per layer, first layer first.
+ * A value builder: it throws (a `SpecError` for widths that are not a non-empty array of
+ * positive integers, an `OptionError` naming a bad option) rather than returning an `Either`.
  *
  * @example
  * const spec = rnnSpec([32])
@@ -359,5 +511,6 @@ export function gruSpec(widths: readonly number[], options: RecurrentSpecOptions
  * @since 0.1.0
  */
 export function rnnSpec(widths: readonly number[], options: RecurrentSpecOptions = {}): StateSpec {
-  return gruSpec(widths, options)
+  checkRecurrent("rnnSpec", widths, options)
+  return widths.map((w) => stateLeaf(w, options))
 }

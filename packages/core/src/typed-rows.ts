@@ -1,5 +1,5 @@
 import type { DType, HostData } from "./host-tensor.js"
-import { float32ToFloat16Bits } from "./host-tensor.js"
+import { storedValue } from "./internal/dtype-values.js"
 import type { Init } from "./state-spec.js"
 
 /**
@@ -172,10 +172,7 @@ function setSpan(dst: Fillable, src: Fillable, at: number): void {
 
 function fillValue(init: Init, dtype: DType): number | bigint {
   if (init.kind !== "constant") return dtype === "int64" ? 0n : 0
-  const v = init.value
-  if (dtype === "int64") return BigInt(v)
-  if (dtype === "float16") return float32ToFloat16Bits(Number(v))
-  return Number(v)
+  return storedValue(dtype, init.value)
 }
 
 /** Calls `f(start, count)` for each run of consecutive ascending indices in `rows`. */

@@ -1,0 +1,168 @@
+// What a dtype can hold: the typed array of its data, and the range of the values it accepts.
+// Shared by `HostTensor`, `hostTensor`, spec `init` constants and the host backend's `describe`.
+import { DTypeMismatchError, ShapeMismatchError } from "../errors.js"
+import type { DType } from "../host-tensor.js"
+import { fromHalfBits, toHalfBits } from "./float16.js"
+
+const ARRAY_NAME: Readonly<Record<DType, string>> = {
+  float32: "Float32Array",
+  float16: "Uint16Array",
+  int32: "Int32Array",
+  int64: "BigInt64Array",
+  uint8: "Uint8Array",
+  bool: "Uint8Array",
+}
+
+/** True when `data` is the typed array that stores `dtype` (false for an unknown dtype). */
+export function holds(data: unknown, dtype: DType): boolean {
+  switch (dtype) {
+    case "float32":
+      return data instanceof Float32Array
+    case "float16":
+      return data instanceof Uint16Array
+    case "int32":
+      return data instanceof Int32Array
+    case "int64":
+      return data instanceof BigInt64Array
+    case "uint8":
+    case "bool":
+      return data instanceof Uint8Array
+    default:
+      return false
+  }
+}
+
+/** A dim is a non-negative safe integer. */
+export const isSize = (d: unknown): d is number =>
+  typeof d === "number" && Number.isSafeInteger(d) && d >= 0
+
+const SHAPE = "an array of non-negative integer dims"
+
+/**
+ * The number of elements of `shape`, or the `ShapeMismatchError` that refuses it (not an array,
+ * a negative, fractional or NaN dim, more elements than a safe integer). `where` opens the detail.
+ */
+export function checkShape(shape: unknown, where: string): number | ShapeMismatchError {
+  if (!Array.isArray(shape)) {
+    return new ShapeMismatchError({
+      expected: SHAPE,
+      actual: shape,
+      detail: `${where}: not an array`,
+    })
+  }
+  let n = 1
+  for (let axis = 0; axis < shape.length; axis++) {
+    const d: unknown = shape[axis]
+    if (!isSize(d)) {
+      return new ShapeMismatchError({
+        expected: SHAPE,
+        actual: shape,
+        detail: `${where}: dim ${axis} is not a non-negative integer`,
+      })
+    }
+    n *= d
+  }
+  if (!Number.isSafeInteger(n)) {
+    return new ShapeMismatchError({
+      expected: SHAPE,
+      actual: shape,
+      detail: `${where}: ${n} elements is more than any array holds`,
+    })
+  }
+  return n
+}
+
+/**
+ * The error that refuses `data` as the storage of a `dtype` tensor of `size` elements: the wrong
+ * typed array (`DTypeMismatchError`) or the wrong length (`ShapeMismatchError`); else undefined.
+ */
+export function checkData(
+  dtype: DType,
+  shape: readonly number[],
+  size: number,
+  data: unknown,
+  where: string,
+): DTypeMismatchError | ShapeMismatchError | undefined {
+  if (!holds(data, dtype)) {
+    return new DTypeMismatchError({
+      expected: dtype,
+      actual: data,
+      detail: `${where}: ${dtype} data is a ${ARRAY_NAME[dtype] ?? "typed array of a known dtype"}`,
+    })
+  }
+  const length = (data as { length: number }).length
+  if (length !== size) {
+    return new ShapeMismatchError({
+      expected: shape,
+      actual: data,
+      detail: `${where}: the shape holds ${size} elements, the data ${length}`,
+    })
+  }
+  return undefined
+}
+
+const INT32_MIN = -(2 ** 31)
+const INT32_MAX = 2 ** 31 - 1
+const INT64_MIN = -(2n ** 63n)
+const INT64_MAX = 2n ** 63n - 1n
+
+/** The values a dtype accepts, as printed in errors. */
+export function valueRange(dtype: DType): string {
+  switch (dtype) {
+    case "float32":
+      return "a number whose float32 rounding is finite (or ±Infinity, NaN), or a bigint float32 holds exactly"
+    case "float16":
+      return "a number of magnitude below 65520, the float16 overflow (or ±Infinity, NaN), or a bigint float16 holds exactly"
+    case "int32":
+      return `an integer in [${INT32_MIN}, ${INT32_MAX}]`
+    case "int64":
+      return `a bigint in [${INT64_MIN}n, ${INT64_MAX}n] or a safe integer number`
+    case "uint8":
+      return "an integer in [0, 255]"
+    case "bool":
+      return "0 or 1"
+  }
+}
+
+const inRange = (v: number | bigint, lo: number, hi: number): boolean =>
+  typeof v === "bigint"
+    ? v >= BigInt(lo) && v <= BigInt(hi)
+    : Number.isInteger(v) && v >= lo && v <= hi
+
+/**
+ * True when `v` is a value of `dtype` as `valueRange` describes it: integers in range for the
+ * integer dtypes (no fractions, no NaN), and for the float dtypes any number but a finite one
+ * that would round to infinity; a bigint for a float dtype only when the dtype holds it exactly.
+ */
+export function fitsDType(dtype: DType, v: unknown): v is number | bigint {
+  if (typeof v !== "number" && typeof v !== "bigint") return false
+  switch (dtype) {
+    case "float32": {
+      if (typeof v === "number") return !Number.isFinite(v) || Number.isFinite(Math.fround(v))
+      const f = Math.fround(Number(v))
+      return Number.isFinite(f) && BigInt(f) === v
+    }
+    case "float16": {
+      if (typeof v === "number") return !Number.isFinite(v) || Math.abs(v) < 65520
+      const f = fromHalfBits(toHalfBits(Number(v)))
+      return Number.isFinite(f) && BigInt(f) === v
+    }
+    case "int32":
+      return inRange(v, INT32_MIN, INT32_MAX)
+    case "int64":
+      return typeof v === "bigint" ? v >= INT64_MIN && v <= INT64_MAX : Number.isSafeInteger(v)
+    case "uint8":
+      return inRange(v, 0, 255)
+    case "bool":
+      return inRange(v, 0, 1)
+    default:
+      return false
+  }
+}
+
+/** The element stored for a value that `fitsDType` accepted: float16 words, int64 bigints. */
+export function storedValue(dtype: DType, v: number | bigint): number | bigint {
+  if (dtype === "int64") return BigInt(v)
+  if (dtype === "float16") return toHalfBits(Number(v))
+  return Number(v)
+}
