@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { playwright } from "@vitest/browser-playwright"
-import type { UserConfig } from "vitest/config"
+import type { ViteUserConfig } from "vitest/config"
 
 /** Debian's Chromium (apt-get install chromium); tools must not download a browser of their own. */
 export const CHROMIUM = process.env["STATESAVER_CHROMIUM"] ?? "/usr/bin/chromium"
@@ -30,7 +30,7 @@ const repoRoot = fileURLToPath(new URL(".", import.meta.url))
 export function browserProject(
   name: string,
   options: { optimizeDepsExclude?: string[] } = {},
-): UserConfig {
+): ViteUserConfig {
   const common = { name, testTimeout: 60_000, hookTimeout: 60_000 }
   if (!existsSync(CHROMIUM)) {
     return {

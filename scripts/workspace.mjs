@@ -1,4 +1,4 @@
-// Lists the workspace's folders: the published packages and the private ones (examples, bench, test).
+// Lists the workspace's published packages (packages/<name> with a package.json).
 import { existsSync, readFileSync, readdirSync } from "node:fs"
 import { join } from "node:path"
 
@@ -14,12 +14,4 @@ export function publishedPackages() {
       path,
       manifest: JSON.parse(readFileSync(join(path, "package.json"), "utf8")),
     }))
-}
-
-/** Every folder that has a tsconfig.json to typecheck. */
-export function typecheckedFolders() {
-  return [
-    ...publishedPackages().map((p) => p.path),
-    ...["examples", "bench", "test"].map((d) => join(root, d)),
-  ].filter((p) => existsSync(join(p, "tsconfig.json")))
 }
