@@ -1,36 +1,94 @@
-import * as E from "fp-ts/lib/Either.js"
-import type { LeafContext, StateBackend, TensorInfo } from "./backend.js"
+import type { LeafContext, StateBackend } from "./backend.js"
 import {
+  BackendError,
+  BusyError,
   DTypeMismatchError,
   DisposedError,
   KeyError,
-  RowIndexError,
+  OptionError,
   ShapeMismatchError,
-  type StateError,
+  type SpecError,
+  type TensorCheckError,
+  showValue,
 } from "./errors.js"
 import type { HostTensor } from "./host-tensor.js"
 import {
-  allocateLeaves,
   attempt,
   buildPerLeaf,
   checkTensors,
   contextOf,
   disposeQuietly,
   eachLeaf,
+  allocateLeaves,
 } from "./internal/checks.js"
+import * as E from "./internal/either.js"
 import { encodeState } from "./internal/encode.js"
-import { type Snapshot, decodeSnapshot } from "./snapshot.js"
-import { checkSnapshot } from "./state-saver.js"
+import { type SnapshotCheckError, checkSnapshot, toSnapshot } from "./internal/snapshot-check.js"
+import { type StoreLimits, checkStoreOptions } from "./internal/store-options.js"
+import type { Snapshot } from "./snapshot.js"
 import { type ResolvedSpec, type SpecOptions, type StateSpec, resolveSpec } from "./state-spec.js"
 import { type StateTree, flatten, unflatten } from "./state-tree.js"
 
 /**
- * A stream key: any string or number (numbers and their strings are different keys).
+ * A stream key: any string or finite number (numbers and their strings are different keys).
  *
  * @category store
  * @since 0.1.0
  */
 export type StreamKey = string | number
+
+/**
+ * Errors `createStateStore` can return: an option (`path` names it), the spec, a dtype the
+ * backend does not store, or the first allocation.
+ *
+ * @category store
+ * @since 0.2.0
+ */
+export type CreateStoreError = OptionError | SpecError | DTypeMismatchError | BackendError
+
+/**
+ * Errors `StateStore.gather` can return. `OptionError` is a `clock` that returned a
+ * non-finite value; `BusyError` a `gather` from inside `onEvict` that would evict a stream.
+ *
+ * @category store
+ * @since 0.2.0
+ */
+export type GatherError = DisposedError | KeyError | OptionError | BusyError | BackendError
+
+/**
+ * Errors `StateStore.scatter` can return: keys, the `clock`, or the tree given (structure,
+ * dtype, shape, batch size, a leaf given twice, a backend that cannot read it).
+ *
+ * @category store
+ * @since 0.2.0
+ */
+export type ScatterError = DisposedError | KeyError | OptionError | TensorCheckError
+
+/**
+ * Errors `StateStore.reset` can return.
+ *
+ * @category store
+ * @since 0.2.0
+ */
+export type StoreResetError = DisposedError | KeyError
+
+/**
+ * Errors `StateStore.snapshot` can return.
+ *
+ * @category store
+ * @since 0.2.0
+ */
+export type StoreSnapshotError = DisposedError | KeyError | BackendError
+
+/**
+ * Errors `StateStore.restore` can return: the key, the bytes and their spec, the `clock`, a
+ * `restore` from inside `onEvict` that would evict a stream (`BusyError`), or the backend.
+ *
+ * @category store
+ * @since 0.2.0
+ */
+export type StoreRestoreError =
+  DisposedError | KeyError | OptionError | BusyError | SnapshotCheckError | BackendError
 
 /**
  * Options of `createStateStore`.
@@ -41,30 +99,42 @@ export type StreamKey = string | number
 export interface StateStoreOptions<T, In = T> extends SpecOptions {
   readonly spec: StateSpec
   readonly backend: StateBackend<T, In>
-  /** Most streams kept at once; past it the least recently used stream is evicted. Default: no limit. */
+  /**
+   * Most streams kept at once (a positive integer); past it the least recently used stream is
+   * evicted. Default: no limit.
+   */
   readonly capacity?: number
-  /** Slots allocated up front; the slab doubles from there (capped by `capacity`). Default 8. */
+  /** Slots allocated up front (a positive integer); the slab doubles from there, up to `capacity`. Default 8. */
   readonly initialSlots?: number
-  /** A stream unused for longer than this is evicted (checked on every store call and by `sweep`). */
+  /**
+   * A stream unused for longer than this many milliseconds (>= 0) is evicted, on the next store
+   * call that does not name it or by `sweep`. Default: never.
+   */
   readonly idleTtlMs?: number
   /**
    * Called after a stream was evicted (by capacity or idle TTL, not by `delete`) with a snapshot
    * of its state, restorable with `restore(key, snapshot)` here or in another process. The rows
-   * are copied synchronously at eviction; the snapshot is read to the host afterwards.
+   * are copied synchronously at eviction; the snapshot is read to the host and the callback
+   * runs afterwards. Until it settles, the key is refused by `gather` (`KeyError`): `await
+   * store.flush()` or `restore` it first.
    */
   readonly onEvict?: (
     key: StreamKey,
     snapshot: Uint8Array,
     reason: "capacity" | "idle",
   ) => void | Promise<void>
-  /** Milliseconds now; inject a fake clock in tests. Default `Date.now`. */
+  /**
+   * Milliseconds now, read only with an `idleTtlMs`; inject a fake clock in tests. A call that
+   * reads a non-finite value returns an `OptionError` (path `"clock"`). Default `Date.now`.
+   */
   readonly clock?: () => number
 }
 
 /**
  * Many independent streams, each with its own state rows, batched on demand. Storage is a slab
  * of rows (slots) per leaf on the backend: a stream's state never moves except into and out of
- * a batch. Fallible calls return an `Either` and change nothing on `Left`.
+ * a batch. Fallible calls return an `Either` and change nothing on `Left`: no stream is evicted,
+ * no recency changes, no `onEvict` runs.
  *
  * @category store
  * @since 0.1.0
@@ -77,30 +147,44 @@ export interface StateStore<T, In = T> extends Disposable {
   /** Slots allocated in the slab (held streams plus free slots). */
   readonly slots: number
   readonly disposed: boolean
+  /** Whether `key` is held (after evicting idle streams). False for anything that is not a held key. */
   has(key: StreamKey): boolean
-  /** Keys, least recently used first. */
+  /** Keys, least recently used first (after evicting idle streams). */
   keys(): StreamKey[]
   /**
    * Stacks the keys' rows into a new batch, in key order; a new key starts at `init`. The returned
-   * tensors are the caller's: pass them to `scatter`, or free them (`disposeTree`).
+   * tensors are the caller's: pass them to `scatter`, or free them (`disposeTree`). A key whose
+   * `onEvict` is still running is refused with a `KeyError` (it would silently start at init).
    */
-  gather(keys: readonly StreamKey[]): E.Either<StateError, StateTree<T>>
+  gather(keys: readonly StreamKey[]): E.Either<GatherError, StateTree<T>>
   /**
    * Writes row `i` of `next` back to `keys[i]`, which must be held. On `Right` the store took
    * ownership of `next` and freed it; on `Left` it is still the caller's.
    */
-  scatter(keys: readonly StreamKey[], next: StateTree<T | In>): E.Either<StateError, void>
+  scatter(keys: readonly StreamKey[], next: StateTree<T | In>): E.Either<ScatterError, void>
   /** Sets the keys' rows back to `init` (the keys stay held). */
-  reset(keys: readonly StreamKey[]): E.Either<StateError, void>
-  /** Forgets a stream and frees its slot. Returns whether it was held. */
+  reset(keys: readonly StreamKey[]): E.Either<StoreResetError, void>
+  /** Forgets a stream and frees its slot. Returns whether it was held (false for any other value). */
   delete(key: StreamKey): boolean
-  /** One stream's state as safetensors bytes with batch size 1 (a `StateSaver` of 1 row restores it too). */
-  snapshot(key: StreamKey): Promise<E.Either<StateError, Uint8Array>>
-  /** Sets a stream's state from a snapshot of batch size 1, adding the key if it is new. */
-  restore(key: StreamKey, snapshot: Uint8Array | Snapshot): E.Either<StateError, void>
+  /**
+   * One stream's state as safetensors bytes with batch size 1 (a `StateSaver` of 1 row restores
+   * it too). Does not count as a use of the stream.
+   */
+  snapshot(key: StreamKey): Promise<E.Either<StoreSnapshotError, Uint8Array>>
+  /**
+   * Sets a stream's state from a snapshot of batch size 1, adding the key if it is new (which
+   * may evict the least recently used stream). Atomic: on `Left` neither this stream nor any
+   * other changed. Evicting is refused with a `BusyError` from inside an `onEvict` callback and
+   * for a key whose own `onEvict` has not settled (such chains of evictions need not end).
+   */
+  restore(key: StreamKey, snapshot: Uint8Array | Snapshot): E.Either<StoreRestoreError, void>
   /** Evicts streams idle past `idleTtlMs` now. Returns how many. */
   sweep(): number
-  /** Waits until every `onEvict` call has settled; rejects with the first error one raised. */
+  /**
+   * Waits until every `onEvict` call has settled. Rejects with an `AggregateError` of every
+   * failure since the last `flush` (always an `AggregateError`, also for one failure): what a
+   * callback threw, or a `BackendError` when an evicted stream could not be read to the host.
+   */
   flush(): Promise<void>
   dispose(): void
 }
@@ -114,16 +198,37 @@ interface Entry {
   next: Entry | undefined
   /** Id of the last call that named this key: finds duplicates without a Set per call. */
   stamp: number
+  /** The slot's rows were never written since the stream started or was reset: it is at init. */
+  atInit: boolean
 }
 
-/** Keys of one call, checked: the held entries in key order (undefined for new keys). */
+/** The keys of a call, checked: held entries in key order (undefined where new) and the new keys. */
 interface Resolved {
   readonly entries: (Entry | undefined)[]
   readonly fresh: StreamKey[]
+  /** Rows to read per key (the slot, or null for a stream at init or a new key). */
+  readonly rows: (number | null)[]
+  /** Slots of held keys in key order (only meaningful when `fresh` is empty). */
+  readonly slots: number[]
+}
+
+/** A stream chosen for eviction, with its rows copied and on their way to the host. */
+interface Victim {
+  readonly entry: Entry
+  readonly reason: "capacity" | "idle"
+  reads?: Promise<HostTensor>[]
+  copies?: unknown[]
+}
+
+/** What a call that may evict or admit streams will change, decided before anything changes. */
+interface Plan {
+  readonly victims: Victim[]
+  readonly growTo: number
 }
 
 /**
- * Creates a `StateStore` on `backend`.
+ * Creates a `StateStore` on `backend`. Every option is checked first: a bad one is an
+ * `OptionError` whose `path` names it and whose `actual` is the value given.
  *
  * @example
  * const store = orThrow(createStateStore({ spec: lstmSpec([128, 128]), backend: hostBackend(), capacity: 10_000 }))
@@ -135,63 +240,81 @@ interface Resolved {
  */
 export function createStateStore<T, In = T>(
   options: StateStoreOptions<T, In>,
-): E.Either<StateError, StateStore<T, In>> {
+): E.Either<CreateStoreError, StateStore<T, In>> {
+  const limits = checkStoreOptions(options)
+  if (limits._tag === "Left") return limits
+  const { backend } = options
   const resolved = resolveSpec(options.spec, options)
   if (resolved._tag === "Left") return resolved
-  const { backend } = options
   for (const leaf of resolved.right.leaves) {
     if (!backend.capabilities.dtypes.includes(leaf.dtype)) {
       return E.left(
-        new DTypeMismatchError(leaf.pathString, backend.capabilities.dtypes, leaf.dtype),
+        new DTypeMismatchError({
+          path: leaf.pathString,
+          expected: `one of the dtypes backend ${backend.name} stores (${backend.capabilities.dtypes.join(", ")})`,
+          actual: leaf.dtype,
+        }),
       )
     }
   }
-  const capacity = options.capacity ?? Number.POSITIVE_INFINITY
-  if (!(capacity >= 1) || (Number.isFinite(capacity) && !Number.isSafeInteger(capacity))) {
-    return E.left(new RowIndexError("a capacity that is a positive integer", capacity))
-  }
-  const initial = Math.min(options.initialSlots ?? 8, capacity)
-  if (!Number.isSafeInteger(initial) || initial < 1) {
-    return E.left(
-      new RowIndexError("initialSlots that is a positive integer", options.initialSlots),
-    )
-  }
-  const slabs = allocateLeaves(backend, resolved.right.leaves, initial)
+  const slabs = allocateLeaves(backend, resolved.right.leaves, limits.right.initialSlots)
   if (slabs._tag === "Left") return slabs
-  return E.right(new Store(options, resolved.right, slabs.right, initial, capacity))
+  return E.right(new Store(backend, limits.right, resolved.right, slabs.right))
 }
 
 const keyOk = (k: unknown): k is StreamKey =>
   typeof k === "string" || (typeof k === "number" && Number.isFinite(k))
 
+/** The one `Right(undefined)`: successful calls on the hot path allocate no result. */
+const RIGHT: E.Either<never, void> = E.right(undefined)
+
+const NO_VICTIMS: Plan = { victims: [], growTo: 0 }
+
 class Store<T, In> implements StateStore<T, In> {
-  readonly backend: StateBackend<T, In>
   readonly #entries = new Map<StreamKey, Entry>()
   #head: Entry | undefined
   #tail: Entry | undefined
+  /** Free slots; popped from the end, so the lowest slot is handed out first. */
   readonly #free: number[] = []
   readonly #contexts: LeafContext[]
+  /** Per leaf, the non-batch dims of the slab that `scatter` must match beyond the spec (named dims). */
+  readonly #named: { axis: number; size: number }[][]
+  readonly #capacity: number
+  readonly #ttl: number | undefined
+  readonly #onEvict: StoreLimits["onEvict"]
   readonly #clock: () => number
+  /** `onEvict` calls not settled yet, and the keys they are about (with a count: a key may be evicted twice). */
   readonly #pending = new Set<Promise<void>>()
-  #errors: unknown[] = []
+  readonly #evicting = new Map<StreamKey, number>()
+  /** Depth of synchronous `onEvict` calls on the stack: evicting from there is refused. */
+  #inCallback = 0
+  #errors: { key: StreamKey; error: unknown }[] = []
   #slabs: T[]
-  #slots: number
   #stamp = 0
+  /** Bumped whenever a key is added or removed, a slot moves, or a stream goes to or from init. */
+  #version = 0
+  /** The last call's checked keys: the same keys again skip the map lookups. */
+  #cache: { keys: StreamKey[]; resolved: Resolved; version: number } | undefined
   #disposed = false
 
   constructor(
-    readonly options: StateStoreOptions<T, In>,
+    readonly backend: StateBackend<T, In>,
+    limits: StoreLimits,
     readonly spec: ResolvedSpec,
     slabs: T[],
-    slots: number,
-    readonly capacity: number,
   ) {
-    this.backend = options.backend
     this.#slabs = slabs
-    this.#slots = slots
+    this.#capacity = limits.capacity
+    this.#ttl = limits.idleTtlMs
+    this.#onEvict = limits.onEvict
+    this.#clock = limits.clock ?? Date.now
     this.#contexts = spec.leaves.map(contextOf)
-    this.#clock = options.clock ?? Date.now
-    for (let s = slots - 1; s >= 0; s--) this.#free.push(s)
+    this.#named = spec.leaves.map((leaf, i) => {
+      if (leaf.growing.size === 0) return []
+      const shape = backend.describe(slabs[i])?.shape ?? []
+      return [...leaf.growing.keys()].map((axis) => ({ axis, size: shape[axis] as number }))
+    })
+    for (let s = limits.initialSlots - 1; s >= 0; s--) this.#free.push(s)
   }
 
   get size(): number {
@@ -199,7 +322,7 @@ class Store<T, In> implements StateStore<T, In> {
   }
 
   get slots(): number {
-    return this.#slots
+    return this.#free.length + this.#entries.size
   }
 
   get disposed(): boolean {
@@ -208,7 +331,7 @@ class Store<T, In> implements StateStore<T, In> {
 
   has(key: StreamKey): boolean {
     this.sweep()
-    return this.#entries.has(key)
+    return keyOk(key) && this.#entries.has(key)
   }
 
   keys(): StreamKey[] {
@@ -219,96 +342,294 @@ class Store<T, In> implements StateStore<T, In> {
   }
 
   #live(): E.Either<DisposedError, void> {
-    return this.#disposed ? E.left(new DisposedError("StateStore")) : E.right(undefined)
+    return this.#disposed ? E.left(new DisposedError({ what: "StateStore" })) : RIGHT
   }
 
-  /** Distinct, well-formed keys; `held` requires every key to be held already. */
-  #checkKeys(keys: readonly StreamKey[], held: boolean): E.Either<StateError, Resolved> {
-    if (!Array.isArray(keys)) return E.left(new KeyError("an array of keys", typeof keys))
-    if (keys.length === 0) return E.left(new KeyError("at least one key", "[]"))
-    if (keys.length > this.capacity) {
+  /** Milliseconds now, or an `OptionError` when the clock gives no finite number. Only with a TTL. */
+  #now(): E.Either<OptionError, number> {
+    if (this.#ttl === undefined) return ZERO
+    let now: unknown
+    try {
+      now = this.#clock()
+    } catch (e) {
+      return E.left(clockError(this.#clock, `clock() threw: ${showValue(e)}`, e))
+    }
+    if (typeof now !== "number" || !Number.isFinite(now)) {
+      return E.left(clockError(now, "clock() returned it; it must return finite milliseconds"))
+    }
+    return E.right(now)
+  }
+
+  /**
+   * Checks the keys of a call: an array of 1..capacity distinct strings or finite numbers; with
+   * `held`, every key held. A new key whose `onEvict` is still running is refused too.
+   */
+  #resolve(keys: readonly StreamKey[], held: boolean): E.Either<KeyError, Resolved> {
+    const cache = this.#cache
+    if (
+      cache !== undefined &&
+      cache.version === this.#version &&
+      keys.length === cache.keys.length &&
+      (cache.resolved.fresh.length === 0 || !held)
+    ) {
+      const prior = cache.keys
+      let same = Array.isArray(keys)
+      for (let i = 0; same && i < prior.length; i++) same = keys[i] === prior[i]
+      // The same keys as the last call and nothing changed since: the same answer (new keys
+      // of a gather that failed were not admitted, and are still new).
+      if (same) return E.right(cache.resolved)
+    }
+    const checked = this.#check(keys, held)
+    if (checked._tag === "Right")
+      this.#cache = { keys: keys.slice(), resolved: checked.right, version: this.#version }
+    return checked
+  }
+
+  #check(keys: readonly StreamKey[], held: boolean): E.Either<KeyError, Resolved> {
+    if (!Array.isArray(keys)) {
       return E.left(
-        new KeyError(`at most ${this.capacity} keys in one call (the capacity)`, keys.length),
+        new KeyError({ expected: "an array of keys (strings or finite numbers)", actual: keys }),
+      )
+    }
+    if (keys.length === 0)
+      return E.left(new KeyError({ expected: "at least one key", actual: keys }))
+    if (keys.length > this.#capacity) {
+      return E.left(
+        new KeyError({
+          expected: `at most ${this.#capacity} keys in one call (the capacity)`,
+          actual: keys,
+          detail: `${keys.length} keys`,
+        }),
       )
     }
     const stamp = ++this.#stamp
-    const entries: (Entry | undefined)[] = new Array(keys.length)
+    const n = keys.length
+    const entries: (Entry | undefined)[] = new Array(n)
+    const rows: (number | null)[] = new Array(n)
+    const slots: number[] = new Array(n)
     const fresh: StreamKey[] = []
     let freshSet: Set<StreamKey> | undefined
-    for (let i = 0; i < keys.length; i++) {
+    for (let i = 0; i < n; i++) {
       const k: unknown = keys[i]
-      if (!keyOk(k)) return E.left(new KeyError("string or finite number keys", k))
+      if (!keyOk(k)) {
+        return E.left(
+          new KeyError({
+            expected: "keys that are strings or finite numbers",
+            actual: k,
+            detail: `keys[${i}]`,
+          }),
+        )
+      }
       const e = this.#entries.get(k)
       if (e !== undefined) {
-        if (e.stamp === stamp)
-          return E.left(new KeyError("distinct keys", `${JSON.stringify(k)} twice`))
+        if (e.stamp === stamp) return E.left(duplicate(keys, k, i))
         e.stamp = stamp
         entries[i] = e
+        rows[i] = e.atInit ? null : e.slot
+        slots[i] = e.slot
         continue
       }
-      if (held) return E.left(new KeyError("a key held by the store", k))
+      if (this.#evicting.has(k)) return E.left(beingEvicted(k, i))
+      if (held) {
+        return E.left(
+          new KeyError({ expected: "a key held by the store", actual: k, detail: `keys[${i}]` }),
+        )
+      }
       freshSet ??= new Set()
-      if (freshSet.has(k))
-        return E.left(new KeyError("distinct keys", `${JSON.stringify(k)} twice`))
+      if (freshSet.has(k)) return E.left(duplicate(keys, k, i))
       freshSet.add(k)
       fresh.push(k)
+      rows[i] = null
+      slots[i] = -1
     }
-    return E.right({ entries, fresh })
+    return E.right({ entries, fresh, rows, slots })
   }
 
-  /** Marks entries used now and moves them to the most recent end of the map. */
-  #touch(entries: readonly (Entry | undefined)[]): void {
-    const now = this.#clock()
-    for (const e of entries) {
-      if (e === undefined) continue
+  /** Marks entries used at `now` and moves them, in key order, to the most recent end. */
+  #touch(entries: readonly (Entry | undefined)[], now: number): void {
+    // Common case: the same keys as last time are already the most recent run, in order.
+    let inPlace = entries[entries.length - 1] === this.#tail
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i] as Entry
       e.used = now
-      if (e !== this.#tail) {
-        this.#unlink(e)
-        this.#append(e)
-      }
+      if (inPlace && i + 1 < entries.length && e.next !== entries[i + 1]) inPlace = false
+    }
+    if (inPlace) return
+    for (const e of entries) {
+      if (e === undefined || e === this.#tail) continue
+      this.#unlink(e)
+      this.#append(e)
     }
   }
 
   sweep(): number {
-    return this.#sweep([])
+    if (this.#disposed || this.#ttl === undefined || this.#inCallback > 0) return 0
+    // A clock that gives no finite number evicts nothing here; the next fallible call reports it.
+    const now = this.#now()
+    if (now._tag === "Left") return 0
+    let evicted = 0
+    for (const victim of this.#idle(now.right, 0).victims) {
+      // Each victim on its own: one that cannot be copied for `onEvict` stays held (and the
+      // failure is reported by `flush`), the others go.
+      const copied = this.#copyVictims([victim])
+      if (copied._tag === "Left") {
+        this.#errors.push({ key: victim.entry.key, error: copied.left })
+        continue
+      }
+      this.#evict(victim)
+      evicted++
+    }
+    if (evicted > 0) this.#version++
+    return evicted
+  }
+
+  /** Streams idle past the TTL that the current call (`stamp`) does not name, oldest first. */
+  #idle(now: number, stamp: number): { victims: Victim[]; stop: Entry | undefined } {
+    const victims: Victim[] = []
+    const ttl = this.#ttl
+    let e = this.#head
+    if (ttl !== undefined && this.#inCallback === 0) {
+      for (; e !== undefined && now - e.used > ttl; e = e.next) {
+        if (e.stamp !== stamp || stamp === 0) victims.push({ entry: e, reason: "idle" })
+      }
+    }
+    return { victims, stop: e }
   }
 
   /**
-   * Evicts streams idle past the TTL, oldest first, stopping at the first one still fresh; the
-   * keys of the current call are never evicted by their own call.
+   * Decides, without changing anything, which streams a call that admits `fresh` new keys
+   * evicts (idle ones, then the least recently used as needed) and how far the slab grows.
+   * `stamp` marks the call's own keys, which are never evicted.
    */
-  #sweep(except: readonly StreamKey[]): number {
-    const ttl = this.options.idleTtlMs
-    if (ttl === undefined || this.#disposed) return 0
-    const now = this.#clock()
-    const idle: StreamKey[] = []
-    for (let e = this.#head; e !== undefined; e = e.next) {
-      if (now - e.used <= ttl) break
-      if (!except.includes(e.key)) idle.push(e.key)
+  #plan(
+    operation: string,
+    fresh: readonly StreamKey[],
+    stamp: number,
+    now: number,
+  ): E.Either<BusyError, Plan> {
+    const { victims, stop } = this.#idle(now, stamp)
+    const slots = this.slots
+    let growTo = slots
+    let need = fresh.length - this.#free.length - victims.length
+    if (need > 0 && slots < this.#capacity) {
+      while (growTo - slots < need && growTo < this.#capacity)
+        growTo = Math.min(growTo * 2, this.#capacity)
+      need -= growTo - slots
     }
-    for (const k of idle) this.#evict(k, "idle")
-    return idle.length
+    if (need > 0) {
+      const busy = this.#evictionLoop(operation, fresh)
+      if (busy) return E.left(busy)
+    }
+    const ttl = this.#ttl
+    for (let e = stop; e !== undefined && need > 0; e = e.next) {
+      if (e.stamp === stamp) continue
+      const idle = ttl !== undefined && now - e.used > ttl
+      victims.push({ entry: e, reason: idle ? "idle" : "capacity" })
+      need--
+    }
+    // `need` is 0 here: a call names at most `capacity` keys, so at capacity enough streams
+    // that the call does not name are held.
+    return E.right({ victims, growTo })
   }
 
-  /** Frees a stream's slot; with `onEvict`, its rows are copied first and reported asynchronously. */
-  #evict(key: StreamKey, reason: "capacity" | "idle"): void {
-    const entry = this.#entries.get(key) as Entry
-    const onEvict = this.options.onEvict
-    if (onEvict !== undefined) {
-      const rows = this.#copyRows([entry.slot])
-      if (rows._tag === "Left") {
-        this.#errors.push(rows.left)
-      } else {
-        const p = this.#encode(rows.right, 1)
-          .then((bytes) => onEvict(key, bytes, reason))
-          .catch((e: unknown) => {
-            this.#errors.push(e)
-          })
-          .finally(() => this.#pending.delete(p))
-        this.#pending.add(p)
+  /**
+   * A `BusyError` when evicting now could feed an endless chain of evictions: from inside an
+   * `onEvict` callback, or when admitting a key whose own `onEvict` has not settled (a callback
+   * that restores its stream into a full store would evict another, whose callback restores...).
+   */
+  #evictionLoop(operation: string, fresh: readonly StreamKey[]): BusyError | undefined {
+    const advice =
+      "a full store evicts no stream until it settles, so that evictions cannot chain forever: await store.flush() first"
+    if (this.#inCallback > 0) {
+      return new BusyError({ operation, inFlight: `an onEvict callback (${advice})` })
+    }
+    const own = fresh.find((k) => this.#evicting.has(k))
+    if (own === undefined) return undefined
+    return new BusyError({
+      operation,
+      inFlight: `the onEvict callback of stream ${showValue(own)} (${advice})`,
+    })
+  }
+
+  /** With `onEvict`: copies each victim's rows and starts reading them to the host; nothing on failure. */
+  #copyVictims(victims: Victim[]): E.Either<BackendError, void> {
+    if (this.#onEvict === undefined) return RIGHT
+    for (let v = 0; v < victims.length; v++) {
+      const victim = victims[v] as Victim
+      const copied = this.#copyRows([victim.entry.atInit ? null : victim.entry.slot])
+      let failed: BackendError | undefined = copied._tag === "Left" ? copied.left : undefined
+      if (copied._tag === "Right") {
+        const reads: Promise<HostTensor>[] = []
+        for (let i = 0; i < copied.right.length && failed === undefined; i++) {
+          const ctx = this.#contexts[i] as LeafContext
+          const read = attempt(this.backend, "toHost", ctx.path, () =>
+            this.backend.toHost(copied.right[i] as T),
+          )
+          if (read._tag === "Left") failed = read.left
+          else reads.push(read.right)
+        }
+        victim.reads = reads
+        victim.copies = copied.right
+      }
+      if (failed !== undefined) {
+        this.#dropCopies(victims.slice(0, v + 1))
+        return E.left(
+          withDetail(failed, `copying evicted stream ${showValue(victim.entry.key)} for onEvict`),
+        )
       }
     }
+    return RIGHT
+  }
+
+  /** Unwinds `#copyVictims`: frees the copies and silences their reads. */
+  #dropCopies(victims: readonly Victim[]): void {
+    for (const v of victims) {
+      v.reads?.forEach((p) => p.catch(() => undefined))
+      if (v.copies) disposeQuietly(this.backend, v.copies as T[])
+      delete v.reads
+      delete v.copies
+    }
+  }
+
+  /** Forgets a victim and hands its copied rows to `onEvict` (asynchronously). */
+  #evict(victim: Victim): void {
+    const { entry, reason, reads, copies } = victim
     this.#forget(entry)
+    const onEvict = this.#onEvict
+    if (onEvict === undefined || reads === undefined) return
+    const key = entry.key
+    this.#evicting.set(key, (this.#evicting.get(key) ?? 0) + 1)
+    const p: Promise<void> = Promise.all(reads)
+      .finally(() => disposeQuietly(this.backend, (copies ?? []) as T[]))
+      .then(
+        (hosts) => {
+          const bytes = encodeState(this.spec, 1, hosts)
+          this.#inCallback++
+          try {
+            return onEvict(key, bytes, reason)
+          } finally {
+            this.#inCallback--
+          }
+        },
+        (e: unknown) => {
+          throw new BackendError({
+            backend: this.backend.name,
+            operation: "toHost",
+            cause: e,
+            detail: `reading evicted stream ${showValue(key)} for onEvict`,
+          })
+        },
+      )
+      .catch((error: unknown) => {
+        this.#errors.push({ key, error })
+      })
+      .finally(() => {
+        this.#pending.delete(p)
+        const left = (this.#evicting.get(key) ?? 1) - 1
+        if (left === 0) this.#evicting.delete(key)
+        else this.#evicting.set(key, left)
+      })
+    this.#pending.add(p)
   }
 
   #append(e: Entry): void {
@@ -332,221 +653,385 @@ class Store<T, In> implements StateStore<T, In> {
     this.#entries.delete(e.key)
     this.#unlink(e)
     this.#free.push(e.slot)
+    this.#version++
   }
 
-  /** New tensors holding the given slots' rows, one per leaf. */
-  #copyRows(slots: readonly (number | null)[]): E.Either<StateError, T[]> {
+  /** New tensors holding the given slots' rows (init where null), one per leaf. */
+  #copyRows(rows: readonly (number | null)[]): E.Either<BackendError, T[]> {
     const slabs = this.#slabs
     return buildPerLeaf(this.backend, "gather", this.#contexts, (i, ctx) =>
-      this.backend.gather(slabs[i] as T, slots, ctx),
+      this.backend.gather(slabs[i] as T, rows, ctx),
     )
   }
 
-  /** Writes row `i` of each leaf of `src` into slot `slots[i]`. */
-  #writeRows(slots: readonly number[], src: readonly (T | In)[]): E.Either<StateError, void> {
-    const slabs = this.#slabs
-    return eachLeaf(this.backend, "scatter", this.#contexts, (i, ctx) =>
-      this.backend.scatter(slabs[i] as T, slots, src[i] as T | In, ctx),
-    )
-  }
-
-  /** Sets the given slots (sorted) of every leaf back to init. */
-  #fillRows(slots: readonly number[]): E.Either<StateError, void> {
-    const slabs = this.#slabs
-    return eachLeaf(this.backend, "fill", this.#contexts, (i, ctx) =>
-      this.backend.fill(slabs[i] as T, slots, ctx),
-    )
-  }
-
-  /** A `ShapeMismatchError` when rows of `shape` do not fit leaf `i`'s slab beside the batch axis. */
-  #misfit(i: number, shape: readonly number[], batchLabel: string | number): StateError | null {
-    const slab = this.backend.describe(this.#slabs[i])
-    const leaf = this.spec.leaves[i]
-    if (slab === undefined || leaf === undefined) return null
-    if (!shape.some((d, axis) => axis !== leaf.batchAxis && d !== slab.shape[axis])) return null
-    const expected = slab.shape.map((d, axis) => (axis === leaf.batchAxis ? batchLabel : d))
-    return new ShapeMismatchError(leaf.pathString, expected, shape)
-  }
-
-  /** Reads tensors to the host (copies start now), frees them, and encodes a snapshot. */
-  #encode(tensors: T[], batchSize: number): Promise<Uint8Array> {
-    const reads = tensors.map((t) => this.backend.toHost(t))
-    return Promise.all(reads)
-      .finally(() => disposeQuietly(this.backend, tensors))
-      .then((hosts) => encodeState(this.spec, batchSize, hosts))
-  }
-
-  /** Gives every new key a slot set to init, growing the slab or evicting as needed. */
-  #admit(keys: readonly StreamKey[], fresh: readonly StreamKey[]): E.Either<StateError, Entry[]> {
-    if (fresh.length === 0) return E.right([])
-    const needed = fresh.length - this.#free.length
-    if (needed > 0 && this.#slots < this.capacity) {
-      let target = this.#slots
-      while (target - this.#slots < needed && target < this.capacity)
-        target = Math.min(target * 2, this.capacity)
-      const grown = this.#grow(target)
-      if (grown._tag === "Left") return grown
-    }
-    const short = fresh.length - this.#free.length
-    if (short > 0) {
-      // At capacity: evict the least recently used streams that this call does not use.
-      const inCall = new Set(keys)
-      const victims: StreamKey[] = []
-      for (let e = this.#head; e !== undefined && victims.length < short; e = e.next) {
-        if (!inCall.has(e.key)) victims.push(e.key)
+  /** Writes row `i` of each leaf of `src` into slot `slots[i]` of `slabs`; the leaf index of a failure. */
+  #writeRows(
+    slabs: readonly T[],
+    slots: readonly number[],
+    src: readonly (T | In)[],
+  ): { failed: BackendError; leaf: number } | undefined {
+    const contexts = this.#contexts
+    for (let i = 0; i < contexts.length; i++) {
+      const ctx = contexts[i] as LeafContext
+      try {
+        this.backend.scatter(slabs[i] as T, slots, src[i] as T | In, ctx)
+      } catch (e) {
+        const failed = new BackendError({
+          backend: this.backend.name,
+          operation: "scatter",
+          path: ctx.path,
+          cause: e,
+        })
+        return { failed, leaf: i }
       }
-      for (const k of victims) this.#evict(k, "capacity")
     }
-    const slots = fresh.map(() => this.#free.pop() as number)
-    const filled = this.#fillRows([...slots].sort((a, b) => a - b))
-    if (filled._tag === "Left") {
-      for (let j = slots.length - 1; j >= 0; j--) this.#free.push(slots[j] as number)
-      return filled
+    return undefined
+  }
+
+  /** A `ShapeMismatchError` when rows of `shape` do not fit leaf `i`'s slab in a named dim. */
+  #misfit(
+    i: number,
+    shape: readonly number[],
+    batchLabel: string | number,
+  ): ShapeMismatchError | null {
+    const named = this.#named[i] as { axis: number; size: number }[]
+    for (const { axis, size } of named) {
+      if (shape[axis] === size) continue
+      const leaf = this.#contexts[i] as LeafContext
+      const expected = shape.map((d, a) =>
+        a === leaf.batchAxis ? batchLabel : (named.find((x) => x.axis === a)?.size ?? d),
+      )
+      return new ShapeMismatchError({
+        path: leaf.path,
+        expected,
+        actual: shape,
+        detail: `a store's rows keep the slab's size on axis ${axis}`,
+      })
     }
-    const now = this.#clock()
-    const added = fresh.map((k, i) => {
+    return null
+  }
+
+  /**
+   * Runs the backend steps a plan needs (growing the slab, copying victims for `onEvict`) and
+   * returns the new slabs (or `undefined` when not growing); on failure, nothing is left behind.
+   */
+  #prepare(plan: Plan): E.Either<BackendError, T[] | undefined> {
+    let grown: T[] | undefined
+    const slots = this.slots
+    if (plan.growTo > slots) {
+      const rows: (number | null)[] = Array.from({ length: plan.growTo }, (_, r) =>
+        r < slots ? r : null,
+      )
+      const next = this.#copyRows(rows)
+      if (next._tag === "Left") return next
+      grown = next.right
+    }
+    const copied = this.#copyVictims(plan.victims)
+    if (copied._tag === "Left") {
+      if (grown) disposeQuietly(this.backend, grown)
+      return copied
+    }
+    return E.right(grown)
+  }
+
+  /** Undoes `#prepare`. */
+  #unprepare(plan: Plan, grown: T[] | undefined): void {
+    if (grown) disposeQuietly(this.backend, grown)
+    this.#dropCopies(plan.victims)
+  }
+
+  /**
+   * Applies a prepared plan (cannot fail): installs the grown slab, evicts the victims, and gives
+   * each new key a free slot, at init. Returns the new entries in order.
+   */
+  #commit(plan: Plan, grown: T[] | undefined, fresh: readonly StreamKey[], now: number): Entry[] {
+    if (grown !== undefined) {
+      const old = this.#slabs
+      const slots = this.slots
+      this.#slabs = grown
+      disposeQuietly(this.backend, old)
+      for (let s = plan.growTo - 1; s >= slots; s--) this.#free.push(s)
+    }
+    for (const v of plan.victims) this.#evict(v)
+    const added: Entry[] = []
+    for (const key of fresh) {
       const e: Entry = {
-        key: k,
-        slot: slots[i] as number,
+        key,
+        slot: this.#free.pop() as number,
         used: now,
         stamp: 0,
         prev: undefined,
         next: undefined,
+        atInit: true,
       }
-      this.#entries.set(k, e)
+      this.#entries.set(key, e)
       this.#append(e)
-      return e
-    })
-    return E.right(added)
-  }
-
-  #grow(target: number): E.Either<StateError, void> {
-    const rows: (number | null)[] = Array.from({ length: target }, (_, r) =>
-      r < this.#slots ? r : null,
-    )
-    const next = this.#copyRows(rows)
-    if (next._tag === "Left") return next
-    const old = this.#slabs
-    this.#slabs = next.right
-    disposeQuietly(this.backend, old)
-    for (let s = target - 1; s >= this.#slots; s--) this.#free.push(s)
-    this.#slots = target
-    return E.right(undefined)
-  }
-
-  gather(keys: readonly StreamKey[]): E.Either<StateError, StateTree<T>> {
-    const live = this.#live()
-    if (live._tag === "Left") return live
-    this.#sweep(keys)
-    const checked = this.#checkKeys(keys, false)
-    if (checked._tag === "Left") return checked
-    const { entries, fresh } = checked.right
-    const admitted = this.#admit(keys, fresh)
-    if (admitted._tag === "Left") return admitted
-    let added = 0
-    for (let i = 0; i < entries.length; i++) entries[i] ??= admitted.right[added++]
-    const rows = this.#copyRows(entries.map((e) => (e as Entry).slot))
-    if (rows._tag === "Left") {
-      for (const k of fresh) this.delete(k)
-      return rows
+      added.push(e)
     }
-    this.#touch(entries)
-    return E.right(unflatten(this.spec.def, rows.right))
+    this.#version++
+    return added
   }
 
-  scatter(keys: readonly StreamKey[], next: StateTree<T | In>): E.Either<StateError, void> {
+  /** The slot `#commit` will give the first new key: it pushes grown slots, then victims' slots, then pops. */
+  #nextFreeSlot(plan: Plan): number {
+    const last = plan.victims[plan.victims.length - 1]
+    if (last !== undefined) return last.entry.slot
+    if (plan.growTo > this.slots) return this.slots
+    return this.#free[this.#free.length - 1] as number
+  }
+
+  gather(keys: readonly StreamKey[]): E.Either<GatherError, StateTree<T>> {
     const live = this.#live()
     if (live._tag === "Left") return live
-    this.#sweep(keys)
-    const checked = this.#checkKeys(keys, true)
+    const checked = this.#resolve(keys, false)
     if (checked._tag === "Left") return checked
-    const tensors = checkTensors(this.spec, this.backend, next, keys.length)
+    const now = this.#now()
+    if (now._tag === "Left") return now
+    const { entries, fresh, rows } = checked.right
+    if (fresh.length === 0 && !this.#idleDue(now.right)) {
+      // Hot path: every key held, nothing to evict. Only copies: nothing to undo on failure.
+      const batch = this.#copyRows(rows)
+      if (batch._tag === "Left") return batch
+      this.#touch(entries, now.right)
+      return E.right(unflatten(this.spec.def, batch.right))
+    }
+    const stamp = this.#stampAll(entries)
+    const plan = this.#plan("gather", fresh, stamp, now.right)
+    if (plan._tag === "Left") return plan
+    const grown = this.#prepare(plan.right)
+    if (grown._tag === "Left") return grown
+    // The batch is read from the current slab: new keys read as init (null rows).
+    const batch = this.#copyRows(rows)
+    if (batch._tag === "Left") {
+      this.#unprepare(plan.right, grown.right)
+      return batch
+    }
+    const added = this.#commit(plan.right, grown.right, fresh, now.right)
+    const all: Entry[] = new Array(entries.length)
+    for (let i = 0, next = 0; i < entries.length; i++)
+      all[i] = entries[i] ?? (added[next++] as Entry)
+    this.#touch(all, now.right)
+    return E.right(unflatten(this.spec.def, batch.right))
+  }
+
+  /** Whether the least recently used stream is idle past the TTL (a sweep has work). */
+  #idleDue(now: number): boolean {
+    const ttl = this.#ttl
+    const head = this.#head
+    return (
+      ttl !== undefined && head !== undefined && now - head.used > ttl && this.#inCallback === 0
+    )
+  }
+
+  /** Marks the held entries of a call with a new stamp (its keys are never evicted by it). */
+  #stampAll(entries: readonly (Entry | undefined)[]): number {
+    const stamp = ++this.#stamp
+    for (const e of entries) if (e !== undefined) e.stamp = stamp
+    return stamp
+  }
+
+  scatter(keys: readonly StreamKey[], next: StateTree<T | In>): E.Either<ScatterError, void> {
+    const live = this.#live()
+    if (live._tag === "Left") return live
+    const checked = this.#resolve(keys, true)
+    if (checked._tag === "Left") return checked
+    const tensors = checkTensors(this.spec, this.backend, next as StateTree<T>, keys.length)
     if (tensors._tag === "Left") return tensors
-    // Every non-batch dim must match the slab: streams share one slab shape.
-    for (let i = 0; i < tensors.right.infos.length; i++) {
-      const misfit = this.#misfit(
-        i,
-        (tensors.right.infos[i] as TensorInfo).shape,
-        this.spec.batchDim,
-      )
-      if (misfit) return E.left(misfit)
+    const { leaves, infos } = tensors.right
+    if (this.spec.hasNamedDims) {
+      // Streams share one slab shape: the named dims must match it, not only agree.
+      for (let i = 0; i < infos.length; i++) {
+        const misfit = this.#misfit(
+          i,
+          (infos[i] as { shape: readonly number[] }).shape,
+          this.spec.batchDim,
+        )
+        if (misfit) return E.left(misfit)
+      }
     }
-    const written = this.#writeRows(
-      checked.right.entries.map((e) => (e as Entry).slot),
-      tensors.right.leaves,
-    )
-    if (written._tag === "Left") return written
-    disposeQuietly(this.backend, tensors.right.leaves)
-    this.#touch(checked.right.entries)
-    return E.right(undefined)
+    const now = this.#now()
+    if (now._tag === "Left") return now
+    const { entries, slots } = checked.right
+    let plan = NO_VICTIMS
+    if (this.#idleDue(now.right)) {
+      plan = { victims: this.#idle(now.right, this.#stampAll(entries)).victims, growTo: 0 }
+      const copied = this.#copyVictims(plan.victims)
+      if (copied._tag === "Left") return copied
+    }
+    const failed = this.#writeRows(this.#slabs, slots, leaves)
+    if (failed !== undefined) {
+      this.#dropCopies(plan.victims)
+      return E.left(failed.failed)
+    }
+    disposeQuietly(this.backend, leaves as T[])
+    let changed = false
+    for (let i = 0; i < entries.length; i++) {
+      const e = entries[i] as Entry
+      if (e.atInit) {
+        e.atInit = false
+        changed = true
+      }
+    }
+    if (changed) this.#version++
+    for (const v of plan.victims) this.#evict(v)
+    this.#touch(entries, now.right)
+    return RIGHT
   }
 
-  reset(keys: readonly StreamKey[]): E.Either<StateError, void> {
+  reset(keys: readonly StreamKey[]): E.Either<StoreResetError, void> {
     const live = this.#live()
     if (live._tag === "Left") return live
-    const checked = this.#checkKeys(keys, true)
+    const checked = this.#resolve(keys, true)
     if (checked._tag === "Left") return checked
-    return this.#fillRows(checked.right.entries.map((e) => (e as Entry).slot).sort((a, b) => a - b))
+    // Rows are set to init lazily: the next read of a stream at init reads `init`, and the next
+    // write replaces every row. Nothing to fail here.
+    for (const e of checked.right.entries) (e as Entry).atInit = true
+    this.#version++
+    return RIGHT
   }
 
   delete(key: StreamKey): boolean {
+    if (this.#disposed || !keyOk(key)) return false
     const entry = this.#entries.get(key)
-    if (entry === undefined || this.#disposed) return false
+    if (entry === undefined) return false
     this.#forget(entry)
     return true
   }
 
-  async snapshot(key: StreamKey): Promise<E.Either<StateError, Uint8Array>> {
+  async snapshot(key: StreamKey): Promise<E.Either<StoreSnapshotError, Uint8Array>> {
     const live = this.#live()
     if (live._tag === "Left") return live
-    const entry = this.#entries.get(key)
-    if (entry === undefined) return E.left(new KeyError("a key held by the store", key))
-    const rows = this.#copyRows([entry.slot])
-    if (rows._tag === "Left") return rows
-    try {
-      return E.right(await this.#encode(rows.right, 1))
-    } catch (e) {
-      return attempt(this.backend, "toHost", "", () => {
-        throw e
-      })
+    if (!keyOk(key)) {
+      return E.left(new KeyError({ expected: "a string or finite number key", actual: key }))
     }
+    const entry = this.#entries.get(key)
+    if (entry === undefined) {
+      return E.left(
+        this.#evicting.has(key)
+          ? beingEvicted(key, undefined)
+          : new KeyError({ expected: "a key held by the store", actual: key }),
+      )
+    }
+    const rows = this.#copyRows([entry.atInit ? null : entry.slot])
+    if (rows._tag === "Left") return rows
+    // Every read starts before the first await, so later calls cannot reach the snapshot.
+    const reads: Promise<HostTensor>[] = []
+    for (let i = 0; i < rows.right.length; i++) {
+      const ctx = this.#contexts[i] as LeafContext
+      const read = attempt(this.backend, "toHost", ctx.path, () =>
+        this.backend.toHost(rows.right[i] as T),
+      )
+      if (read._tag === "Left") {
+        reads.forEach((p) => p.catch(() => undefined))
+        disposeQuietly(this.backend, rows.right)
+        return read
+      }
+      reads.push(read.right)
+    }
+    const settled = await Promise.allSettled(reads)
+    disposeQuietly(this.backend, rows.right)
+    const hosts: HostTensor[] = []
+    for (let i = 0; i < settled.length; i++) {
+      const s = settled[i] as PromiseSettledResult<HostTensor>
+      if (s.status === "rejected") {
+        const path = (this.#contexts[i] as LeafContext).path
+        return E.left(
+          new BackendError({
+            backend: this.backend.name,
+            operation: "toHost",
+            path,
+            cause: s.reason,
+          }),
+        )
+      }
+      hosts.push(s.value)
+    }
+    return E.right(encodeState(this.spec, 1, hosts))
   }
 
-  restore(key: StreamKey, snapshot: Uint8Array | Snapshot): E.Either<StateError, void> {
+  restore(key: StreamKey, snapshot: Uint8Array | Snapshot): E.Either<StoreRestoreError, void> {
     const live = this.#live()
     if (live._tag === "Left") return live
-    if (!keyOk(key)) return E.left(new KeyError("a string or finite number key", key))
-    const decoded = snapshot instanceof Uint8Array ? decodeSnapshot(snapshot) : E.right(snapshot)
+    if (!keyOk(key)) {
+      return E.left(new KeyError({ expected: "a string or finite number key", actual: key }))
+    }
+    const decoded = toSnapshot(snapshot)
     if (decoded._tag === "Left") return decoded
-    const hosts = checkSnapshot(this.spec, decoded.right, 1)
-    if (hosts._tag === "Left") return hosts
-    for (let i = 0; i < hosts.right.length; i++) {
-      const misfit = this.#misfit(i, (hosts.right[i] as HostTensor).shape, 1)
+    const checked = checkSnapshot(this.spec, decoded.right, 1)
+    if (checked._tag === "Left") return checked
+    const hosts = checked.right
+    for (let i = 0; i < hosts.length; i++) {
+      const misfit = this.#misfit(i, (hosts[i] as HostTensor).shape, 1)
       if (misfit) return E.left(misfit)
     }
-    const built = buildPerLeaf(this.backend, "fromHost", this.#contexts, (i, ctx) =>
-      this.backend.fromHost(hosts.right[i] as HostTensor, ctx),
+    const now = this.#now()
+    if (now._tag === "Left") return now
+    const held = this.#entries.get(key)
+    const stamp = this.#stampAll([held])
+    const plan = this.#plan("restore", held === undefined ? [key] : [], stamp, now.right)
+    if (plan._tag === "Left") return plan
+    const made = buildPerLeaf(this.backend, "fromHost", this.#contexts, (i, ctx) =>
+      this.backend.fromHost(hosts[i] as HostTensor, ctx),
     )
-    if (built._tag === "Left") return built
-    const made = built.right
-    const admitted = this.#admit([key], this.#entries.has(key) ? [] : [key])
-    if (admitted._tag === "Left") {
-      disposeQuietly(this.backend, made)
-      return admitted
+    if (made._tag === "Left") return made
+    const grown = this.#prepare(plan.right)
+    if (grown._tag === "Left") {
+      disposeQuietly(this.backend, made.right)
+      return grown
     }
-    const entry = this.#entries.get(key) as Entry
-    const written = this.#writeRows([entry.slot], made)
-    disposeQuietly(this.backend, made)
-    if (written._tag === "Left") return written
-    this.#touch([entry])
-    return E.right(undefined)
+    const slabs = grown.right ?? this.#slabs
+    const slot = held?.slot ?? this.#nextFreeSlot(plan.right)
+    // The slot is written in place: keep its rows to put back if a leaf fails half-way, so
+    // neither the held stream nor a victim whose slot it is loses anything.
+    const inPlace =
+      (held !== undefined && !held.atInit) ||
+      plan.right.victims.some((v) => v.entry.slot === slot && !v.entry.atInit)
+    let backup: T[] | undefined
+    if (inPlace) {
+      const copied = buildPerLeaf(this.backend, "gather", this.#contexts, (i, ctx) =>
+        this.backend.gather(slabs[i] as T, [slot], ctx),
+      )
+      if (copied._tag === "Left") {
+        disposeQuietly(this.backend, made.right)
+        this.#unprepare(plan.right, grown.right)
+        return copied
+      }
+      backup = copied.right
+    }
+    const failed = this.#writeRows(slabs, [slot], made.right)
+    disposeQuietly(this.backend, made.right)
+    if (failed !== undefined) {
+      if (backup !== undefined) {
+        this.#writeRows(slabs.slice(0, failed.leaf), [slot], backup.slice(0, failed.leaf))
+        disposeQuietly(this.backend, backup)
+      }
+      this.#unprepare(plan.right, grown.right)
+      return E.left(failed.failed)
+    }
+    if (backup !== undefined) disposeQuietly(this.backend, backup)
+    const added = this.#commit(plan.right, grown.right, held === undefined ? [key] : [], now.right)
+    const entry = held ?? (added[0] as Entry)
+    entry.atInit = false
+    this.#version++
+    this.#touch([entry], now.right)
+    return RIGHT
   }
 
   async flush(): Promise<void> {
     while (this.#pending.size > 0) await Promise.allSettled([...this.#pending])
-    const errors = this.#errors
+    const failures = this.#errors
     this.#errors = []
-    if (errors.length > 0) throw errors[0]
+    if (failures.length === 0) return
+    const which = failures
+      .map(
+        ({ key, error }) =>
+          `${showValue(key)}: ${error instanceof Error ? error.message : showValue(error)}`,
+      )
+      .join("; ")
+    throw new AggregateError(
+      failures.map((f) => f.error),
+      `StateStore: ${failures.length} eviction${failures.length === 1 ? "" : "s"} failed (${which})`,
+    )
   }
 
   dispose(): void {
@@ -554,6 +1039,9 @@ class Store<T, In> implements StateStore<T, In> {
     this.#disposed = true
     this.#entries.clear()
     this.#head = this.#tail = undefined
+    this.#free.length = 0
+    this.#cache = undefined
+    this.#version++
     disposeQuietly(this.backend, this.#slabs)
     this.#slabs = []
   }
@@ -561,6 +1049,45 @@ class Store<T, In> implements StateStore<T, In> {
   [Symbol.dispose](): void {
     this.dispose()
   }
+}
+
+const ZERO: E.Either<never, number> = E.right(0)
+
+function clockError(actual: unknown, detail: string, cause?: unknown): OptionError {
+  return new OptionError({
+    path: "clock",
+    expected: "a clock returning finite milliseconds",
+    actual,
+    detail,
+    ...(cause === undefined ? {} : { cause }),
+  })
+}
+
+function duplicate(keys: readonly unknown[], k: StreamKey, i: number): KeyError {
+  return new KeyError({
+    expected: "distinct keys",
+    actual: k,
+    detail: `keys[${keys.indexOf(k)}] and keys[${i}] are the same key`,
+  })
+}
+
+function beingEvicted(k: StreamKey, i: number | undefined): KeyError {
+  return new KeyError({
+    expected: "a key that is not being evicted",
+    actual: k,
+    detail: `${i === undefined ? "" : `keys[${i}]: `}the stream was evicted and its onEvict callback is still running, so gathering it would start it at init; await store.flush() first (then restore it from the snapshot onEvict received)`,
+  })
+}
+
+/** The same `BackendError` with a sentence on what the store was doing. */
+function withDetail(e: BackendError, detail: string): BackendError {
+  return new BackendError({
+    backend: e.backend,
+    operation: e.operation,
+    path: e.path,
+    cause: e.cause,
+    detail,
+  })
 }
 
 /**
