@@ -1,14 +1,26 @@
 import * as tf from "@tensorflow/tfjs"
 import {
+  type AnyStateError,
   BackendError,
   BatchSizeMismatchError,
-  RowIndexError,
-  type StateError,
+  DisposedError,
+  OptionError,
+  ShapeMismatchError,
+  StateError,
   type StateSaver,
   type StateTree,
+  StructureMismatchError,
+  flatten,
 } from "@statesaver/core"
-import * as E from "fp-ts/lib/Either.js"
-import { type RowMask, resetWhere } from "./training-state.js"
+import {
+  checkMask,
+  checkStateTree,
+  checkTensor,
+  isPlainRecord,
+  isResolvedSpec,
+} from "./internal/checks.js"
+import * as E from "./internal/either.js"
+import { type RowMask, resetWhere, selectRows } from "./training-state.js"
 
 /**
  * What the model step of a truncated-BPTT trainer receives: one window of the batch and the
@@ -78,9 +90,9 @@ export interface TbpttOptions {
   readonly optimizer: tf.Optimizer
   /** Runs the model on one window from the carried state. Called inside `optimizer.minimize`. */
   readonly step: (window: TbpttWindow) => TbpttStepResult
-  /** Time steps per window; the last window of a batch may be shorter. */
+  /** Time steps per window (a positive integer); the last window of a batch may be shorter. */
   readonly windowSize: number
-  /** Axis of time in inputs and targets. Default 1. */
+  /** Axis of time in inputs and targets: an integer from 1 (axis 0 holds the rows). Default 1. */
   readonly timeAxis?: number
   /** Variables to train. Default: every trainable variable (state variables are not trainable). */
   readonly varList?: tf.Variable[]
@@ -102,85 +114,262 @@ export interface TbpttTrainer {
    * their init in the first window, and saves the final state of each window for the next.
    * A batch with fewer (or more) rows than the saver keeps the first rows' state (new rows start
    * at init). Returns the window losses when `onWindow` is set (reading a loss waits for the
-   * device), else an empty list. A `Left` from checking the batch leaves everything unchanged; a
-   * failure inside a window leaves weights and state as the previous window left them.
+   * device), else an empty list.
+   *
+   * A `Left` from checking the batch (or the saver) leaves weights and state unchanged. A failure
+   * inside a window (the step throws or returns what the saver refuses) leaves weights and state
+   * as the previous window left them: unchanged when it is the first window, batch size
+   * included. A `StateError` the step throws (say from `orThrow(rnn.run(...))`) is returned as
+   * is; anything else it throws becomes a `BackendError` whose `cause` is the thrown value.
    */
-  trainBatch(batch: TbpttBatch): E.Either<StateError, number[]>
+  trainBatch(batch: TbpttBatch): E.Either<TrainBatchError, number[]>
 }
 
+/**
+ * Errors of `createTbpttTrainer`: an option that is missing or of the wrong kind (`OptionError`
+ * naming it), or a disposed saver.
+ *
+ * @category training
+ * @since 0.2.0
+ */
+export type CreateTbpttTrainerError = OptionError | DisposedError
+
+/**
+ * Errors of `TbpttTrainer.trainBatch`. Checking the batch gives `StructureMismatchError`
+ * (`inputs` / `targets` not live tensors), `ShapeMismatchError`, `BatchSizeMismatchError`,
+ * `RowIndexError` (`starts`) or `DisposedError` (the saver); a window gives the saver's errors,
+ * `OptionError` (`step` returned no `{ loss, state }`), `BackendError`, or any `StateError` the
+ * step threw.
+ *
+ * @category training
+ * @since 0.2.0
+ */
+export type TrainBatchError = AnyStateError
+
 class StepFailed {
-  constructor(readonly error: StateError) {}
+  constructor(readonly error: AnyStateError) {}
 }
+
+const isFunction = (x: unknown): x is (...args: never[]) => unknown => typeof x === "function"
+
+const optionError = (path: string, expected: string, actual: unknown, detail?: string) =>
+  E.left(new OptionError({ path, expected, actual, ...(detail === undefined ? {} : { detail }) }))
+
+/** Checks the options; the saver must be a live `StateSaver` holding tf tensors. */
+function checkOptions(options: unknown): E.Either<CreateTbpttTrainerError, TbpttOptions> {
+  if (!isPlainRecord(options)) return optionError("options", "an options object", options)
+  const { saver, optimizer, step, windowSize, timeAxis, varList, onWindow } = options as Partial<
+    Record<keyof TbpttOptions, unknown>
+  >
+  if (
+    typeof saver !== "object" ||
+    saver === null ||
+    !isFunction((saver as Partial<StateSaver<unknown>>).state) ||
+    !isFunction((saver as Partial<StateSaver<unknown>>).save) ||
+    !isFunction((saver as Partial<StateSaver<unknown>>).select) ||
+    !isResolvedSpec((saver as Partial<StateSaver<unknown>>).spec)
+  ) {
+    return optionError("saver", "a StateSaver", saver)
+  }
+  const s = saver as StateSaver<unknown>
+  if (s.disposed) return E.left(new DisposedError({ what: "StateSaver" }))
+  if (!flatten<unknown>(s.state()).leaves.every((t) => t instanceof tf.Tensor))
+    return optionError("saver", "a StateSaver on a tfjs backend", saver)
+  if (!(optimizer instanceof tf.Optimizer))
+    return optionError("optimizer", "a tf.Optimizer (tf.train.adam(), sgd(), ...)", optimizer)
+  if (!isFunction(step)) return optionError("step", "a function of a window", step)
+  if (typeof windowSize !== "number" || !Number.isSafeInteger(windowSize) || windowSize < 1)
+    return optionError("windowSize", "a positive integer", windowSize)
+  if (
+    timeAxis !== undefined &&
+    (typeof timeAxis !== "number" || !Number.isSafeInteger(timeAxis) || timeAxis < 1)
+  ) {
+    return optionError("timeAxis", "an integer of at least 1 (axis 0 holds the rows)", timeAxis)
+  }
+  if (
+    varList !== undefined &&
+    (!Array.isArray(varList) ||
+      !varList.every((v) => v instanceof tf.Variable && !v.isDisposed && v.trainable))
+  ) {
+    return optionError("varList", "an array of live trainable tf.Variables", varList)
+  }
+  if (onWindow !== undefined && !isFunction(onWindow))
+    return optionError("onWindow", "a function of a window report", onWindow)
+  return E.right(options as unknown as TbpttOptions)
+}
+
+/** `[batch, *, time]`-like pattern of the dims a tensor needs, for error messages. */
+const timePattern = (rows: number | "batch", timeAxis: number, time: number | "time") =>
+  Array.from({ length: timeAxis + 1 }, (_, i) => (i === 0 ? rows : i === timeAxis ? time : "*"))
 
 /**
  * Creates a truncated-BPTT trainer: each window is one `optimizer.minimize` whose final state
  * is saved and fed to the next window as a constant, so the gradient stops at the boundary.
  *
+ * Factories named `create*` validate and return an `Either`: a missing or ill-typed option is a
+ * `Left(OptionError)` naming it (`saver`, `optimizer`, `step`, `windowSize`, `timeAxis`,
+ * `varList`, `onWindow`); nothing throws.
+ *
  * @example
- * const trainer = createTbpttTrainer({
+ * const trainer = orThrow(createTbpttTrainer({
  *   saver, optimizer: tf.train.adam(0.01), windowSize: 20,
  *   step: ({ inputs, targets, state }) => {
  *     const { output, state: next } = orThrow(rnn.run(inputs, state, { training: true }))
  *     return { loss: tf.losses.softmaxCrossEntropy(targets, head.apply(output) as tf.Tensor), state: next }
  *   },
- * })
+ * }))
  * orThrow(trainer.trainBatch({ inputs, targets, starts }))
  * @category training
  * @since 0.1.0
  */
-export function createTbpttTrainer(options: TbpttOptions): TbpttTrainer {
-  const { saver, optimizer, step } = options
-  const timeAxis = options.timeAxis ?? 1
+export function createTbpttTrainer(
+  options: TbpttOptions,
+): E.Either<CreateTbpttTrainerError, TbpttTrainer> {
+  const valid = checkOptions(options)
+  if (valid._tag === "Left") return valid
+  const { saver, optimizer, step, windowSize, varList, onWindow } = valid.right
+  const timeAxis = valid.right.timeAxis ?? 1
   let batches = 0
   let built = false
   const backendName = (): string => `tfjs(${tf.getBackend()})`
 
-  const trainBatch = (batch: TbpttBatch): E.Either<StateError, number[]> => {
-    const { inputs, targets } = batch
-    const rows = inputs.shape[0] as number
-    const time = inputs.shape[timeAxis]
-    if (time === undefined || time < 1) {
+  /** Checks a batch; the rows, steps and starts mask it trains on. */
+  const checkBatch = (
+    batch: unknown,
+  ): E.Either<
+    TrainBatchError,
+    {
+      inputs: tf.Tensor
+      targets: tf.Tensor
+      rows: number
+      time: number
+      starts: RowMask | undefined
+    }
+  > => {
+    if (!isPlainRecord(batch)) {
       return E.left(
-        new RowIndexError(`inputs with a time axis ${timeAxis} of at least 1 step`, inputs.shape),
+        new StructureMismatchError({
+          path: "batch",
+          expected: "a batch { inputs, targets, starts? }",
+          actual: batch,
+        }),
       )
     }
-    if (targets.shape[0] !== rows)
-      return E.left(new BatchSizeMismatchError("targets", rows, targets.shape[0] ?? 0, 0))
+    const x = checkTensor(batch["inputs"], "inputs")
+    if (x._tag === "Left") return x
+    const y = checkTensor(batch["targets"], "targets")
+    if (y._tag === "Left") return y
+    const inputs = x.right
+    const targets = y.right
+    if (inputs.rank <= timeAxis) {
+      return E.left(
+        new ShapeMismatchError({
+          path: "inputs",
+          expected: timePattern("batch", timeAxis, "time"),
+          actual: inputs.shape,
+          detail: `time on axis ${timeAxis} needs rank ${timeAxis + 1} or more, got ${inputs.rank}`,
+        }),
+      )
+    }
+    const rows = inputs.shape[0] as number
+    const time = inputs.shape[timeAxis] as number
+    if (rows < 1 || time < 1) {
+      return E.left(
+        new ShapeMismatchError({
+          path: "inputs",
+          expected: timePattern("batch", timeAxis, "time"),
+          actual: inputs.shape,
+          detail: `at least one row and one time step (axis ${timeAxis})`,
+        }),
+      )
+    }
+    if (targets.shape[0] !== rows) {
+      return E.left(
+        new BatchSizeMismatchError({
+          path: "targets",
+          expected: rows,
+          actual: targets.shape[0],
+          axis: 0,
+          detail: "the rows of inputs",
+        }),
+      )
+    }
     if (targets.shape[timeAxis] !== time) {
       return E.left(
-        new RowIndexError(`targets with ${time} steps on axis ${timeAxis}`, targets.shape),
+        new ShapeMismatchError({
+          path: "targets",
+          expected: timePattern(rows, timeAxis, time),
+          actual: targets.shape,
+          detail: `${time} steps on axis ${timeAxis}, as inputs`,
+        }),
       )
     }
-    if (!Number.isSafeInteger(options.windowSize) || options.windowSize < 1) {
-      return E.left(
-        new RowIndexError("a window size that is a positive integer", options.windowSize),
-      )
-    }
-    const starts = batch.starts
+    const starts: unknown = batch["starts"]
     if (starts !== undefined) {
-      const length = starts instanceof tf.Tensor ? starts.size : starts.length
-      if (length !== rows || (starts instanceof tf.Tensor && starts.rank !== 1))
-        return E.left(new RowIndexError(`a starts mask of length ${rows}`, `length ${length}`))
+      const mask = checkMask(starts, rows)
+      if (mask._tag === "Left") return mask
     }
-    if (rows !== saver.batchSize) {
-      const kept = saver.batchSize
-      const resized = saver.select(Array.from({ length: rows }, (_, i) => (i < kept ? i : null)))
-      if (resized._tag === "Left") return resized
-    }
-    // Rows that start a sequence read init in the first window: a masked where on the device
-    // (nothing is read back), saved with the window's final state.
-    const windowState = (mask: RowMask | undefined): StateTree<tf.Tensor> => {
-      const state = saver.state() as StateTree<tf.Tensor>
-      if (mask === undefined) return state
-      const reset = resetWhere(saver.spec, state, mask)
+    if (saver.disposed) return E.left(new DisposedError({ what: "StateSaver" }))
+    return E.right({ inputs, targets, rows, time, starts: starts as RowMask | undefined })
+  }
+
+  const trainBatch = (batch: TbpttBatch): E.Either<TrainBatchError, number[]> => {
+    const checked = checkBatch(batch)
+    if (checked._tag === "Left") return checked
+    const { inputs, targets, rows, time, starts } = checked.right
+    // A batch of another size changes the saver's rows only once its first window succeeded:
+    // until then that window reads the resized state as tf ops.
+    const kept = saver.batchSize
+    const resize =
+      rows === kept ? undefined : Array.from({ length: rows }, (_, i) => (i < kept ? i : null))
+    const spec = saver.spec
+    const firstState = (): StateTree<tf.Tensor> => {
+      let state = saver.state() as StateTree<tf.Tensor>
+      if (resize !== undefined) {
+        const picked = selectRows(spec, state, resize)
+        if (picked._tag === "Left") throw new StepFailed(picked.left)
+        state = picked.right
+      }
+      // Rows that start a sequence read init: a masked where on the device (nothing is read
+      // back), saved with the window's final state.
+      if (starts === undefined) return state
+      const reset = resetWhere(spec, state, starts)
       if (reset._tag === "Left") throw new StepFailed(reset.left)
       return reset.right
     }
-    const windows = Math.ceil(time / options.windowSize)
+    const stepResult = (out: unknown): TbpttStepResult => {
+      if (
+        !isPlainRecord(out) ||
+        !(out["loss"] instanceof tf.Tensor) ||
+        out["loss"].isDisposed ||
+        !("state" in out)
+      ) {
+        throw new StepFailed(
+          new OptionError({
+            path: "step",
+            expected: "a step returning { loss: a scalar tf.Tensor, state }",
+            actual: out,
+          }),
+        )
+      }
+      const loss = out["loss"]
+      if (loss.rank !== 0) {
+        throw new StepFailed(
+          new ShapeMismatchError({
+            path: "loss",
+            expected: [],
+            actual: loss.shape,
+            detail: "a scalar loss",
+          }),
+        )
+      }
+      return out as unknown as TbpttStepResult
+    }
+    const windows = Math.ceil(time / windowSize)
     const losses: number[] = []
     for (let w = 0; w < windows; w++) {
-      const begin = w * options.windowSize
-      const size = Math.min(options.windowSize, time - begin)
+      const begin = w * windowSize
+      const size = Math.min(windowSize, time - begin)
       const [xs, ys] = tf.tidy(() => [
         sliceTime(inputs, timeAxis, begin, size),
         sliceTime(targets, timeAxis, begin, size),
@@ -190,31 +379,46 @@ export function createTbpttTrainer(options: TbpttOptions): TbpttTrainer {
         if (!built) {
           // tfjs-layers create their weights on first call; minimize needs them to exist before.
           tf.tidy(() => {
-            step({ ...window, state: saver.state() as StateTree<tf.Tensor> })
+            step({ ...window, state: firstState() })
           })
           built = true
         }
         const cost = optimizer.minimize(
           () => {
-            const out = step({ ...window, state: windowState(w === 0 ? starts : undefined) })
+            const first = w === 0
+            const out = stepResult(
+              step({
+                ...window,
+                state: first ? firstState() : (saver.state() as StateTree<tf.Tensor>),
+              }),
+            )
+            if (first && resize !== undefined) {
+              // Check before resizing, so a refused state leaves the saver as it was.
+              const ok = checkStateTree(spec, out.state, { size: rows, path: "inputs" })
+              if (ok._tag === "Left") throw new StepFailed(ok.left)
+              const resized = saver.select(resize)
+              if (resized._tag === "Left") throw new StepFailed(resized.left)
+            }
             const saved = saver.save(out.state)
             if (saved._tag === "Left") throw new StepFailed(saved.left)
             return out.loss
           },
           true,
-          options.varList,
+          varList,
         )
-        if (options.onWindow !== undefined && cost !== null) {
+        if (onWindow !== undefined && cost !== null) {
           const loss = (cost.dataSync()[0] as number) ?? Number.NaN
           losses.push(loss)
-          options.onWindow({ batch: batches, window: w, windows, rows, loss })
+          onWindow({ batch: batches, window: w, windows, rows, loss })
         }
         cost?.dispose()
       } catch (e) {
         return E.left(
           e instanceof StepFailed
             ? e.error
-            : new BackendError(backendName(), "train window", "", e),
+            : e instanceof StateError
+              ? (e as AnyStateError)
+              : new BackendError({ backend: backendName(), operation: "train window", cause: e }),
         )
       } finally {
         tf.dispose([xs as tf.Tensor, ys as tf.Tensor])
@@ -224,12 +428,12 @@ export function createTbpttTrainer(options: TbpttOptions): TbpttTrainer {
     return E.right(losses)
   }
 
-  return {
+  return E.right({
     get batches() {
       return batches
     },
     trainBatch,
-  }
+  })
 }
 
 function sliceTime(t: tf.Tensor, axis: number, begin: number, size: number): tf.Tensor {

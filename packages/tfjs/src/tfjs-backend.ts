@@ -1,11 +1,14 @@
 import * as tf from "@tensorflow/tfjs"
 import {
   type DType,
+  DTypeMismatchError,
   HostTensor,
   type LeafContext,
+  OptionError,
   type StateBackend,
   type TensorInfo,
 } from "@statesaver/core"
+import { isPlainRecord } from "./internal/checks.js"
 import {
   TF_DTYPES,
   gatherRows,
@@ -41,23 +44,38 @@ const ON_DEVICE = new Set(["webgl", "webgpu"])
 let serial = 0
 
 /**
- * Creates a backend that keeps each state leaf in a non-trainable `tf.Variable` named after its
- * path. `save` assigns (the variable shares the new tensor's data, nothing is copied), row
- * operations run as tf ops inside `tidy`, and the gradient stops at saved state.
+ * A backend that keeps each state leaf in a non-trainable `tf.Variable` named after its path.
+ * `save` assigns (the variable shares the new tensor's data, nothing is copied), row operations
+ * run as tf ops inside `tidy`, and the gradient stops at saved state.
+ *
+ * Backends are nouns that return a plain value: bad options throw an `OptionError` (the factories
+ * that validate state, `create*`, return an `Either` instead).
  *
  * @example
  * const saver = orThrow(createStateSaver({ spec: lstmSpec([64, 32]), backend: tfjsBackend(), batchSize: 8 }))
+ * @throws OptionError when `options` is not an object or `namePrefix` is not a string.
  * @category backend
  * @since 0.1.0
  */
 export function tfjsBackend(options: TfjsBackendOptions = {}): TfjsBackend {
-  const prefix = options.namePrefix ?? "statesaver"
+  if (!isPlainRecord(options)) {
+    throw new OptionError({
+      path: "options",
+      expected: "an options object or nothing",
+      actual: options,
+    })
+  }
+  const prefix: unknown = options.namePrefix ?? "statesaver"
+  if (typeof prefix !== "string") {
+    throw new OptionError({ path: "namePrefix", expected: "a string", actual: options.namePrefix })
+  }
   // tfjs keeps one global registry of variable names: every allocation gets a fresh serial.
   const variable = (t: tf.Tensor, leaf: LeafContext): tf.Variable =>
     tf.variable(t, false, `${prefix}/${leaf.path === "" ? "state" : leaf.path}/${serial++}`)
-  const checkDType = (dtype: DType): void => {
+  // Core refuses a spec with another dtype first; this guards direct use of the primitives.
+  const checkDType = (dtype: DType, path: string): void => {
     if (!isTfDType(dtype))
-      throw new TypeError(`tfjs has no ${dtype} tensors; supported: ${TF_DTYPES.join(", ")}`)
+      throw new DTypeMismatchError({ path, expected: TF_DTYPES.join(", "), actual: dtype })
   }
   return {
     // Read at use: the tfjs backend may be chosen after this backend is created.
@@ -72,7 +90,7 @@ export function tfjsBackend(options: TfjsBackendOptions = {}): TfjsBackend {
       return { shape: x.shape, dtype: x.dtype }
     },
     allocate(shape, dtype, leaf) {
-      checkDType(dtype)
+      checkDType(dtype, leaf.path)
       return tf.tidy(() => variable(initTensor(shape, dtype, leaf.init, leaf.batchAxis), leaf))
     },
     gather(src, rows, leaf) {

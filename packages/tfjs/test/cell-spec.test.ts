@@ -5,7 +5,7 @@ import {
   cellLayout,
   fromTfjsStates,
   specFromCells,
-  statefulRnn,
+  createStatefulRnn,
   toTfjsStates,
 } from "../src/index.js"
 import { type CellKind, makeCell } from "./models.js"
@@ -19,7 +19,7 @@ function randomState(
   b: number,
   seed: number,
 ): StateTree<tf.Tensor> {
-  const { spec } = orThrow(layout)
+  const { spec } = layout
   const next = rng(seed)
   const { leaves } = flatten<LeafSpec>(spec, isLeafSpec)
   const tensors = leaves.map((l) => {
@@ -34,15 +34,15 @@ function randomState(
 
 describe("spec from tfjs-layers cells", () => {
   it("reads [h, c] for an LSTM cell and h for GRU and SimpleRNN cells", () => {
-    expect(orThrow(specFromCells(tf.layers.lstmCell({ units: 5 })))).toEqual([
+    expect(specFromCells(tf.layers.lstmCell({ units: 5 }))).toEqual([
       { shape: ["batch", 5], dtype: "float32" },
       { shape: ["batch", 5], dtype: "float32" },
     ])
-    expect(orThrow(specFromCells(tf.layers.gruCell({ units: 3 })))).toEqual({
+    expect(specFromCells(tf.layers.gruCell({ units: 3 }))).toEqual({
       shape: ["batch", 3],
       dtype: "float32",
     })
-    expect(orThrow(specFromCells(tf.layers.simpleRNNCell({ units: 2 })))).toEqual({
+    expect(specFromCells(tf.layers.simpleRNNCell({ units: 2 }))).toEqual({
       shape: ["batch", 2],
       dtype: "float32",
     })
@@ -62,19 +62,15 @@ describe("spec from tfjs-layers cells", () => {
       { shape: ["batch", 3], dtype: "float32" },
       { shape: ["batch", 2], dtype: "float32" },
     ]
-    expect(orThrow(specFromCells(cells()))).toEqual(expected)
-    expect(orThrow(specFromCells(tf.layers.stackedRNNCells({ cells: cells() })))).toEqual(expected)
-    expect(orThrow(specFromCells(tf.layers.rnn({ cell: cells(), returnState: true })))).toEqual(
-      expected,
-    )
+    expect(specFromCells(cells())).toEqual(expected)
+    expect(specFromCells(tf.layers.stackedRNNCells({ cells: cells() }))).toEqual(expected)
+    expect(specFromCells(tf.layers.rnn({ cell: cells(), returnState: true }))).toEqual(expected)
     // tfjs order is last layer first: h2, h1, then h0 and c0 of the LSTM (flatten indices 3, 2, 0, 1).
-    expect(orThrow(cellLayout(cells())).tfjsOrder).toEqual([3, 2, 0, 1])
+    expect(cellLayout(cells()).tfjsOrder).toEqual([3, 2, 0, 1])
   })
 
   it("maps a state tree to tfjs order and back unchanged", () => {
-    const layout = orThrow(
-      cellLayout([tf.layers.lstmCell({ units: 4 }), tf.layers.lstmCell({ units: 4 })]),
-    )
+    const layout = cellLayout([tf.layers.lstmCell({ units: 4 }), tf.layers.lstmCell({ units: 4 })])
     const tree = [
       ["h0", "c0"],
       ["h1", "c1"],
@@ -85,9 +81,11 @@ describe("spec from tfjs-layers cells", () => {
   })
 
   it("refuses an RNN layer without returnState and a stateful one (SpecError)", () => {
-    const plain = statefulRnn(tf.layers.rnn({ cell: tf.layers.gruCell({ units: 2 }) }) as tf.RNN)
+    const plain = createStatefulRnn(
+      tf.layers.rnn({ cell: tf.layers.gruCell({ units: 2 }) }) as tf.RNN,
+    )
     expect(plain._tag === "Left" && plain.left._tag).toBe("SpecError")
-    const stateful = statefulRnn(
+    const stateful = createStatefulRnn(
       tf.layers.rnn({
         cell: tf.layers.gruCell({ units: 2 }),
         returnState: true,
@@ -135,7 +133,7 @@ describe("stacked states are fed and saved first layer first, although tfjs orde
     it(`${name}: every layer starts from its own state and ends in its own leaf`, () => {
       const cells = kinds.map(([k, u], i) => makeCell(k, u, 10 * i + 1))
       const rnn = orThrow(
-        statefulRnn(
+        createStatefulRnn(
           tf.layers.rnn({ cell: cells, returnSequences: true, returnState: true }) as tf.RNN,
         ),
       )

@@ -2,7 +2,7 @@ import * as tf from "@tensorflow/tfjs"
 import { describeBackendConformance } from "@statesaver/core/testing"
 import { describe, expect, it } from "vitest"
 import { type StateTree, createStateSaver, orThrow } from "@statesaver/core"
-import { statefulRnn, tfjsBackend } from "../src/index.js"
+import { createStatefulRnn, tfjsBackend } from "../src/index.js"
 
 for (const name of ["webgl", "webgpu"] as const) {
   describeBackendConformance({
@@ -32,12 +32,12 @@ for (const name of ["webgl", "webgpu"] as const) {
     iterations: 200,
   })
 
-  describe(`statefulRnn on tfjs ${name}`, () => {
+  describe(`createStatefulRnn on tfjs ${name}`, () => {
     it("chunked equals whole for a 2-layer LSTM, and 200 calls with resets and selects leak nothing", async () => {
       if (name === "webgpu") await import("@tensorflow/tfjs-backend-webgpu")
       if (tf.getBackend() !== name) expect(await tf.setBackend(name)).toBe(true)
       const rnn = orThrow(
-        statefulRnn(
+        createStatefulRnn(
           tf.layers.rnn({
             cell: [tf.layers.lstmCell({ units: 6 }), tf.layers.lstmCell({ units: 4 })],
             returnSequences: true,

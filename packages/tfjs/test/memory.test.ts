@@ -10,12 +10,14 @@ beforeAll(() => useBackend("wasm"))
 describe("no live tensor growth", () => {
   it("tf.memory().numTensors is flat over 5,000 training windows (resets and a smaller batch included)", () => {
     const m = makeModel("lstm", [3, 2], 1, 2)
-    const trainer = createTbpttTrainer({
-      saver: m.saver,
-      optimizer: tf.train.adam(0.01),
-      windowSize: 1,
-      step: m.mseStep,
-    })
+    const trainer = orThrow(
+      createTbpttTrainer({
+        saver: m.saver,
+        optimizer: tf.train.adam(0.01),
+        windowSize: 1,
+        step: m.mseStep,
+      }),
+    )
     const x = randomInputs([2, 5, 2], 1)
     const y = tf.ones([2, 5, 1])
     const xSmall = randomInputs([1, 5, 2], 2)

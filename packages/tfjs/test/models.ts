@@ -4,7 +4,7 @@ import {
   type StatefulRnn,
   type TbpttStepResult,
   type TbpttWindow,
-  statefulRnn,
+  createStatefulRnn,
   tfjsBackend,
 } from "../src/index.js"
 import { seeded } from "./setup.js"
@@ -43,7 +43,7 @@ export function makeModel(
   seed = 1,
 ): Model {
   const rnn = orThrow(
-    statefulRnn(
+    createStatefulRnn(
       tf.layers.rnn({
         cell: widths.map((u, i) => makeCell(kind, u, seed + 10 * i)),
         returnSequences: true,

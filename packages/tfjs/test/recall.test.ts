@@ -1,7 +1,12 @@
 import * as tf from "@tensorflow/tfjs"
 import { createStateSaver, orThrow } from "@statesaver/core"
 import { beforeAll, describe, expect, it } from "vitest"
-import { type StatefulRnn, createTbpttTrainer, statefulRnn, tfjsBackend } from "../src/index.js"
+import {
+  type StatefulRnn,
+  createTbpttTrainer,
+  createStatefulRnn,
+  tfjsBackend,
+} from "../src/index.js"
 import { rng, seeded, useBackend } from "./setup.js"
 
 beforeAll(() => useBackend("wasm"))
@@ -41,7 +46,7 @@ function stream(seed: number, rows: number) {
 
 function model(seed: number): { rnn: StatefulRnn; head: tf.layers.Layer } {
   const rnn = orThrow(
-    statefulRnn(
+    createStatefulRnn(
       tf.layers.rnn({
         cell: tf.layers.gruCell({ units: 16, ...seeded(seed) }),
         returnSequences: true,
@@ -66,19 +71,21 @@ function train(resetEveryWindow: boolean): { rnn: StatefulRnn; head: tf.layers.L
   const saver = orThrow(
     createStateSaver({ spec: m.rnn.spec, backend: tfjsBackend(), batchSize: B }),
   )
-  const trainer = createTbpttTrainer({
-    saver,
-    optimizer: tf.train.adam(0.01),
-    windowSize: W,
-    step: ({ inputs, targets, state }) => {
-      const r = orThrow(m.rnn.run(inputs, state, { training: true }))
-      const logits = m.head.apply(atQuery(r.output)) as tf.Tensor
-      return {
-        loss: tf.losses.softmaxCrossEntropy(atQuery(targets), logits) as tf.Scalar,
-        state: r.state,
-      }
-    },
-  })
+  const trainer = orThrow(
+    createTbpttTrainer({
+      saver,
+      optimizer: tf.train.adam(0.01),
+      windowSize: W,
+      step: ({ inputs, targets, state }) => {
+        const r = orThrow(m.rnn.run(inputs, state, { training: true }))
+        const logits = m.head.apply(atQuery(r.output)) as tf.Tensor
+        return {
+          loss: tf.losses.softmaxCrossEntropy(atQuery(targets), logits) as tf.Scalar,
+          state: r.state,
+        }
+      },
+    }),
+  )
   const next = stream(11, B)
   const starts = new Array<boolean>(B).fill(true)
   for (let i = 0; i < 400; i++) {

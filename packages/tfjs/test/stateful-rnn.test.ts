@@ -10,7 +10,13 @@ import {
   resolveSpec,
 } from "@statesaver/core"
 import { beforeAll, describe, expect, it } from "vitest"
-import { type StatefulRnn, resetWhere, selectRows, statefulRnn, tfjsBackend } from "../src/index.js"
+import {
+  type StatefulRnn,
+  resetWhere,
+  selectRows,
+  createStatefulRnn,
+  tfjsBackend,
+} from "../src/index.js"
 import { type CellKind, makeCell } from "./models.js"
 import { maxDiff, randomInputs, randomWindows, useBackend } from "./setup.js"
 
@@ -19,7 +25,7 @@ beforeAll(() => useBackend("wasm"))
 const cell = makeCell
 const stack = (kind: CellKind, widths: number[], seed = 1): StatefulRnn =>
   orThrow(
-    statefulRnn(
+    createStatefulRnn(
       tf.layers.rnn({
         cell: widths.map((u, i) => cell(kind, u, seed + 10 * i)),
         returnSequences: true,
@@ -126,7 +132,7 @@ describe("per-row reset and select between steps", () => {
 })
 
 describe("failed calls", () => {
-  it("an input the layer rejects is a BackendError; the state is unchanged and nothing leaks", () => {
+  it("inputs with features the layer was not built for are a ShapeMismatchError; the state is unchanged and nothing leaks", () => {
     const rnn = stack("lstm", [4, 3])
     const saver = saverFor(rnn, 2)
     orThrow(rnn.apply(randomInputs([2, 3, 2], 1), saver))
@@ -134,7 +140,12 @@ describe("failed calls", () => {
     const bad = randomInputs([2, 3, 5], 2) // 5 features where the layer was built for 2
     const live = tf.memory().numTensors
     const r = rnn.apply(bad, saver)
-    expect(r._tag === "Left" && r.left._tag).toBe("BackendError")
+    expect(r._tag === "Left" && r.left).toMatchObject({
+      _tag: "ShapeMismatchError",
+      path: "inputs",
+      expected: ["batch", "time", 2],
+      actual: [2, 3, 5],
+    })
     expect(tf.memory().numTensors).toBe(live)
     const after = leaves(saver.state() as StateTree<tf.Tensor>).map((t) => t.dataSync())
     after.forEach((a, i) => expect(Array.from(a)).toEqual(Array.from(before[i] ?? [])))

@@ -2,7 +2,7 @@ import * as tf from "@tensorflow/tfjs"
 import fc from "fast-check"
 import { beforeAll, describe, expect, it } from "vitest"
 import { type StateSaver, createStateSaver, createStateStore, orThrow } from "@statesaver/core"
-import { statefulRnn, tfjsBackend } from "../src/index.js"
+import { createStatefulRnn, tfjsBackend } from "../src/index.js"
 import { makeCell } from "./models.js"
 import { useBackend } from "./setup.js"
 
@@ -12,7 +12,7 @@ const F = 3
 function makeRnn() {
   const cell = [makeCell("lstm", 5, 1), makeCell("gru", 3, 2)]
   return orThrow(
-    statefulRnn(tf.layers.rnn({ cell, returnSequences: true, returnState: true }) as tf.RNN),
+    createStatefulRnn(tf.layers.rnn({ cell, returnSequences: true, returnState: true }) as tf.RNN),
   )
 }
 

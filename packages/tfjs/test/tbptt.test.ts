@@ -23,13 +23,15 @@ describe("truncated-BPTT trainer", () => {
     m.forward(sliceT(x, 0, 1), m.saver.state() as StateTree<tf.Tensor>) // builds the weights
     const optimizer = new RecordingSGD(0)
     const carried: tf.Tensor[][] = []
-    const trainer = createTbpttTrainer({
-      saver: m.saver,
-      optimizer,
-      windowSize: 4,
-      step: m.mseStep,
-      onWindow: () => carried.push(constantCopy(m.saver.state() as StateTree<tf.Tensor>)),
-    })
+    const trainer = orThrow(
+      createTbpttTrainer({
+        saver: m.saver,
+        optimizer,
+        windowSize: 4,
+        step: m.mseStep,
+        onWindow: () => carried.push(constantCopy(m.saver.state() as StateTree<tf.Tensor>)),
+      }),
+    )
     const losses = orThrow(trainer.trainBatch({ inputs: x, targets: y }))
     expect(losses).toHaveLength(2)
     expect(optimizer.recorded).toHaveLength(2)
@@ -70,12 +72,14 @@ describe("truncated-BPTT trainer", () => {
     const a = randomInputs([3, 5, 2], 1)
     const b = randomInputs([3, 5, 2], 2)
     const targets = tf.zeros([3, 5, 1])
-    const trainer = createTbpttTrainer({
-      saver: m.saver,
-      optimizer: new RecordingSGD(0),
-      windowSize: 2,
-      step: m.mseStep,
-    })
+    const trainer = orThrow(
+      createTbpttTrainer({
+        saver: m.saver,
+        optimizer: new RecordingSGD(0),
+        windowSize: 2,
+        step: m.mseStep,
+      }),
+    )
     orThrow(trainer.trainBatch({ inputs: a, targets }))
     const before = constantCopy(m.saver.state() as StateTree<tf.Tensor>)
     orThrow(
@@ -100,12 +104,14 @@ describe("truncated-BPTT trainer", () => {
 
   it("takes a smaller last batch through select (first rows carry on), then grows back with fresh rows", () => {
     const m = makeModel("rnn", [4, 2, 3], 1, 4)
-    const trainer = createTbpttTrainer({
-      saver: m.saver,
-      optimizer: new RecordingSGD(0),
-      windowSize: 3,
-      step: m.mseStep,
-    })
+    const trainer = orThrow(
+      createTbpttTrainer({
+        saver: m.saver,
+        optimizer: new RecordingSGD(0),
+        windowSize: 3,
+        step: m.mseStep,
+      }),
+    )
     const x = randomInputs([4, 6, 2], 3)
     orThrow(trainer.trainBatch({ inputs: x, targets: tf.zeros([4, 6, 1]) }))
     const before = constantCopy(m.saver.state() as StateTree<tf.Tensor>)
@@ -127,13 +133,15 @@ describe("truncated-BPTT trainer", () => {
       expect(t.shape[0]).toBe(3)
       expect(maxDiff(t, expected[i] as tf.Tensor)).toBeLessThan(1e-5)
     })
-    const trainerWithReports = createTbpttTrainer({
-      saver: m.saver,
-      optimizer: new RecordingSGD(0),
-      windowSize: 3,
-      step: m.mseStep,
-      onWindow: (r) => reports.push(r.rows),
-    })
+    const trainerWithReports = orThrow(
+      createTbpttTrainer({
+        saver: m.saver,
+        optimizer: new RecordingSGD(0),
+        windowSize: 3,
+        step: m.mseStep,
+        onWindow: (r) => reports.push(r.rows),
+      }),
+    )
     const big = randomInputs([4, 3, 2], 5)
     const mid = constantCopy(m.saver.state() as StateTree<tf.Tensor>)
     orThrow(trainerWithReports.trainBatch({ inputs: big, targets: tf.zeros([4, 3, 1]) }))
@@ -150,13 +158,15 @@ describe("truncated-BPTT trainer", () => {
   it("reports one finite loss per window, the last window shorter", () => {
     const m = makeModel("lstm", [3], 1, 2)
     const seen: { window: number; windows: number; loss: number }[] = []
-    const trainer = createTbpttTrainer({
-      saver: m.saver,
-      optimizer: tf.train.adam(0.01),
-      windowSize: 4,
-      step: m.mseStep,
-      onWindow: (r) => seen.push({ window: r.window, windows: r.windows, loss: r.loss }),
-    })
+    const trainer = orThrow(
+      createTbpttTrainer({
+        saver: m.saver,
+        optimizer: tf.train.adam(0.01),
+        windowSize: 4,
+        step: m.mseStep,
+        onWindow: (r) => seen.push({ window: r.window, windows: r.windows, loss: r.loss }),
+      }),
+    )
     const losses = orThrow(
       trainer.trainBatch({ inputs: randomInputs([2, 10, 2], 9), targets: tf.ones([2, 10, 1]) }),
     )
@@ -172,12 +182,14 @@ describe("truncated-BPTT trainer", () => {
 
   it("refuses mismatched targets or starts with a typed error and leaves the state unchanged", () => {
     const m = makeModel("gru", [3], 1, 2)
-    const trainer = createTbpttTrainer({
-      saver: m.saver,
-      optimizer: tf.train.sgd(0.1),
-      windowSize: 2,
-      step: m.mseStep,
-    })
+    const trainer = orThrow(
+      createTbpttTrainer({
+        saver: m.saver,
+        optimizer: tf.train.sgd(0.1),
+        windowSize: 2,
+        step: m.mseStep,
+      }),
+    )
     orThrow(
       trainer.trainBatch({ inputs: randomInputs([2, 4, 2], 1), targets: tf.zeros([2, 4, 1]) }),
     )

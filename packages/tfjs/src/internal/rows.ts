@@ -1,5 +1,5 @@
 import * as tf from "@tensorflow/tfjs"
-import type { DType, HostTensor, Init } from "@statesaver/core"
+import { type DType, DTypeMismatchError, type HostTensor, type Init } from "@statesaver/core"
 
 /** The tfjs dtypes a state leaf may have. */
 export type TfDType = "float32" | "int32" | "bool"
@@ -11,7 +11,11 @@ export const isTfDType = (d: string): d is TfDType => (TF_DTYPES as readonly str
 /** A tf tensor holding a copy of a host tensor (tfjs may keep the array it is given). */
 export function tensorFromHost(host: HostTensor): tf.Tensor {
   if (!isTfDType(host.dtype) && host.dtype !== "uint8") {
-    throw new TypeError(`tfjs has no ${host.dtype} tensors; supported: ${TF_DTYPES.join(", ")}`)
+    throw new DTypeMismatchError({
+      expected: "float32, int32, bool or uint8 (stored as bool)",
+      actual: host.dtype,
+      detail: "tfjs has no tensors of this dtype",
+    })
   }
   const dtype: TfDType = host.dtype === "uint8" ? "bool" : host.dtype
   const data = host.data
