@@ -80,7 +80,8 @@ export function kitSpec(dtype: DType): StateSpec {
  * every row operation. `null` rows take `initRow(outer, inner)`.
  *
  * @example
- * const expected = referenceGather(before, 1, [3, null, 0], () => 0)
+ * const src = hostTensor("float32", [2, 3], [0, 1, 2, 3, 4, 5])
+ * const rows = referenceGather(src, 0, [1, null], () => 0) // data [3, 4, 5, 0, 0, 0]
  * @category testing
  * @since 0.1.0
  */

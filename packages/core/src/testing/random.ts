@@ -4,7 +4,7 @@
  *
  * @example
  * const random = mulberry32(7)
- * const order = keys.sort(() => random() - 0.5)
+ * const order = ["a", "b", "c"].sort(() => random() - 0.5)
  * @category testing
  * @since 0.1.0
  */
