@@ -1,4 +1,35 @@
-export * from "./ort-backend.js"
-export * from "./state-pairing.js"
-export * from "./stateful-session.js"
-export * from "./streaming-session.js"
+export type { OrtBackend, OrtBackendOptions, OrtRuntime, OrtTensor } from "./ort-backend.js"
+export { ortBackend } from "./ort-backend.js"
+export type {
+  PairingError,
+  SessionSpecError,
+  SessionSpecOptions,
+  StatePair,
+} from "./state-pairing.js"
+export {
+  conventionalInput,
+  pairStateNames,
+  sessionStateSpec,
+  stateOutputLocations,
+} from "./state-pairing.js"
+export type {
+  BusyGuarded,
+  CreateStatefulSessionError,
+  Feeds,
+  OrtSession,
+  SessionSaver,
+  StatefulRunError,
+  StatefulSession,
+  StatefulSessionOptions,
+} from "./stateful-session.js"
+export { createStatefulSession } from "./stateful-session.js"
+export type {
+  CreateStreamingSessionError,
+  SessionStore,
+  StreamFeeds,
+  StreamingRunError,
+  StreamingRunOptions,
+  StreamingSession,
+  StreamingSessionOptions,
+} from "./streaming-session.js"
+export { createStreamingSession } from "./streaming-session.js"

@@ -1,19 +1,17 @@
 import {
-  DTypeMismatchError,
+  type DTypeMismatchError,
   type Dim,
   type Init,
-  type LeafSpec,
-  ShapeMismatchError,
-  SpecError,
-  type StateError,
+  OptionError,
+  type ShapeMismatchError,
+  type SpecError,
   type StateSpec,
-  StructureMismatchError,
-  formatPath,
+  type StructureMismatchError,
 } from "@statesaver/core"
-import * as E from "fp-ts/lib/Either.js"
 import type * as common from "onnxruntime-common"
-import { dtypeOfOrt, isSupportedOrtType } from "./internal/dtypes.js"
-import { type Metadata, isUnknown } from "./internal/metadata.js"
+import type * as E from "./internal/either.js"
+import { conventional, pairNames, sessionSpec } from "./internal/pairing.js"
+import { checkNames } from "./internal/validate.js"
 
 /**
  * A state output and the input it feeds on the next run.
@@ -26,34 +24,30 @@ export interface StatePair {
   readonly output: string
 }
 
-/** Output-name patterns and the input names they feed, tried in order. */
-const RULES: readonly [RegExp, readonly string[]][] = [
-  [/^present(\..*)$/, ["past_key_values$1", "past$1"]],
-  [/^present_(.*)$/, ["past_$1"]],
-  [/^hn(.*)$/, ["h$1"]],
-  [/^cn(.*)$/, ["c$1"]],
-  [/^Y_h(.*)$/, ["initial_h$1"]],
-  [/^Y_c(.*)$/, ["initial_c$1"]],
-  [/^stateN(.*)$/, ["state$1"]],
-  [/^(.+)_out(.*)$/, ["$1_in$2"]],
-  [/^new_(.+)$/, ["$1"]],
-]
+/**
+ * Errors `pairStateNames` and `stateOutputLocations` can return or throw: a bad argument or pair
+ * override (`OptionError`), two outputs feeding one input or a state input left unpaired
+ * (`StructureMismatchError`).
+ *
+ * @category sessions
+ * @since 0.2.0
+ */
+export type PairingError = OptionError | StructureMismatchError
 
-/** Input names that only make sense as state: left unpaired, they are an error. */
-const STATE_LIKE = [
-  /^past_key_values[._]/,
-  /^past\./,
-  /^[hc]([._]?\d+)?$/,
-  /^initial_[hc]/,
-  /^state([._]?\d+)?$/,
-  /_in$/,
-]
+/**
+ * Errors `sessionStateSpec` can return.
+ *
+ * @category sessions
+ * @since 0.2.0
+ */
+export type SessionSpecError = OptionError | SpecError | DTypeMismatchError | ShapeMismatchError
 
 /**
  * The input an output feeds by the naming conventions of real models: `present.N.key` →
  * `past_key_values.N.key` (or `past.N.key`), `hn`/`cn` → `h`/`c`, `Y_h`/`Y_c` →
  * `initial_h`/`initial_c`, `stateN` → `state`, `*_out` → `*_in`, `new_*` → `*`; a suffix after
  * the pattern is kept (`Y_h.1` → `initial_h.1`). `undefined` when no rule names an existing input.
+ * Throws `OptionError` when `output` is not a string or `inputs` not an array of strings.
  *
  * @example
  * conventionalInput("present.0.key", ["input_ids", "past_key_values.0.key"]) // "past_key_values.0.key"
@@ -61,20 +55,18 @@ const STATE_LIKE = [
  * @since 0.1.0
  */
 export function conventionalInput(output: string, inputs: readonly string[]): string | undefined {
-  for (const [pattern, targets] of RULES) {
-    if (!pattern.test(output)) continue
-    for (const target of targets) {
-      const name = output.replace(pattern, target)
-      if (inputs.includes(name)) return name
-    }
-  }
-  return undefined
+  if (typeof output !== "string")
+    throw new OptionError({ path: "output", expected: "an output name (a string)", actual: output })
+  const names = checkNames(inputs, "inputs")
+  if (names._tag === "Left") throw names.left
+  return conventional(output, inputs)
 }
 
 /**
  * Pairs state outputs with state inputs: `explicit` (output → input) first, then the naming
- * conventions of `conventionalInput`. `Left` when an explicit name does not exist, when two
- * outputs feed one input, or when an input that looks like state is left unpaired.
+ * conventions of `conventionalInput`. `Left(OptionError)` when an argument is malformed or an
+ * explicit name does not exist; `Left(StructureMismatchError)` when two outputs feed one input,
+ * or when an input that looks like state is left unpaired.
  *
  * @example
  * const pairs = orThrow(pairStateNames(session.inputNames, session.outputNames))
@@ -85,59 +77,12 @@ export function pairStateNames(
   inputs: readonly string[],
   outputs: readonly string[],
   explicit: Readonly<Record<string, string>> = {},
-): E.Either<StateError, StatePair[]> {
-  const pairs: StatePair[] = []
-  const fed = new Map<string, string>()
-  for (const [output, input] of Object.entries(explicit)) {
-    if (!outputs.includes(output)) {
-      return E.left(
-        new StructureMismatchError(
-          formatPath([input]),
-          `a model output named ${output}`,
-          "no such output",
-        ),
-      )
-    }
-    if (!inputs.includes(input)) {
-      return E.left(
-        new StructureMismatchError(
-          formatPath([input]),
-          `a model input named ${input}`,
-          "no such input",
-        ),
-      )
-    }
-  }
-  for (const output of outputs) {
-    const input = Object.prototype.hasOwnProperty.call(explicit, output)
-      ? explicit[output]
-      : conventionalInput(output, inputs)
-    if (input === undefined) continue
-    const other = fed.get(input)
-    if (other !== undefined) {
-      return E.left(
-        new StructureMismatchError(
-          formatPath([input]),
-          `one state output (${other})`,
-          `also ${output}`,
-        ),
-      )
-    }
-    fed.set(input, output)
-    pairs.push({ input, output })
-  }
-  for (const input of inputs) {
-    if (!fed.has(input) && STATE_LIKE.some((p) => p.test(input))) {
-      return E.left(
-        new StructureMismatchError(
-          formatPath([input]),
-          "a state output paired with this state input",
-          "no output pairs with it",
-        ),
-      )
-    }
-  }
-  return E.right(pairs)
+): E.Either<PairingError, StatePair[]> {
+  return pairNames(inputs, outputs, explicit, {
+    inputs: "inputs",
+    outputs: "outputs",
+    explicit: "explicit",
+  })
 }
 
 /**
@@ -155,13 +100,12 @@ export interface SessionSpecOptions {
   readonly shapes?: Readonly<Record<string, readonly Dim[]>>
 }
 
-const BATCH_NAMES = ["batch", "batch_size", "N"]
-
 /**
  * Derives the state spec of a session from its input metadata: a record keyed by state input
  * name, with the model's named dims; the batch dim is found by name (or is the only dim of
  * unknown size); other named dims grow from 0 (a KV cache's past sequence). Each pair's output
- * must agree with its input in dtype and in the fixed dims both declare.
+ * must agree with its input in dtype and in the fixed dims both declare. `Left(OptionError)` for
+ * malformed metadata, pairs or options (an `init` or `shapes` key that is not a state input).
  *
  * @example
  * const { spec, batchDim } = orThrow(sessionStateSpec(session, pairs))
@@ -172,87 +116,8 @@ export function sessionStateSpec(
   session: Pick<common.InferenceSession, "inputMetadata" | "outputMetadata">,
   pairs: readonly StatePair[],
   options: SessionSpecOptions = {},
-): E.Either<StateError, { spec: StateSpec; batchDim: string }> {
-  const inputs = new Map<string, Metadata>(session.inputMetadata.map((m) => [m.name, m]))
-  const outputs = new Map<string, Metadata>(session.outputMetadata.map((m) => [m.name, m]))
-  const shapeOf = (name: string, m: Metadata | undefined): readonly (number | string)[] =>
-    options.shapes?.[name] ?? (m !== undefined && m.isTensor ? m.shape : [])
-  const batchDim =
-    options.batchDim ??
-    BATCH_NAMES.find((n) => pairs.some((p) => shapeOf(p.input, inputs.get(p.input)).includes(n))) ??
-    "batch"
-  const spec: Record<string, LeafSpec> = {}
-  for (const { input, output } of pairs) {
-    const path = formatPath([input])
-    const inMeta = inputs.get(input)
-    const outMeta = outputs.get(output)
-    if (inMeta === undefined || !inMeta.isTensor) {
-      return E.left(
-        new SpecError(
-          path,
-          "tensor metadata for this state input",
-          inMeta === undefined ? "none" : "not a tensor",
-        ),
-      )
-    }
-    if (!isSupportedOrtType(inMeta.type)) {
-      return E.left(
-        new DTypeMismatchError(path, "float32, float16, int32, int64, uint8 or bool", inMeta.type),
-      )
-    }
-    if (outMeta !== undefined && outMeta.isTensor && outMeta.type !== inMeta.type) {
-      return E.left(new DTypeMismatchError(path, inMeta.type, `${outMeta.type} (output ${output})`))
-    }
-    let shape: Dim[] = [...shapeOf(input, inMeta)]
-    if (!shape.includes(batchDim)) {
-      const unknown = shape.flatMap((d, axis) => (isUnknown(d) ? [axis] : []))
-      if (unknown.length !== 1) {
-        return E.left(
-          new SpecError(path, `a "${batchDim}" dim (or give its shape in options.shapes)`, shape),
-        )
-      }
-      shape = shape.map((d) => (isUnknown(d) ? batchDim : d))
-    }
-    if (shape.some(isUnknown)) {
-      return E.left(
-        new SpecError(path, "named or fixed dims (or give its shape in options.shapes)", shape),
-      )
-    }
-    if (outMeta !== undefined && outMeta.isTensor && outMeta.shape.length > 0) {
-      const outShape = outMeta.shape
-      const bad =
-        outShape.length !== shape.length ||
-        shape.some((d, axis) => {
-          const o = outShape[axis] as number | string
-          return typeof d === "number" && typeof o === "number" && !isUnknown(o) && o !== d
-        })
-      if (bad) {
-        return E.left(
-          new ShapeMismatchError(
-            path,
-            shape,
-            outShape,
-            `output ${output} must have the input's shape`,
-          ),
-        )
-      }
-    }
-    const leafInit = options.init?.[input]
-    const leaf: LeafSpec = {
-      shape,
-      dtype: dtypeOfOrt(inMeta.type),
-      ...(leafInit === undefined ? {} : { init: leafInit }),
-    }
-    Object.defineProperty(spec, input, {
-      value: leaf,
-      enumerable: true,
-      writable: true,
-      configurable: true,
-    })
-  }
-  if (pairs.length === 0)
-    return E.left(new SpecError("", "at least one state output paired with an input", "none"))
-  return E.right({ spec, batchDim })
+): E.Either<SessionSpecError, { spec: StateSpec; batchDim: string }> {
+  return sessionSpec(session, pairs, options)
 }
 
 /**
@@ -260,11 +125,13 @@ export function sessionStateSpec(
  * (or `explicit`) feed back to an input is kept as a GPU buffer; other outputs come back to the
  * CPU as usual. The session options need it before the session exists: pass the model's input and
  * output names (known from the export, or read once from any session of the model).
+ * Returns the record itself; throws `OptionError` for malformed names or pairs and
+ * `StructureMismatchError` when the names cannot be paired (see `pairStateNames`).
  *
  * @example
  * const session = await ort.InferenceSession.create(model, {
  *   executionProviders: ["webgpu"],
- *   preferredOutputLocation: orThrow(stateOutputLocations(inputNames, outputNames)),
+ *   preferredOutputLocation: stateOutputLocations(inputNames, outputNames),
  * })
  * @category pairing
  * @since 0.1.0
@@ -273,11 +140,9 @@ export function stateOutputLocations(
   inputs: readonly string[],
   outputs: readonly string[],
   explicit: Readonly<Record<string, string>> = {},
-): E.Either<StateError, Record<string, "gpu-buffer">> {
+): Record<string, "gpu-buffer"> {
   const pairs = pairStateNames(inputs, outputs, explicit)
-  if (pairs._tag === "Left") return pairs
+  if (pairs._tag === "Left") throw pairs.left
   // fromEntries defines own properties: an output named __proto__ stays a key.
-  return E.right(
-    Object.fromEntries(pairs.right.map(({ output }) => [output, "gpu-buffer" as const])),
-  )
+  return Object.fromEntries(pairs.right.map(({ output }) => [output, "gpu-buffer" as const]))
 }

@@ -1,26 +1,36 @@
 import {
+  type AliasedLeafError,
   BackendError,
+  type BatchSizeMismatchError,
   BusyError,
+  type DTypeMismatchError,
   type Dim,
   DisposedError,
   type Init,
+  OptionError,
   type RowsInput,
+  type ShapeMismatchError,
   type Snapshot,
+  type SpecError,
   type StateBackend,
-  type StateError,
   type StateSaver,
   type StateTree,
+  type StructureMismatchError,
   createStateSaver,
+  formatPath,
 } from "@statesaver/core"
-import * as E from "fp-ts/lib/Either.js"
 import type * as common from "onnxruntime-common"
 import type { OrtTensor } from "./ort-backend.js"
+import { GuardedSaver } from "./internal/busy-guard.js"
+import * as E from "./internal/either.js"
 import {
   copyFeeds,
   deriveSessionState,
   refuseStateFeeds,
+  refuseUnknownFeeds,
   setKey,
 } from "./internal/session-state.js"
+import { checkFeedRecord, isRecord } from "./internal/validate.js"
 import type { StatePair } from "./state-pairing.js"
 
 /**
@@ -66,11 +76,80 @@ export interface StatefulSessionOptions {
  */
 export type Feeds = Readonly<Record<string, OrtTensor>>
 
+/** A call's result with `BusyError` added to the errors it can return. */
+type WithBusy<R> = [R] extends [Promise<infer P>]
+  ? Promise<WithBusy<P>>
+  : [R] extends [E.Either<infer L, infer A>]
+    ? E.Either<L | BusyError, A>
+    : R
+
+/**
+ * An object with the members of `I` (a `StateSaver` or `StateStore`) whose `Either`-returning
+ * calls may also return `BusyError`: the view of a session's saver or store, which refuses them
+ * while a run of the session is in flight.
+ *
+ * @category sessions
+ * @since 0.2.0
+ */
+export type BusyGuarded<I> = {
+  readonly [K in keyof I]: I[K] extends (...args: infer A) => infer R
+    ? (...args: A) => WithBusy<R>
+    : I[K]
+}
+
+/**
+ * The saver of a `StatefulSession`: a `StateSaver` whose calls that return an `Either` (`save`,
+ * `saveLeaves`, `reset`, `select`, `snapshot`, `restore`) return `Left(BusyError)` while a run is
+ * in flight. Reads (`state`, `leaves`, `dims`) are answered; `dispose` disposes the session.
+ *
+ * @category sessions
+ * @since 0.2.0
+ */
+export type SessionSaver = BusyGuarded<StateSaver<OrtTensor>>
+
+/**
+ * Errors `createStatefulSession` can return: malformed options or session (`OptionError`),
+ * unpairable state names (`StructureMismatchError`), metadata the spec cannot be derived from
+ * (`SpecError`, `DTypeMismatchError`, `ShapeMismatchError`), an allocation that failed
+ * (`BackendError`).
+ *
+ * @category sessions
+ * @since 0.2.0
+ */
+export type CreateStatefulSessionError =
+  | OptionError
+  | StructureMismatchError
+  | SpecError
+  | DTypeMismatchError
+  | ShapeMismatchError
+  | BackendError
+
+/**
+ * Errors `StatefulSession.run` can return: another run in flight (`BusyError`), a disposed
+ * session or feed (`DisposedError`), bad run options (`OptionError`), feeds that are not a record
+ * of ORT tensors or that name a state input or no input (`StructureMismatchError`), a run that
+ * threw (`BackendError`), state outputs that do not fit the state (`ShapeMismatchError`,
+ * `DTypeMismatchError`, `BatchSizeMismatchError`, `AliasedLeafError`).
+ *
+ * @category sessions
+ * @since 0.2.0
+ */
+export type StatefulRunError =
+  | BusyError
+  | DisposedError
+  | OptionError
+  | StructureMismatchError
+  | ShapeMismatchError
+  | DTypeMismatchError
+  | BatchSizeMismatchError
+  | AliasedLeafError
+  | BackendError
+
 /**
  * An `InferenceSession` that carries its own state between runs. `run` is asynchronous and
  * resolves to an `Either`; every other call is synchronous (but `snapshot`). While a run is in
- * flight, every other call on the session is refused with a `BusyError`: state operations
- * never interleave with a run.
+ * flight, every call that changes or reads out the state is refused with a `BusyError`, through
+ * the session and through its `saver` alike: state operations never interleave with a run.
  *
  * @category sessions
  * @since 0.1.0
@@ -79,41 +158,52 @@ export interface StatefulSession extends Disposable {
   readonly session: OrtSession
   /** The state pairs, in output order. */
   readonly pairs: readonly StatePair[]
-  /** The saver that holds the state, keyed by state input name. */
-  readonly saver: StateSaver<OrtTensor>
+  /**
+   * The saver that holds the state, keyed by state input name, behind the session's busy guard:
+   * its changing calls return `Left(BusyError)` while a run is in flight.
+   */
+  readonly saver: SessionSaver
   readonly batchSize: number
   /** True while a `run` has not resolved. */
   readonly busy: boolean
+  /** True once `dispose` was called (a run in flight then frees the state when it settles). */
   readonly disposed: boolean
   /**
    * Runs the model with `feeds` and the saved state, saves the new state (freeing the old one)
-   * and resolves to the other outputs, which the caller owns. On `Left` the state is unchanged.
+   * and resolves to the other outputs, which the caller owns. On `Left` the state is unchanged
+   * and the feeds are still the caller's.
    */
   run(
     feeds: Feeds,
     options?: common.InferenceSession.RunOptions,
-  ): Promise<E.Either<StateError, Record<string, OrtTensor>>>
+  ): Promise<E.Either<StatefulRunError, Record<string, OrtTensor>>>
   /** The current state by input name, borrowed: valid until the next call that changes it. */
   state(): Readonly<Record<string, OrtTensor>>
   /** Current sizes of the growing dims (a KV cache's past sequence length). */
   dims(): Readonly<Record<string, number>>
   /** Replaces the state with tensors the session then owns. */
-  save(next: Readonly<Record<string, OrtTensor>>): E.Either<StateError, void>
+  save(next: Readonly<Record<string, OrtTensor>>): ReturnType<SessionSaver["save"]>
   /** All rows (and growing dims) back to init, or only the given rows, before the next run. */
-  reset(rows?: RowsInput): E.Either<StateError, void>
+  reset(rows?: RowsInput): ReturnType<SessionSaver["reset"]>
   /** Gathers rows into a new batch: reorder beams, drop finished rows, `null` for a fresh row. */
-  select(rows: readonly (number | null)[]): E.Either<StateError, void>
+  select(rows: readonly (number | null)[]): ReturnType<SessionSaver["select"]>
   /** Copies the state to host memory as snapshot bytes. */
-  snapshot(): Promise<E.Either<StateError, Uint8Array>>
+  snapshot(): ReturnType<SessionSaver["snapshot"]>
   /** Replaces the state with a snapshot of the same spec and batch size. */
-  restore(bytes: Uint8Array | Snapshot): E.Either<StateError, void>
-  /** Frees the state. The `InferenceSession` stays the caller's. Idempotent. */
+  restore(bytes: Uint8Array | Snapshot): ReturnType<SessionSaver["restore"]>
+  /**
+   * Frees the state (once a run in flight has settled). The `InferenceSession` stays the
+   * caller's. Idempotent.
+   */
   dispose(): void
 }
 
 /**
  * Wraps an `InferenceSession` whose state outputs feed its state inputs: pairs them by name,
  * derives the spec from the input metadata and allocates the initial state.
+ * Returns an Either: `Left(OptionError)` for a malformed option (the option's name is the error's
+ * path: `session.inputNames`, `batchSize`, `pairs.hn`, `init.h`...), and the errors of
+ * `CreateStatefulSessionError` for a model whose state cannot be paired or derived.
  *
  * @example
  * const session = await ort.InferenceSession.create("silero_vad_v5.onnx")
@@ -124,42 +214,60 @@ export interface StatefulSession extends Disposable {
  */
 export function createStatefulSession(
   options: StatefulSessionOptions,
-): E.Either<StateError, StatefulSession> {
-  const { session, backend } = options
-  const derived = deriveSessionState(session, options)
+): E.Either<CreateStatefulSessionError, StatefulSession> {
+  const derived = deriveSessionState(options)
   if (derived._tag === "Left") return derived
+  const { session, pairs, spec, batchDim } = derived.right
   const saver = createStateSaver({
-    spec: derived.right.spec,
-    backend,
+    spec,
+    backend: options.backend,
     batchSize: options.batchSize,
-    batchDim: derived.right.batchDim,
+    batchDim,
     ...(options.dims === undefined ? {} : { dims: options.dims }),
   })
   if (saver._tag === "Left") return saver
-  return E.right(new Session(session, derived.right.pairs, saver.right))
+  return E.right(new Session(session, pairs, saver.right))
 }
 
 class Session implements StatefulSession {
   #inFlight = false
+  #disposed = false
+  readonly #saver: StateSaver<OrtTensor>
   readonly #stateInputs: ReadonlySet<string>
   readonly #stateOutputs: ReadonlySet<string>
+  /** Inputs the caller feeds: every model input but the state inputs. */
+  readonly #inputs: readonly string[]
   /** The pairs in the saver's leaf order (one leaf per state input, keyed by its name). */
   readonly #byLeaf: readonly StatePair[]
+  readonly saver: SessionSaver
 
   constructor(
     readonly session: OrtSession,
     readonly pairs: readonly StatePair[],
-    readonly saver: StateSaver<OrtTensor>,
+    saver: StateSaver<OrtTensor>,
   ) {
+    this.#saver = saver
     this.#stateInputs = new Set(pairs.map((p) => p.input))
     this.#stateOutputs = new Set(pairs.map((p) => p.output))
+    this.#inputs = session.inputNames.filter((n) => !this.#stateInputs.has(n))
     this.#byLeaf = saver.spec.leaves.map(
       (leaf) => pairs.find((p) => p.input === leaf.path[0]) as StatePair,
     )
+    const self = this
+    this.saver = new GuardedSaver(saver, {
+      kind: "StatefulSession",
+      get busy() {
+        return self.#inFlight
+      },
+      get disposed() {
+        return self.#disposed
+      },
+      dispose: () => this.dispose(),
+    })
   }
 
   get batchSize(): number {
-    return this.saver.batchSize
+    return this.#saver.batchSize
   }
 
   get busy(): boolean {
@@ -167,25 +275,40 @@ class Session implements StatefulSession {
   }
 
   get disposed(): boolean {
-    return this.saver.disposed
+    return this.#disposed
   }
 
-  #idle(operation: string): E.Either<StateError, void> {
-    if (this.saver.disposed) return E.left(new DisposedError("StatefulSession"))
-    if (this.#inFlight) return E.left(new BusyError(operation, "a run"))
-    return E.right(undefined)
+  /** `Left` when the session refuses `operation` now: disposed, or a run in flight. */
+  #idle(operation: string): E.Either<BusyError | DisposedError, never> | undefined {
+    if (this.#disposed) return E.left(new DisposedError({ what: "StatefulSession" }))
+    if (this.#inFlight) return E.left(new BusyError({ operation, inFlight: "a run" }))
+    return undefined
   }
 
   async run(
     feeds: Feeds,
     options?: common.InferenceSession.RunOptions,
-  ): Promise<E.Either<StateError, Record<string, OrtTensor>>> {
+  ): Promise<E.Either<StatefulRunError, Record<string, OrtTensor>>> {
     const idle = this.#idle("run")
-    if (idle._tag === "Left") return idle
-    const refused = refuseStateFeeds(Object.keys(feeds), this.#stateInputs)
+    if (idle !== undefined) return idle
+    const checked = checkFeedRecord(feeds, "", (name) => formatName(name))
+    if (checked._tag === "Left") return checked
+    const names = Object.keys(checked.right)
+    const refused = refuseStateFeeds(names, this.#stateInputs)
     if (refused._tag === "Left") return refused
-    const held = this.saver.leaves()
-    const merged: Record<string, OrtTensor> = copyFeeds(feeds)
+    const unknown = refuseUnknownFeeds(names, this.#inputs)
+    if (unknown._tag === "Left") return unknown
+    if (options !== undefined && !isRecord(options)) {
+      return E.left(
+        new OptionError({
+          path: "options",
+          expected: "ONNX Runtime run options (a record)",
+          actual: options,
+        }),
+      )
+    }
+    const held = this.#saver.leaves()
+    const merged: Record<string, OrtTensor> = copyFeeds(checked.right)
     this.#byLeaf.forEach(({ input }, i) => setKey(merged, input, held[i] as OrtTensor))
     this.#inFlight = true
     let outputs: Record<string, OrtTensor>
@@ -194,16 +317,23 @@ class Session implements StatefulSession {
         options === undefined ? this.session.run(merged) : this.session.run(merged, options)
       outputs = (await result) as Record<string, OrtTensor>
     } catch (e) {
-      return E.left(new BackendError(this.saver.backend.name, "run", "", e))
-    } finally {
       this.#inFlight = false
+      this.#settleDispose()
+      return E.left(
+        new BackendError({ backend: this.#saver.backend.name, operation: "run", cause: e }),
+      )
+    }
+    this.#inFlight = false
+    if (this.#disposed) {
+      for (const t of Object.values(outputs)) t.dispose()
+      this.#settleDispose()
+      return E.left(new DisposedError({ what: "StatefulSession" }))
     }
     const next = this.#byLeaf.map(({ output }) => outputs[output] as OrtTensor)
-    const saved = this.saver.disposed
-      ? E.left(new DisposedError("StatefulSession"))
-      : this.saver.saveLeaves(next)
+    const saved = this.#saver.saveLeaves(next)
     if (saved._tag === "Left") {
-      for (const { output } of this.pairs) outputs[output]?.dispose()
+      // Nothing of a failed run reaches the caller: every output is freed.
+      for (const t of Object.values(outputs)) t.dispose()
       return saved
     }
     const out: Record<string, OrtTensor> = {}
@@ -221,41 +351,41 @@ class Session implements StatefulSession {
     return this.saver.dims()
   }
 
-  save(next: Readonly<Record<string, OrtTensor>>): E.Either<StateError, void> {
-    const idle = this.#idle("save")
-    if (idle._tag === "Left") return idle
-    return this.saver.save(next as StateTree<OrtTensor>)
+  save(next: Readonly<Record<string, OrtTensor>>): ReturnType<SessionSaver["save"]> {
+    return this.#idle("save") ?? this.#saver.save(next as StateTree<OrtTensor>)
   }
 
-  reset(rows?: RowsInput): E.Either<StateError, void> {
-    const idle = this.#idle("reset")
-    if (idle._tag === "Left") return idle
-    return this.saver.reset(rows)
+  reset(rows?: RowsInput): ReturnType<SessionSaver["reset"]> {
+    return this.#idle("reset") ?? this.#saver.reset(rows)
   }
 
-  select(rows: readonly (number | null)[]): E.Either<StateError, void> {
-    const idle = this.#idle("select")
-    if (idle._tag === "Left") return idle
-    return this.saver.select(rows)
+  select(rows: readonly (number | null)[]): ReturnType<SessionSaver["select"]> {
+    return this.#idle("select") ?? this.#saver.select(rows)
   }
 
-  async snapshot(): Promise<E.Either<StateError, Uint8Array>> {
-    const idle = this.#idle("snapshot")
-    if (idle._tag === "Left") return idle
-    return this.saver.snapshot()
+  async snapshot(): ReturnType<SessionSaver["snapshot"]> {
+    return this.#idle("snapshot") ?? this.#saver.snapshot()
   }
 
-  restore(bytes: Uint8Array | Snapshot): E.Either<StateError, void> {
-    const idle = this.#idle("restore")
-    if (idle._tag === "Left") return idle
-    return this.saver.restore(bytes)
+  restore(bytes: Uint8Array | Snapshot): ReturnType<SessionSaver["restore"]> {
+    return this.#idle("restore") ?? this.#saver.restore(bytes)
   }
 
   dispose(): void {
-    this.saver.dispose()
+    this.#disposed = true
+    // The state is an input of a run in flight: it is freed when that run settles.
+    if (!this.#inFlight) this.#saver.dispose()
+  }
+
+  /** Frees the state of a session disposed while its run was in flight. */
+  #settleDispose(): void {
+    if (this.#disposed) this.#saver.dispose()
   }
 
   [Symbol.dispose](): void {
     this.dispose()
   }
 }
+
+/** A feed's path: its input name. */
+const formatName = (name: string): string => formatPath([name])

@@ -1,38 +1,94 @@
 import {
+  type AliasedLeafError,
   BackendError,
-  BatchSizeMismatchError,
+  type BatchSizeMismatchError,
   BusyError,
-  DTypeMismatchError,
+  type DTypeMismatchError,
   type Dim,
   DisposedError,
   type Init,
   KeyError,
-  ShapeMismatchError,
+  OptionError,
+  type ShapeMismatchError,
   type Snapshot,
+  type SpecError,
   type StateBackend,
-  type StateError,
   type StateStore,
   type StateStoreOptions,
   type StateTree,
   type StreamKey,
-  StructureMismatchError,
+  type StructureMismatchError,
   createStateStore,
   disposeTree,
-  formatPath,
 } from "@statesaver/core"
-import * as E from "fp-ts/lib/Either.js"
 import type * as common from "onnxruntime-common"
-import { metadataBatchAxis } from "./internal/metadata.js"
-import { type TensorData, copyData, sameData, sliceRow, stackRows } from "./internal/rows.js"
-import {
-  copyFeeds,
-  deriveSessionState,
-  refuseStateFeeds,
-  setKey,
-} from "./internal/session-state.js"
 import type { OrtRuntime, OrtTensor } from "./ort-backend.js"
+import { GuardedStore } from "./internal/busy-guard.js"
+import * as E from "./internal/either.js"
+import { deriveSessionState, setKey } from "./internal/session-state.js"
+import { readOutputs, splitOutputs, stackFeeds } from "./internal/stream-batch.js"
+import {
+  type FeedLayout,
+  checkCall,
+  checkRunOptions,
+  keyOk,
+  listStreams,
+  resolveBatchAxes,
+} from "./internal/stream-feeds.js"
 import type { StatePair } from "./state-pairing.js"
-import type { Feeds, OrtSession } from "./stateful-session.js"
+import type { BusyGuarded, Feeds, OrtSession } from "./stateful-session.js"
+
+/**
+ * The store of a `StreamingSession`: a `StateStore` whose calls that return an `Either`
+ * (`gather`, `scatter`, `reset`, `snapshot`, `restore`) return `Left(BusyError)` while a run is in
+ * flight, and whose `delete` and `sweep` throw it then. Reads (`has`, `keys`, `size`) are
+ * answered; `dispose` disposes the session.
+ *
+ * @category sessions
+ * @since 0.2.0
+ */
+export type SessionStore = BusyGuarded<StateStore<OrtTensor>>
+
+/**
+ * Errors `createStreamingSession` can return: malformed options or session (`OptionError`, the
+ * option's name as `path`), unpairable state names (`StructureMismatchError`), metadata the spec
+ * cannot be derived from (`SpecError`, `DTypeMismatchError`, `ShapeMismatchError`), an
+ * allocation that failed (`BackendError`).
+ *
+ * @category sessions
+ * @since 0.2.0
+ */
+export type CreateStreamingSessionError =
+  | OptionError
+  | StructureMismatchError
+  | SpecError
+  | DTypeMismatchError
+  | ShapeMismatchError
+  | BackendError
+
+/**
+ * Errors `StreamingSession.run` can return: another run in flight (`BusyError`), a disposed
+ * session or feed (`DisposedError`), bad run options or a clock that misbehaved (`OptionError`),
+ * bad, duplicate or too many keys (`KeyError`), streams or feeds that are malformed, missing,
+ * unknown or of a state input (`StructureMismatchError`), feeds that differ between streams or
+ * have more than one row (`ShapeMismatchError`, `DTypeMismatchError`, `BatchSizeMismatchError`),
+ * a run that threw (`BackendError`), outputs that do not fit the state (`AliasedLeafError` and
+ * the others above).
+ *
+ * @category sessions
+ * @since 0.2.0
+ */
+export type StreamingRunError =
+  | BusyError
+  | DisposedError
+  | OptionError
+  | KeyError
+  | StructureMismatchError
+  | ShapeMismatchError
+  | DTypeMismatchError
+  | BatchSizeMismatchError
+  | AliasedLeafError
+  | BackendError
 
 /**
  * Options of `createStreamingSession`.
@@ -104,14 +160,18 @@ export interface StreamingSession extends Disposable {
   readonly session: OrtSession
   /** The state pairs, in output order. */
   readonly pairs: readonly StatePair[]
-  /** The store that holds every stream's state, keyed by state input name. */
-  readonly store: StateStore<OrtTensor>
+  /**
+   * The store that holds every stream's state, keyed by state input name, behind the session's
+   * busy guard: its changing calls are refused with a `BusyError` while a run is in flight.
+   */
+  readonly store: SessionStore
   /** Batch axis of each non-state input and output; `null` for per-call values. */
   readonly batchAxes: Readonly<Record<string, number | null>>
   /** Number of streams held. */
   readonly size: number
   /** True while a `run` has not resolved. */
   readonly busy: boolean
+  /** True once `dispose` was called (a run in flight then frees the streams when it settles). */
   readonly disposed: boolean
   has(key: StreamKey): boolean
   /** Keys held, least recently used first. */
@@ -124,24 +184,30 @@ export interface StreamingSession extends Disposable {
   run(
     streams: Iterable<StreamFeeds> | ReadonlyMap<StreamKey, Feeds>,
     options?: StreamingRunOptions,
-  ): Promise<E.Either<StateError, Map<StreamKey, Record<string, OrtTensor>>>>
+  ): Promise<E.Either<StreamingRunError, Map<StreamKey, Record<string, OrtTensor>>>>
   /** Sets the streams' state back to init before their next run (the keys must be held). */
-  reset(keys: readonly StreamKey[]): E.Either<StateError, void>
-  /** Forgets a stream (it ended); `onEvict` is not called. Resolves whether it was held. */
-  delete(key: StreamKey): E.Either<StateError, boolean>
+  reset(keys: readonly StreamKey[]): ReturnType<SessionStore["reset"]>
+  /** Forgets a stream (it ended); `onEvict` is not called. `Right` of whether it was held. */
+  delete(key: StreamKey): E.Either<BusyError | DisposedError | KeyError, boolean>
   /** One stream's state as snapshot bytes of batch size 1. */
-  snapshot(key: StreamKey): Promise<E.Either<StateError, Uint8Array>>
+  snapshot(key: StreamKey): ReturnType<SessionStore["snapshot"]>
   /** Sets a stream's state from a snapshot of batch size 1 (from this or another process). */
-  restore(key: StreamKey, bytes: Uint8Array | Snapshot): E.Either<StateError, void>
+  restore(key: StreamKey, bytes: Uint8Array | Snapshot): ReturnType<SessionStore["restore"]>
   /** Waits until every `onEvict` call has settled; rejects with the first error one raised. */
   flush(): Promise<void>
-  /** Frees every stream's state. The `InferenceSession` stays the caller's. Idempotent. */
+  /**
+   * Frees every stream's state (once a run in flight has settled). The `InferenceSession` stays
+   * the caller's. Idempotent.
+   */
   dispose(): void
 }
 
 /**
  * Wraps an `InferenceSession` whose state outputs feed its state inputs so that many
  * independent streams run through it in batches, each stream's state kept in a `StateStore`.
+ * Returns an Either: `Left(OptionError)` for a malformed option (the option's name is the error's
+ * path: `ort`, `capacity`, `batchAxes.input`, `clock`...), and the errors of
+ * `CreateStreamingSessionError` for a model whose state cannot be paired or derived.
  *
  * @example
  * const session = await ort.InferenceSession.create("silero_vad_v5.onnx")
@@ -157,65 +223,52 @@ export interface StreamingSession extends Disposable {
  */
 export function createStreamingSession(
   options: StreamingSessionOptions,
-): E.Either<StateError, StreamingSession> {
-  const { session } = options
-  const derived = deriveSessionState(session, options)
+): E.Either<CreateStreamingSessionError, StreamingSession> {
+  const derived = deriveSessionState(options)
   if (derived._tag === "Left") return derived
-  const { pairs, spec, batchDim } = derived.right
+  const { session, pairs, spec, batchDim } = derived.right
+  const { ort, clock } = options
+  if (typeof ort !== "object" || ort === null || typeof ort.Tensor !== "function") {
+    return E.left(
+      new OptionError({
+        path: "ort",
+        expected: "the ONNX Runtime module (with its Tensor class)",
+        actual: ort,
+      }),
+    )
+  }
+  if (clock !== undefined && typeof clock !== "function") {
+    return E.left(
+      new OptionError({
+        path: "clock",
+        expected: "a function returning milliseconds",
+        actual: clock,
+      }),
+    )
+  }
   const stateInputs = new Set(pairs.map((p) => p.input))
   const stateOutputs = new Set(pairs.map((p) => p.output))
-  const axes: Record<string, number | null> = {}
-  const given = options.batchAxes ?? {}
-  const metadata = [...session.inputMetadata, ...session.outputMetadata]
   const names = [
     ...session.inputNames.filter((n) => !stateInputs.has(n)),
     ...session.outputNames.filter((n) => !stateOutputs.has(n)),
   ]
-  for (const name of Object.keys(given)) {
-    if (!names.includes(name)) {
-      return E.left(
-        new StructureMismatchError(
-          formatPath([name]),
-          "a non-state input or output of the model",
-          "no such name",
-        ),
-      )
-    }
-  }
-  for (const name of names) {
-    const meta = metadata.find((m) => m.name === name)
-    const axis = Object.prototype.hasOwnProperty.call(given, name)
-      ? (given[name] as number | null)
-      : metadataBatchAxis(meta, batchDim)
-    const rank = meta !== undefined && meta.isTensor ? meta.shape.length : undefined
-    if (
-      axis !== null &&
-      (!Number.isSafeInteger(axis) || axis < 0 || (rank !== undefined && axis >= rank))
-    ) {
-      return E.left(
-        new ShapeMismatchError(
-          formatPath([name]),
-          `a batch axis in [0, ${rank ?? "rank"})`,
-          axis,
-          "batchAxes",
-        ),
-      )
-    }
-    Object.defineProperty(axes, name, {
-      value: axis,
-      enumerable: true,
-      writable: true,
-      configurable: true,
-    })
-  }
+  const axes = resolveBatchAxes(
+    names,
+    [...session.inputMetadata, ...session.outputMetadata],
+    batchDim,
+    options.batchAxes,
+  )
+  if (axes._tag === "Left") return axes
+  const time = new RunClock(clock ?? Date.now)
   const store = createStateStore({
     spec,
     backend: options.backend,
     batchDim,
-    ...pick(options, ["capacity", "initialSlots", "idleTtlMs", "onEvict", "clock", "dims"]),
+    ...pick(options, ["capacity", "initialSlots", "idleTtlMs", "onEvict", "dims"]),
+    clock: () => time.now(),
   })
   if (store._tag === "Left") return store
-  return E.right(new Streaming(options, pairs, store.right, axes))
+  return E.right(new Streaming(session, ort, pairs, store.right, axes.right, time))
 }
 
 function pick<O extends object, K extends keyof O>(o: O, keys: readonly K[]): Partial<Pick<O, K>> {
@@ -224,38 +277,86 @@ function pick<O extends object, K extends keyof O>(o: O, keys: readonly K[]): Pa
   return out
 }
 
-const keyOk = (k: unknown): k is StreamKey =>
-  typeof k === "string" || (typeof k === "number" && Number.isFinite(k))
+/**
+ * The store's clock. While a run is in flight it stands still at the time of the run's gather:
+ * every stream still held was used within the TTL then, so no read of the store (`has`, `keys`)
+ * can evict a stream, and the run's own streams in particular, before the run's scatter.
+ */
+class RunClock {
+  #frozen: number | undefined
+  #last: number | undefined
 
-/** Where a stream's feed is, in error paths: `alice.input`, `[3].X`. */
-const feedPath = (key: StreamKey, name: string): string => formatPath([key, name])
+  constructor(readonly read: () => number) {}
 
-/** A checked call: keys in order, the feeds to stack, the per-call feeds. */
-interface Call {
-  readonly keys: StreamKey[]
-  readonly batched: Map<string, OrtTensor[]>
-  readonly shared: Record<string, OrtTensor>
+  now(): number {
+    if (this.#frozen !== undefined) return this.#frozen
+    const t = this.read()
+    this.#last = t
+    return t
+  }
+
+  freeze(): void {
+    this.#frozen = this.#last ?? this.read()
+  }
+
+  /**
+   * Runs `f` with the clock at the store's last reading: a read of the store inside `f` evicts
+   * nothing that the store's last call kept.
+   */
+  still<A>(f: () => A): A {
+    const before = this.#frozen
+    this.#frozen = this.#last ?? before
+    try {
+      return f()
+    } finally {
+      this.#frozen = before
+    }
+  }
+
+  thaw(): void {
+    this.#frozen = undefined
+  }
 }
 
 class Streaming implements StreamingSession {
   #inFlight = false
-  readonly session: OrtSession
+  #disposed = false
   readonly #ort: OrtRuntime
-  readonly #stateInputs: ReadonlySet<string>
+  readonly #store: StateStore<OrtTensor>
+  readonly #clock: RunClock
   readonly #stateOutputs: ReadonlySet<string>
-  readonly #inputs: readonly string[]
+  readonly #layout: FeedLayout
+  readonly store: SessionStore
 
   constructor(
-    options: StreamingSessionOptions,
+    readonly session: OrtSession,
+    ort: OrtRuntime,
     readonly pairs: readonly StatePair[],
-    readonly store: StateStore<OrtTensor>,
+    store: StateStore<OrtTensor>,
     readonly batchAxes: Readonly<Record<string, number | null>>,
+    clock: RunClock,
   ) {
-    this.session = options.session
-    this.#ort = options.ort
-    this.#stateInputs = new Set(pairs.map((p) => p.input))
+    this.#ort = ort
+    this.#store = store
+    this.#clock = clock
+    const stateInputs = new Set(pairs.map((p) => p.input))
     this.#stateOutputs = new Set(pairs.map((p) => p.output))
-    this.#inputs = this.session.inputNames.filter((n) => !this.#stateInputs.has(n))
+    this.#layout = {
+      inputs: session.inputNames.filter((n) => !stateInputs.has(n)),
+      stateInputs,
+      batchAxes,
+    }
+    const self = this
+    this.store = new GuardedStore(store, {
+      kind: "StreamingSession",
+      get busy() {
+        return self.#inFlight
+      },
+      get disposed() {
+        return self.#disposed
+      },
+      dispose: () => this.dispose(),
+    })
   }
 
   get size(): number {
@@ -267,7 +368,7 @@ class Streaming implements StreamingSession {
   }
 
   get disposed(): boolean {
-    return this.store.disposed
+    return this.#disposed
   }
 
   has(key: StreamKey): boolean {
@@ -278,223 +379,75 @@ class Streaming implements StreamingSession {
     return this.store.keys()
   }
 
-  #idle(operation: string): E.Either<StateError, void> {
-    if (this.store.disposed) return E.left(new DisposedError("StreamingSession"))
-    if (this.#inFlight) return E.left(new BusyError(operation, "a run"))
-    return E.right(undefined)
-  }
-
-  /** Checks keys and feeds before anything is gathered or run. */
-  #check(
-    streams: Iterable<StreamFeeds> | ReadonlyMap<StreamKey, Feeds>,
-    sharedFeeds: Feeds,
-  ): E.Either<StateError, Call> {
-    const list: StreamFeeds[] =
-      streams instanceof Map
-        ? [...(streams as ReadonlyMap<StreamKey, Feeds>)].map(([key, feeds]) => ({ key, feeds }))
-        : [...(streams as Iterable<StreamFeeds>)]
-    if (list.length === 0) return E.left(new KeyError("at least one stream", "none"))
-    const keys: StreamKey[] = []
-    const seen = new Set<StreamKey>()
-    for (const { key } of list) {
-      if (!keyOk(key)) return E.left(new KeyError("string or finite number keys", key))
-      if (seen.has(key))
-        return E.left(new KeyError("distinct keys", `${JSON.stringify(key)} twice`))
-      seen.add(key)
-      keys.push(key)
-    }
-    const refused = refuseStateFeeds(Object.keys(sharedFeeds), this.#stateInputs)
-    if (refused._tag === "Left") return refused
-    for (const name of Object.keys(sharedFeeds)) {
-      if (!this.#inputs.includes(name)) {
-        return E.left(
-          new StructureMismatchError(formatPath([name]), "a model input", "no such input"),
-        )
-      }
-      if (this.batchAxes[name] !== null) {
-        return E.left(
-          new StructureMismatchError(
-            formatPath([name]),
-            `a feed in each stream (batch axis ${this.batchAxes[name]})`,
-            "a shared feed",
-          ),
-        )
-      }
-    }
-    for (const { key, feeds } of list) {
-      const r = refuseStateFeeds(Object.keys(feeds), this.#stateInputs, (n) => feedPath(key, n))
-      if (r._tag === "Left") return r
-      for (const name of Object.keys(feeds)) {
-        if (!this.#inputs.includes(name)) {
-          return E.left(
-            new StructureMismatchError(feedPath(key, name), "a model input", "no such input"),
-          )
-        }
-      }
-    }
-    const batched = new Map<string, OrtTensor[]>()
-    const shared: Record<string, OrtTensor> = {}
-    for (const name of this.#inputs) {
-      const axis = this.batchAxes[name] ?? null
-      if (axis === null) {
-        const found = this.#checkShared(name, list, sharedFeeds)
-        if (found._tag === "Left") return found
-        setKey(shared, name, found.right)
-        continue
-      }
-      const parts: OrtTensor[] = []
-      let first: { key: StreamKey; t: OrtTensor } | undefined
-      for (const { key, feeds } of list) {
-        const t = Object.prototype.hasOwnProperty.call(feeds, name) ? feeds[name] : undefined
-        const path = feedPath(key, name)
-        if (t === undefined) {
-          return E.left(new StructureMismatchError(path, `a feed for input ${name}`, "none"))
-        }
-        if (t.dims.length <= axis) {
-          return E.left(
-            new ShapeMismatchError(path, `rank > ${axis}`, t.dims, `batch axis ${axis}`),
-          )
-        }
-        if (t.dims[axis] !== 1) {
-          return E.left(new BatchSizeMismatchError(path, 1, t.dims[axis] as number, axis))
-        }
-        if (list.length > 1 && t.location !== "cpu") {
-          return E.left(new StructureMismatchError(path, "a CPU tensor to stack", t.location))
-        }
-        if (first === undefined) first = { key, t }
-        else {
-          if (t.type !== first.t.type)
-            return E.left(new DTypeMismatchError(path, first.t.type, t.type))
-          if (
-            t.dims.length !== first.t.dims.length ||
-            t.dims.some((d, i) => d !== first?.t.dims[i])
-          ) {
-            return E.left(
-              new ShapeMismatchError(
-                path,
-                first.t.dims,
-                t.dims,
-                `every stream's ${name} must have the shape of stream ${JSON.stringify(first.key)}'s`,
-              ),
-            )
-          }
-        }
-        parts.push(t)
-      }
-      batched.set(name, parts)
-    }
-    return E.right({ keys, batched, shared })
-  }
-
-  /** The one value of a per-call input: given once, or equal in every stream that gives it. */
-  #checkShared(
-    name: string,
-    list: readonly StreamFeeds[],
-    sharedFeeds: Feeds,
-  ): E.Either<StateError, OrtTensor> {
-    const given: [string, OrtTensor][] = []
-    if (Object.prototype.hasOwnProperty.call(sharedFeeds, name))
-      given.push([formatPath([name]), sharedFeeds[name] as OrtTensor])
-    for (const { key, feeds } of list) {
-      if (Object.prototype.hasOwnProperty.call(feeds, name))
-        given.push([feedPath(key, name), feeds[name] as OrtTensor])
-    }
-    const [head, ...rest] = given
-    if (head === undefined) {
-      return E.left(
-        new StructureMismatchError(
-          formatPath([name]),
-          `a feed for per-call input ${name} (in options.shared or in the streams' feeds)`,
-          "none",
-        ),
-      )
-    }
-    const [, value] = head
-    for (const [path, t] of rest) {
-      if (t === value) continue
-      if (t.type !== value.type) return E.left(new DTypeMismatchError(path, value.type, t.type))
-      if (t.dims.length !== value.dims.length || t.dims.some((d, i) => d !== value.dims[i])) {
-        return E.left(new ShapeMismatchError(path, value.dims, t.dims, `per-call input ${name}`))
-      }
-      const equal =
-        t.location === "cpu" &&
-        value.location === "cpu" &&
-        sameData(t.data as TensorData, value.data as TensorData)
-      if (!equal) {
-        return E.left(
-          new StructureMismatchError(
-            path,
-            `the same value of per-call input ${name} in every stream`,
-            "a different value",
-          ),
-        )
-      }
-    }
-    return E.right(value)
+  /** `Left` when the session refuses `operation` now: disposed, or a run in flight. */
+  #idle(operation: string): E.Either<BusyError | DisposedError, never> | undefined {
+    if (this.#disposed) return E.left(new DisposedError({ what: "StreamingSession" }))
+    if (this.#inFlight) return E.left(new BusyError({ operation, inFlight: "a run" }))
+    return undefined
   }
 
   async run(
     streams: Iterable<StreamFeeds> | ReadonlyMap<StreamKey, Feeds>,
-    options: StreamingRunOptions = {},
-  ): Promise<E.Either<StateError, Map<StreamKey, Record<string, OrtTensor>>>> {
+    options?: StreamingRunOptions,
+  ): Promise<E.Either<StreamingRunError, Map<StreamKey, Record<string, OrtTensor>>>> {
     const idle = this.#idle("run")
-    if (idle._tag === "Left") return idle
-    const call = this.#check(streams, options.shared ?? {})
+    if (idle !== undefined) return idle
+    const entries = listStreams(streams)
+    if (entries._tag === "Left") return entries
+    const opts = checkRunOptions(options)
+    if (opts._tag === "Left") return opts
+    const call = checkCall(entries.right, opts.right.shared, this.#layout)
     if (call._tag === "Left") return call
+    const runOptions = opts.right.runOptions as common.InferenceSession.RunOptions | undefined
     const { keys, batched, shared } = call.right
-    // Keys new to the store are forgotten again if the run fails.
-    const fresh = keys.filter((k) => !this.store.has(k))
-    const gathered = this.store.gather(keys)
+    const store = this.#store
+    // Keys new to the store are forgotten again if the run fails. (`has` with the clock running
+    // would evict a returning idle stream of this very call, which `gather` keeps.)
+    const fresh = this.#clock.still(() => keys.filter((k) => !store.has(k)))
+    const gathered = store.gather(keys)
     if (gathered._tag === "Left") return gathered
     const state = gathered.right as Readonly<Record<string, OrtTensor>>
-    const stacked: OrtTensor[] = []
-    const feeds: Record<string, OrtTensor> = copyFeeds(shared)
-    for (const [name, parts] of batched) {
-      if (parts.length === 1) {
-        setKey(feeds, name, parts[0] as OrtTensor)
-        continue
-      }
-      const first = parts[0] as OrtTensor
-      const axis = this.batchAxes[name] as number
-      const dims = [...first.dims]
-      dims[axis] = parts.length
-      const data = stackRows(
-        parts.map((p) => p.data as TensorData),
-        first.dims,
-        axis,
-      )
-      const t = new this.#ort.Tensor(first.type as "float32", data as Float32Array, dims)
-      stacked.push(t)
-      setKey(feeds, name, t)
-    }
+    const { feeds, stacked } = stackFeeds(this.#ort, shared, batched, this.batchAxes)
     for (const { input } of this.pairs) setKey(feeds, input, state[input] as OrtTensor)
     const cleanup = (outputs?: Record<string, OrtTensor>): void => {
-      disposeTree(this.store.backend, gathered.right)
+      disposeTree(store.backend, gathered.right)
       for (const t of stacked) t.dispose()
       if (outputs !== undefined) for (const t of Object.values(outputs)) t.dispose()
     }
     const forget = (): void => {
-      for (const k of fresh) this.store.delete(k)
+      for (const k of fresh) store.delete(k)
     }
     this.#inFlight = true
+    this.#clock.freeze()
     try {
       let outputs: Record<string, OrtTensor>
       try {
         const pending =
-          options.runOptions === undefined
-            ? this.session.run(feeds)
-            : this.session.run(feeds, options.runOptions)
+          runOptions === undefined ? this.session.run(feeds) : this.session.run(feeds, runOptions)
         outputs = (await pending) as Record<string, OrtTensor>
-      } catch (e) {
+      } catch (cause) {
         cleanup()
+        if (this.#disposed) return E.left(new DisposedError({ what: "StreamingSession" }))
+        this.#clock.thaw()
         forget()
-        return E.left(new BackendError(this.store.backend.name, "run", "", e))
+        return E.left(new BackendError({ backend: store.backend.name, operation: "run", cause }))
       }
-      if (this.store.disposed) {
+      if (this.#disposed) {
         cleanup(outputs)
-        return E.left(new DisposedError("StreamingSession"))
+        return E.left(new DisposedError({ what: "StreamingSession" }))
       }
-      const split = await this.#readOutputs(outputs, keys.length)
+      const split = await readOutputs(
+        outputs,
+        this.#stateOutputs,
+        this.batchAxes,
+        keys.length,
+        store.backend.name,
+      )
+      if (this.#disposed) {
+        cleanup(outputs)
+        return E.left(new DisposedError({ what: "StreamingSession" }))
+      }
+      this.#clock.thaw()
       if (split._tag === "Left") {
         cleanup(outputs)
         forget()
@@ -502,7 +455,7 @@ class Streaming implements StreamingSession {
       }
       const next: Record<string, OrtTensor> = {}
       for (const { input, output } of this.pairs) setKey(next, input, outputs[output] as OrtTensor)
-      const scattered = this.store.scatter(keys, next as StateTree<OrtTensor>)
+      const scattered = store.scatter(keys, next as StateTree<OrtTensor>)
       if (scattered._tag === "Left") {
         cleanup(outputs)
         forget()
@@ -512,95 +465,44 @@ class Streaming implements StreamingSession {
       const rest: Record<string, OrtTensor> = {}
       for (const [name, t] of Object.entries(outputs))
         if (!this.#stateOutputs.has(name)) setKey(rest, name, t)
-      const result = this.#split(keys, rest, split.right)
+      const result = splitOutputs(this.#ort, keys, rest, split.right, this.batchAxes)
       cleanup()
       return E.right(result)
     } finally {
+      this.#clock.thaw()
       this.#inFlight = false
+      if (this.#disposed) store.dispose()
     }
   }
 
-  /** Host data of each non-state output, after checking its batch size. */
-  async #readOutputs(
-    outputs: Record<string, OrtTensor>,
-    batchSize: number,
-  ): Promise<E.Either<StateError, Map<string, TensorData>>> {
-    const data = new Map<string, TensorData>()
-    for (const [name, t] of Object.entries(outputs)) {
-      if (this.#stateOutputs.has(name)) continue
-      const axis = this.batchAxes[name] ?? null
-      if (axis !== null && t.dims[axis] !== batchSize) {
-        return E.left(
-          new BatchSizeMismatchError(formatPath([name]), batchSize, t.dims[axis] ?? 0, axis),
-        )
-      }
-      if (batchSize === 1) continue
-      try {
-        data.set(name, (t.location === "cpu" ? t.data : await t.getData()) as TensorData)
-      } catch (e) {
-        return E.left(new BackendError(this.store.backend.name, "getData", formatPath([name]), e))
-      }
-    }
-    return E.right(data)
+  reset(keys: readonly StreamKey[]): ReturnType<SessionStore["reset"]> {
+    return this.#idle("reset") ?? this.#store.reset(keys)
   }
 
-  /** Each stream's row of every output; outputs without a batch axis are copied to each stream. */
-  #split(
-    keys: readonly StreamKey[],
-    outputs: Record<string, OrtTensor>,
-    data: ReadonlyMap<string, TensorData>,
-  ): Map<StreamKey, Record<string, OrtTensor>> {
-    const result = new Map<StreamKey, Record<string, OrtTensor>>()
-    if (keys.length === 1) {
-      result.set(keys[0] as StreamKey, outputs)
-      return result
-    }
-    for (const k of keys) result.set(k, {})
-    for (const [name, t] of Object.entries(outputs)) {
-      const axis = this.batchAxes[name] ?? null
-      const all = data.get(name) as TensorData
-      const dims = [...t.dims]
-      if (axis !== null) dims[axis] = 1
-      keys.forEach((k, row) => {
-        const rowData = axis === null ? copyData(all) : sliceRow(all, t.dims, axis, row)
-        const out = new this.#ort.Tensor(t.type as "float32", rowData as Float32Array, dims)
-        setKey(result.get(k) as Record<string, OrtTensor>, name, out)
-      })
-      t.dispose()
-    }
-    return result
-  }
-
-  reset(keys: readonly StreamKey[]): E.Either<StateError, void> {
-    const idle = this.#idle("reset")
-    if (idle._tag === "Left") return idle
-    return this.store.reset(keys)
-  }
-
-  delete(key: StreamKey): E.Either<StateError, boolean> {
+  delete(key: StreamKey): E.Either<BusyError | DisposedError | KeyError, boolean> {
     const idle = this.#idle("delete")
-    if (idle._tag === "Left") return idle
-    return E.right(this.store.delete(key))
+    if (idle !== undefined) return idle
+    if (!keyOk(key))
+      return E.left(new KeyError({ expected: "a string or finite number key", actual: key }))
+    return E.right(this.#store.delete(key))
   }
 
-  async snapshot(key: StreamKey): Promise<E.Either<StateError, Uint8Array>> {
-    const idle = this.#idle("snapshot")
-    if (idle._tag === "Left") return idle
-    return this.store.snapshot(key)
+  async snapshot(key: StreamKey): ReturnType<SessionStore["snapshot"]> {
+    return this.#idle("snapshot") ?? this.#store.snapshot(key)
   }
 
-  restore(key: StreamKey, bytes: Uint8Array | Snapshot): E.Either<StateError, void> {
-    const idle = this.#idle("restore")
-    if (idle._tag === "Left") return idle
-    return this.store.restore(key, bytes)
+  restore(key: StreamKey, bytes: Uint8Array | Snapshot): ReturnType<SessionStore["restore"]> {
+    return this.#idle("restore") ?? this.#store.restore(key, bytes)
   }
 
   flush(): Promise<void> {
-    return this.store.flush()
+    return this.#store.flush()
   }
 
   dispose(): void {
-    this.store.dispose()
+    this.#disposed = true
+    // A run in flight frees the store when it settles (its gathered batch is the run's input).
+    if (!this.#inFlight) this.#store.dispose()
   }
 
   [Symbol.dispose](): void {

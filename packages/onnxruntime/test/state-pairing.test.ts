@@ -48,12 +48,18 @@ describe("pairing state outputs with state inputs", () => {
     expect(r._tag === "Left" && r.left.path).toBe("c")
   })
 
-  it("an explicit pair naming a missing input or output is refused", () => {
+  it("an explicit pair naming a missing input or output is an OptionError naming the pair", () => {
     const r = pairStateNames(["x", "h"], ["y", "hn"], { hn: "hidden" })
-    expect(r._tag === "Left" && r.left._tag).toBe("StructureMismatchError")
-    expect(r._tag === "Left" && r.left.path).toBe("hidden")
+    expect(r).toMatchObject({
+      _tag: "Left",
+      left: { _tag: "OptionError", path: "explicit.hn", actual: "hidden" },
+    })
+    expect(r._tag === "Left" && r.left.message).toContain('got "hidden"')
     const r2 = pairStateNames(["x", "h"], ["y", "hn"], { nope: "h" })
-    expect(r2._tag === "Left" && r2.left.actual).toBe("no such output")
+    expect(r2).toMatchObject({
+      _tag: "Left",
+      left: { _tag: "OptionError", path: "explicit.nope", actual: "nope" },
+    })
   })
 
   it("two outputs feeding one input are refused", () => {
@@ -77,14 +83,21 @@ describe("stateOutputLocations", () => {
   it("keeps exactly the paired state outputs on the GPU", () => {
     const inputs = ["input", "sr", "state", "past_key_values.0.key"]
     const outputs = ["output", "stateN", "present.0.key", "logits"]
-    expect(orThrow(stateOutputLocations(inputs, outputs))).toEqual({
+    expect(stateOutputLocations(inputs, outputs)).toEqual({
       stateN: "gpu-buffer",
       "present.0.key": "gpu-buffer",
     })
-    const explicit = orThrow(stateOutputLocations(["h"], ["h_next", "y"], { h_next: "h" }))
+    const explicit = stateOutputLocations(["h"], ["h_next", "y"], { h_next: "h" })
     expect(explicit).toEqual({ h_next: "gpu-buffer" })
-    const unpaired = stateOutputLocations(["state"], ["output"])
-    expect(unpaired._tag === "Left" && unpaired.left._tag).toBe("StructureMismatchError")
+  })
+
+  it("throws the typed pairing error (it returns a plain record, not an Either)", () => {
+    expect(() => stateOutputLocations(["state"], ["output"])).toThrow(
+      expect.objectContaining({ _tag: "StructureMismatchError", path: "state" }),
+    )
+    expect(() => stateOutputLocations(["h"], "hn" as never)).toThrow(
+      expect.objectContaining({ _tag: "OptionError", path: "outputs", actual: "hn" }),
+    )
   })
 })
 

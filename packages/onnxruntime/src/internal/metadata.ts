@@ -1,4 +1,6 @@
+import { OptionError } from "@statesaver/core"
 import type * as common from "onnxruntime-common"
+import * as E from "./either.js"
 
 /** Input or output metadata of a session. */
 export type Metadata = common.InferenceSession.ValueMetadata
@@ -20,4 +22,36 @@ export function metadataBatchAxis(meta: Metadata | undefined, batchDim: string):
   if (named >= 0) return named
   const unknown = meta.shape.findIndex(isUnknown)
   return unknown >= 0 ? unknown : null
+}
+
+/**
+ * Checks a session's `inputMetadata` / `outputMetadata`: an array of entries each with a string
+ * `name`, and for tensors a string `type` and an array `shape`.
+ */
+export function checkMetadata(
+  value: unknown,
+  path: string,
+): E.Either<OptionError, readonly Metadata[]> {
+  const expected = "an array of value metadata ({ name, isTensor, type, shape })"
+  if (!Array.isArray(value)) return E.left(new OptionError({ path, expected, actual: value }))
+  for (let i = 0; i < value.length; i++) {
+    const m: unknown = value[i]
+    const ok =
+      typeof m === "object" &&
+      m !== null &&
+      typeof (m as { name?: unknown }).name === "string" &&
+      (!(m as { isTensor?: unknown }).isTensor ||
+        (typeof (m as { type?: unknown }).type === "string" &&
+          Array.isArray((m as { shape?: unknown }).shape)))
+    if (!ok) {
+      return E.left(
+        new OptionError({
+          path: `${path}[${i}]`,
+          expected: "value metadata ({ name, isTensor, type, shape })",
+          actual: m,
+        }),
+      )
+    }
+  }
+  return E.right(value as readonly Metadata[])
 }

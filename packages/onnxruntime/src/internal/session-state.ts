@@ -1,48 +1,76 @@
 import {
-  type Dim,
-  type Init,
-  type StateError,
+  type DTypeMismatchError,
+  OptionError,
+  type ShapeMismatchError,
+  type SpecError,
   type StateSpec,
   StructureMismatchError,
   formatPath,
 } from "@statesaver/core"
-import * as E from "fp-ts/lib/Either.js"
-import type * as common from "onnxruntime-common"
 import type { OrtTensor } from "../ort-backend.js"
-import { type StatePair, pairStateNames, sessionStateSpec } from "../state-pairing.js"
-
-/** Options shared by every session wrapper that derives its state from the model. */
-export interface SessionStateOptions {
-  readonly pairs?: Readonly<Record<string, string>>
-  readonly batchDim?: string
-  readonly init?: Readonly<Record<string, Init>>
-  readonly shapes?: Readonly<Record<string, readonly Dim[]>>
-}
+import type { StatePair } from "../state-pairing.js"
+import type { OrtSession } from "../stateful-session.js"
+import * as E from "./either.js"
+import { pairNames, sessionSpec } from "./pairing.js"
+import { checkNames, isObject, isOptions } from "./validate.js"
 
 /** What a session wrapper knows about its model's state. */
 export interface SessionState {
+  readonly session: OrtSession
   readonly pairs: StatePair[]
   readonly spec: StateSpec
   readonly batchDim: string
 }
 
-/** Pairs the session's state outputs with its inputs and derives the state spec. */
-export function deriveSessionState(
-  session: Pick<
-    common.InferenceSession,
-    "inputNames" | "outputNames" | "inputMetadata" | "outputMetadata"
-  >,
-  options: SessionStateOptions,
-): E.Either<StateError, SessionState> {
-  const pairs = pairStateNames(session.inputNames, session.outputNames, options.pairs)
-  if (pairs._tag === "Left") return pairs
-  const derived = sessionStateSpec(session, pairs.right, {
-    ...(options.batchDim === undefined ? {} : { batchDim: options.batchDim }),
-    ...(options.init === undefined ? {} : { init: options.init }),
-    ...(options.shapes === undefined ? {} : { shapes: options.shapes }),
+/** Errors deriving a session's state can return. */
+export type DeriveError =
+  OptionError | StructureMismatchError | SpecError | DTypeMismatchError | ShapeMismatchError
+
+/**
+ * Checks a session factory's options record and its `session`, pairs the session's state outputs
+ * with its inputs and derives the state spec. The options shared by both session factories
+ * (`pairs`, `batchDim`, `init`, `shapes`) are checked here.
+ */
+export function deriveSessionState(options: unknown): E.Either<DeriveError, SessionState> {
+  if (!isOptions(options)) {
+    return E.left(
+      new OptionError({ path: "options", expected: "an options object", actual: options }),
+    )
+  }
+  const session = options["session"]
+  if (!isObject(session)) {
+    return E.left(
+      new OptionError({
+        path: "session",
+        expected: "an InferenceSession (inputNames, outputNames, metadata, run)",
+        actual: session,
+      }),
+    )
+  }
+  const s = session as Partial<Record<keyof OrtSession, unknown>>
+  const inputNames = checkNames(s.inputNames, "session.inputNames")
+  if (inputNames._tag === "Left") return inputNames
+  const outputNames = checkNames(s.outputNames, "session.outputNames")
+  if (outputNames._tag === "Left") return outputNames
+  if (typeof s.run !== "function") {
+    return E.left(
+      new OptionError({ path: "session.run", expected: "a run function", actual: s.run }),
+    )
+  }
+  const pairs = pairNames(inputNames.right, outputNames.right, options["pairs"], {
+    inputs: "session.inputNames",
+    outputs: "session.outputNames",
+    explicit: "pairs",
   })
+  if (pairs._tag === "Left") return pairs
+  const specOptions = {
+    ...(options["batchDim"] === undefined ? {} : { batchDim: options["batchDim"] }),
+    ...(options["init"] === undefined ? {} : { init: options["init"] }),
+    ...(options["shapes"] === undefined ? {} : { shapes: options["shapes"] }),
+  }
+  const derived = sessionSpec(session, pairs.right, specOptions)
   if (derived._tag === "Left") return derived
-  return E.right({ pairs: pairs.right, ...derived.right })
+  return E.right({ session: session as OrtSession, pairs: pairs.right, ...derived.right })
 }
 
 /** Refuses a feed for a state input: the session supplies it. */
@@ -50,15 +78,35 @@ export function refuseStateFeeds(
   names: Iterable<string>,
   stateInputs: ReadonlySet<string>,
   path: (name: string) => string = (name) => formatPath([name]),
-): E.Either<StateError, void> {
+): E.Either<StructureMismatchError, void> {
   for (const name of names) {
     if (stateInputs.has(name)) {
       return E.left(
-        new StructureMismatchError(
-          path(name),
-          "no feed for a state input (the session supplies it)",
-          "a feed",
-        ),
+        new StructureMismatchError({
+          path: path(name),
+          expected: "no feed for a state input (the session supplies it)",
+          actual: "a feed",
+        }),
+      )
+    }
+  }
+  return E.right(undefined)
+}
+
+/** Refuses a feed the model does not take. */
+export function refuseUnknownFeeds(
+  names: Iterable<string>,
+  inputs: readonly string[],
+  path: (name: string) => string = (name) => formatPath([name]),
+): E.Either<StructureMismatchError, void> {
+  for (const name of names) {
+    if (!inputs.includes(name)) {
+      return E.left(
+        new StructureMismatchError({
+          path: path(name),
+          expected: "a model input",
+          actual: "no such input",
+        }),
       )
     }
   }

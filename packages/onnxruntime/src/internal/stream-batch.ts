@@ -1,0 +1,113 @@
+// Stacking streams' feeds into one batch and splitting a batched run's outputs per stream.
+import { BackendError, BatchSizeMismatchError, type StreamKey, formatPath } from "@statesaver/core"
+import type { OrtRuntime, OrtTensor } from "../ort-backend.js"
+import * as E from "./either.js"
+import { type TensorData, copyData, sliceRow, stackRows } from "./rows.js"
+import { setKey } from "./session-state.js"
+
+/** Batch axis of each non-state input and output; `null` for per-call values. */
+type Axes = Readonly<Record<string, number | null>>
+
+/**
+ * The feeds of a run: the per-call feeds, then each stacked input (one stream's feed as it is,
+ * several streams' rows stacked along the input's batch axis into a new tensor). `stacked` lists
+ * the new tensors, which the caller frees after the run.
+ */
+export function stackFeeds(
+  ort: OrtRuntime,
+  shared: Readonly<Record<string, OrtTensor>>,
+  batched: ReadonlyMap<string, readonly OrtTensor[]>,
+  axes: Axes,
+): { feeds: Record<string, OrtTensor>; stacked: OrtTensor[] } {
+  const feeds: Record<string, OrtTensor> = {}
+  for (const name of Object.keys(shared)) setKey(feeds, name, shared[name] as OrtTensor)
+  const stacked: OrtTensor[] = []
+  for (const [name, parts] of batched) {
+    if (parts.length === 1) {
+      setKey(feeds, name, parts[0] as OrtTensor)
+      continue
+    }
+    const first = parts[0] as OrtTensor
+    const axis = axes[name] as number
+    const dims = [...first.dims]
+    dims[axis] = parts.length
+    const data = stackRows(
+      parts.map((p) => p.data as TensorData),
+      first.dims,
+      axis,
+    )
+    const t = new ort.Tensor(first.type as "float32", data as Float32Array, dims)
+    stacked.push(t)
+    setKey(feeds, name, t)
+  }
+  return { feeds, stacked }
+}
+
+/**
+ * Host data of each non-state output of a batched run, after checking its batch size (nothing is
+ * read for a run of one stream, whose outputs are handed over as they are).
+ */
+export async function readOutputs(
+  outputs: Readonly<Record<string, OrtTensor>>,
+  stateOutputs: ReadonlySet<string>,
+  axes: Axes,
+  batchSize: number,
+  backend: string,
+): Promise<E.Either<BatchSizeMismatchError | BackendError, Map<string, TensorData>>> {
+  const data = new Map<string, TensorData>()
+  for (const [name, t] of Object.entries(outputs)) {
+    if (stateOutputs.has(name)) continue
+    const axis = axes[name] ?? null
+    if (axis !== null && t.dims[axis] !== batchSize) {
+      return E.left(
+        new BatchSizeMismatchError({
+          path: formatPath([name]),
+          expected: batchSize,
+          actual: t.dims[axis] ?? 0,
+          axis,
+        }),
+      )
+    }
+    if (batchSize === 1) continue
+    try {
+      data.set(name, (t.location === "cpu" ? t.data : await t.getData()) as TensorData)
+    } catch (cause) {
+      return E.left(
+        new BackendError({ backend, operation: "getData", path: formatPath([name]), cause }),
+      )
+    }
+  }
+  return E.right(data)
+}
+
+/**
+ * Each stream's row of every output; outputs without a batch axis are copied to each stream. A
+ * run of one stream hands the outputs over as they are; otherwise the batched outputs are freed.
+ */
+export function splitOutputs(
+  ort: OrtRuntime,
+  keys: readonly StreamKey[],
+  outputs: Record<string, OrtTensor>,
+  data: ReadonlyMap<string, TensorData>,
+  axes: Axes,
+): Map<StreamKey, Record<string, OrtTensor>> {
+  const result = new Map<StreamKey, Record<string, OrtTensor>>()
+  if (keys.length === 1) {
+    result.set(keys[0] as StreamKey, outputs)
+    return result
+  }
+  for (const k of keys) result.set(k, {})
+  for (const [name, t] of Object.entries(outputs)) {
+    const axis = axes[name] ?? null
+    const all = data.get(name) as TensorData
+    const dims = [...t.dims]
+    if (axis !== null) dims[axis] = 1
+    keys.forEach((k, row) => {
+      const rowData = axis === null ? copyData(all) : sliceRow(all, t.dims, axis, row)
+      const out = new ort.Tensor(t.type as "float32", rowData as Float32Array, dims)
+      setKey(result.get(k) as Record<string, OrtTensor>, name, out)
+    })
+    t.dispose()
+  }
+  return result
+}

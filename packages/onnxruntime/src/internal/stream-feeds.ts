@@ -1,0 +1,385 @@
+// Checking the arguments of `StreamingSession.run` and the batch axes of a streaming session:
+// pure functions over the call's values and the session's layout, run before anything is gathered.
+import {
+  BatchSizeMismatchError,
+  DTypeMismatchError,
+  type DisposedError,
+  KeyError,
+  OptionError,
+  ShapeMismatchError,
+  type StreamKey,
+  StructureMismatchError,
+  formatPath,
+} from "@statesaver/core"
+import type { OrtTensor } from "../ort-backend.js"
+import type { Feeds } from "../stateful-session.js"
+import type { StreamFeeds } from "../streaming-session.js"
+import * as E from "./either.js"
+import { type Metadata, metadataBatchAxis } from "./metadata.js"
+import { type TensorData, sameData } from "./rows.js"
+import { refuseStateFeeds, refuseUnknownFeeds, setKey } from "./session-state.js"
+import { checkFeedRecord, isRecord, optionPath, own } from "./validate.js"
+
+/** What a streaming session knows about its model's inputs. */
+export interface FeedLayout {
+  /** Inputs the caller feeds: every model input but the state inputs. */
+  readonly inputs: readonly string[]
+  readonly stateInputs: ReadonlySet<string>
+  /** Batch axis of each non-state input and output; `null` for per-call values. */
+  readonly batchAxes: Readonly<Record<string, number | null>>
+}
+
+/** A checked call: keys in order, the feeds to stack by input, the per-call feeds. */
+export interface Call {
+  readonly keys: StreamKey[]
+  readonly batched: Map<string, OrtTensor[]>
+  readonly shared: Record<string, OrtTensor>
+}
+
+/** Errors checking a call can return. */
+export type FeedError =
+  | KeyError
+  | OptionError
+  | StructureMismatchError
+  | DisposedError
+  | ShapeMismatchError
+  | DTypeMismatchError
+  | BatchSizeMismatchError
+
+export const keyOk = (k: unknown): k is StreamKey =>
+  typeof k === "string" || (typeof k === "number" && Number.isFinite(k))
+
+/** Where a stream's feed is, in error paths: `alice.input`, `[3].X`. */
+export const feedPath = (key: StreamKey, name: string): string => formatPath([key, name])
+
+const STREAMS = "streams: an iterable of { key, feeds } or a Map from key to feeds"
+
+/** The streams of a call as a list, each entry an object with a key (feeds checked later). */
+export function listStreams(
+  streams: unknown,
+): E.Either<StructureMismatchError, { key: unknown; feeds: unknown }[]> {
+  if (streams instanceof Map) {
+    return E.right([...(streams as Map<unknown, unknown>)].map(([key, feeds]) => ({ key, feeds })))
+  }
+  const iterable =
+    typeof streams === "object" &&
+    streams !== null &&
+    typeof (streams as { [Symbol.iterator]?: unknown })[Symbol.iterator] === "function"
+  if (!iterable)
+    return E.left(new StructureMismatchError({ path: "", expected: STREAMS, actual: streams }))
+  let entries: unknown[]
+  try {
+    entries = [...(streams as Iterable<unknown>)]
+  } catch (cause) {
+    return E.left(
+      new StructureMismatchError({
+        path: "",
+        expected: STREAMS,
+        actual: streams,
+        detail: `iterating it threw: ${cause instanceof Error ? cause.message : String(cause)}`,
+        cause,
+      }),
+    )
+  }
+  const out: { key: unknown; feeds: unknown }[] = []
+  for (let i = 0; i < entries.length; i++) {
+    const entry = entries[i]
+    if (typeof entry !== "object" || entry === null || !("key" in entry)) {
+      return E.left(
+        new StructureMismatchError({
+          path: `streams[${i}]`,
+          expected: "a stream: { key, feeds }",
+          actual: entry,
+        }),
+      )
+    }
+    out.push({ key: entry.key, feeds: (entry as { feeds?: unknown }).feeds })
+  }
+  return E.right(out)
+}
+
+/** Checks the options of a run: a record whose `shared` is a record and `runOptions` one too. */
+export function checkRunOptions(
+  options: unknown,
+): E.Either<
+  OptionError | StructureMismatchError | DisposedError,
+  { shared: Feeds; runOptions: unknown }
+> {
+  if (options === undefined) return E.right({ shared: {}, runOptions: undefined })
+  if (!isRecord(options)) {
+    return E.left(
+      new OptionError({
+        path: "options",
+        expected: "run options ({ shared?, runOptions? })",
+        actual: options,
+      }),
+    )
+  }
+  const { shared, runOptions } = options
+  if (shared !== undefined && !isRecord(shared)) {
+    return E.left(
+      new OptionError({
+        path: "shared",
+        expected: "a record of ORT tensors by input name",
+        actual: shared,
+      }),
+    )
+  }
+  const feeds = checkFeedRecord(shared ?? {}, "shared", (name) => formatPath([name]))
+  if (feeds._tag === "Left") return feeds
+  if (runOptions !== undefined && !isRecord(runOptions)) {
+    return E.left(
+      new OptionError({
+        path: "runOptions",
+        expected: "ONNX Runtime run options (a record)",
+        actual: runOptions,
+      }),
+    )
+  }
+  return E.right({ shared: feeds.right, runOptions })
+}
+
+/** Checks keys and feeds of a call against the layout; nothing is gathered or run. */
+export function checkCall(
+  entries: readonly { key: unknown; feeds: unknown }[],
+  sharedFeeds: Feeds,
+  layout: FeedLayout,
+): E.Either<FeedError, Call> {
+  if (entries.length === 0)
+    return E.left(new KeyError({ expected: "at least one stream", actual: [] }))
+  const keys: StreamKey[] = []
+  const seen = new Set<StreamKey>()
+  for (const { key } of entries) {
+    if (!keyOk(key))
+      return E.left(new KeyError({ expected: "string or finite number keys", actual: key }))
+    if (seen.has(key)) {
+      return E.left(
+        new KeyError({
+          expected: "distinct keys",
+          actual: key,
+          detail: `${JSON.stringify(key)} twice`,
+        }),
+      )
+    }
+    seen.add(key)
+    keys.push(key)
+  }
+  const list: StreamFeeds[] = []
+  for (const { key, feeds } of entries) {
+    const k = key as StreamKey
+    const checked = checkFeedRecord(feeds, formatPath([k]), (n) => feedPath(k, n))
+    if (checked._tag === "Left") return checked
+    list.push({ key: k, feeds: checked.right })
+  }
+  const sharedNames = Object.keys(sharedFeeds)
+  const refused = refuseStateFeeds(sharedNames, layout.stateInputs)
+  if (refused._tag === "Left") return refused
+  const unknown = refuseUnknownFeeds(sharedNames, layout.inputs)
+  if (unknown._tag === "Left") return unknown
+  for (const name of sharedNames) {
+    if (layout.batchAxes[name] !== null) {
+      return E.left(
+        new StructureMismatchError({
+          path: formatPath([name]),
+          expected: `a feed in each stream (batch axis ${layout.batchAxes[name]})`,
+          actual: "a shared feed",
+        }),
+      )
+    }
+  }
+  for (const { key, feeds } of list) {
+    const names = Object.keys(feeds)
+    const r = refuseStateFeeds(names, layout.stateInputs, (n) => feedPath(key, n))
+    if (r._tag === "Left") return r
+    const u = refuseUnknownFeeds(names, layout.inputs, (n) => feedPath(key, n))
+    if (u._tag === "Left") return u
+  }
+  const batched = new Map<string, OrtTensor[]>()
+  const shared: Record<string, OrtTensor> = {}
+  for (const name of layout.inputs) {
+    const axis = layout.batchAxes[name] ?? null
+    if (axis === null) {
+      const found = checkShared(name, list, sharedFeeds)
+      if (found._tag === "Left") return found
+      setKey(shared, name, found.right)
+      continue
+    }
+    const parts = checkStacked(name, axis, list)
+    if (parts._tag === "Left") return parts
+    batched.set(name, parts.right)
+  }
+  return E.right({ keys, batched, shared })
+}
+
+/** The feeds of a stacked input, one per stream: one row each, same dtype and shape. */
+function checkStacked(
+  name: string,
+  axis: number,
+  list: readonly StreamFeeds[],
+): E.Either<FeedError, OrtTensor[]> {
+  const parts: OrtTensor[] = []
+  let first: { key: StreamKey; t: OrtTensor } | undefined
+  for (const { key, feeds } of list) {
+    const t = own(feeds, name) ? feeds[name] : undefined
+    const path = feedPath(key, name)
+    if (t === undefined) {
+      return E.left(
+        new StructureMismatchError({ path, expected: `a feed for input ${name}`, actual: "none" }),
+      )
+    }
+    if (t.dims.length <= axis) {
+      return E.left(
+        new ShapeMismatchError({
+          path,
+          expected: `rank > ${axis}`,
+          actual: t.dims,
+          detail: `batch axis ${axis}`,
+        }),
+      )
+    }
+    if (t.dims[axis] !== 1) {
+      return E.left(
+        new BatchSizeMismatchError({ path, expected: 1, actual: t.dims[axis] as number, axis }),
+      )
+    }
+    if (list.length > 1 && t.location !== "cpu") {
+      return E.left(
+        new StructureMismatchError({ path, expected: "a CPU tensor to stack", actual: t.location }),
+      )
+    }
+    if (first === undefined) first = { key, t }
+    else {
+      if (t.type !== first.t.type)
+        return E.left(new DTypeMismatchError({ path, expected: first.t.type, actual: t.type }))
+      const dims = first.t.dims
+      if (t.dims.length !== dims.length || t.dims.some((d, i) => d !== dims[i])) {
+        return E.left(
+          new ShapeMismatchError({
+            path,
+            expected: dims,
+            actual: t.dims,
+            detail: `every stream's ${name} must have the shape of stream ${JSON.stringify(first.key)}'s`,
+          }),
+        )
+      }
+    }
+    parts.push(t)
+  }
+  return E.right(parts)
+}
+
+/** The one value of a per-call input: given once, or equal in every stream that gives it. */
+function checkShared(
+  name: string,
+  list: readonly StreamFeeds[],
+  sharedFeeds: Feeds,
+): E.Either<FeedError, OrtTensor> {
+  const given: [string, OrtTensor][] = []
+  if (own(sharedFeeds, name)) given.push([formatPath([name]), sharedFeeds[name] as OrtTensor])
+  for (const { key, feeds } of list) {
+    if (own(feeds, name)) given.push([feedPath(key, name), feeds[name] as OrtTensor])
+  }
+  const [head, ...rest] = given
+  if (head === undefined) {
+    return E.left(
+      new StructureMismatchError({
+        path: formatPath([name]),
+        expected: `a feed for per-call input ${name} (in options.shared or in the streams' feeds)`,
+        actual: "none",
+      }),
+    )
+  }
+  const [, value] = head
+  for (const [path, t] of rest) {
+    if (t === value) continue
+    if (t.type !== value.type)
+      return E.left(new DTypeMismatchError({ path, expected: value.type, actual: t.type }))
+    if (t.dims.length !== value.dims.length || t.dims.some((d, i) => d !== value.dims[i])) {
+      return E.left(
+        new ShapeMismatchError({
+          path,
+          expected: value.dims,
+          actual: t.dims,
+          detail: `per-call input ${name}`,
+        }),
+      )
+    }
+    const equal =
+      t.location === "cpu" &&
+      value.location === "cpu" &&
+      sameData(t.data as TensorData, value.data as TensorData)
+    if (!equal) {
+      return E.left(
+        new StructureMismatchError({
+          path,
+          expected: `the same value of per-call input ${name} in every stream`,
+          actual: "a different value",
+        }),
+      )
+    }
+  }
+  return E.right(value)
+}
+
+/**
+ * The batch axis of every non-state input and output: `given` (the `batchAxes` option) first,
+ * else the metadata (see `metadataBatchAxis`). `Left(OptionError)` for a name that is not a
+ * non-state input or output, or an axis that is not an integer in [0, rank) or `null`.
+ */
+export function resolveBatchAxes(
+  names: readonly string[],
+  metadata: readonly Metadata[],
+  batchDim: string,
+  given: unknown,
+): E.Either<OptionError, Record<string, number | null>> {
+  if (given !== undefined && !isRecord(given)) {
+    return E.left(
+      new OptionError({
+        path: "batchAxes",
+        expected: "a record of batch axes (or null) by input or output name",
+        actual: given,
+      }),
+    )
+  }
+  const overrides = given ?? {}
+  for (const name of Object.keys(overrides)) {
+    if (!names.includes(name)) {
+      return E.left(
+        new OptionError({
+          path: optionPath("batchAxes", name),
+          expected: "the name of a non-state input or output of the model",
+          actual: name,
+          detail: `names: ${names.join(", ")}`,
+        }),
+      )
+    }
+  }
+  const axes: Record<string, number | null> = {}
+  for (const name of names) {
+    const meta = metadata.find((m) => m.name === name)
+    const axis = own(overrides, name) ? overrides[name] : metadataBatchAxis(meta, batchDim)
+    const rank = meta !== undefined && meta.isTensor ? meta.shape.length : undefined
+    if (
+      axis !== null &&
+      (typeof axis !== "number" ||
+        !Number.isSafeInteger(axis) ||
+        axis < 0 ||
+        (rank !== undefined && axis >= rank))
+    ) {
+      return E.left(
+        new OptionError({
+          path: optionPath("batchAxes", name),
+          expected: `a batch axis in [0, ${rank ?? "rank"}), or null for a per-call value`,
+          actual: axis,
+        }),
+      )
+    }
+    Object.defineProperty(axes, name, {
+      value: axis,
+      enumerable: true,
+      writable: true,
+      configurable: true,
+    })
+  }
+  return E.right(axes)
+}
