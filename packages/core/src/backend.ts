@@ -110,9 +110,9 @@ export interface StateBackend<T, In = T> {
    * disposed tensor, and for anything that is not its own (numbers, strings, arrays, plain
    * objects that look like a tensor, another framework's tensors). Core calls it on every leaf a
    * user passes to `save` and `scatter`: it is how core tells a tensor from a mistake, and an
-   * answer for a disposed tensor would let core adopt freed memory. Must not throw: core reports
-   * a throw while checking a `save` or `scatter` as a `BackendError`, but also calls `describe`
-   * on its own tensors (`dims()`, `reset()`), where a throw would escape as an exception.
+   * answer for a disposed tensor would let core adopt freed memory. Should not throw: core reports
+   * a throw as a `BackendError` naming the leaf (`reset()` returns it; `dims()`, which returns a
+   * plain value, throws it).
    */
   describe(x: unknown): TensorInfo | undefined
   /**

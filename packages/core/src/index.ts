@@ -60,6 +60,7 @@ export type {
 
 export type {
   BackendCapabilities,
+  InputOf,
   LeafContext,
   StateBackend,
   TensorInfo,

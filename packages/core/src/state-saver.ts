@@ -1,6 +1,5 @@
-import type { StateBackend } from "./backend.js"
-import type {
-  DTypeMismatchError} from "./errors.js";
+import type { StateBackend, TensorInfo } from "./backend.js"
+import type { DTypeMismatchError } from "./errors.js"
 import {
   BackendError,
   type BatchSizeMismatchError,
@@ -228,10 +227,17 @@ class Saver<T, In> implements StateSaver<T, In> {
     if (this.#disposed) throw new DisposedError({ what: "StateSaver" })
     const out: Record<string, number> = {}
     this.spec.leaves.forEach((leaf, i) => {
-      const info = this.backend.describe(this.#held[i])
-      for (const [axis, name] of leaf.growing) out[name] = info?.shape[axis] ?? 0
+      const info = this.#describe(i)
+      if (info._tag === "Left") throw info.left
+      for (const [axis, name] of leaf.growing) out[name] = info.right?.shape[axis] ?? 0
     })
     return out
+  }
+
+  /** The backend's `describe` of leaf `i`, a throw turned into a `BackendError`. */
+  #describe(i: number): E.Either<BackendError, TensorInfo | undefined> {
+    const ctx = this.#contexts[i] as ReturnType<typeof contextOf>
+    return attempt(this.backend, "describe", ctx.path, () => this.backend.describe(this.#held[i]))
   }
 
   save(next: StateTree<T | In>): E.Either<SaveError, void> {
@@ -269,6 +275,9 @@ class Saver<T, In> implements StateSaver<T, In> {
       try {
         held[i] = this.backend.adopt(current, x, ctx)
       } catch (e) {
+        // Copies made for a swapped save that were not adopted yet are core's to free.
+        const copies = prepared.right.slice(i).filter((t, j) => t !== incoming[i + j]) as T[]
+        disposeQuietly(this.backend, copies)
         return E.left(
           new BackendError({
             backend: this.backend.name,
@@ -333,11 +342,14 @@ class Saver<T, In> implements StateSaver<T, In> {
     const all = Array.from({ length: this.#batchSize }, (_, r) => r)
     const leaves = this.spec.leaves
     // Leaves at their starting shape are filled in place; grown ones (a KV cache) are reallocated.
-    const grown = leaves.some((leaf, i) => {
-      const shape = this.backend.describe(this.#held[i])?.shape
-      const start = leafShape(leaf, this.#batchSize)
-      return shape === undefined || shape.some((d, axis) => d !== start[axis])
-    })
+    let grown = false
+    for (let i = 0; i < leaves.length && !grown; i++) {
+      const info = this.#describe(i)
+      if (info._tag === "Left") return info
+      const start = leafShape(leaves[i] as ResolvedLeaf, this.#batchSize)
+      const shape = info.right?.shape
+      grown = shape === undefined || shape.some((d, axis) => d !== start[axis])
+    }
     if (grown) {
       const fresh = allocateLeaves(this.backend, leaves, this.#batchSize)
       if (fresh._tag === "Left") return fresh
