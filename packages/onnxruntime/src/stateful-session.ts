@@ -15,7 +15,7 @@ import {
   type StateBackend,
   type StateSaver,
   type StateTree,
-  type StructureMismatchError,
+  StructureMismatchError,
   createStateSaver,
   formatPath,
 } from "@statesaver/core"
@@ -30,7 +30,7 @@ import {
   refuseUnknownFeeds,
   setKey,
 } from "./internal/session-state.js"
-import { checkFeedRecord, isRecord } from "./internal/validate.js"
+import { checkFeedRecord, isRecord, own } from "./internal/validate.js"
 import type { StatePair } from "./state-pairing.js"
 
 /**
@@ -298,6 +298,16 @@ class Session implements StatefulSession {
     if (refused._tag === "Left") return refused
     const unknown = refuseUnknownFeeds(names, this.#inputs)
     if (unknown._tag === "Left") return unknown
+    const missing = this.#inputs.find((name) => !own(checked.right, name))
+    if (missing !== undefined) {
+      return E.left(
+        new StructureMismatchError({
+          path: formatName(missing),
+          expected: `a feed for input ${missing}`,
+          actual: "none",
+        }),
+      )
+    }
     if (options !== undefined && !isRecord(options)) {
       return E.left(
         new OptionError({
