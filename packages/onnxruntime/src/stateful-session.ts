@@ -127,7 +127,7 @@ export type CreateStatefulSessionError =
 /**
  * Errors `StatefulSession.run` can return: another run in flight (`BusyError`), a disposed
  * session or feed (`DisposedError`), bad run options (`OptionError`), feeds that are not a record
- * of ORT tensors or that name a state input or no input (`StructureMismatchError`), a run that
+ * of ORT tensors, that miss an input or name a state input or no input (`StructureMismatchError`), a run that
  * threw (`BackendError`), state outputs that do not fit the state (`ShapeMismatchError`,
  * `DTypeMismatchError`, `BatchSizeMismatchError`, `AliasedLeafError`).
  *

@@ -164,6 +164,40 @@ describe("StatefulSession on WebGPU", () => {
   })
 })
 
+describe("busy guard on WebGPU", () => {
+  it("row operations through the session's saver are refused while a GPU run is in flight; the run equals an undisturbed one", async () => {
+    const { gpu, device } = await sessions()
+    const backend = ortBackend({ ort, location: "gpu-buffer", device })
+    const s = orThrow(createStatefulSession({ session: gpu, backend, batchSize: B }))
+    const oracle = orThrow(createStatefulSession({ session: gpu, backend, batchSize: B }))
+    const warm = inputs([2, B, 3], 5)
+    for (const t of [s, oracle]) orThrow(await t.run({ X: tensorOf(warm) }))["Y"]?.dispose()
+    const bytes = orThrow(await s.snapshot())
+    const x = inputs([1, B, 3], 6)
+    const pending = s.run({ X: tensorOf(x) })
+    for (const r of [
+      s.saver.reset(),
+      s.saver.reset([1]),
+      s.saver.select([3, 2, 1, 0]),
+      s.saver.restore(bytes),
+      await s.saver.snapshot(),
+    ])
+      expect(r).toMatchObject({ _tag: "Left", left: { _tag: "BusyError" } })
+    const y = orThrow(await pending)["Y"] as OrtTensor
+    const yRef = orThrow(await oracle.run({ X: tensorOf(x) }))["Y"] as OrtTensor
+    expect(Array.from((await y.getData()) as Float32Array)).toEqual(
+      Array.from((await yRef.getData()) as Float32Array),
+    )
+    const [got, want] = [await hostState(backend, s), await hostState(backend, oracle)]
+    for (const [k, v] of want) expectClose(got.get(k) as F32, v, 0, k)
+    orThrow(s.saver.reset([1]))
+    for (const t of [y, yRef]) t.dispose()
+    s.dispose()
+    oracle.dispose()
+    expect(backend.liveGpuBuffers()).toBe(0)
+  })
+})
+
 describe("sub-word rows on WebGPU (float16, uint8, bool)", () => {
   it("reset and select of odd-sized float16 and 1-byte rows stay on the device and match the host backend", async () => {
     const { device } = await sessions()
