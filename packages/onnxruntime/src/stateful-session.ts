@@ -127,8 +127,8 @@ export type CreateStatefulSessionError =
 /**
  * Errors `StatefulSession.run` can return: another run in flight (`BusyError`), a disposed
  * session or feed (`DisposedError`), bad run options (`OptionError`), feeds that are not a record
- * of ORT tensors, that miss an input or name a state input or no input (`StructureMismatchError`), a run that
- * threw (`BackendError`), state outputs that do not fit the state (`ShapeMismatchError`,
+ * of ORT tensors, miss an input, or name a state input or no input (`StructureMismatchError`), a
+ * run that threw (`BackendError`), state outputs that do not fit the state (`ShapeMismatchError`,
  * `DTypeMismatchError`, `BatchSizeMismatchError`, `AliasedLeafError`).
  *
  * @category sessions
@@ -253,15 +253,10 @@ class Session implements StatefulSession {
     this.#byLeaf = saver.spec.leaves.map(
       (leaf) => pairs.find((p) => p.input === leaf.path[0]) as StatePair,
     )
-    const self = this
     this.saver = new GuardedSaver(saver, {
       kind: "StatefulSession",
-      get busy() {
-        return self.#inFlight
-      },
-      get disposed() {
-        return self.#disposed
-      },
+      busy: () => this.#inFlight,
+      disposed: () => this.#disposed,
       dispose: () => this.dispose(),
     })
   }

@@ -346,15 +346,10 @@ class Streaming implements StreamingSession {
       stateInputs,
       batchAxes,
     }
-    const self = this
     this.store = new GuardedStore(store, {
       kind: "StreamingSession",
-      get busy() {
-        return self.#inFlight
-      },
-      get disposed() {
-        return self.#disposed
-      },
+      busy: () => this.#inFlight,
+      disposed: () => this.#disposed,
       dispose: () => this.dispose(),
     })
   }

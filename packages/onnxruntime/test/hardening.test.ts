@@ -16,7 +16,7 @@ import {
   sessionStateSpec,
 } from "../src/index.js"
 import type { Runtime } from "./helpers/harness.js"
-import { lstm2 } from "./helpers/models.js"
+import { kvDecoder, lstm2 } from "./helpers/models.js"
 import { seededFloats } from "./helpers/onnx-builder.js"
 
 const ort = ortNode as unknown as Runtime
@@ -413,6 +413,8 @@ describe("createStatefulSession refuses bad options with OptionError naming the 
     }
     const names = { inputNames: session.inputNames, outputNames: session.outputNames }
     const make = (o: unknown) => () => createStatefulSession(o as never)
+    const kv = await ort.InferenceSession.create(kvDecoder(4))
+    const makeKv = (o: object) => make({ session: kv, backend, batchSize: B, ...o })
     const cases: Case[] = [
       {
         name: "no options",
@@ -626,6 +628,48 @@ describe("createStatefulSession refuses bad options with OptionError naming the 
         tag: "OptionError",
         path: "batchSize",
         actual: Number.POSITIVE_INFINITY,
+      },
+      {
+        name: "dims a string",
+        call: make({ ...base, dims: "x" }),
+        tag: "OptionError",
+        path: "dims",
+        actual: "x",
+      },
+      {
+        name: "dims of a model without named dims",
+        call: make({ ...base, dims: { seq: 1 } }),
+        tag: "OptionError",
+        path: "dims.seq",
+        actual: "seq",
+      },
+      {
+        name: "dims of a KV cache of size -1",
+        call: makeKv({ dims: { past_sequence_length: -1 } }),
+        tag: "OptionError",
+        path: "dims.past_sequence_length",
+        actual: -1,
+      },
+      {
+        name: "dims of a KV cache of size 1.5",
+        call: makeKv({ dims: { past_sequence_length: 1.5 } }),
+        tag: "OptionError",
+        path: "dims.past_sequence_length",
+        actual: 1.5,
+      },
+      {
+        name: "dims of an unknown dim",
+        call: makeKv({ dims: { seq: 2 } }),
+        tag: "OptionError",
+        path: "dims.seq",
+        actual: "seq",
+      },
+      {
+        name: "an init that is not an Init",
+        call: make({ ...base, init: { "initial_h.0": 5 } }),
+        tag: "SpecError",
+        path: '["initial_h.0"]',
+        actual: 5,
       },
     ]
     for (const c of cases) {

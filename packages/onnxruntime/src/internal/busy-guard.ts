@@ -18,8 +18,10 @@ import * as E from "./either.js"
 export interface GuardOwner {
   /** Name in errors: `StatefulSession`, `StreamingSession`. */
   readonly kind: string
-  readonly busy: boolean
-  readonly disposed: boolean
+  /** True while a run is in flight. */
+  busy(): boolean
+  /** True once the session's dispose was called. */
+  disposed(): boolean
   dispose(): void
 }
 
@@ -29,8 +31,8 @@ function refusal(
   what: string,
   operation: string,
 ): BusyError | DisposedError | undefined {
-  if (owner.disposed) return new DisposedError({ what })
-  if (owner.busy) return new BusyError({ operation, inFlight: `a ${owner.kind} run` })
+  if (owner.disposed()) return new DisposedError({ what })
+  if (owner.busy()) return new BusyError({ operation, inFlight: `a ${owner.kind} run` })
   return undefined
 }
 
@@ -75,11 +77,11 @@ export class GuardedSaver implements SessionSaverType {
   }
 
   get disposed(): boolean {
-    return this.#owner.disposed
+    return this.#owner.disposed()
   }
 
   #live(): void {
-    if (this.#owner.disposed) throw new DisposedError({ what: "StateSaver" })
+    if (this.#owner.disposed()) throw new DisposedError({ what: "StateSaver" })
   }
 
   state(): StateTree<OrtTensor> {
@@ -152,7 +154,7 @@ export class GuardedStore implements SessionStoreType {
   }
 
   get size(): number {
-    return this.#owner.disposed ? 0 : this.#store.size
+    return this.#owner.disposed() ? 0 : this.#store.size
   }
 
   get slots(): number {
@@ -160,15 +162,15 @@ export class GuardedStore implements SessionStoreType {
   }
 
   get disposed(): boolean {
-    return this.#owner.disposed
+    return this.#owner.disposed()
   }
 
   has(key: StreamKey): boolean {
-    return !this.#owner.disposed && this.#store.has(key)
+    return !this.#owner.disposed() && this.#store.has(key)
   }
 
   keys(): StreamKey[] {
-    return this.#owner.disposed ? [] : this.#store.keys()
+    return this.#owner.disposed() ? [] : this.#store.keys()
   }
 
   gather(keys: readonly StreamKey[]): ReturnType<SessionStoreType["gather"]> {
@@ -188,7 +190,7 @@ export class GuardedStore implements SessionStoreType {
 
   /** Throws `BusyError` while a run is in flight (the result is a plain boolean). */
   delete(key: StreamKey): boolean {
-    if (this.#owner.disposed) return false
+    if (this.#owner.disposed()) return false
     refuseOrThrow(this.#owner, "StateStore", "delete")
     return this.#store.delete(key)
   }
@@ -207,7 +209,7 @@ export class GuardedStore implements SessionStoreType {
 
   /** Throws `BusyError` while a run is in flight (the result is a plain count). */
   sweep(): number {
-    if (this.#owner.disposed) return 0
+    if (this.#owner.disposed()) return 0
     refuseOrThrow(this.#owner, "StateStore", "sweep")
     return this.#store.sweep()
   }

@@ -1,5 +1,6 @@
 import {
   type DTypeMismatchError,
+  type LeafSpec,
   OptionError,
   type ShapeMismatchError,
   type SpecError,
@@ -12,7 +13,7 @@ import type { StatePair } from "../state-pairing.js"
 import type { OrtSession } from "../stateful-session.js"
 import * as E from "./either.js"
 import { pairNames, sessionSpec } from "./pairing.js"
-import { checkNames, isObject, isOptions } from "./validate.js"
+import { checkNames, isObject, isOptions, isRecord, optionPath } from "./validate.js"
 
 /** What a session wrapper knows about its model's state. */
 export interface SessionState {
@@ -70,7 +71,49 @@ export function deriveSessionState(options: unknown): E.Either<DeriveError, Sess
   }
   const derived = sessionSpec(session, pairs.right, specOptions)
   if (derived._tag === "Left") return derived
+  const dims = checkDims(options["dims"], derived.right.spec, derived.right.batchDim)
+  if (dims._tag === "Left") return dims
   return E.right({ session: session as OrtSession, pairs: pairs.right, ...derived.right })
+}
+
+/** `dims`: sizes (non-negative integers) of named dims of the state other than the batch. */
+function checkDims(dims: unknown, spec: StateSpec, batchDim: string): E.Either<OptionError, void> {
+  if (dims === undefined) return E.right(undefined)
+  if (!isRecord(dims)) {
+    return E.left(
+      new OptionError({
+        path: "dims",
+        expected: "a record of dim sizes by dim name",
+        actual: dims,
+      }),
+    )
+  }
+  const named = new Set<string>()
+  for (const leaf of Object.values(spec as Record<string, LeafSpec>))
+    for (const d of leaf.shape) if (typeof d === "string" && d !== batchDim) named.add(d)
+  for (const name of Object.keys(dims)) {
+    const size = dims[name]
+    if (!named.has(name)) {
+      return E.left(
+        new OptionError({
+          path: optionPath("dims", name),
+          expected: "a named dim of the state other than the batch",
+          actual: name,
+          detail: named.size === 0 ? "the state has none" : `named dims: ${[...named].join(", ")}`,
+        }),
+      )
+    }
+    if (typeof size !== "number" || !Number.isSafeInteger(size) || size < 0) {
+      return E.left(
+        new OptionError({
+          path: optionPath("dims", name),
+          expected: "a dim size (a non-negative integer)",
+          actual: size,
+        }),
+      )
+    }
+  }
+  return E.right(undefined)
 }
 
 /** Refuses a feed for a state input: the session supplies it. */
