@@ -9,7 +9,7 @@ import { dirname } from "node:path"
 import * as tf from "@tensorflow/tfjs"
 import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm"
 import { createStateSaver, orThrow } from "@statesaver/core"
-import { createTbpttTrainer, statefulRnn, tfjsBackend } from "@statesaver/tfjs"
+import { createStatefulRnn, createTbpttTrainer, tfjsBackend } from "@statesaver/tfjs"
 import { type Comparison, compareSync, median, report } from "./harness.js"
 
 const B = 32
@@ -66,7 +66,7 @@ export async function main(): Promise<void> {
     returnState: true,
   }) as tf.RNN
   const head = tf.layers.dense({ units: 16 })
-  const rnn = orThrow(statefulRnn(layer))
+  const rnn = orThrow(createStatefulRnn(layer))
   const x = tf.randomNormal([B, T, F])
   const y = tf.randomNormal([B, T, 16])
   const x1 = tf.randomNormal([B, 1, F])
@@ -97,18 +97,20 @@ export async function main(): Promise<void> {
 
   // statesaver: the saver's variables, the trainer and StatefulRnn.apply.
   const saver = orThrow(createStateSaver({ spec: rnn.spec, backend: tfjsBackend(), batchSize: B }))
-  const trainer = createTbpttTrainer({
-    saver,
-    optimizer: tf.train.sgd(1e-4),
-    windowSize: T,
-    step: ({ inputs, targets, state }) => {
-      const r = orThrow(rnn.run(inputs, state, { training: true }))
-      return {
-        loss: tf.losses.meanSquaredError(targets, head.apply(r.output) as tf.Tensor) as tf.Scalar,
-        state: r.state,
-      }
-    },
-  })
+  const trainer = orThrow(
+    createTbpttTrainer({
+      saver,
+      optimizer: tf.train.sgd(1e-4),
+      windowSize: T,
+      step: ({ inputs, targets, state }) => {
+        const r = orThrow(rnn.run(inputs, state, { training: true }))
+        return {
+          loss: tf.losses.meanSquaredError(targets, head.apply(r.output) as tf.Tensor) as tf.Scalar,
+          state: r.state,
+        }
+      },
+    }),
+  )
   const helperTrain = (): void => {
     orThrow(trainer.trainBatch({ inputs: x, targets: y }))
   }

@@ -9,7 +9,12 @@ import { dirname } from "node:path"
 import * as tf from "@tensorflow/tfjs"
 import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm"
 import { createStateSaver, orThrow } from "@statesaver/core"
-import { type StatefulRnn, createTbpttTrainer, statefulRnn, tfjsBackend } from "@statesaver/tfjs"
+import {
+  type StatefulRnn,
+  createStatefulRnn,
+  createTbpttTrainer,
+  tfjsBackend,
+} from "@statesaver/tfjs"
 
 const K = 3 // tokens
 const W = 4 // steps per window: a query symbol, then W - 1 tokens
@@ -84,7 +89,7 @@ function makeModel(seed: number): Model {
     recurrentInitializer: tf.initializers.orthogonal({ seed: seed + 1 }),
   })
   const rnn = orThrow(
-    statefulRnn(tf.layers.rnn({ cell, returnSequences: true, returnState: true }) as tf.RNN),
+    createStatefulRnn(tf.layers.rnn({ cell, returnSequences: true, returnState: true }) as tf.RNN),
   )
   return {
     rnn,
@@ -126,29 +131,31 @@ function train(model: Model, carry: boolean): void {
   const total = EPOCHS * STREAMS * WINDOWS_PER_STREAM
   let done = 0
   const progress = progressBar(carry ? "carried" : "reset", total)
-  const trainer = createTbpttTrainer({
-    saver,
-    optimizer: tf.train.adam(0.01),
-    windowSize: W,
-    step: ({ inputs, targets, state }) => {
-      const r = orThrow(model.rnn.run(inputs, state, { training: true }))
-      const logits = model.head.apply(queries(r.output)) as tf.Tensor
-      // A stream's first query has no answer: its weight is 0 (and the sum is averaged over all queries).
-      const answered = tf.sum(queries(targets), -1)
-      const summed = tf.losses.softmaxCrossEntropy(
-        queries(targets),
-        logits,
-        answered,
-        0,
-        tf.Reduction.SUM,
-      )
-      return { loss: tf.div(summed, answered.size) as tf.Scalar, state: r.state }
-    },
-    onWindow: (report) => {
-      done += report.rows
-      progress(done, report.loss)
-    },
-  })
+  const trainer = orThrow(
+    createTbpttTrainer({
+      saver,
+      optimizer: tf.train.adam(0.01),
+      windowSize: W,
+      step: ({ inputs, targets, state }) => {
+        const r = orThrow(model.rnn.run(inputs, state, { training: true }))
+        const logits = model.head.apply(queries(r.output)) as tf.Tensor
+        // A stream's first query has no answer: its weight is 0 (and the sum is averaged over all queries).
+        const answered = tf.sum(queries(targets), -1)
+        const summed = tf.losses.softmaxCrossEntropy(
+          queries(targets),
+          logits,
+          answered,
+          0,
+          tf.Reduction.SUM,
+        )
+        return { loss: tf.div(summed, answered.size) as tf.Scalar, state: r.state }
+      },
+      onWindow: (report) => {
+        done += report.rows
+        progress(done, report.loss)
+      },
+    }),
+  )
   for (let epoch = 0; epoch < EPOCHS; epoch++) {
     for (const group of groups) {
       // A group's rows start their sequences together; a smaller group shrinks the batch (select).

@@ -135,7 +135,7 @@ export function toTfjsStates<T>(
  * output of an RNN with `returnState: true` (last layer first).
  *
  * @example
- * const [y, ...states] = rnn.apply(x, { initialState }) as tf.Tensor[]
+ * const [y, ...states] = layer.apply(x, { initialState }) as tf.Tensor[]
  * const next = orThrow(fromTfjsStates(layout, states))
  * @category layers
  * @since 0.1.0

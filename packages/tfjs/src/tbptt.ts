@@ -1,10 +1,12 @@
 import * as tf from "@tensorflow/tfjs"
 import {
+  AliasedLeafError,
   type AnyStateError,
   BackendError,
   BatchSizeMismatchError,
   DisposedError,
   OptionError,
+  type ResolvedSpec,
   ShapeMismatchError,
   StateError,
   type StateSaver,
@@ -61,7 +63,7 @@ export interface TbpttBatch {
   /** Split along the same time axis as `inputs`. */
   readonly targets: tf.Tensor
   /** Rows whose sequence starts with this batch: they read their init in the first window. */
-  readonly starts?: RowMask
+  readonly starts?: RowMask | undefined
 }
 
 /**
@@ -88,7 +90,10 @@ export interface WindowReport {
 export interface TbpttOptions {
   readonly saver: StateSaver<tf.Variable, tf.Tensor>
   readonly optimizer: tf.Optimizer
-  /** Runs the model on one window from the carried state. Called inside `optimizer.minimize`. */
+  /**
+   * Runs the model on one window from the carried state; called inside the optimizer's gradient
+   * tape. Returns the window's scalar loss and final state.
+   */
   readonly step: (window: TbpttWindow) => TbpttStepResult
   /** Time steps per window (a positive integer); the last window of a batch may be shorter. */
   readonly windowSize: number
@@ -110,7 +115,7 @@ export interface TbpttTrainer {
   /** Batches trained so far. */
   readonly batches: number
   /**
-   * Trains on one batch: runs `optimizer.minimize` once per window, the `starts` rows reading
+   * Trains on one batch: one optimizer step per window, the `starts` rows reading
    * their init in the first window, and saves the final state of each window for the next.
    * A batch with fewer (or more) rows than the saver keeps the first rows' state (new rows start
    * at init). Returns the window losses when `onWindow` is set (reading a loss waits for the
@@ -146,14 +151,86 @@ export type CreateTbpttTrainerError = OptionError | DisposedError
  */
 export type TrainBatchError = AnyStateError
 
+/** How the first window of a batch reads its state, and the rows it resizes the saver to. */
+interface FirstWindow {
+  readonly state: () => StateTree<tf.Tensor>
+  readonly resize: (number | null)[] | undefined
+}
+
 class StepFailed {
   constructor(readonly error: AnyStateError) {}
 }
 
+const backendName = (): string => `tfjs(${tf.getBackend()})`
+
+/** What a window returns for a throw: the StateError as is, anything else as a BackendError. */
+const asStateError = (e: unknown): AnyStateError =>
+  e instanceof StepFailed
+    ? e.error
+    : e instanceof StateError
+      ? (e as AnyStateError)
+      : new BackendError({ backend: backendName(), operation: "train window", cause: e })
+
+/** The step's result, or a throw of why it cannot be used (caught inside the tape). */
+function stepResult(out: unknown): TbpttStepResult {
+  if (
+    !isPlainRecord(out) ||
+    !(out["loss"] instanceof tf.Tensor) ||
+    out["loss"].isDisposed ||
+    !("state" in out)
+  ) {
+    throw new StepFailed(
+      new OptionError({
+        path: "step",
+        expected: "a step returning { loss: a scalar tf.Tensor, state }",
+        actual: out,
+      }),
+    )
+  }
+  const loss = out["loss"]
+  if (loss.rank !== 0) {
+    throw new StepFailed(
+      new ShapeMismatchError({
+        path: "loss",
+        expected: [],
+        actual: loss.shape,
+        detail: "a scalar loss",
+      }),
+    )
+  }
+  return out as unknown as TbpttStepResult
+}
+
+/** The first leaf whose tensor is also given at an earlier leaf, as `save` would refuse it. */
+function aliased(spec: ResolvedSpec, tensors: readonly tf.Tensor[]): AliasedLeafError | undefined {
+  for (let i = 1; i < tensors.length; i++) {
+    const first = tensors.indexOf(tensors[i] as tf.Tensor)
+    if (first < i) {
+      return new AliasedLeafError({
+        path: spec.leaves[i]?.pathString ?? "",
+        otherPath: spec.leaves[first]?.pathString ?? "",
+      })
+    }
+  }
+  return undefined
+}
+
+/** The tf tensors of a tree (arrays and plain records), each once. */
+function collectTensors(tree: unknown, out: tf.Tensor[] = []): tf.Tensor[] {
+  if (tree instanceof tf.Tensor) {
+    if (!out.includes(tree)) out.push(tree)
+  } else if (Array.isArray(tree)) {
+    for (const x of tree) collectTensors(x, out)
+  } else if (isPlainRecord(tree)) {
+    for (const x of Object.values(tree)) collectTensors(x, out)
+  }
+  return out
+}
+
 const isFunction = (x: unknown): x is (...args: never[]) => unknown => typeof x === "function"
 
-const optionError = (path: string, expected: string, actual: unknown, detail?: string) =>
-  E.left(new OptionError({ path, expected, actual, ...(detail === undefined ? {} : { detail }) }))
+const optionError = (path: string, expected: string, actual: unknown) =>
+  E.left(new OptionError({ path, expected, actual }))
 
 /** Checks the options; the saver must be a live `StateSaver` holding tf tensors. */
 function checkOptions(options: unknown): E.Either<CreateTbpttTrainerError, TbpttOptions> {
@@ -203,8 +280,9 @@ const timePattern = (rows: number | "batch", timeAxis: number, time: number | "t
   Array.from({ length: timeAxis + 1 }, (_, i) => (i === 0 ? rows : i === timeAxis ? time : "*"))
 
 /**
- * Creates a truncated-BPTT trainer: each window is one `optimizer.minimize` whose final state
- * is saved and fed to the next window as a constant, so the gradient stops at the boundary.
+ * Creates a truncated-BPTT trainer: each window is one optimizer step (`computeGradients` of
+ * the step's loss, then `applyGradients`) whose final state is saved and fed to the next window
+ * as a constant, so the gradient stops at the boundary.
  *
  * Factories named `create*` validate and return an `Either`: a missing or ill-typed option is a
  * `Left(OptionError)` naming it (`saver`, `optimizer`, `step`, `windowSize`, `timeAxis`,
@@ -231,7 +309,6 @@ export function createTbpttTrainer(
   const timeAxis = valid.right.timeAxis ?? 1
   let batches = 0
   let built = false
-  const backendName = (): string => `tfjs(${tf.getBackend()})`
 
   /** Checks a batch; the rows, steps and starts mask it trains on. */
   const checkBatch = (
@@ -313,16 +390,109 @@ export function createTbpttTrainer(
     return E.right({ inputs, targets, rows, time, starts: starts as RowMask | undefined })
   }
 
+  const spec = saver.spec
+  /** The step's final state, kept past the tape's `tidy` until it is saved or freed. */
+  let kept: tf.Tensor[] = []
+  const keepState = (state: unknown): void => {
+    kept = collectTensors(state)
+    for (const t of kept) tf.keep(t)
+  }
+  /** Frees what the step returned unless the saver holds it (a leaf it returned unchanged). */
+  const releaseKept = (): void => {
+    const mine = saver.disposed ? new Set<tf.Tensor>() : new Set(collectTensors(saver.state()))
+    tf.dispose(kept.filter((t) => !mine.has(t)))
+    kept = []
+  }
+
+  /**
+   * One window: gradients of the step's loss, then (only when the step succeeded) the state is
+   * saved and the gradients applied. Nothing is thrown out of the gradient tape: tfjs leaks the
+   * tensors it saved for backprop when the function it differentiates throws.
+   */
+  const trainWindow = (
+    window: Omit<TbpttWindow, "state">,
+    first: FirstWindow | undefined,
+  ): E.Either<TrainBatchError, tf.Scalar> => {
+    const stateNow = first?.state ?? (() => saver.state() as StateTree<tf.Tensor>)
+    const resize = first?.resize
+    let failure: AnyStateError | undefined
+    let loss: tf.Tensor | undefined
+    let state: StateTree<tf.Tensor> | undefined
+    let computed: { value: tf.Scalar; grads: tf.NamedTensorMap } | undefined
+    try {
+      if (!built) {
+        // tfjs-layers create their weights on first call; gradients need them to exist before.
+        tf.tidy(() => {
+          step({ ...window, state: stateNow() })
+        })
+        built = true
+      }
+      computed = optimizer.computeGradients(() => {
+        try {
+          const out = stepResult(step({ ...window, state: stateNow() }))
+          keepState(out.state)
+          state = out.state
+          loss = out.loss
+          return out.loss as tf.Scalar
+        } catch (e) {
+          failure = asStateError(e)
+          // Unconnected to any variable: the tape ends and frees what it saved.
+          loss = tf.scalar(0)
+          return loss as tf.Scalar
+        }
+      }, varList)
+    } catch (e) {
+      failure ??= asStateError(e)
+    }
+    if (failure === undefined && state !== undefined) {
+      if (resize !== undefined) {
+        // Check before resizing, so a refused state leaves the saver as it was.
+        const ok = checkStateTree(spec, state, { size: resize.length, path: "inputs" })
+        if (ok._tag === "Left") failure = ok.left
+        else failure = aliased(spec, ok.right.tensors)
+        if (failure === undefined) {
+          const resized = saver.select(resize)
+          if (resized._tag === "Left") failure = resized.left
+        }
+      }
+      if (failure === undefined) {
+        const saved = saver.save(state)
+        if (saved._tag === "Left") failure = saved.left
+        else kept = []
+      }
+    }
+    if (failure !== undefined || computed === undefined) {
+      releaseKept()
+      if (computed !== undefined) tf.dispose([computed.value, ...Object.values(computed.grads)])
+      else if (loss !== undefined) loss.dispose()
+      return E.left(
+        failure ??
+          new BackendError({
+            backend: backendName(),
+            operation: "train window",
+            cause: new Error("no gradients were computed"),
+          }),
+      )
+    }
+    const { value, grads } = computed
+    optimizer.applyGradients(
+      varList === undefined
+        ? grads
+        : varList.map((v) => ({ name: v.name, tensor: grads[v.name] as tf.Tensor })),
+    )
+    tf.dispose(Object.values(grads))
+    return E.right(value)
+  }
+
   const trainBatch = (batch: TbpttBatch): E.Either<TrainBatchError, number[]> => {
     const checked = checkBatch(batch)
     if (checked._tag === "Left") return checked
     const { inputs, targets, rows, time, starts } = checked.right
     // A batch of another size changes the saver's rows only once its first window succeeded:
     // until then that window reads the resized state as tf ops.
-    const kept = saver.batchSize
+    const held = saver.batchSize
     const resize =
-      rows === kept ? undefined : Array.from({ length: rows }, (_, i) => (i < kept ? i : null))
-    const spec = saver.spec
+      rows === held ? undefined : Array.from({ length: rows }, (_, i) => (i < held ? i : null))
     const firstState = (): StateTree<tf.Tensor> => {
       let state = saver.state() as StateTree<tf.Tensor>
       if (resize !== undefined) {
@@ -337,34 +507,6 @@ export function createTbpttTrainer(
       if (reset._tag === "Left") throw new StepFailed(reset.left)
       return reset.right
     }
-    const stepResult = (out: unknown): TbpttStepResult => {
-      if (
-        !isPlainRecord(out) ||
-        !(out["loss"] instanceof tf.Tensor) ||
-        out["loss"].isDisposed ||
-        !("state" in out)
-      ) {
-        throw new StepFailed(
-          new OptionError({
-            path: "step",
-            expected: "a step returning { loss: a scalar tf.Tensor, state }",
-            actual: out,
-          }),
-        )
-      }
-      const loss = out["loss"]
-      if (loss.rank !== 0) {
-        throw new StepFailed(
-          new ShapeMismatchError({
-            path: "loss",
-            expected: [],
-            actual: loss.shape,
-            detail: "a scalar loss",
-          }),
-        )
-      }
-      return out as unknown as TbpttStepResult
-    }
     const windows = Math.ceil(time / windowSize)
     const losses: number[] = []
     for (let w = 0; w < windows; w++) {
@@ -376,50 +518,18 @@ export function createTbpttTrainer(
       ])
       const window = { inputs: xs as tf.Tensor, targets: ys as tf.Tensor, window: w }
       try {
-        if (!built) {
-          // tfjs-layers create their weights on first call; minimize needs them to exist before.
-          tf.tidy(() => {
-            step({ ...window, state: firstState() })
-          })
-          built = true
-        }
-        const cost = optimizer.minimize(
-          () => {
-            const first = w === 0
-            const out = stepResult(
-              step({
-                ...window,
-                state: first ? firstState() : (saver.state() as StateTree<tf.Tensor>),
-              }),
-            )
-            if (first && resize !== undefined) {
-              // Check before resizing, so a refused state leaves the saver as it was.
-              const ok = checkStateTree(spec, out.state, { size: rows, path: "inputs" })
-              if (ok._tag === "Left") throw new StepFailed(ok.left)
-              const resized = saver.select(resize)
-              if (resized._tag === "Left") throw new StepFailed(resized.left)
-            }
-            const saved = saver.save(out.state)
-            if (saved._tag === "Left") throw new StepFailed(saved.left)
-            return out.loss
-          },
-          true,
-          varList,
-        )
-        if (onWindow !== undefined && cost !== null) {
+        const done = trainWindow(window, w === 0 ? { state: firstState, resize } : undefined)
+        if (done._tag === "Left") return done
+        const cost = done.right
+        if (onWindow !== undefined) {
           const loss = (cost.dataSync()[0] as number) ?? Number.NaN
           losses.push(loss)
           onWindow({ batch: batches, window: w, windows, rows, loss })
         }
-        cost?.dispose()
+        cost.dispose()
       } catch (e) {
-        return E.left(
-          e instanceof StepFailed
-            ? e.error
-            : e instanceof StateError
-              ? (e as AnyStateError)
-              : new BackendError({ backend: backendName(), operation: "train window", cause: e }),
-        )
+        // onWindow threw (the window itself completed).
+        return E.left(asStateError(e))
       } finally {
         tf.dispose([xs as tf.Tensor, ys as tf.Tensor])
       }

@@ -65,7 +65,7 @@ export function tfjsBackend(options: TfjsBackendOptions = {}): TfjsBackend {
       actual: options,
     })
   }
-  const prefix: unknown = options.namePrefix ?? "statesaver"
+  const prefix: unknown = options.namePrefix === undefined ? "statesaver" : options.namePrefix
   if (typeof prefix !== "string") {
     throw new OptionError({ path: "namePrefix", expected: "a string", actual: options.namePrefix })
   }

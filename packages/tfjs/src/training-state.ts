@@ -51,8 +51,8 @@ export type RowOpError =
  * @example
  * const loss = optimizer.minimize(() => {
  *   const start = orThrow(resetWhere(saver.spec, saver.state(), episodeStarts))
- *   const { output, state } = orThrow(rnn.run(x, start))
- *   ...
+ *   const { output } = orThrow(rnn.run(x, start, { training: true }))
+ *   return tf.mean(tf.square(output)) as tf.Scalar
  * })
  * @category training
  * @since 0.1.0

@@ -207,4 +207,54 @@ describe("truncated-BPTT trainer", () => {
     )
     m.saver.dispose()
   })
+
+  it("a step failing in the second window returns its error; weights and state are those the first window left, nothing leaks", () => {
+    const bad = makeModel("lstm", [3], 1, 2)
+    const ref = makeModel("lstm", [3], 1, 2)
+    const x = randomInputs([2, 4, 2], 8)
+    const y = tf.ones([2, 4, 1])
+    const boom = new Error("window 1 failed")
+    const failing = orThrow(
+      createTbpttTrainer({
+        saver: bad.saver,
+        optimizer: tf.train.sgd(0.5),
+        windowSize: 2,
+        step: (w) => {
+          if (w.window === 1) {
+            bad.mseStep(w) // runs the model, so the tape holds tensors when the step throws
+            throw boom
+          }
+          return bad.mseStep(w)
+        },
+      }),
+    )
+    const reference = orThrow(
+      createTbpttTrainer({
+        saver: ref.saver,
+        optimizer: tf.train.sgd(0.5),
+        windowSize: 2,
+        step: ref.mseStep,
+      }),
+    )
+    // Build both models' weights first, so the live count below is the steady one.
+    const x0 = sliceT(x, 0, 2)
+    const y0 = sliceT(y, 0, 2)
+    bad.forward(x0, bad.saver.state() as StateTree<tf.Tensor>)
+    ref.forward(x0, ref.saver.state() as StateTree<tf.Tensor>)
+    const live = tf.memory().numTensors
+    const r = failing.trainBatch({ inputs: x, targets: y })
+    expect(r._tag === "Left" && r.left).toMatchObject({ _tag: "BackendError", cause: boom })
+    expect(tf.memory().numTensors).toBe(live)
+    expect(failing.batches).toBe(0)
+    orThrow(reference.trainBatch({ inputs: x0, targets: y0 }))
+    const weights = (m: typeof bad) =>
+      [m.rnn.layer, m.head].flatMap((l) => l.getWeights().map((w) => Array.from(w.dataSync())))
+    expect(weights(bad)).toEqual(weights(ref))
+    expect(weights(bad)).not.toEqual(weights(makeModel("lstm", [3], 1, 2)))
+    leaves(bad.saver.state() as StateTree<tf.Tensor>).forEach((t, i) =>
+      expect(maxDiff(t, leaves(ref.saver.state() as StateTree<tf.Tensor>)[i] as tf.Tensor)).toBe(0),
+    )
+    bad.saver.dispose()
+    ref.saver.dispose()
+  })
 })
