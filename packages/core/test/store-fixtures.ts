@@ -152,7 +152,9 @@ export async function expectUnchanged(
 }
 
 /** The error held by a `Left`, failing the test on a `Right`. */
-export function leftOf<E>(r: { _tag: "Left"; left: E } | { _tag: "Right"; right: unknown }): E {
+export function leftOf<
+  R extends { readonly _tag: "Left"; readonly left: unknown } | { readonly _tag: "Right" },
+>(r: R): Extract<R, { _tag: "Left" }>["left"] {
   if (r._tag === "Right") throw new Error("expected a Left, got a Right")
-  return r.left
+  return (r as Extract<R, { _tag: "Left" }>).left
 }
