@@ -210,6 +210,10 @@ interface Resolved {
   readonly rows: (number | null)[]
   /** Slots of held keys in key order (only meaningful when `fresh` is empty). */
   readonly slots: number[]
+  /** Whether a held key's stream is at init (a scatter then marks it off init). */
+  readonly anyAtInit: boolean
+  /** The recency order (`#order`) right after these keys were last touched; -1 before. */
+  ordered: number
 }
 
 /** A stream chosen for eviction, with its rows copied and on their way to the host. */
@@ -291,6 +295,8 @@ class Store<T, In> implements StateStore<T, In> {
   #errors: { key: StreamKey; error: unknown }[] = []
   #slabs: T[]
   #stamp = 0
+  /** Bumped whenever the recency list changes. */
+  #order = 0
   /** Bumped whenever a key is added or removed, a slot moves, or a stream goes to or from init. */
   #version = 0
   /** The last call's checked keys: the same keys again skip the map lookups. */
@@ -409,6 +415,7 @@ class Store<T, In> implements StateStore<T, In> {
     const slots: number[] = new Array(n)
     const fresh: StreamKey[] = []
     let freshSet: Set<StreamKey> | undefined
+    let anyAtInit = false
     for (let i = 0; i < n; i++) {
       const k: unknown = keys[i]
       if (!keyOk(k)) {
@@ -427,6 +434,7 @@ class Store<T, In> implements StateStore<T, In> {
         entries[i] = e
         rows[i] = e.atInit ? null : e.slot
         slots[i] = e.slot
+        if (e.atInit) anyAtInit = true
         continue
       }
       if (this.#evicting.has(k)) return E.left(beingEvicted(k, i))
@@ -442,24 +450,26 @@ class Store<T, In> implements StateStore<T, In> {
       rows[i] = null
       slots[i] = -1
     }
-    return E.right({ entries, fresh, rows, slots })
+    return E.right({ entries, fresh, rows, slots, anyAtInit, ordered: -1 })
   }
 
-  /** Marks entries used at `now` and moves them, in key order, to the most recent end. */
-  #touch(entries: readonly (Entry | undefined)[], now: number): void {
-    // Common case: the same keys as last time are already the most recent run, in order.
-    let inPlace = entries[entries.length - 1] === this.#tail
-    for (let i = 0; i < entries.length; i++) {
-      const e = entries[i] as Entry
-      e.used = now
-      if (inPlace && i + 1 < entries.length && e.next !== entries[i + 1]) inPlace = false
+  /**
+   * Marks entries used at `now` and moves them, in key order, to the most recent end. With the
+   * checked keys of the call, a run already in place (nothing reordered since) costs nothing.
+   */
+  #touch(entries: readonly (Entry | undefined)[], now: number, resolved?: Resolved): void {
+    if (resolved !== undefined && resolved.ordered === this.#order) {
+      if (this.#ttl !== undefined) for (const e of entries) (e as Entry).used = now
+      return
     }
-    if (inPlace) return
     for (const e of entries) {
-      if (e === undefined || e === this.#tail) continue
+      if (e === undefined) continue
+      e.used = now
+      if (e === this.#tail) continue
       this.#unlink(e)
       this.#append(e)
     }
+    if (resolved !== undefined) resolved.ordered = this.#order
   }
 
   sweep(): number {
@@ -633,6 +643,7 @@ class Store<T, In> implements StateStore<T, In> {
   }
 
   #append(e: Entry): void {
+    this.#order++
     e.prev = this.#tail
     e.next = undefined
     if (this.#tail === undefined) this.#head = e
@@ -641,6 +652,7 @@ class Store<T, In> implements StateStore<T, In> {
   }
 
   #unlink(e: Entry): void {
+    this.#order++
     if (e.prev === undefined) this.#head = e.next
     else e.prev.next = e.next
     if (e.next === undefined) this.#tail = e.prev
@@ -659,9 +671,25 @@ class Store<T, In> implements StateStore<T, In> {
   /** New tensors holding the given slots' rows (init where null), one per leaf. */
   #copyRows(rows: readonly (number | null)[]): E.Either<BackendError, T[]> {
     const slabs = this.#slabs
-    return buildPerLeaf(this.backend, "gather", this.#contexts, (i, ctx) =>
-      this.backend.gather(slabs[i] as T, rows, ctx),
-    )
+    const contexts = this.#contexts
+    const out: T[] = new Array(contexts.length)
+    for (let i = 0; i < contexts.length; i++) {
+      const ctx = contexts[i] as LeafContext
+      try {
+        out[i] = this.backend.gather(slabs[i] as T, rows, ctx)
+      } catch (e) {
+        disposeQuietly(this.backend, out.slice(0, i))
+        return E.left(
+          new BackendError({
+            backend: this.backend.name,
+            operation: "gather",
+            path: ctx.path,
+            cause: e,
+          }),
+        )
+      }
+    }
+    return E.right(out)
   }
 
   /** Writes row `i` of each leaf of `src` into slot `slots[i]` of `slabs`; the leaf index of a failure. */
@@ -792,7 +820,7 @@ class Store<T, In> implements StateStore<T, In> {
       // Hot path: every key held, nothing to evict. Only copies: nothing to undo on failure.
       const batch = this.#copyRows(rows)
       if (batch._tag === "Left") return batch
-      this.#touch(entries, now.right)
+      this.#touch(entries, now.right, checked.right)
       return E.right(unflatten(this.spec.def, batch.right))
     }
     const stamp = this.#stampAll(entries)
@@ -864,17 +892,12 @@ class Store<T, In> implements StateStore<T, In> {
       return E.left(failed.failed)
     }
     disposeQuietly(this.backend, leaves as T[])
-    let changed = false
-    for (let i = 0; i < entries.length; i++) {
-      const e = entries[i] as Entry
-      if (e.atInit) {
-        e.atInit = false
-        changed = true
-      }
+    if (checked.right.anyAtInit) {
+      for (const e of entries) (e as Entry).atInit = false
+      this.#version++
     }
-    if (changed) this.#version++
     for (const v of plan.victims) this.#evict(v)
-    this.#touch(entries, now.right)
+    this.#touch(entries, now.right, checked.right)
     return RIGHT
   }
 
