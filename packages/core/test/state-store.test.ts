@@ -43,6 +43,13 @@ const op = fc.oneof(
   }),
   fc.record({ kind: fc.constant("reset" as const), key: fc.integer({ min: 0, max: 9 }) }),
   fc.record({ kind: fc.constant("delete" as const), key: fc.integer({ min: 0, max: 9 }) }),
+  // The previous step's keys again, in the same array object rewritten in place: a store that
+  // remembers the last call's keys must compare contents, not the array.
+  fc.record({
+    kind: fc.constant("again" as const),
+    swap: fc.boolean(),
+    input: fc.double({ min: -1, max: 1, noNaN: true }),
+  }),
 )
 
 describe("StateStore on the host backend", () => {
@@ -58,20 +65,26 @@ describe("StateStore on the host backend", () => {
           const alone = new Map<number, ReturnType<typeof makeSaver>>()
           const solo = hostBackend()
           const makeSaver = () => orThrow(createStateSaver({ spec, backend: solo, batchSize: 1 }))
+          const shared: number[] = []
           for (const o of ops) {
-            if (o.kind === "step") {
-              const inputs = o.keys.map((k) => o.input + k * 0.01)
-              const batch = orThrow(store.gather(o.keys))
+            if (o.kind === "step" || (o.kind === "again" && shared.length > 0)) {
+              if (o.kind === "step") shared.splice(0, shared.length, ...o.keys)
+              else if (o.swap && shared.length > 1) shared.push(shared.shift() as number)
+              const keys = shared
+              const inputs = keys.map((k) => o.input + k * 0.01)
+              const batch = orThrow(store.gather(keys))
               const next = stepBatch(batch, inputs)
               disposeTree(backend, batch)
-              orThrow(store.scatter(o.keys, next))
-              o.keys.forEach((k, i) => {
+              orThrow(store.scatter(keys, next))
+              keys.forEach((k, i) => {
                 const s = alone.get(k) ?? makeSaver()
                 alone.set(k, s)
                 orThrow(
                   s.save(stepBatch(s.state() as StateTree<HostTensor>, [inputs[i] as number])),
                 )
               })
+            } else if (o.kind === "again") {
+              continue
             } else if (o.kind === "reset") {
               if (store.has(o.key)) orThrow(store.reset([o.key]))
               alone.get(o.key)?.reset()
