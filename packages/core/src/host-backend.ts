@@ -7,6 +7,8 @@ import {
   type HostData,
   allocateData,
   dtypeByteSize,
+  isHostTensorDisposed,
+  markHostTensorDisposed,
   sizeOf,
 } from "./host-tensor.js"
 import { checkData, checkShape } from "./internal/dtype-values.js"
@@ -47,13 +49,10 @@ export interface HostBackendOptions {
 }
 
 const PER_SIZE = 4
-// HostTensors are frozen, so disposal is recorded beside them. Shared by every host backend: a
-// tensor disposed by one is dead for all (its buffer may be pooled and reused).
-const disposed = new WeakSet<HostTensor>()
-const isDisposed = (t: HostTensor): boolean => disposed.has(t)
-const markDisposed = (t: HostTensor): void => {
-  disposed.add(t)
-}
+// Disposal is recorded on the tensor, so a tensor disposed by one host backend is dead for all
+// (its buffer may be pooled and reused).
+const isDisposed = (t: HostTensor): boolean => isHostTensorDisposed(t)
+const markDisposed = (t: HostTensor): void => markHostTensorDisposed(t)
 
 const WHERE = "host backend: a HostTensor whose data disagrees with its dtype or shape"
 

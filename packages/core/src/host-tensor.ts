@@ -148,6 +148,11 @@ export function sizeOf(shape: readonly number[]): number {
   return n
 }
 
+/** Marks a tensor freed by the host backend. Internal: not exported from the package. */
+export let markHostTensorDisposed: (t: HostTensor) => void
+/** True for a tensor the host backend freed. Internal: not exported from the package. */
+export let isHostTensorDisposed: (t: HostTensor) => boolean
+
 /**
  * A dense row-major tensor in host memory: the host backend's tensor, and the form every
  * backend converts to and from for snapshots. `data` is adopted as given (not copied, not
@@ -166,6 +171,15 @@ export class HostTensor<D extends DType = DType> {
   readonly dtype: D
   readonly shape: readonly number[]
   readonly data: DTypeArrays[D]
+  /** Set by the host backend when it frees the tensor (a private field stays writable when frozen). */
+  #disposed = false
+
+  static {
+    markHostTensorDisposed = (t) => {
+      if (#disposed in t) t.#disposed = true
+    }
+    isHostTensorDisposed = (t) => #disposed in t && t.#disposed
+  }
 
   constructor(dtype: D, shape: readonly number[], data?: DTypeArrays[D]) {
     if (!isDType(dtype)) {

@@ -1,5 +1,5 @@
 import { SnapshotFormatError } from "./errors.js"
-import { type DType, HostTensor, allocateData, dtypeByteSize, isDType } from "./host-tensor.js"
+import { type DType, type HostData, HostTensor, dtypeByteSize, isDType } from "./host-tensor.js"
 import { checkData, checkShape } from "./internal/dtype-values.js"
 import * as E from "./internal/either.js"
 import type { Dim } from "./state-spec.js"
@@ -24,11 +24,11 @@ export const SNAPSHOT_FORMAT = "statesaver.snapshot"
  * Most leaves a snapshot may hold. Decoding work is linear in the input, and this bound (with
  * the header bound below) keeps what an untrusted snapshot can cost small.
  */
-const MAX_LEAVES = 65_536
+const MAX_LEAVES = 32_768
 /**
  * Headers above this size are refused before anything is decoded: 1 KiB per leaf at the leaf
- * bound plus 64 KiB, about 64 MiB (safetensors allows 100 MiB; a statesaver header, paths and
- * specs included, is a few hundred bytes per leaf).
+ * bound plus 64 KiB, 32 MiB + 64 KiB (safetensors allows 100 MiB; a statesaver header, paths
+ * and specs included, is a few hundred bytes per leaf).
  */
 const MAX_HEADER_BYTES = MAX_LEAVES * 1024 + 64 * 1024
 const MAX_RANK = 32
@@ -83,7 +83,7 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1
  * batch dim and size, and the spec of each leaf), then the raw little-endian data.
  * Metadata values are strings, as safetensors requires. Throws a `SnapshotFormatError` for what
  * `decodeSnapshot` would refuse (a leaf without a tensor, a tensor of another dtype, more than
- * 65,536 leaves, a big-endian host), and what `new HostTensor` throws for a tensor whose data
+ * 32,768 leaves, a big-endian host), and what `new HostTensor` throws for a tensor whose data
  * disagrees with its dtype and shape.
  *
  * @example
@@ -193,8 +193,9 @@ interface Entry {
  * Decodes and validates snapshot bytes. Every inconsistency (truncation, an oversized or
  * malformed header, overlapping or out-of-range data, unknown dtypes or versions, bool bytes
  * other than 0 and 1) is a `SnapshotFormatError`; no allocation is larger than the input.
- * Untrusted input is bounded: at most 65,536 leaves and a header of at most 64 MiB + 64 KiB,
- * both refused before they are walked; the work is linear in the input's size.
+ * Untrusted input is bounded: at most 32,768 leaves and a header of at most 32 MiB + 64 KiB,
+ * both refused before they are walked; the work is linear in the input's size (a header at the
+ * limit decodes in about a second). The tensors' data is one copy of the input's data section.
  *
  * @example
  * const snap = orThrow(decodeSnapshot(bytes))
@@ -318,6 +319,9 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
     cursor = e.end
   }
   if (cursor !== dataLength) return fail(`${cursor} data bytes`, dataLength)
+  // One copy of the data section; each tensor is a view into it when its offset is aligned for
+  // its element size (always, for snapshots of float32 state), else a copy of its own.
+  const region = bytes.slice(dataStart)
   const tensors = new Map<string, HostTensor>()
   for (const e of entries) {
     const { leaf } = e
@@ -328,8 +332,11 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
     if (e.shape[leaf.batchAxis] !== batchSize) {
       return fail(`batch size ${batchSize}`, e.shape[leaf.batchAxis], leaf.path)
     }
-    const data = allocateData(e.dtype, (e.end - e.begin) / dtypeByteSize(e.dtype))
-    new Uint8Array(data.buffer).set(bytes.subarray(dataStart + e.begin, dataStart + e.end))
+    const size = dtypeByteSize(e.dtype)
+    const data =
+      e.begin % size === 0
+        ? dataView(e.dtype, region.buffer, e.begin, (e.end - e.begin) / size)
+        : dataView(e.dtype, region.slice(e.begin, e.end).buffer, 0, (e.end - e.begin) / size)
     if (e.dtype === "bool") {
       const notBool = (data as Uint8Array).findIndex((v) => v > 1)
       if (notBool >= 0) {
@@ -339,4 +346,20 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
     tensors.set(leaf.path, new HostTensor(e.dtype, e.shape, data))
   }
   return E.right({ version: SNAPSHOT_VERSION, batchDim, batchSize, leaves, tensors })
+}
+
+function dataView(dtype: DType, buffer: ArrayBuffer, byteOffset: number, length: number): HostData {
+  switch (dtype) {
+    case "float32":
+      return new Float32Array(buffer, byteOffset, length)
+    case "float16":
+      return new Uint16Array(buffer, byteOffset, length)
+    case "int32":
+      return new Int32Array(buffer, byteOffset, length)
+    case "int64":
+      return new BigInt64Array(buffer, byteOffset, length)
+    case "uint8":
+    case "bool":
+      return new Uint8Array(buffer, byteOffset, length)
+  }
 }
