@@ -14,7 +14,7 @@ import {
   type StateStore,
   type StateTree,
   type StreamKey,
-  StructureMismatchError,
+  type StructureMismatchError,
   disposeTree,
   resolveSpec,
   unflatten,

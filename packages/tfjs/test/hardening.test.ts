@@ -105,7 +105,9 @@ function refusals<F>(
           try {
             result = run()
           } catch (e) {
-            throw new Error(`the call threw instead of returning a Left: ${String(e)}`)
+            throw new Error(`the call threw instead of returning a Left: ${String(e)}`, {
+              cause: e,
+            })
           }
           expect(result).toMatchObject({ _tag: "Left" })
           error = (result as { left: unknown }).left
@@ -184,6 +186,7 @@ const badMasks: [string, (fx: RowsFx) => unknown, unknown][] = [
   ["an entry 2", () => [1, 2, 0], 2],
   ['an entry "1"', () => ["1", 0, 0], "1"],
   ["an entry NaN", () => [0, Number.NaN, 0], Number.NaN],
+  // eslint-disable-next-line no-sparse-arrays -- a hole is what is tested
   ["a hole", () => [true, , false], undefined],
   ["a Uint8Array entry 7", () => Uint8Array.of(0, 7, 1), 7],
 ]
