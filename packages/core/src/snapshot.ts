@@ -87,7 +87,8 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1
  * disagrees with its dtype and shape.
  *
  * @example
- * const bytes = encodeSnapshot({ batchDim: "batch", batchSize: 2, leaves, tensors })
+ * const { version, ...snapshot } = orThrow(decodeSnapshot(bytes))
+ * const copy = encodeSnapshot(snapshot) // decodes to the same leaves and tensors
  * @category snapshots
  * @since 0.1.0
  */

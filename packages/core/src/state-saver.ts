@@ -162,7 +162,7 @@ export interface StateSaver<T, In = T> extends Disposable {
  *
  * @example
  * const saver = orThrow(createStateSaver({ spec: lstmSpec([64, 32]), backend: hostBackend(), batchSize: 8 }))
- * const [[h0, c0], [h1, c1]] = saver.state() as HostTensor[][]
+ * const [h0, c0, h1, c1] = saver.leaves() // leaf order: [0][0], [0][1], [1][0], [1][1]
  * @category saver
  * @since 0.1.0
  */

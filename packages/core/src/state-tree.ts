@@ -5,7 +5,7 @@ import { StructureMismatchError } from "./errors.js"
  * A nested state: a leaf `L`, an array (tuple) of trees, or a plain record of trees.
  *
  * @example
- * const lstm: StateTree<Float32Array> = [[h0, c0], [h1, c1]]
+ * const lstm: StateTree<HostTensor> = [[h0, c0], [h1, c1]]
  * @category trees
  * @since 0.1.0
  */
