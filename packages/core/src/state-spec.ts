@@ -254,7 +254,7 @@ export function resolveSpec(
       return E.left(
         new SpecError({
           path: p,
-          expected: `an init constant ${leaf.dtype} holds: ${valueRange(leaf.dtype)}`,
+          expected: `an init constant of dtype ${leaf.dtype}: ${valueRange(leaf.dtype)}`,
           actual: leafInit.value,
         }),
       )
