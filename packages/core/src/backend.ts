@@ -110,8 +110,10 @@ export interface StateBackend<T, In = T> {
    * disposed tensor, and for anything that is not its own (numbers, strings, arrays, plain
    * objects that look like a tensor, another framework's tensors). Core calls it on every leaf a
    * user passes to `save` and `scatter`: it is how core tells a tensor from a mistake, and an
-   * answer for a disposed tensor would let core adopt freed memory. Should not throw: core reports
-   * a throw as a `BackendError` naming the leaf (`reset()` returns it; `dims()`, which returns a
+   * answer for a disposed tensor would let core adopt freed memory. May throw a `StateError` for
+   * one of its own tensors that is corrupt (the host backend does, for a `HostTensor` whose data
+   * disagrees with its shape); core reports a throw as a `BackendError` naming the leaf, with the
+   * thrown value as `cause` (`reset()` returns it; `dims()`, which returns a
    * plain value, throws it).
    */
   describe(x: unknown): TensorInfo | undefined

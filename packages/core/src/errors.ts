@@ -129,7 +129,7 @@ export class ShapeMismatchError extends StateError {
   readonly _tag = "ShapeMismatchError" as const
   constructor(fields: ErrorFields) {
     super(
-      `${where(fields.path)}: expected shape ${showValue(fields.expected)}, got ${showValue(fields.actual)}${tail(fields.detail)}`,
+      `${where(fields.path)}: expected shape ${text(fields.expected)}, got ${showValue(fields.actual)}${tail(fields.detail)}`,
       fields,
     )
   }

@@ -7,7 +7,7 @@ import {
   OptionError,
   type RowIndexError,
   type ShapeMismatchError,
-  type SnapshotFormatError,
+  SnapshotFormatError,
   type SpecError,
   type TensorCheckError,
 } from "./errors.js"
@@ -73,7 +73,7 @@ export type RowsError = DisposedError | RowIndexError | BackendError
  * @category saver
  * @since 0.2.0
  */
-export type SnapshotError = DisposedError | BackendError
+export type SnapshotError = DisposedError | BackendError | SnapshotFormatError
 
 /**
  * Errors `restore` can return: the bytes, their spec, or a leaf that does not fit.
@@ -418,7 +418,12 @@ class Saver<T, In> implements StateSaver<T, In> {
     }
     const first = this.spec.leaves[0]
     const batchSize = first === undefined ? undefined : hosts[0]?.shape[first.batchAxis]
-    return E.right(encodeState(this.spec, batchSize ?? this.#batchSize, hosts))
+    try {
+      return E.right(encodeState(this.spec, batchSize ?? this.#batchSize, hosts))
+    } catch (e) {
+      if (e instanceof SnapshotFormatError) return E.left(e)
+      throw e
+    }
   }
 
   restore(bytes: Uint8Array | Snapshot): E.Either<RestoreError, void> {
