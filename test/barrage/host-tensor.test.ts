@@ -9,7 +9,7 @@ const cases: [string, 1 | 2 | 5, () => unknown, BadInput<null>["tag"], string?][
     1,
     () => new HostTensor("float64" as never, [2]),
     "DTypeMismatchError",
-    '"float64"',
+    "float64",
   ],
   [
     "new HostTensor with a shape that is not an array",
@@ -156,7 +156,7 @@ const cases: [string, 1 | 2 | 5, () => unknown, BadInput<null>["tag"], string?][
     1,
     () => hostTensor("complex64" as never, [1], [0]),
     "DTypeMismatchError",
-    '"complex64"',
+    "complex64",
   ],
 ]
 
