@@ -18,7 +18,6 @@ import {
   checkTensors,
   contextOf,
   disposeQuietly,
-  eachLeaf,
   allocateLeaves,
 } from "./internal/checks.js"
 import * as E from "./internal/either.js"

@@ -89,9 +89,8 @@ describe("onEvict that evicts again cannot chain forever", () => {
   it("a sync restore into the full store from onEvict is a BusyError; nothing is lost", async () => {
     const kept = new Map<StreamKey, Uint8Array>()
     const results: string[] = []
-    let store: StateStore<unknown> | undefined
     let calls = 0
-    store = pair((key, bytes) => {
+    const store: StateStore<unknown> = pair((key, bytes) => {
       // Bounded so that a regression fails the test instead of hanging it.
       if (++calls > 20) return
       const r = (store as StateStore<unknown>).restore(key, bytes)
@@ -113,8 +112,7 @@ describe("onEvict that evicts again cannot chain forever", () => {
   it("a restore of its own stream after an await is a BusyError until the callback settles", async () => {
     let calls = 0
     const results: string[] = []
-    let store: StateStore<unknown> | undefined
-    store = pair(async (key, bytes) => {
+    const store: StateStore<unknown> = pair(async (key, bytes) => {
       calls++
       await new Promise((r) => setTimeout(r, 1))
       // Bounded so that a regression fails the test instead of hanging it.
@@ -131,9 +129,8 @@ describe("onEvict that evicts again cannot chain forever", () => {
 
   it("the BusyError says why and what to do", async () => {
     let message = ""
-    let store: StateStore<unknown> | undefined
     let calls = 0
-    store = pair((key, bytes) => {
+    const store: StateStore<unknown> = pair((key, bytes) => {
       if (++calls > 20) return
       const r = (store as StateStore<unknown>).restore(key, bytes)
       if (r._tag === "Left") message = r.left.message
@@ -148,8 +145,7 @@ describe("onEvict that evicts again cannot chain forever", () => {
   it("from inside onEvict, calls that need no eviction work and sweeps evict nothing", async () => {
     let now = 0
     const log: string[] = []
-    let store: StateStore<unknown> | undefined
-    store = orThrow(
+    const store: StateStore<unknown> = orThrow(
       createStateStore({
         spec,
         backend: hostBackend(),
