@@ -336,10 +336,15 @@ export class KeyError extends StateError {
 export class BusyError extends StateError {
   readonly _tag = "BusyError" as const
   readonly operation: string
-  constructor(fields: { readonly operation: string; readonly inFlight: string }) {
-    super(`${fields.operation}: ${fields.inFlight} is still in flight`, {
+  constructor(fields: {
+    readonly operation: string
+    readonly inFlight: string
+    readonly detail?: string
+  }) {
+    super(`${fields.operation}: ${fields.inFlight} is still in flight${tail(fields.detail)}`, {
       expected: "no operation in flight",
       actual: fields.inFlight,
+      ...(fields.detail === undefined ? {} : { detail: fields.detail }),
     })
     this.operation = fields.operation
   }

@@ -89,4 +89,14 @@ export type {
 } from "./state-saver.js"
 
 export { createStateStore, disposeTree } from "./state-store.js"
-export type { StateStore, StateStoreOptions, StreamKey } from "./state-store.js"
+export type {
+  CreateStoreError,
+  GatherError,
+  ScatterError,
+  StateStore,
+  StateStoreOptions,
+  StoreResetError,
+  StoreRestoreError,
+  StoreSnapshotError,
+  StreamKey,
+} from "./state-store.js"

@@ -550,13 +550,14 @@ class Store<T, In> implements StateStore<T, In> {
     const advice =
       "a full store evicts no stream until it settles, so that evictions cannot chain forever: await store.flush() first"
     if (this.#inCallback > 0) {
-      return new BusyError({ operation, inFlight: `an onEvict callback (${advice})` })
+      return new BusyError({ operation, inFlight: "an onEvict callback", detail: advice })
     }
     const own = fresh.find((k) => this.#evicting.has(k))
     if (own === undefined) return undefined
     return new BusyError({
       operation,
-      inFlight: `the onEvict callback of stream ${showValue(own)} (${advice})`,
+      inFlight: `the onEvict callback of stream ${showValue(own)}`,
+      detail: advice,
     })
   }
 

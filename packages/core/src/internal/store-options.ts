@@ -1,6 +1,6 @@
-import type { StateBackend } from "../backend.js"
 import { OptionError } from "../errors.js"
 import * as E from "./either.js"
+import { checkBackendOption } from "./options.js"
 
 /** What `onEvict` is called with. */
 export type EvictCallback = (
@@ -18,18 +18,6 @@ export interface StoreLimits {
   readonly clock: (() => number) | undefined
 }
 
-const PRIMITIVES = [
-  "describe",
-  "allocate",
-  "gather",
-  "scatter",
-  "fill",
-  "adopt",
-  "toHost",
-  "fromHost",
-  "dispose",
-] as const
-
 const positiveInteger = (x: unknown): x is number =>
   typeof x === "number" && Number.isSafeInteger(x) && x >= 1
 
@@ -39,24 +27,9 @@ const positiveInteger = (x: unknown): x is number =>
  * given.
  */
 export function checkStoreOptions(options: unknown): E.Either<OptionError, StoreLimits> {
-  if (typeof options !== "object" || options === null) {
-    return E.left(
-      new OptionError({ path: "options", expected: "an options object", actual: options }),
-    )
-  }
+  const bad = checkBackendOption(options)
+  if (bad) return E.left(bad)
   const o = options as Record<string, unknown>
-  const backend = o["backend"]
-  const missing = backendFlaw(backend)
-  if (missing !== undefined) {
-    return E.left(
-      new OptionError({
-        path: "backend",
-        expected: `a StateBackend (name, capabilities.dtypes and ${PRIMITIVES.join(", ")})`,
-        actual: backend,
-        ...(missing === "" ? {} : { detail: missing }),
-      }),
-    )
-  }
   const capacity = o["capacity"] === undefined ? Number.POSITIVE_INFINITY : o["capacity"]
   if (!(positiveInteger(capacity) || capacity === Number.POSITIVE_INFINITY)) {
     return E.left(
@@ -115,16 +88,4 @@ export function checkStoreOptions(options: unknown): E.Either<OptionError, Store
     onEvict: onEvict as EvictCallback | undefined,
     clock: clock as (() => number) | undefined,
   })
-}
-
-/** `undefined` when `backend` looks like a `StateBackend`; else what is wrong (`""`: not an object). */
-function backendFlaw(backend: unknown): string | undefined {
-  if (typeof backend !== "object" || backend === null) return ""
-  const b = backend as Partial<Record<string, unknown>> & Partial<StateBackend<unknown>>
-  const absent = PRIMITIVES.find((k) => typeof b[k] !== "function")
-  if (absent !== undefined) return `its ${absent} is not a function`
-  if (typeof b.name !== "string") return "its name is not a string"
-  const dtypes = (b.capabilities as { dtypes?: unknown } | undefined)?.dtypes
-  if (!Array.isArray(dtypes)) return "its capabilities.dtypes is not an array"
-  return undefined
 }
