@@ -17,9 +17,9 @@ import {
   fillRowsTyped,
   gatherRowsTyped,
   rowLayout,
-  rowViews,
   scatterRowsTyped,
 } from "./typed-rows.js"
+import { rowViews } from "./internal/row-views.js"
 
 /**
  * A zeroed array of `length` elements. Large ones get 64 spare bytes at the end: back-to-back

@@ -27,6 +27,7 @@ import {
 } from "./internal/checks.js"
 import * as E from "./internal/either.js"
 import { encodeState } from "./internal/encode.js"
+import { leafShape } from "./internal/leaf-shape.js"
 import { checkBackendOption, unsupportedDType } from "./internal/options.js"
 import { checkSnapshot, toSnapshot } from "./internal/snapshot-check.js"
 import type { Snapshot } from "./snapshot.js"
@@ -35,7 +36,6 @@ import {
   type ResolvedSpec,
   type SpecOptions,
   type StateSpec,
-  leafShape,
   resolveSpec,
 } from "./state-spec.js"
 import { type StateTree, unflatten } from "./state-tree.js"

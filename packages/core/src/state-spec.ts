@@ -2,13 +2,13 @@ import { OptionError, SpecError, showValue } from "./errors.js"
 import { DTYPES, type DType, HostTensor, isDType } from "./host-tensor.js"
 import { checkData, checkShape, fitsDType, valueRange } from "./internal/dtype-values.js"
 import * as E from "./internal/either.js"
+import { isPlainRecord } from "./internal/plain-record.js"
 import {
   type PathSegment,
   type StateTree,
   type TreeDef,
   flatten,
   formatPath,
-  isPlainRecord,
 } from "./state-tree.js"
 
 /**
@@ -373,16 +373,6 @@ function checkInitTensor(
     }
   }
   return undefined
-}
-
-/**
- * The concrete starting shape of a resolved leaf for `batchSize` rows.
- *
- * @category specs
- * @since 0.1.0
- */
-export function leafShape(leaf: ResolvedLeaf, batchSize: number): number[] {
-  return leaf.shape.map((d, axis) => (axis === leaf.batchAxis ? batchSize : (d as number)))
 }
 
 /**

@@ -1,5 +1,6 @@
 import * as E from "./internal/either.js"
 import { StructureMismatchError } from "./errors.js"
+import { isPlainRecord } from "./internal/plain-record.js"
 
 /**
  * A nested state: a leaf `L`, an array (tuple) of trees, or a plain record of trees.
@@ -27,18 +28,6 @@ export type PathSegment = number | string
  * @since 0.1.0
  */
 export type IsLeaf = (x: unknown) => boolean
-
-/**
- * True for a record whose prototype is `Object.prototype` or `null`.
- *
- * @category trees
- * @since 0.1.0
- */
-export function isPlainRecord(x: unknown): x is Record<string, unknown> {
-  if (typeof x !== "object" || x === null || Array.isArray(x)) return false
-  const proto: unknown = Object.getPrototypeOf(x)
-  return proto === Object.prototype || proto === null
-}
 
 /**
  * Default leaf test: anything that is neither an array nor a plain record.

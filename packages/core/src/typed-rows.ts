@@ -31,7 +31,7 @@ export function rowLayout(shape: readonly number[], axis: number): RowLayout {
   return { outer, rows: shape[axis] as number, inner }
 }
 
-type Fillable = HostData
+export type Fillable = HostData
 
 /**
  * Sets rows of `data` (laid out as `layout`) to `init`; `initRow` is the init tensor's data for
@@ -69,7 +69,7 @@ export function fillRowsTyped(
 /**
  * Copies rows: row `i` of `dst` (laid out as `dstLayout`) receives row `srcRows[i]` of `src`,
  * or `init` where it is null. Runs of consecutive rows are copied as one span; `srcRowViews`
- * (from `rowViews(src, srcLayout)`) saves creating a view per row.
+ * (one `subarray` per row chunk, indexed `outer * rows + row`) saves creating a view per row.
  *
  * @category typed rows
  * @since 0.1.0
@@ -114,25 +114,8 @@ export function gatherRowsTyped(
 }
 
 /**
- * Views of every row chunk of `data` laid out as `layout`, indexed `outer * rows + row`: pass
- * them to `gatherRowsTyped` to copy single rows without creating a view per row.
- *
- * @category typed rows
- * @since 0.1.0
- */
-export function rowViews(data: Fillable, layout: RowLayout): Fillable[] {
-  const { outer, rows, inner } = layout
-  const out: Fillable[] = new Array(outer * rows)
-  for (let o = 0; o < outer; o++) {
-    for (let r = 0; r < rows; r++)
-      out[o * rows + r] = data.subarray((o * rows + r) * inner, (o * rows + r + 1) * inner)
-  }
-  return out
-}
-
-/**
  * Writes row `i` of `src` into row `dstRows[i]` of `dst`. Runs of consecutive rows are copied
- * as one span; `srcRowViews` (from `rowViews(src, srcLayout)`) saves creating a view per row.
+ * as one span; `srcRowViews` (one `subarray` per row chunk) saves creating a view per row.
  *
  * @category typed rows
  * @since 0.1.0
