@@ -85,7 +85,7 @@ function cases(s: Subject): BadInput<Saver>[] {
 
   const save = (
     name: string,
-    category: 1 | 2,
+    category: 1 | 2 | 5,
     tag: BadInput<Saver>["tag"],
     path: string,
     tree: () => unknown,
@@ -213,7 +213,7 @@ function cases(s: Subject): BadInput<Saver>[] {
   })
   const saveLeaves = (
     name: string,
-    category: 1 | 2,
+    category: 1 | 2 | 5,
     value: () => unknown,
     tag: BadInput<Saver>["tag"],
     path: string,
