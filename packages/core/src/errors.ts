@@ -9,10 +9,10 @@ import type { Either } from "./internal/either.js"
  * @since 0.2.0
  */
 export interface ErrorFields {
-  readonly path?: string
+  readonly path?: string | undefined
   readonly expected: unknown
   readonly actual: unknown
-  readonly detail?: string
+  readonly detail?: string | undefined
   readonly cause?: unknown
 }
 
@@ -48,8 +48,7 @@ export abstract class StateError extends Error {
   }
 }
 
-const where = (path: string | undefined): string =>
-  path === undefined || path === "" ? "state" : `leaf ${path}`
+const where = (path: string | undefined): string => (path ? `leaf ${path}` : "state")
 const tail = (detail: string | undefined): string => (detail === undefined ? "" : ` (${detail})`)
 
 /**
@@ -102,6 +101,14 @@ function print(x: unknown, depth: number): string {
 const text = (x: unknown): string => (typeof x === "string" ? x : showValue(x))
 
 /**
+ * The message of most errors: `<head>: expected <label><expected>, got <actual> (<detail>)`.
+ * `expected` is a description, printed as written; `actual` is printed as the user gave it, or
+ * as written when `asText` (for errors whose actual is often a description).
+ */
+const line = (f: ErrorFields, label: string, asText?: boolean, head = where(f.path)): string =>
+  `${head}: expected ${label}${text(f.expected)}, got ${asText ? text(f.actual) : showValue(f.actual)}${tail(f.detail)}`
+
+/**
  * Two trees do not have the same structure (a missing key, an extra key, a leaf where a
  * container was expected, arrays of different lengths), or a value that must be a tree is not.
  *
@@ -111,10 +118,7 @@ const text = (x: unknown): string => (typeof x === "string" ? x : showValue(x))
 export class StructureMismatchError extends StateError {
   readonly _tag = "StructureMismatchError" as const
   constructor(fields: ErrorFields) {
-    super(
-      `${where(fields.path)}: expected ${text(fields.expected)}, got ${text(fields.actual)}${tail(fields.detail)}`,
-      fields,
-    )
+    super(line(fields, "", true), fields)
   }
 }
 
@@ -128,10 +132,7 @@ export class StructureMismatchError extends StateError {
 export class ShapeMismatchError extends StateError {
   readonly _tag = "ShapeMismatchError" as const
   constructor(fields: ErrorFields) {
-    super(
-      `${where(fields.path)}: expected shape ${text(fields.expected)}, got ${showValue(fields.actual)}${tail(fields.detail)}`,
-      fields,
-    )
+    super(line(fields, "shape "), fields)
   }
 }
 
@@ -144,10 +145,7 @@ export class ShapeMismatchError extends StateError {
 export class DTypeMismatchError extends StateError {
   readonly _tag = "DTypeMismatchError" as const
   constructor(fields: ErrorFields) {
-    super(
-      `${where(fields.path)}: expected dtype ${text(fields.expected)}, got ${text(fields.actual)}${tail(fields.detail)}`,
-      fields,
-    )
+    super(line(fields, "dtype ", true), fields)
   }
 }
 
@@ -162,8 +160,14 @@ export class BatchSizeMismatchError extends StateError {
   /** The axis of the leaf that holds the rows, when the error concerns one leaf. */
   readonly axis: number | undefined
   constructor(fields: ErrorFields & { readonly axis?: number }) {
+    const head = where(fields.path)
     super(
-      `${where(fields.path)}: expected batch size ${text(fields.expected)}${fields.axis === undefined ? "" : ` on axis ${fields.axis}`}, got ${showValue(fields.actual)}${tail(fields.detail)}`,
+      line(
+        fields,
+        "batch size ",
+        false,
+        fields.axis === undefined ? head : `${head}, axis ${fields.axis}`,
+      ),
       fields,
     )
     this.axis = fields.axis
@@ -179,10 +183,7 @@ export class BatchSizeMismatchError extends StateError {
 export class RowIndexError extends StateError {
   readonly _tag = "RowIndexError" as const
   constructor(fields: ErrorFields) {
-    super(
-      `${fields.path === undefined || fields.path === "" ? "rows" : `leaf ${fields.path} rows`}: expected ${text(fields.expected)}, got ${showValue(fields.actual)}${tail(fields.detail)}`,
-      fields,
-    )
+    super(line(fields, "", false, fields.path ? `leaf ${fields.path} rows` : "rows"), fields)
   }
 }
 
@@ -196,10 +197,7 @@ export class RowIndexError extends StateError {
 export class OptionError extends StateError {
   readonly _tag = "OptionError" as const
   constructor(fields: ErrorFields) {
-    super(
-      `option ${fields.path ?? ""}: expected ${text(fields.expected)}, got ${showValue(fields.actual)}${tail(fields.detail)}`,
-      fields,
-    )
+    super(line(fields, "", false, `option ${fields.path ?? ""}`), fields)
   }
 }
 
@@ -214,10 +212,11 @@ export class DisposedError extends StateError {
   /** What was disposed (`"StateSaver"`, `"HostTensor"`...). */
   readonly what: string
   constructor(fields: { readonly what: string; readonly path?: string }) {
-    super(
-      `${fields.what} was disposed${fields.path === undefined || fields.path === "" ? "" : ` (leaf ${fields.path})`}`,
-      { path: fields.path ?? "", expected: "live", actual: "disposed" },
-    )
+    super(`${fields.what} was disposed${fields.path ? ` (leaf ${fields.path})` : ""}`, {
+      path: fields.path,
+      expected: "live",
+      actual: "disposed",
+    })
     this.what = fields.what
   }
 }
@@ -254,10 +253,7 @@ export class AliasedLeafError extends StateError {
 export class SpecError extends StateError {
   readonly _tag = "SpecError" as const
   constructor(fields: ErrorFields) {
-    super(
-      `spec ${where(fields.path)}: expected ${text(fields.expected)}, got ${showValue(fields.actual)}${tail(fields.detail)}`,
-      fields,
-    )
+    super(line(fields, "", false, `spec ${where(fields.path)}`), fields)
   }
 }
 
@@ -281,13 +277,7 @@ export class BackendError extends StateError {
     const reason = fields.cause instanceof Error ? fields.cause.message : showValue(fields.cause)
     super(
       `backend ${fields.backend}: ${fields.operation} failed on ${where(fields.path)}: ${reason}${tail(fields.detail)}`,
-      {
-        path: fields.path ?? "",
-        expected: `${fields.operation} to succeed`,
-        actual: reason,
-        cause: fields.cause,
-        ...(fields.detail === undefined ? {} : { detail: fields.detail }),
-      },
+      { ...fields, expected: `${fields.operation} to succeed`, actual: reason },
     )
     this.backend = fields.backend
     this.operation = fields.operation
@@ -303,10 +293,7 @@ export class BackendError extends StateError {
 export class SnapshotFormatError extends StateError {
   readonly _tag = "SnapshotFormatError" as const
   constructor(fields: ErrorFields) {
-    super(
-      `snapshot ${where(fields.path)}: expected ${text(fields.expected)}, got ${text(fields.actual)}${tail(fields.detail)}`,
-      fields,
-    )
+    super(line(fields, "", true, `snapshot ${where(fields.path)}`), fields)
   }
 }
 
@@ -319,10 +306,7 @@ export class SnapshotFormatError extends StateError {
 export class KeyError extends StateError {
   readonly _tag = "KeyError" as const
   constructor(fields: ErrorFields) {
-    super(
-      `key: expected ${text(fields.expected)}, got ${showValue(fields.actual)}${tail(fields.detail)}`,
-      fields,
-    )
+    super(line(fields, "", false, "key"), fields)
   }
 }
 
@@ -342,9 +326,9 @@ export class BusyError extends StateError {
     readonly detail?: string
   }) {
     super(`${fields.operation}: ${fields.inFlight} is still in flight${tail(fields.detail)}`, {
+      ...fields,
       expected: "no operation in flight",
       actual: fields.inFlight,
-      ...(fields.detail === undefined ? {} : { detail: fields.detail }),
     })
     this.operation = fields.operation
   }

@@ -11,7 +11,7 @@ import {
   markHostTensorDisposed,
   sizeOf,
 } from "./host-tensor.js"
-import { checkData, checkShape } from "./internal/dtype-values.js"
+import { checkTensor } from "./internal/dtype-values.js"
 import {
   type RowLayout,
   fillRowsTyped,
@@ -87,9 +87,7 @@ const WHERE = "host backend: a HostTensor whose data disagrees with its dtype or
  * swapped. `HostTensor`s themselves are frozen and checked when built.
  */
 function checkConsistent(t: HostTensor): void {
-  const n = checkShape(t.shape, WHERE)
-  if (typeof n !== "number") throw n
-  const bad = checkData(t.dtype, t.shape, n, t.data, WHERE)
+  const bad = checkTensor(t.dtype, t.shape, t.data, WHERE)
   if (bad !== undefined) throw bad
 }
 

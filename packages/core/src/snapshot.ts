@@ -1,6 +1,6 @@
 import { SnapshotFormatError } from "./errors.js"
 import { type DType, type HostData, HostTensor, dtypeByteSize, isDType } from "./host-tensor.js"
-import { checkData, checkShape } from "./internal/dtype-values.js"
+import { checkTensor } from "./internal/dtype-values.js"
 import * as E from "./internal/either.js"
 import type { Dim } from "./state-spec.js"
 
@@ -130,9 +130,7 @@ export function encodeSnapshot(snapshot: Omit<Snapshot, "version">): Uint8Array 
         actual: t,
       })
     }
-    const n = checkShape(t.shape, "encodeSnapshot")
-    if (typeof n !== "number") throw n
-    const bad = checkData(t.dtype, t.shape, n, t.data, "encodeSnapshot")
+    const bad = checkTensor(t.dtype, t.shape, t.data, "encodeSnapshot")
     if (bad !== undefined) throw bad
     if (t.dtype !== leaf.dtype) {
       throw new SnapshotFormatError({

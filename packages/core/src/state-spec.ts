@@ -1,8 +1,9 @@
 import { OptionError, SpecError, showValue } from "./errors.js"
 import { DTYPES, type DType, HostTensor, isDType } from "./host-tensor.js"
-import { checkData, checkShape, fitsDType, valueRange } from "./internal/dtype-values.js"
+import { checkTensor, fitsDType, valueRange } from "./internal/dtype-values.js"
 import * as E from "./internal/either.js"
-import { isPlainRecord } from "./internal/plain-record.js"
+import { error, fail } from "./internal/fail.js"
+import { isName, isPlainRecord, isSize } from "./internal/predicates.js"
 import {
   type PathSegment,
   type StateTree,
@@ -78,9 +79,9 @@ export type StateSpec = StateTree<LeafSpec>
 export function isLeafSpec(x: unknown): x is LeafSpec {
   return (
     isPlainRecord(x) &&
-    Object.prototype.hasOwnProperty.call(x, "shape") &&
+    Object.hasOwn(x, "shape") &&
     Array.isArray(x["shape"]) &&
-    Object.prototype.hasOwnProperty.call(x, "dtype") &&
+    Object.hasOwn(x, "dtype") &&
     typeof x["dtype"] === "string"
   )
 }
@@ -132,10 +133,6 @@ export interface ResolvedSpec {
   readonly hasNamedDims: boolean
 }
 
-const isDim = (d: unknown): d is Dim =>
-  (typeof d === "number" && Number.isSafeInteger(d) && d >= 0) ||
-  (typeof d === "string" && d.length > 0)
-
 /**
  * Validates a spec: dtypes, dims, exactly one batch axis per leaf, init values. `Left` is a
  * `SpecError` naming the leaf: an unknown dtype, a bad dim, a batch dim missing or repeated, an
@@ -155,108 +152,74 @@ export function resolveSpec(
   options: SpecOptions = {},
 ): E.Either<SpecError, ResolvedSpec> {
   const batchDim: unknown = options.batchDim ?? "batch"
-  if (typeof batchDim !== "string" || batchDim === "") {
-    return E.left(
-      new SpecError({
-        expected: "a batch dim name (a non-empty string)",
-        actual: batchDim,
-        detail: "option batchDim",
-      }),
-    )
+  if (!isName(batchDim)) {
+    return fail(SpecError, "", "a batch dim name (a non-empty string)", batchDim, "option batchDim")
   }
-  const dimsOption: unknown = options.dims ?? {}
-  if (!isPlainRecord(dimsOption)) {
-    return E.left(
-      new SpecError({
-        expected: "a record of dim sizes",
-        actual: dimsOption,
-        detail: "option dims",
-      }),
-    )
+  const sizes: unknown = options.dims ?? {}
+  if (!isPlainRecord(sizes)) {
+    return fail(SpecError, "", "a record of dim sizes", sizes, "option dims")
   }
-  for (const name of Object.keys(dimsOption)) {
-    const size = dimsOption[name]
-    if (typeof size !== "number" || !Number.isSafeInteger(size) || size < 0) {
-      return E.left(
-        new SpecError({
-          expected: `a non-negative integer size for dim "${name}"`,
-          actual: size,
-          detail: `option dims[${JSON.stringify(name)}]`,
-        }),
+  for (const name of Object.keys(sizes)) {
+    if (!isSize(sizes[name])) {
+      return fail(
+        SpecError,
+        "",
+        `a non-negative integer size for dim "${name}"`,
+        sizes[name],
+        `option dims[${JSON.stringify(name)}]`,
       )
     }
   }
-  const dims = dimsOption as Readonly<Record<string, number>>
   const sizeOfDim = (name: string): number | undefined =>
-    Object.prototype.hasOwnProperty.call(dims, name) ? dims[name] : undefined
+    Object.hasOwn(sizes, name) ? (sizes[name] as number) : undefined
   const { leaves, paths, def } = flatten<unknown>(spec, isLeafSpec)
-  if (leaves.length === 0) {
-    return E.left(
-      new SpecError({ expected: "at least one leaf", actual: spec, detail: "no leaves" }),
-    )
-  }
+  if (leaves.length === 0) return fail(SpecError, "", "at least one leaf", spec, "no leaves")
   const out: ResolvedLeaf[] = []
   const named = new Map<string, { size: number; path: string }>()
   for (let i = 0; i < leaves.length; i++) {
     const path = paths[i] as PathSegment[]
     const p = formatPath(path)
     const leaf = leaves[i]
-    if (!isLeafSpec(leaf)) {
-      return E.left(
-        new SpecError({ path: p, expected: "a leaf spec { shape, dtype, init? }", actual: leaf }),
-      )
-    }
-    if (!isDType(leaf.dtype)) {
-      return E.left(
-        new SpecError({ path: p, expected: `a dtype (${DTYPES.join(", ")})`, actual: leaf.dtype }),
-      )
-    }
-    const badAxis = leaf.shape.findIndex((d) => !isDim(d))
+    if (!isLeafSpec(leaf)) return fail(SpecError, p, "a leaf spec { shape, dtype, init? }", leaf)
+    const { dtype, shape: dims } = leaf
+    if (!isDType(dtype)) return fail(SpecError, p, A_DTYPE, dtype)
+    const badAxis = dims.findIndex((d) => !isSize(d) && !isName(d))
     if (badAxis >= 0) {
-      return E.left(
-        new SpecError({
-          path: p,
-          expected: "a shape of non-negative integers and dim names",
-          actual: leaf.shape,
-          detail: `dim ${badAxis} is ${showValue(leaf.shape[badAxis])}`,
-        }),
+      return fail(
+        SpecError,
+        p,
+        "a shape of non-negative integers and dim names",
+        dims,
+        `dim ${badAxis} is ${showValue(dims[badAxis])}`,
       )
     }
-    const batchAxes = leaf.shape.flatMap((d, axis) => (d === batchDim ? [axis] : []))
-    if (batchAxes.length !== 1) {
-      return E.left(
-        new SpecError({
-          path: p,
-          expected: `exactly one "${batchDim}" dim`,
-          actual: leaf.shape,
-          detail: `${batchAxes.length} found`,
-        }),
+    const batchAxis = dims.indexOf(batchDim)
+    const batchAxes = dims.filter((d) => d === batchDim).length
+    if (batchAxes !== 1) {
+      return fail(SpecError, p, `exactly one "${batchDim}" dim`, dims, `${batchAxes} found`)
+    }
+    const given: unknown = leaf.init === undefined ? init.zeros : leaf.init
+    const kind = typeof given === "object" ? (given as { kind?: unknown } | null)?.kind : 0
+    if (kind !== "zeros" && kind !== "constant" && kind !== "tensor") {
+      return fail(
+        SpecError,
+        p,
+        "init.zeros, init.constant(value) or init.tensor(hostTensor)",
+        given,
       )
     }
-    const batchAxis = batchAxes[0] as number
-    const given: unknown = leaf.init
-    if (given !== undefined && !isInit(given)) {
-      return E.left(
-        new SpecError({
-          path: p,
-          expected: "init.zeros, init.constant(value) or init.tensor(hostTensor)",
-          actual: given,
-        }),
-      )
-    }
-    const leafInit: Init = given ?? init.zeros
+    const leafInit = given as Init
     const growing = new Map<number, string>()
-    const shape: Dim[] = [...leaf.shape]
-    leaf.shape.forEach((d, axis) => {
+    const shape: Dim[] = [...dims]
+    dims.forEach((d, axis) => {
       if (typeof d === "string" && d !== batchDim) growing.set(axis, d)
     })
-    if (leafInit.kind === "constant" && !fitsDType(leaf.dtype, leafInit.value)) {
-      return E.left(
-        new SpecError({
-          path: p,
-          expected: `an init constant of dtype ${leaf.dtype}: ${valueRange(leaf.dtype)}`,
-          actual: leafInit.value,
-        }),
+    if (leafInit.kind === "constant" && !fitsDType(dtype, leafInit.value)) {
+      return fail(
+        SpecError,
+        p,
+        `an init constant of dtype ${dtype}: ${valueRange(dtype)}`,
+        leafInit.value,
       )
     }
     if (leafInit.kind === "tensor") {
@@ -270,26 +233,11 @@ export function resolveSpec(
       const at = shape[axis] as number
       const seen = named.get(name)
       if (seen && seen.size !== at) {
-        return E.left(
-          new SpecError({
-            path: p,
-            expected: `dim "${name}" = ${seen.size} as at leaf ${seen.path}`,
-            actual: at,
-          }),
-        )
+        return fail(SpecError, p, `dim "${name}" = ${seen.size} as at leaf ${seen.path}`, at)
       }
       named.set(name, { size: at, path: p })
     }
-    out.push({
-      path,
-      pathString: p,
-      spec: leaf,
-      dtype: leaf.dtype,
-      batchAxis,
-      shape,
-      growing,
-      init: leafInit,
-    })
+    out.push({ path, pathString: p, spec: leaf, dtype, batchAxis, shape, growing, init: leafInit })
   }
   return E.right({
     spec,
@@ -300,11 +248,7 @@ export function resolveSpec(
   })
 }
 
-const isInit = (x: unknown): x is Init => {
-  if (typeof x !== "object" || x === null) return false
-  const kind = (x as { kind?: unknown }).kind
-  return kind === "zeros" || kind === "constant" || kind === "tensor"
-}
+const A_DTYPE = `a dtype (${DTYPES.join(", ")})`
 
 /**
  * Checks an init tensor against its leaf: a consistent `HostTensor` of the leaf's dtype and of
@@ -320,9 +264,8 @@ function checkInitTensor(
 ): SpecError | undefined {
   const rowDims = leaf.shape.filter((_, axis) => axis !== batchAxis)
   const ofDtype = `an init HostTensor of dtype ${leaf.dtype}`
-  if (!(t instanceof HostTensor)) return new SpecError({ path: p, expected: ofDtype, actual: t })
-  const n = checkShape(t.shape, "init tensor")
-  const bad = typeof n === "number" ? checkData(t.dtype, t.shape, n, t.data, "init tensor") : n
+  if (!(t instanceof HostTensor)) return error(SpecError, p, ofDtype, t)
+  const bad = checkTensor(t.dtype, t.shape, t.data, "init tensor")
   if (bad !== undefined) {
     return new SpecError({
       path: p,
@@ -333,43 +276,33 @@ function checkInitTensor(
     })
   }
   if (t.dtype !== leaf.dtype && !(leaf.dtype === "bool" && t.dtype === "uint8")) {
-    return new SpecError({ path: p, expected: ofDtype, actual: t.dtype })
+    return error(SpecError, p, ofDtype, t.dtype)
   }
   const ofShape = `an init tensor of one row's shape ${showValue(rowDims)}`
-  if (t.shape.length !== rowDims.length) {
-    return new SpecError({ path: p, expected: ofShape, actual: t.shape })
-  }
+  if (t.shape.length !== rowDims.length) return error(SpecError, p, ofShape, t.shape)
   for (let axis = 0, r = 0; axis < leaf.shape.length; axis++) {
     if (axis === batchAxis) continue
     const d = leaf.shape[axis] as Dim
     const size = t.shape[r++] as number
-    if (typeof d === "number" && d !== size) {
-      return new SpecError({ path: p, expected: ofShape, actual: t.shape })
-    }
+    if (typeof d === "number" && d !== size) return error(SpecError, p, ofShape, t.shape)
     if (typeof d === "string") {
       const given = sizeOfDim(d)
       if (given !== undefined && given !== size) {
-        return new SpecError({
-          path: p,
-          expected: `an init tensor with ${d} = ${given}`,
-          actual: t.shape,
-        })
+        return error(SpecError, p, `an init tensor with ${d} = ${given}`, t.shape)
       }
       shape[axis] = size
     }
   }
   if (leaf.dtype === "bool") {
-    const data = t.data as Uint8Array
-    for (let i = 0; i < data.length; i++) {
-      const v = data[i] as number
-      if (v > 1) {
-        return new SpecError({
-          path: p,
-          expected: "an init tensor of bool values 0 or 1",
-          actual: v,
-          detail: `at element ${i}`,
-        })
-      }
+    const i = (t.data as Uint8Array).findIndex((v) => v > 1)
+    if (i >= 0) {
+      return error(
+        SpecError,
+        p,
+        "an init tensor of bool values 0 or 1",
+        (t.data as Uint8Array)[i],
+        `at element ${i}`,
+      )
     }
   }
   return undefined
@@ -395,61 +328,44 @@ export interface RecurrentSpecOptions {
   readonly batchDim?: string
 }
 
-const LAYOUTS = ["batch-major", "time-major"] as const
-
 /**
  * Checks the arguments of a recurrent spec builder: throws a `SpecError` for widths that are not
  * a non-empty array of positive integers, an `OptionError` for a bad option.
  */
 function checkRecurrent(builder: string, widths: unknown, options: unknown): void {
   if (!Array.isArray(widths) || widths.length === 0) {
-    throw new SpecError({
-      expected: "a non-empty array of positive integer layer widths",
-      actual: widths,
-      detail: `${builder}: widths`,
-    })
+    throw error(
+      SpecError,
+      "",
+      "a non-empty array of positive integer layer widths",
+      widths,
+      `${builder}: widths`,
+    )
   }
   widths.forEach((w: unknown, i) => {
-    if (typeof w !== "number" || !Number.isSafeInteger(w) || w <= 0) {
-      throw new SpecError({
-        expected: "a positive integer layer width",
-        actual: w,
-        detail: `${builder}: widths[${i}]`,
-      })
+    if (!isSize(w) || w === 0) {
+      throw error(SpecError, "", "a positive integer layer width", w, `${builder}: widths[${i}]`)
     }
   })
   if (options === undefined) return
-  if (!isPlainRecord(options)) {
-    throw new OptionError({ path: "options", expected: "an options record", actual: options })
-  }
+  if (!isPlainRecord(options)) throw error(OptionError, "options", "an options record", options)
   const { layout, dtype, directions, batchDim } = options
-  if (layout !== undefined && !(LAYOUTS as readonly unknown[]).includes(layout)) {
-    throw new OptionError({
-      path: "layout",
-      expected: `"batch-major" or "time-major"`,
-      actual: layout,
-    })
+  const check = (key: string, ok: boolean, expected: string): void => {
+    if (!ok) throw error(OptionError, key, expected, options[key])
   }
-  if (dtype !== undefined && !isDType(dtype)) {
-    throw new OptionError({
-      path: "dtype",
-      expected: `a dtype (${DTYPES.join(", ")})`,
-      actual: dtype,
-    })
-  }
-  if (directions !== undefined && directions !== 1 && directions !== 2) {
-    throw new OptionError({ path: "directions", expected: "1 or 2", actual: directions })
-  }
-  if (directions === 2 && layout !== "time-major") {
-    throw new OptionError({
-      path: "directions",
-      expected: '1 with the "batch-major" layout (2 needs "time-major")',
-      actual: directions,
-    })
-  }
-  if (batchDim !== undefined && (typeof batchDim !== "string" || batchDim === "")) {
-    throw new OptionError({ path: "batchDim", expected: "a non-empty string", actual: batchDim })
-  }
+  check(
+    "layout",
+    layout === undefined || layout === "batch-major" || layout === "time-major",
+    `"batch-major" or "time-major"`,
+  )
+  check("dtype", dtype === undefined || isDType(dtype), A_DTYPE)
+  check("directions", directions === undefined || directions === 1 || directions === 2, "1 or 2")
+  check(
+    "directions",
+    directions !== 2 || layout === "time-major",
+    '1 with the "batch-major" layout (2 needs "time-major")',
+  )
+  check("batchDim", batchDim === undefined || isName(batchDim), "a non-empty string")
 }
 
 function stateLeaf(width: number, options: RecurrentSpecOptions): LeafSpec {

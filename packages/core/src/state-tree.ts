@@ -1,6 +1,6 @@
 import * as E from "./internal/either.js"
 import { StructureMismatchError } from "./errors.js"
-import { isPlainRecord } from "./internal/plain-record.js"
+import { isPlainRecord } from "./internal/predicates.js"
 
 /**
  * A nested state: a leaf `L`, an array (tuple) of trees, or a plain record of trees.

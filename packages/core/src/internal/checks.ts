@@ -16,7 +16,7 @@ import type { ResolvedLeaf, ResolvedSpec } from "../state-spec.js"
 import { leafShape } from "./leaf-shape.js"
 import { isLeafSpec } from "../state-spec.js"
 import { type StateTree, type TreeDef, isDefaultLeaf, sameStructure } from "../state-tree.js"
-import { isPlainRecord } from "./plain-record.js"
+import { isPlainRecord } from "./predicates.js"
 
 /** Rows as users may give them: indices, or a boolean / 0-1 mask of the batch's length. */
 export type RowsInput = readonly number[] | readonly boolean[] | Uint8Array | Int32Array

@@ -3,6 +3,7 @@
 import { DTypeMismatchError, ShapeMismatchError } from "../errors.js"
 import type { DType } from "../host-tensor.js"
 import { fromHalfBits, toHalfBits } from "./float16.js"
+import { isSize } from "./predicates.js"
 
 const ARRAY_NAME: Readonly<Record<DType, string>> = {
   float32: "Float32Array",
@@ -31,10 +32,6 @@ export function holds(data: unknown, dtype: DType): boolean {
       return false
   }
 }
-
-/** A dim is a non-negative safe integer. */
-export const isSize = (d: unknown): d is number =>
-  typeof d === "number" && Number.isSafeInteger(d) && d >= 0
 
 const SHAPE = "an array of non-negative integer dims"
 
@@ -99,6 +96,20 @@ export function checkData(
     })
   }
   return undefined
+}
+
+/**
+ * `checkShape` then `checkData`: the error that refuses a tensor whose dtype, shape and data
+ * disagree, or undefined.
+ */
+export function checkTensor(
+  dtype: DType,
+  shape: readonly number[],
+  data: unknown,
+  where: string,
+): DTypeMismatchError | ShapeMismatchError | undefined {
+  const n = checkShape(shape, where)
+  return typeof n === "number" ? checkData(dtype, shape, n, data, where) : n
 }
 
 const INT32_MIN = -(2 ** 31)

@@ -4,3 +4,10 @@ export function isPlainRecord(x: unknown): x is Record<string, unknown> {
   const proto: unknown = Object.getPrototypeOf(x)
   return proto === Object.prototype || proto === null
 }
+
+/** A size or count: a non-negative safe integer. */
+export const isSize = (x: unknown): x is number =>
+  typeof x === "number" && Number.isSafeInteger(x) && x >= 0
+
+/** A non-empty string: a dim name, a batch dim. */
+export const isName = (x: unknown): x is string => typeof x === "string" && x !== ""
