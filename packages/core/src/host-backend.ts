@@ -11,7 +11,7 @@ import {
   markHostTensorDisposed,
   sizeOf,
 } from "./host-tensor.js"
-import { checkTensor } from "./internal/dtype-values.js"
+import { arrayOf, checkTensor } from "./internal/dtype-values.js"
 import {
   type RowLayout,
   fillRowsTyped,
@@ -32,18 +32,7 @@ function fresh(dtype: DType, length: number, padded: WeakSet<ArrayBufferLike>): 
   if (bytes < 4096) return allocateData(dtype, length)
   const buffer = new ArrayBuffer(bytes + 64)
   padded.add(buffer)
-  switch (dtype) {
-    case "float32":
-      return new Float32Array(buffer, 0, length)
-    case "float16":
-      return new Uint16Array(buffer, 0, length)
-    case "int32":
-      return new Int32Array(buffer, 0, length)
-    case "int64":
-      return new BigInt64Array(buffer, 0, length)
-    default:
-      return new Uint8Array(buffer, 0, length)
-  }
+  return new (arrayOf(dtype) as Float32ArrayConstructor)(buffer, 0, length)
 }
 
 /**
@@ -156,8 +145,7 @@ export function hostBackend(options: HostBackendOptions = {}): HostBackend {
   const viewsOf = (data: HostData, layout: RowLayout): HostData[] | undefined => {
     // Worth it only for small rows (creating a view costs more than copying them) of small
     // tensors (a store's slab of many thousand rows would keep a view per row alive).
-    if (layout.inner * dtypeByteSize("float32") > 64 * 1024 || layout.outer * layout.rows > 4096)
-      return undefined
+    if (layout.inner * 4 > 64 * 1024 || layout.outer * layout.rows > 4096) return undefined
     const cached = views.get(data)
     const l = cached?.layout
     if (

@@ -1,5 +1,6 @@
 import { DTypeMismatchError, ShapeMismatchError } from "./errors.js"
 import {
+  arrayOf,
   checkData,
   checkShape,
   fitsDType,
@@ -7,6 +8,7 @@ import {
   storedValue,
   valueRange,
 } from "./internal/dtype-values.js"
+import { error } from "./internal/fail.js"
 import { fromHalfBits, toHalfBits } from "./internal/float16.js"
 
 /**
@@ -66,18 +68,7 @@ export function isDType(x: unknown): x is DType {
  * @since 0.1.0
  */
 export function dtypeByteSize(dtype: DType): number {
-  switch (dtype) {
-    case "float32":
-    case "int32":
-      return 4
-    case "float16":
-      return 2
-    case "int64":
-      return 8
-    case "uint8":
-    case "bool":
-      return 1
-  }
+  return arrayOf(dtype)?.BYTES_PER_ELEMENT as number
 }
 
 /**
@@ -87,28 +78,13 @@ export function dtypeByteSize(dtype: DType): number {
  * @since 0.1.0
  */
 export function allocateData<D extends DType>(dtype: D, length: number): DTypeArrays[D] {
-  const make = (): HostData => {
-    switch (dtype) {
-      case "float32":
-        return new Float32Array(length)
-      case "float16":
-        return new Uint16Array(length)
-      case "int32":
-        return new Int32Array(length)
-      case "int64":
-        return new BigInt64Array(length)
-      case "uint8":
-      case "bool":
-        return new Uint8Array(length)
-    }
-    throw new DTypeMismatchError({
-      expected: `one of ${DTYPES.join(", ")}`,
-      actual: dtype,
-      detail: "allocateData: unknown dtype",
-    })
-  }
-  return make() as DTypeArrays[D]
+  const A = arrayOf(dtype)
+  if (A === undefined) throw unknownDType(dtype, "allocateData")
+  return new A(length) as DTypeArrays[D]
 }
+
+const unknownDType = (dtype: unknown, where: string): DTypeMismatchError =>
+  error(DTypeMismatchError, "", `one of ${DTYPES.join(", ")}`, dtype, `${where}: unknown dtype`)
 
 /**
  * The dtype whose typed array `data` is an instance of, or `undefined`. `Uint16Array` reads as
@@ -182,13 +158,7 @@ export class HostTensor<D extends DType = DType> {
   }
 
   constructor(dtype: D, shape: readonly number[], data?: DTypeArrays[D]) {
-    if (!isDType(dtype)) {
-      throw new DTypeMismatchError({
-        expected: `one of ${DTYPES.join(", ")}`,
-        actual: dtype,
-        detail: "new HostTensor: unknown dtype",
-      })
-    }
+    if (!isDType(dtype)) throw unknownDType(dtype, "new HostTensor")
     const n = checkShape(shape, "new HostTensor")
     if (typeof n !== "number") throw n
     let buf: unknown = data
@@ -210,14 +180,13 @@ export class HostTensor<D extends DType = DType> {
   }
 }
 
-function shapeTooLarge(shape: readonly number[], n: number, cause: unknown): ShapeMismatchError {
-  return new ShapeMismatchError({
+const shapeTooLarge = (shape: readonly number[], n: number, cause: unknown): ShapeMismatchError =>
+  new ShapeMismatchError({
     expected: "a shape whose elements fit in memory",
     actual: shape,
     detail: `new HostTensor: cannot allocate ${n} elements`,
     cause,
   })
-}
 
 /**
  * Builds a host tensor from numbers (or bigints); float16 values are rounded to 16-bit words.
@@ -242,29 +211,35 @@ export function hostTensor<D extends DType>(
   const n = t.data.length
   const list: unknown = values
   if (!Array.isArray(list) && !(ArrayBuffer.isView(list) && !(list instanceof DataView))) {
-    throw new ShapeMismatchError({
-      expected: t.shape,
-      actual: list,
-      detail: "hostTensor: values must be an array or a typed array",
-    })
+    throw error(
+      ShapeMismatchError,
+      "",
+      t.shape,
+      list,
+      "hostTensor: values must be an array or a typed array",
+    )
   }
   const given = list as ArrayLike<unknown>
   if (given.length !== n) {
-    throw new ShapeMismatchError({
-      expected: t.shape,
-      actual: list,
-      detail: `hostTensor: the shape holds ${n} values, ${given.length} given`,
-    })
+    throw error(
+      ShapeMismatchError,
+      "",
+      t.shape,
+      list,
+      `hostTensor: the shape holds ${n} values, ${given.length} given`,
+    )
   }
   const data = t.data as HostData
   for (let i = 0; i < n; i++) {
     const v = given[i]
     if (!fitsDType(dtype, v)) {
-      throw new DTypeMismatchError({
-        expected: dtype,
-        actual: v,
-        detail: `hostTensor: values[${i}]; ${dtype} holds ${valueRange(dtype)}`,
-      })
+      throw error(
+        DTypeMismatchError,
+        "",
+        dtype,
+        v,
+        `hostTensor: values[${i}]; ${dtype} holds ${valueRange(dtype)}`,
+      )
     }
     ;(data as Float32Array)[i] = storedValue(dtype, v) as number
   }

@@ -1,7 +1,16 @@
 import { SnapshotFormatError } from "./errors.js"
-import { type DType, type HostData, HostTensor, dtypeByteSize, isDType } from "./host-tensor.js"
-import { checkTensor } from "./internal/dtype-values.js"
+import {
+  DTYPES,
+  type DType,
+  type HostData,
+  HostTensor,
+  dtypeByteSize,
+  isDType,
+} from "./host-tensor.js"
+import { arrayOf, checkTensor } from "./internal/dtype-values.js"
 import * as E from "./internal/either.js"
+import { error, fail as failWith } from "./internal/fail.js"
+import { isName, isPlainRecord, isSize } from "./internal/predicates.js"
 import type { Dim } from "./state-spec.js"
 
 /**
@@ -33,7 +42,7 @@ const MAX_LEAVES = 32_768
 const MAX_HEADER_BYTES = MAX_LEAVES * 1024 + 64 * 1024
 const MAX_RANK = 32
 
-const SAFETENSORS_DTYPE: Record<DType, string> = {
+const SAFETENSORS_DTYPE: Readonly<Record<DType, string>> = {
   float32: "F32",
   float16: "F16",
   int32: "I32",
@@ -41,9 +50,6 @@ const SAFETENSORS_DTYPE: Record<DType, string> = {
   uint8: "U8",
   bool: "BOOL",
 }
-const FROM_SAFETENSORS = new Map<string, DType>(
-  Object.entries(SAFETENSORS_DTYPE).map(([k, v]) => [v, k as DType]),
-)
 
 /**
  * What a snapshot records of one leaf's spec.
@@ -94,22 +100,21 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1
  */
 export function encodeSnapshot(snapshot: Omit<Snapshot, "version">): Uint8Array {
   if (!LITTLE_ENDIAN) {
-    throw new SnapshotFormatError({ expected: "a little-endian host", actual: "a big-endian host" })
+    throw error(SnapshotFormatError, "", "a little-endian host", "a big-endian host")
   }
-  if (snapshot.leaves.length > MAX_LEAVES) {
-    throw new SnapshotFormatError({
-      expected: `at most ${MAX_LEAVES} leaves`,
-      actual: snapshot.leaves.length,
-    })
+  const { leaves } = snapshot
+  if (leaves.length > MAX_LEAVES) {
+    throw error(SnapshotFormatError, "", `at most ${MAX_LEAVES} leaves`, leaves.length)
   }
-  const header: Record<string, unknown> = {}
-  const meta = {
+  // No prototype: a leaf path "__proto__" is an own key like any other.
+  const header: Record<string, unknown> = Object.create(null)
+  header["__metadata__"] = {
     format: SNAPSHOT_FORMAT,
     version: String(SNAPSHOT_VERSION),
     batch_dim: snapshot.batchDim,
     batch_size: String(snapshot.batchSize),
     leaves: JSON.stringify(
-      snapshot.leaves.map((l) => ({
+      leaves.map((l) => ({
         path: l.path,
         batch_axis: l.batchAxis,
         dtype: l.dtype,
@@ -118,50 +123,32 @@ export function encodeSnapshot(snapshot: Omit<Snapshot, "version">): Uint8Array 
       })),
     ),
   }
-  Object.defineProperty(header, "__metadata__", { value: meta, enumerable: true })
   let offset = 0
   const parts: Uint8Array[] = []
-  for (const leaf of snapshot.leaves) {
-    const t = snapshot.tensors.get(leaf.path)
+  for (const { path, dtype } of leaves) {
+    const t = snapshot.tensors.get(path)
     if (!(t instanceof HostTensor)) {
-      throw new SnapshotFormatError({
-        path: leaf.path,
-        expected: "a HostTensor for this leaf",
-        actual: t,
-      })
+      throw error(SnapshotFormatError, path, "a HostTensor for this leaf", t)
     }
     const bad = checkTensor(t.dtype, t.shape, t.data, "encodeSnapshot")
     if (bad !== undefined) throw bad
-    if (t.dtype !== leaf.dtype) {
-      throw new SnapshotFormatError({
-        path: leaf.path,
-        expected: `a tensor of the leaf's dtype ${leaf.dtype}`,
-        actual: t.dtype,
-      })
+    if (t.dtype !== dtype) {
+      throw error(SnapshotFormatError, path, `a tensor of the leaf's dtype ${dtype}`, t.dtype)
     }
     const bytes = new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength)
-    Object.defineProperty(header, leaf.path, {
-      value: {
-        dtype: SAFETENSORS_DTYPE[t.dtype],
-        shape: t.shape,
-        data_offsets: [offset, offset + bytes.byteLength],
-      },
-      enumerable: true,
-    })
+    header[path] = {
+      dtype: SAFETENSORS_DTYPE[dtype],
+      shape: t.shape,
+      data_offsets: [offset, (offset += bytes.byteLength)],
+    }
     parts.push(bytes)
-    offset += bytes.byteLength
   }
-  let json = new TextEncoder().encode(JSON.stringify(header))
-  const padded = Math.ceil(json.byteLength / 8) * 8
-  if (padded !== json.byteLength) {
-    const p = new Uint8Array(padded).fill(0x20)
-    p.set(json)
-    json = p
-  }
-  const out = new Uint8Array(8 + json.byteLength + offset)
-  new DataView(out.buffer).setBigUint64(0, BigInt(json.byteLength), true)
+  const json = new TextEncoder().encode(JSON.stringify(header))
+  // The header is padded with spaces to a multiple of 8 bytes, so the data starts aligned.
+  let at = 8 + Math.ceil(json.byteLength / 8) * 8
+  const out = new Uint8Array(at + offset).fill(0x20, 8 + json.byteLength, at)
+  new DataView(out.buffer).setBigUint64(0, BigInt(at - 8), true)
   out.set(json, 8)
-  let at = 8 + json.byteLength
   for (const part of parts) {
     out.set(part, at)
     at += part.byteLength
@@ -169,16 +156,14 @@ export function encodeSnapshot(snapshot: Omit<Snapshot, "version">): Uint8Array 
   return out
 }
 
-const fail = (expected: string, actual: unknown, path = ""): E.Either<SnapshotFormatError, never> =>
-  E.left(new SnapshotFormatError({ path, expected, actual }))
+const fail = (
+  expected: string,
+  actual: unknown,
+  path?: string,
+): E.Either<SnapshotFormatError, never> => failWith(SnapshotFormatError, path, expected, actual)
 
-const isRecord = (x: unknown): x is Record<string, unknown> =>
-  typeof x === "object" && x !== null && !Array.isArray(x)
-
-const isCount = (x: unknown): x is number =>
-  typeof x === "number" && Number.isSafeInteger(x) && x >= 0
-
-const own = (x: object, key: string): boolean => Object.prototype.hasOwnProperty.call(x, key)
+/** What a throw of `JSON.parse` or `TextDecoder` says. */
+const reason = (e: unknown): string => (e instanceof Error ? e.message : String(e))
 
 interface Entry {
   readonly leaf: SnapshotLeaf
@@ -203,47 +188,46 @@ interface Entry {
  */
 export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError, Snapshot> {
   if (!(bytes instanceof Uint8Array)) return fail("a Uint8Array", bytes)
-  if (bytes.byteLength < 8) return fail("at least 8 bytes", `${bytes.byteLength} bytes`)
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength)
-  const headerLength = view.getBigUint64(0, true)
-  const maxHeader = Math.min(MAX_HEADER_BYTES, bytes.byteLength - 8)
+  const total = bytes.byteLength
+  if (total < 8) return fail("at least 8 bytes", `${total} bytes`)
+  const headerLength = new DataView(bytes.buffer, bytes.byteOffset, total).getBigUint64(0, true)
+  const maxHeader = Math.min(MAX_HEADER_BYTES, total - 8)
   if (headerLength > BigInt(maxHeader)) {
     return fail(
       `a header length of at most ${maxHeader} bytes${maxHeader === MAX_HEADER_BYTES ? " (the header limit)" : " (the bytes that follow)"}`,
       `${headerLength} bytes`,
     )
   }
-  const n = Number(headerLength)
+  const dataStart = 8 + Number(headerLength)
+  const dataLength = total - dataStart
   let header: unknown
   try {
-    header = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, 8 + n)))
+    header = JSON.parse(
+      new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, dataStart)),
+    )
   } catch (e) {
-    return fail("a UTF-8 JSON header", e instanceof Error ? e.message : String(e))
+    return fail("a UTF-8 JSON header", reason(e))
   }
-  if (!isRecord(header))
+  if (!isPlainRecord(header))
     return fail("a JSON object header", Array.isArray(header) ? "an array" : header)
-  const meta = own(header, "__metadata__") ? header["__metadata__"] : undefined
-  if (!isRecord(meta)) return fail("a __metadata__ object", meta)
-  if (meta["format"] !== SNAPSHOT_FORMAT) return fail(`format "${SNAPSHOT_FORMAT}"`, meta["format"])
-  if (meta["version"] !== String(SNAPSHOT_VERSION)) {
-    return fail(`version "${SNAPSHOT_VERSION}"`, meta["version"])
-  }
-  const batchDim = meta["batch_dim"]
-  if (typeof batchDim !== "string" || batchDim === "") return fail("a batch_dim name", batchDim)
-  const batchSize = Number(meta["batch_size"])
-  if (typeof meta["batch_size"] !== "string" || !isCount(batchSize)) {
-    return fail("a batch_size", meta["batch_size"])
-  }
+  const meta = Object.hasOwn(header, "__metadata__") ? header["__metadata__"] : undefined
+  if (!isPlainRecord(meta)) return fail("a __metadata__ object", meta)
+  const { format, version, batch_dim: batchDim, batch_size, leaves: leavesJson } = meta
+  if (format !== SNAPSHOT_FORMAT) return fail(`format "${SNAPSHOT_FORMAT}"`, format)
+  if (version !== String(SNAPSHOT_VERSION)) return fail(`version "${SNAPSHOT_VERSION}"`, version)
+  if (!isName(batchDim)) return fail("a batch_dim name", batchDim)
+  const batchSize = Number(batch_size)
+  if (typeof batch_size !== "string" || !isSize(batchSize)) return fail("a batch_size", batch_size)
   const keys = Object.keys(header)
   if (keys.length - 1 > MAX_LEAVES) {
     return fail(`at most ${MAX_LEAVES} tensors (the leaf limit)`, `${keys.length - 1} tensors`)
   }
-  if (typeof meta["leaves"] !== "string") return fail("a leaves JSON string", meta["leaves"])
+  if (typeof leavesJson !== "string") return fail("a leaves JSON string", leavesJson)
   let rawLeaves: unknown
   try {
-    rawLeaves = JSON.parse(meta["leaves"])
+    rawLeaves = JSON.parse(leavesJson)
   } catch (e) {
-    return fail("a leaves JSON string", e instanceof Error ? e.message : String(e))
+    return fail("a leaves JSON string", reason(e))
   }
   if (!Array.isArray(rawLeaves)) return fail("a leaves array", rawLeaves)
   if (rawLeaves.length > MAX_LEAVES) {
@@ -252,16 +236,16 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
   const leaves: SnapshotLeaf[] = []
   const byPath = new Map<string, SnapshotLeaf>()
   for (const raw of rawLeaves as unknown[]) {
-    if (!isRecord(raw)) return fail("a leaf record", raw)
+    if (!isPlainRecord(raw)) return fail("a leaf record", raw)
     const { path, batch_axis, dtype, spec, init } = raw
     if (typeof path !== "string") return fail("a leaf path", path)
     if (byPath.has(path)) return fail("distinct leaf paths", path, path)
     if (!isDType(dtype)) return fail("a dtype", dtype, path)
     if (!Array.isArray(spec) || spec.length > MAX_RANK) return fail("a spec shape", spec, path)
     for (const d of spec as unknown[]) {
-      if (!isCount(d) && !(typeof d === "string" && d !== "")) return fail("a spec dim", d, path)
+      if (!isSize(d) && !isName(d)) return fail("a spec dim", d, path)
     }
-    if (!isCount(batch_axis) || batch_axis >= spec.length || spec[batch_axis] !== batchDim) {
+    if (!isSize(batch_axis) || spec[batch_axis] !== batchDim) {
       return fail(`a batch_axis naming "${batchDim}"`, batch_axis, path)
     }
     if (init !== "zeros" && init !== "constant" && init !== "tensor")
@@ -270,36 +254,30 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
     byPath.set(path, leaf)
     leaves.push(leaf)
   }
-  const dataStart = 8 + n
-  const dataLength = bytes.byteLength - dataStart
   const entries: Entry[] = []
   for (const key of keys) {
     if (key === "__metadata__") continue
     const entry = header[key]
-    if (!isRecord(entry)) return fail("a tensor entry", entry, key)
+    if (!isPlainRecord(entry)) return fail("a tensor entry", entry, key)
     const leaf = byPath.get(key)
     if (leaf === undefined) return fail("a tensor named in __metadata__.leaves", key, key)
-    const dtype =
-      typeof entry["dtype"] === "string" ? FROM_SAFETENSORS.get(entry["dtype"]) : undefined
+    const { shape, data_offsets: offsets } = entry
+    const dtype = DTYPES.find((d) => SAFETENSORS_DTYPE[d] === entry["dtype"])
     if (dtype === undefined)
       return fail("a dtype F32, F16, I32, I64, U8 or BOOL", entry["dtype"], key)
-    const shape = entry["shape"]
-    if (!Array.isArray(shape) || shape.length > MAX_RANK || !shape.every(isCount)) {
+    if (!Array.isArray(shape) || shape.length > MAX_RANK || !shape.every(isSize)) {
       return fail("a shape of non-negative integers", shape, key)
     }
-    const offsets = entry["data_offsets"]
-    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isCount)) {
+    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isSize)) {
       return fail("data_offsets [begin, end]", offsets, key)
     }
     const [begin, end] = offsets as [number, number]
     if (begin > end || end > dataLength) {
       return fail(`data_offsets within ${dataLength} data bytes`, offsets, key)
     }
+    // Stops multiplying once past the data: a crafted shape must not overflow to a match.
     let bytesNeeded = (shape as number[]).includes(0) ? 0 : dtypeByteSize(dtype)
-    for (const d of bytesNeeded === 0 ? [] : (shape as number[])) {
-      bytesNeeded *= d
-      if (bytesNeeded > dataLength) break
-    }
+    for (const d of shape as number[]) if ((bytesNeeded *= d) > dataLength) break
     if (bytesNeeded !== end - begin) {
       return fail(`${bytesNeeded} data bytes for shape ${JSON.stringify(shape)}`, end - begin, key)
     }
@@ -308,12 +286,11 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
   if (entries.length !== leaves.length) {
     // Paths are distinct and every entry names a leaf: some leaf has no entry.
     const present = new Set(entries.map((e) => e.leaf.path))
-    const missing = leaves.find((l) => !present.has(l.path))
-    return fail("a tensor for every leaf", `no tensor for ${missing?.path ?? "?"}`, missing?.path)
+    const missing = leaves.find((l) => !present.has(l.path))?.path
+    return fail("a tensor for every leaf", `no tensor for ${missing ?? "?"}`, missing)
   }
-  const sorted = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end)
   let cursor = 0
-  for (const e of sorted) {
+  for (const e of [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end)) {
     if (e.begin !== cursor) return fail(`data starting at byte ${cursor}`, e.begin, e.leaf.path)
     cursor = e.end
   }
@@ -322,43 +299,25 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
   // its element size (always, for snapshots of float32 state), else a copy of its own.
   const region = bytes.slice(dataStart)
   const tensors = new Map<string, HostTensor>()
-  for (const e of entries) {
-    const { leaf } = e
-    if (leaf.dtype !== e.dtype) return fail(`dtype ${leaf.dtype}`, e.dtype, leaf.path)
-    if (e.shape.length !== leaf.spec.length) {
-      return fail(`rank ${leaf.spec.length}`, e.shape.length, leaf.path)
+  for (const { leaf, dtype, shape, begin, end } of entries) {
+    const { path, spec, batchAxis } = leaf
+    if (leaf.dtype !== dtype) return fail(`dtype ${leaf.dtype}`, dtype, path)
+    if (shape.length !== spec.length) return fail(`rank ${spec.length}`, shape.length, path)
+    if (shape[batchAxis] !== batchSize) {
+      return fail(`batch size ${batchSize}`, shape[batchAxis], path)
     }
-    if (e.shape[leaf.batchAxis] !== batchSize) {
-      return fail(`batch size ${batchSize}`, e.shape[leaf.batchAxis], leaf.path)
+    const A = arrayOf(dtype) as Float32ArrayConstructor
+    const aligned = begin % A.BYTES_PER_ELEMENT === 0
+    const data = new A(
+      aligned ? region.buffer : region.slice(begin, end).buffer,
+      aligned ? begin : 0,
+      (end - begin) / A.BYTES_PER_ELEMENT,
+    ) as HostData
+    if (dtype === "bool") {
+      const notBool = data.findIndex((v: number | bigint) => v > 1)
+      if (notBool >= 0) return fail("bool bytes 0 or 1", data[notBool], path)
     }
-    const size = dtypeByteSize(e.dtype)
-    const data =
-      e.begin % size === 0
-        ? dataView(e.dtype, region.buffer, e.begin, (e.end - e.begin) / size)
-        : dataView(e.dtype, region.slice(e.begin, e.end).buffer, 0, (e.end - e.begin) / size)
-    if (e.dtype === "bool") {
-      const notBool = (data as Uint8Array).findIndex((v) => v > 1)
-      if (notBool >= 0) {
-        return fail("bool bytes 0 or 1", (data as Uint8Array)[notBool], leaf.path)
-      }
-    }
-    tensors.set(leaf.path, new HostTensor(e.dtype, e.shape, data))
+    tensors.set(path, new HostTensor(dtype, shape, data))
   }
   return E.right({ version: SNAPSHOT_VERSION, batchDim, batchSize, leaves, tensors })
-}
-
-function dataView(dtype: DType, buffer: ArrayBuffer, byteOffset: number, length: number): HostData {
-  switch (dtype) {
-    case "float32":
-      return new Float32Array(buffer, byteOffset, length)
-    case "float16":
-      return new Uint16Array(buffer, byteOffset, length)
-    case "int32":
-      return new Int32Array(buffer, byteOffset, length)
-    case "int64":
-      return new BigInt64Array(buffer, byteOffset, length)
-    case "uint8":
-    case "bool":
-      return new Uint8Array(buffer, byteOffset, length)
-  }
 }

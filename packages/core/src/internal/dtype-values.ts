@@ -3,70 +3,59 @@
 import { DTypeMismatchError, ShapeMismatchError } from "../errors.js"
 import type { DType } from "../host-tensor.js"
 import { fromHalfBits, toHalfBits } from "./float16.js"
+import { error } from "./fail.js"
 import { isSize } from "./predicates.js"
 
-const ARRAY_NAME: Readonly<Record<DType, string>> = {
-  float32: "Float32Array",
-  float16: "Uint16Array",
-  int32: "Int32Array",
-  int64: "BigInt64Array",
-  uint8: "Uint8Array",
-  bool: "Uint8Array",
-}
+/** The typed array that stores each dtype. */
+const ARRAYS = {
+  float32: Float32Array,
+  float16: Uint16Array,
+  int32: Int32Array,
+  int64: BigInt64Array,
+  uint8: Uint8Array,
+  bool: Uint8Array,
+} as const
+
+/** The typed array constructor of `dtype`, or undefined for a string that is not a dtype. */
+export const arrayOf = (dtype: unknown): (typeof ARRAYS)[DType] | undefined =>
+  typeof dtype === "string" && Object.hasOwn(ARRAYS, dtype) ? ARRAYS[dtype as DType] : undefined
 
 /** True when `data` is the typed array that stores `dtype` (false for an unknown dtype). */
 export function holds(data: unknown, dtype: DType): boolean {
-  switch (dtype) {
-    case "float32":
-      return data instanceof Float32Array
-    case "float16":
-      return data instanceof Uint16Array
-    case "int32":
-      return data instanceof Int32Array
-    case "int64":
-      return data instanceof BigInt64Array
-    case "uint8":
-    case "bool":
-      return data instanceof Uint8Array
-    default:
-      return false
-  }
+  const A = arrayOf(dtype)
+  return A !== undefined && data instanceof A
 }
-
-const SHAPE = "an array of non-negative integer dims"
 
 /**
  * The number of elements of `shape`, or the `ShapeMismatchError` that refuses it (not an array,
  * a negative, fractional or NaN dim, more elements than a safe integer). `where` opens the detail.
  */
 export function checkShape(shape: unknown, where: string): number | ShapeMismatchError {
-  if (!Array.isArray(shape)) {
-    return new ShapeMismatchError({
-      expected: SHAPE,
-      actual: shape,
-      detail: `${where}: not an array`,
-    })
-  }
   let n = 1
-  for (let axis = 0; axis < shape.length; axis++) {
-    const d: unknown = shape[axis]
-    if (!isSize(d)) {
-      return new ShapeMismatchError({
-        expected: SHAPE,
-        actual: shape,
-        detail: `${where}: dim ${axis} is not a non-negative integer`,
-      })
+  let why: string | undefined
+  if (!Array.isArray(shape)) why = "not an array"
+  else {
+    for (let axis = 0; axis < shape.length; axis++) {
+      const d: unknown = shape[axis]
+      if (!isSize(d)) {
+        why = `dim ${axis} is not a non-negative integer`
+        break
+      }
+      n *= d
     }
-    n *= d
+    if (why === undefined && !Number.isSafeInteger(n)) {
+      why = `${n} elements is more than any array holds`
+    }
   }
-  if (!Number.isSafeInteger(n)) {
-    return new ShapeMismatchError({
-      expected: SHAPE,
-      actual: shape,
-      detail: `${where}: ${n} elements is more than any array holds`,
-    })
-  }
-  return n
+  return why === undefined
+    ? n
+    : error(
+        ShapeMismatchError,
+        "",
+        "an array of non-negative integer dims",
+        shape,
+        `${where}: ${why}`,
+      )
 }
 
 /**
@@ -81,19 +70,23 @@ export function checkData(
   where: string,
 ): DTypeMismatchError | ShapeMismatchError | undefined {
   if (!holds(data, dtype)) {
-    return new DTypeMismatchError({
-      expected: dtype,
-      actual: data,
-      detail: `${where}: ${dtype} data is a ${ARRAY_NAME[dtype] ?? "typed array of a known dtype"}`,
-    })
+    return error(
+      DTypeMismatchError,
+      "",
+      dtype,
+      data,
+      `${where}: ${dtype} data is a ${arrayOf(dtype)?.name ?? "typed array of a known dtype"}`,
+    )
   }
   const length = (data as { length: number }).length
   if (length !== size) {
-    return new ShapeMismatchError({
-      expected: shape,
-      actual: data,
-      detail: `${where}: the shape holds ${size} elements, the data ${length}`,
-    })
+    return error(
+      ShapeMismatchError,
+      "",
+      shape,
+      data,
+      `${where}: the shape holds ${size} elements, the data ${length}`,
+    )
   }
   return undefined
 }
@@ -118,21 +111,17 @@ const INT64_MIN = -(2n ** 63n)
 const INT64_MAX = 2n ** 63n - 1n
 
 /** The values a dtype accepts, as printed in errors. */
-export function valueRange(dtype: DType): string {
-  switch (dtype) {
-    case "float32":
-      return "a number whose float32 rounding is finite (or ±Infinity, NaN), or a bigint float32 holds exactly"
-    case "float16":
-      return "a number of magnitude below 65520, the float16 overflow (or ±Infinity, NaN), or a bigint float16 holds exactly"
-    case "int32":
-      return `an integer in [${INT32_MIN}, ${INT32_MAX}]`
-    case "int64":
-      return `a bigint in [${INT64_MIN}n, ${INT64_MAX}n] or a safe integer number`
-    case "uint8":
-      return "an integer in [0, 255]"
-    case "bool":
-      return "0 or 1"
-  }
+export const valueRange = (dtype: DType): string => RANGES[dtype]
+
+const RANGES: Readonly<Record<DType, string>> = {
+  float32:
+    "a number whose float32 rounding is finite (or ±Infinity, NaN), or a bigint float32 holds exactly",
+  float16:
+    "a number of magnitude below 65520, the float16 overflow (or ±Infinity, NaN), or a bigint float16 holds exactly",
+  int32: `an integer in [${INT32_MIN}, ${INT32_MAX}]`,
+  int64: `a bigint in [${INT64_MIN}n, ${INT64_MAX}n] or a safe integer number`,
+  uint8: "an integer in [0, 255]",
+  bool: "0 or 1",
 }
 
 const inRange = (v: number | bigint, lo: number, hi: number): boolean =>
