@@ -15,7 +15,7 @@ export type {
 } from "./cell-spec.js"
 
 export { resetWhere, selectRows } from "./training-state.js"
-export type { RowMask, RowOpError } from "./training-state.js"
+export type { RowMask, RowOpError, StepMask } from "./training-state.js"
 
 export { createStatefulRnn, statefulRnn } from "./stateful-rnn.js"
 export type {
@@ -28,10 +28,14 @@ export type {
   StatefulRnn,
 } from "./stateful-rnn.js"
 
-export { createTbpttTrainer } from "./tbptt.js"
+export { createTbpttTrainer, evaluateTbptt } from "./tbptt.js"
 export type {
   CreateTbpttTrainerError,
+  EvaluateTbpttError,
+  EvaluateTbpttOptions,
   TbpttBatch,
+  TbpttEvaluateOptions,
+  TbpttEvaluation,
   TbpttOptions,
   TbpttStepResult,
   TbpttTrainer,

@@ -26,6 +26,19 @@ import { gatherRows, initTensor, maskAlong, whereRows } from "./internal/rows.js
 export type RowMask = tf.Tensor | readonly boolean[] | readonly number[] | Uint8Array
 
 /**
+ * A `[batch, n]` mask: for each row, one flag per time step (`TbpttBatch.starts`) or per window
+ * (`TbpttBatch.windowStarts`). A rank-2 tensor (bool, or int32/float32 where nonzero means true),
+ * or one array per row of booleans or 0/1 numbers (an array or a `Uint8Array`).
+ *
+ * @example
+ * // 2 rows, 4 steps: row 1's next document begins at step 2
+ * const starts: StepMask = [[0, 0, 0, 0], [0, 0, 1, 0]]
+ * @category training
+ * @since 0.2.0
+ */
+export type StepMask = tf.Tensor | readonly (readonly boolean[] | readonly number[] | Uint8Array)[]
+
+/**
  * The errors `resetWhere` and `selectRows` can return: a spec that is not resolved, a state that
  * does not match it, bad rows, or a tf op that threw.
  *

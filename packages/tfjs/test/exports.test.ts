@@ -8,6 +8,7 @@ describe("public surface of @statesaver/tfjs", () => {
       "cellLayout",
       "createStatefulRnn",
       "createTbpttTrainer",
+      "evaluateTbptt",
       "fromTfjsStates",
       "resetWhere",
       "selectRows",
