@@ -1,4 +1,4 @@
-import type { StateBackend, TensorInfo } from "./backend.js"
+import type { LeafContext, StateBackend, TensorInfo } from "./backend.js"
 import type { DTypeMismatchError } from "./errors.js"
 import {
   BackendError,
@@ -14,8 +14,10 @@ import {
 import type { HostTensor } from "./host-tensor.js"
 import {
   type RowsInput,
+  allRows,
   allocateLeaves,
   attempt,
+  backendError,
   buildPerLeaf,
   checkLeaves,
   eachLeaf,
@@ -26,6 +28,8 @@ import {
   normalizeRows,
 } from "./internal/checks.js"
 import * as E from "./internal/either.js"
+import { fail } from "./internal/fail.js"
+import { isSize } from "./internal/predicates.js"
 import { encodeState } from "./internal/encode.js"
 import { leafShape } from "./internal/leaf-shape.js"
 import { checkBackendOption, unsupportedDType } from "./internal/options.js"
@@ -172,10 +176,8 @@ export function createStateSaver<T, In = T>(
   const bad = checkBackendOption(options)
   if (bad) return E.left(bad)
   const { backend, batchSize } = options
-  if (typeof batchSize !== "number" || !Number.isSafeInteger(batchSize) || batchSize < 1) {
-    return E.left(
-      new OptionError({ path: "batchSize", expected: "a positive integer", actual: batchSize }),
-    )
+  if (!isSize(batchSize) || batchSize === 0) {
+    return fail(OptionError, "batchSize", "a positive integer", batchSize)
   }
   const resolved = resolveSpec(options.spec, options)
   if (resolved._tag === "Left") return resolved
@@ -189,11 +191,13 @@ export function createStateSaver<T, In = T>(
 /** The one `Right(undefined)`: successful calls on the hot path allocate no result. */
 const RIGHT: E.Either<never, void> = E.right(undefined)
 
+const disposed = (): DisposedError => new DisposedError({ what: "StateSaver" })
+
 class Saver<T, In> implements StateSaver<T, In> {
   #held: T[]
   #batchSize: number
   #disposed = false
-  readonly #contexts
+  readonly #contexts: LeafContext[]
 
   constructor(
     readonly backend: StateBackend<T, In>,
@@ -214,17 +218,18 @@ class Saver<T, In> implements StateSaver<T, In> {
     return this.#disposed
   }
 
-  #live(): E.Either<DisposedError, void> {
-    return this.#disposed ? E.left(new DisposedError({ what: "StateSaver" })) : RIGHT
+  /** The held leaves; throws a `DisposedError` after `dispose`. */
+  #live(): T[] {
+    if (this.#disposed) throw disposed()
+    return this.#held
   }
 
   state(): StateTree<T> {
-    if (this.#disposed) throw new DisposedError({ what: "StateSaver" })
-    return unflatten(this.spec.def, this.#held)
+    return unflatten(this.spec.def, this.#live())
   }
 
   dims(): Readonly<Record<string, number>> {
-    if (this.#disposed) throw new DisposedError({ what: "StateSaver" })
+    this.#live()
     const out: Record<string, number> = {}
     this.spec.leaves.forEach((leaf, i) => {
       const info = this.#describe(i)
@@ -236,56 +241,50 @@ class Saver<T, In> implements StateSaver<T, In> {
 
   /** The backend's `describe` of leaf `i`, a throw turned into a `BackendError`. */
   #describe(i: number): E.Either<BackendError, TensorInfo | undefined> {
-    const ctx = this.#contexts[i] as ReturnType<typeof contextOf>
-    return attempt(this.backend, "describe", ctx.path, () => this.backend.describe(this.#held[i]))
+    const { backend } = this
+    const path = (this.#contexts[i] as LeafContext).path
+    return attempt(backend, "describe", path, () => backend.describe(this.#held[i]))
   }
 
   save(next: StateTree<T | In>): E.Either<SaveError, void> {
-    const live = this.#live()
-    if (live._tag === "Left") return live
+    if (this.#disposed) return E.left(disposed())
     const checked = checkTensors(this.spec, this.backend, next, this.#batchSize)
     if (checked._tag === "Left") return checked
-    return this.#keep(checked.right.leaves)
+    return this.#keep(checked.right.leaves, false)
   }
 
   leaves(): readonly T[] {
-    if (this.#disposed) throw new DisposedError({ what: "StateSaver" })
-    return this.#held.slice()
+    return this.#live().slice()
   }
 
   saveLeaves(next: readonly (T | In)[]): E.Either<SaveError, void> {
-    const live = this.#live()
-    if (live._tag === "Left") return live
+    if (this.#disposed) return E.left(disposed())
     const checked = checkLeaves(this.spec, this.backend, next, this.#batchSize)
     if (checked._tag === "Left") return checked
-    return this.#keep(checked.right.leaves)
+    return this.#keep(checked.right.leaves, false)
   }
 
-  /** Takes ownership of validated leaves, freeing what they replace. */
-  #keep(incoming: (T | In)[]): E.Either<BackendError, void> {
+  /**
+   * Takes ownership of validated leaves, freeing what they replace. On a failure, the leaves not
+   * adopted yet are freed when core made them: all when `owned`, else copies of a swapped save.
+   */
+  #keep(incoming: (T | In)[], owned: boolean): E.Either<BackendError, void> {
     const prepared = this.#unswap(incoming)
     if (prepared._tag === "Left") return prepared
+    const { backend } = this
     const held = this.#held
     for (let i = 0; i < prepared.right.length; i++) {
       const x = prepared.right[i] as T
       const current = held[i] as T
       if (x === current) continue
-      const ctx = this.#contexts[i] as ReturnType<typeof contextOf>
+      const ctx = this.#contexts[i] as LeafContext
       // Inline rather than `attempt`: this loop runs on every step of a model.
       try {
-        held[i] = this.backend.adopt(current, x, ctx)
+        held[i] = backend.adopt(current, x, ctx)
       } catch (e) {
-        // Copies made for a swapped save that were not adopted yet are core's to free.
-        const copies = prepared.right.slice(i).filter((t, j) => t !== incoming[i + j]) as T[]
-        disposeQuietly(this.backend, copies)
-        return E.left(
-          new BackendError({
-            backend: this.backend.name,
-            operation: "adopt",
-            path: ctx.path,
-            cause: e,
-          }),
-        )
+        const rest = prepared.right.slice(i).filter((t, j) => owned || t !== incoming[i + j])
+        disposeQuietly(backend, rest as T[])
+        return E.left(backendError(backend, "adopt", ctx.path, e))
       }
     }
     return RIGHT
@@ -300,99 +299,94 @@ class Saver<T, In> implements StateSaver<T, In> {
     let swapped = false
     for (let i = 0; i < incoming.length && !swapped; i++) {
       const x = incoming[i] as T
-      if (x !== held[i] && held.includes(x)) swapped = true
+      swapped = x !== held[i] && held.includes(x)
     }
     if (!swapped) return E.right(incoming)
-    const all = Array.from({ length: this.#batchSize }, (_, r) => r)
-    const prepared: T[] = []
-    const copies: T[] = []
+    const { backend } = this
+    const all = allRows(this.#batchSize)
+    const prepared: (T | In)[] = []
     for (let i = 0; i < incoming.length; i++) {
       const x = incoming[i] as T
-      if (x === held[i] || !held.includes(x)) {
-        prepared.push(x)
-        continue
-      }
-      const ctx = this.#contexts[i] as ReturnType<typeof contextOf>
-      const copy = attempt(this.backend, "gather", ctx.path, () => this.backend.gather(x, all, ctx))
+      const ctx = this.#contexts[i] as LeafContext
+      const copy =
+        x === held[i] || !held.includes(x)
+          ? E.right(x)
+          : attempt(backend, "gather", ctx.path, () => backend.gather(x, all, ctx))
       if (copy._tag === "Left") {
-        disposeQuietly(this.backend, copies)
+        disposeQuietly(backend, prepared.filter((t, j) => t !== incoming[j]) as T[])
         return copy
       }
-      copies.push(copy.right)
       prepared.push(copy.right)
     }
     return E.right(prepared)
   }
 
   reset(rows?: RowsInput): E.Either<RowsError, void> {
-    const live = this.#live()
-    if (live._tag === "Left") return live
-    if (rows === undefined) return this.#resetAll()
-    const normalized = normalizeRows(rows, this.#batchSize)
-    if (normalized._tag === "Left") return normalized
-    const list = normalized.right
-    if (list.length === 0) return RIGHT
+    if (this.#disposed) return E.left(disposed())
+    const n = this.#batchSize
+    let list: number[] = []
+    if (rows === undefined) {
+      // Leaves at their starting shape are filled in place; grown ones (a KV cache) are
+      // reallocated.
+      const leaves = this.spec.leaves
+      for (let i = 0; i < leaves.length; i++) {
+        const info = this.#describe(i)
+        if (info._tag === "Left") return info
+        const start = leafShape(leaves[i] as ResolvedLeaf, n)
+        const shape = info.right?.shape
+        if (shape === undefined || shape.some((d, axis) => d !== start[axis])) {
+          return this.#replaceWith(allocateLeaves(this.backend, leaves, n), n)
+        }
+      }
+      list = allRows(n)
+    } else {
+      const normalized = normalizeRows(rows, n)
+      if (normalized._tag === "Left") return normalized
+      list = normalized.right
+      if (list.length === 0) return RIGHT
+    }
+    const { backend } = this
     const held = this.#held
-    return eachLeaf(this.backend, "fill", this.#contexts, (i, ctx) =>
-      this.backend.fill(held[i] as T, list, ctx),
+    return eachLeaf(backend, "fill", this.#contexts, (i, ctx) =>
+      backend.fill(held[i] as T, list, ctx),
     )
   }
 
-  #resetAll(): E.Either<BackendError, void> {
-    const all = Array.from({ length: this.#batchSize }, (_, r) => r)
-    const leaves = this.spec.leaves
-    // Leaves at their starting shape are filled in place; grown ones (a KV cache) are reallocated.
-    let grown = false
-    for (let i = 0; i < leaves.length && !grown; i++) {
-      const info = this.#describe(i)
-      if (info._tag === "Left") return info
-      const start = leafShape(leaves[i] as ResolvedLeaf, this.#batchSize)
-      const shape = info.right?.shape
-      grown = shape === undefined || shape.some((d, axis) => d !== start[axis])
-    }
-    if (grown) {
-      const fresh = allocateLeaves(this.backend, leaves, this.#batchSize)
-      if (fresh._tag === "Left") return fresh
-      this.#replaceAll(fresh.right)
-      return E.right(undefined)
-    }
-    const held = this.#held
-    return eachLeaf(this.backend, "fill", this.#contexts, (i, ctx) =>
-      this.backend.fill(held[i] as T, all, ctx),
-    )
-  }
-
-  #replaceAll(next: T[]): void {
+  /** Replaces every held leaf with `next` (when it is a Right) and sets the batch size. */
+  #replaceWith(next: E.Either<BackendError, T[]>, batchSize: number): E.Either<BackendError, void> {
+    if (next._tag === "Left") return next
     const old = this.#held
-    this.#held = next
+    this.#held = next.right
+    this.#batchSize = batchSize
     disposeQuietly(this.backend, old)
+    return RIGHT
   }
 
   select(rows: readonly (number | null)[]): E.Either<RowsError, void> {
-    const live = this.#live()
-    if (live._tag === "Left") return live
+    if (this.#disposed) return E.left(disposed())
     const checked = checkSelection(rows, this.#batchSize)
     if (checked._tag === "Left") return checked
     const list = [...checked.right]
+    const { backend } = this
     const held = this.#held
-    const next = buildPerLeaf(this.backend, "gather", this.#contexts, (i, ctx) =>
-      this.backend.gather(held[i] as T, list, ctx),
+    return this.#replaceWith(
+      buildPerLeaf(backend, "gather", this.#contexts, (i, ctx) =>
+        backend.gather(held[i] as T, list, ctx),
+      ),
+      list.length,
     )
-    if (next._tag === "Left") return next
-    this.#replaceAll(next.right)
-    this.#batchSize = list.length
-    return E.right(undefined)
   }
 
   async snapshot(): Promise<E.Either<SnapshotError, Uint8Array>> {
-    const live = this.#live()
-    if (live._tag === "Left") return live
+    if (this.#disposed) return E.left(disposed())
+    const { backend } = this
+    const held = this.#held
     // Every copy starts before the first await, so later mutations cannot reach the snapshot.
     const pending: Promise<HostTensor>[] = []
-    for (let i = 0; i < this.#held.length; i++) {
-      const ctx = this.#contexts[i] as ReturnType<typeof contextOf>
-      const src = this.#held[i] as T
-      const started = attempt(this.backend, "toHost", ctx.path, () => this.backend.toHost(src))
+    for (let i = 0; i < held.length; i++) {
+      const started = attempt(backend, "toHost", (this.#contexts[i] as LeafContext).path, () =>
+        backend.toHost(held[i] as T),
+      )
       if (started._tag === "Left") {
         pending.forEach((p) => p.catch(() => undefined))
         return started
@@ -404,20 +398,14 @@ class Saver<T, In> implements StateSaver<T, In> {
     for (let i = 0; i < settled.length; i++) {
       const s = settled[i] as PromiseSettledResult<HostTensor>
       if (s.status === "rejected") {
-        const path = (this.spec.leaves[i] as ResolvedLeaf).pathString
         return E.left(
-          new BackendError({
-            backend: this.backend.name,
-            operation: "toHost",
-            path,
-            cause: s.reason,
-          }),
+          backendError(backend, "toHost", (this.#contexts[i] as LeafContext).path, s.reason),
         )
       }
       hosts.push(s.value)
     }
-    const first = this.spec.leaves[0]
-    const batchSize = first === undefined ? undefined : hosts[0]?.shape[first.batchAxis]
+    // The batch size of the copies: a `select` may have run since.
+    const batchSize = hosts[0]?.shape[(this.spec.leaves[0] as ResolvedLeaf).batchAxis]
     try {
       return E.right(encodeState(this.spec, batchSize ?? this.#batchSize, hosts))
     } catch (e) {
@@ -427,33 +415,18 @@ class Saver<T, In> implements StateSaver<T, In> {
   }
 
   restore(bytes: Uint8Array | Snapshot): E.Either<RestoreError, void> {
-    const live = this.#live()
-    if (live._tag === "Left") return live
+    if (this.#disposed) return E.left(disposed())
     const decoded = toSnapshot(bytes)
     if (decoded._tag === "Left") return decoded
-    const snap = decoded.right
-    const checked = checkSnapshot(this.spec, snap, this.#batchSize)
+    const checked = checkSnapshot(this.spec, decoded.right, this.#batchSize)
     if (checked._tag === "Left") return checked
     const hosts = checked.right
-    const made = buildPerLeaf(this.backend, "fromHost", this.#contexts, (i, ctx) =>
-      this.backend.fromHost(hosts[i] as HostTensor, ctx),
+    const { backend } = this
+    const made = buildPerLeaf(backend, "fromHost", this.#contexts, (i, ctx) =>
+      backend.fromHost(hosts[i] as HostTensor, ctx),
     )
     if (made._tag === "Left") return made
-    const fresh = made.right
-    for (let i = 0; i < fresh.length; i++) {
-      const ctx = this.#contexts[i] as ReturnType<typeof contextOf>
-      const current = this.#held[i] as T
-      const x = fresh[i] as T
-      const kept = attempt(this.backend, "adopt", ctx.path, () =>
-        this.backend.adopt(current, x, ctx),
-      )
-      if (kept._tag === "Left") {
-        disposeQuietly(this.backend, fresh.slice(i))
-        return kept
-      }
-      this.#held[i] = kept.right
-    }
-    return E.right(undefined)
+    return this.#keep(made.right, true)
   }
 
   dispose(): void {

@@ -16,6 +16,7 @@ import type { ResolvedLeaf, ResolvedSpec } from "../state-spec.js"
 import { leafShape } from "./leaf-shape.js"
 import { isLeafSpec } from "../state-spec.js"
 import { type StateTree, type TreeDef, isDefaultLeaf, sameStructure } from "../state-tree.js"
+import { error, fail } from "./fail.js"
 import { isPlainRecord } from "./predicates.js"
 
 /** Rows as users may give them: indices, or a boolean / 0-1 mask of the batch's length. */
@@ -27,17 +28,32 @@ export const contextOf = (leaf: ResolvedLeaf): LeafContext => ({
   init: leaf.init,
 })
 
+/** `0, 1, ..., n - 1`: every row of a batch of `n`. */
+export const allRows = (n: number): number[] => Array.from({ length: n }, (_, r) => r)
+
+/** Whether `r` is a row index of a batch of `batchSize` rows. */
+const isRow = (r: unknown, batchSize: number): boolean =>
+  typeof r === "number" && Number.isInteger(r) && r >= 0 && r < batchSize
+
+/** The `RowIndexError` for entry `i` of `rows`; the entry is named only in a list of several. */
+const badEntry = (
+  expected: string,
+  rows: ArrayLike<unknown>,
+  i: number,
+): E.Either<RowIndexError, never> =>
+  fail(RowIndexError, "", expected, rows[i], rows.length > 1 ? `entry ${i}` : undefined)
+
 /** Sorted, distinct row indices from indices or a mask; `Left` on anything out of range. */
 export function normalizeRows(
   rows: RowsInput,
   batchSize: number,
 ): E.Either<RowIndexError, number[]> {
   if (!(Array.isArray(rows) || rows instanceof Uint8Array || rows instanceof Int32Array)) {
-    return E.left(
-      new RowIndexError({
-        expected: "row indices (an array or Int32Array) or a mask (boolean[] or Uint8Array)",
-        actual: rows,
-      }),
+    return fail(
+      RowIndexError,
+      "",
+      "row indices (an array or Int32Array) or a mask (boolean[] or Uint8Array)",
+      rows,
     )
   }
   const isMask =
@@ -45,25 +61,13 @@ export function normalizeRows(
     (Array.isArray(rows) && rows.length > 0 && typeof rows[0] === "boolean")
   if (isMask) {
     if (rows.length !== batchSize) {
-      return E.left(
-        new RowIndexError({
-          expected: `a mask of length ${batchSize}`,
-          actual: rows,
-          detail: `length ${rows.length}`,
-        }),
-      )
+      return fail(RowIndexError, "", `a mask of length ${batchSize}`, rows, `length ${rows.length}`)
     }
     const out: number[] = []
     for (let i = 0; i < rows.length; i++) {
       const v: unknown = rows[i]
       if (typeof v !== "boolean" && v !== 0 && v !== 1) {
-        return E.left(
-          new RowIndexError({
-            expected: "mask entries true/false or 0/1",
-            actual: v,
-            detail: `entry ${i}`,
-          }),
-        )
+        return fail(RowIndexError, "", "mask entries true/false or 0/1", v, `entry ${i}`)
       }
       if (v === true || v === 1) out.push(i)
     }
@@ -72,16 +76,8 @@ export function normalizeRows(
   let ascending = true
   for (let i = 0; i < rows.length; i++) {
     const r: unknown = rows[i]
-    if (typeof r !== "number" || !Number.isInteger(r) || r < 0 || r >= batchSize) {
-      return E.left(
-        new RowIndexError({
-          expected: `row indices in [0, ${batchSize})`,
-          actual: r,
-          ...(rows.length > 1 ? { detail: `entry ${i}` } : {}),
-        }),
-      )
-    }
-    if (i > 0 && r <= (rows[i - 1] as number)) ascending = false
+    if (!isRow(r, batchSize)) return badEntry(`row indices in [0, ${batchSize})`, rows, i)
+    if (i > 0 && (r as number) <= (rows[i - 1] as number)) ascending = false
   }
   if (ascending)
     return E.right(Array.isArray(rows) ? (rows as number[]) : Array.from(rows as Int32Array))
@@ -93,21 +89,14 @@ export function checkSelection(
   rows: readonly (number | null)[],
   batchSize: number,
 ): E.Either<RowIndexError, readonly (number | null)[]> {
-  if (!Array.isArray(rows))
-    return E.left(new RowIndexError({ expected: "an array of row indices or null", actual: rows }))
-  if (rows.length === 0)
-    return E.left(new RowIndexError({ expected: "at least one row", actual: rows }))
+  if (!Array.isArray(rows)) {
+    return fail(RowIndexError, "", "an array of row indices or null", rows)
+  }
+  if (rows.length === 0) return fail(RowIndexError, "", "at least one row", rows)
   for (let i = 0; i < rows.length; i++) {
     const r: unknown = rows[i]
-    if (r === null) continue
-    if (typeof r !== "number" || !Number.isInteger(r) || r < 0 || r >= batchSize) {
-      return E.left(
-        new RowIndexError({
-          expected: `row indices in [0, ${batchSize}) or null`,
-          actual: r,
-          ...(rows.length > 1 ? { detail: `entry ${i}` } : {}),
-        }),
-      )
+    if (r !== null && !isRow(r, batchSize)) {
+      return badEntry(`row indices in [0, ${batchSize}) or null`, rows, i)
     }
   }
   return E.right(rows)
@@ -134,12 +123,7 @@ export function checkTensors<T, In = T>(
     // Only on failure: walk again to name the first differing path.
     const structure = sameStructure(resolved.spec, tree, isLeafSpec, isDefaultLeaf)
     if (structure._tag === "Left") return structure
-    return E.left(
-      new StructureMismatchError({
-        expected: "a tree of the spec's structure",
-        actual: "another tree",
-      }),
-    )
+    return fail(StructureMismatchError, "", "a tree of the spec's structure", "another tree")
   }
   return checkLeaves(resolved, backend, leaves, batchSize)
 }
@@ -155,11 +139,11 @@ export function checkLeaves<T, In = T>(
   batchSize: number,
 ): E.Either<TensorCheckError, { leaves: T[]; infos: TensorInfo[] }> {
   if (!Array.isArray(leaves) || leaves.length !== resolved.leaves.length) {
-    return E.left(
-      new StructureMismatchError({
-        expected: `${resolved.leaves.length} leaves in spec order`,
-        actual: Array.isArray(leaves) ? `${leaves.length} leaves` : describeValue(leaves),
-      }),
+    return fail(
+      StructureMismatchError,
+      "",
+      `${resolved.leaves.length} leaves in spec order`,
+      Array.isArray(leaves) ? `${leaves.length} leaves` : describeValue(leaves),
     )
   }
   const infos: TensorInfo[] = []
@@ -174,18 +158,10 @@ export function checkLeaves<T, In = T>(
     try {
       info = backend.describe(x)
     } catch (e) {
-      return E.left(
-        new BackendError({ backend: backend.name, operation: "describe", path: p, cause: e }),
-      )
+      return E.left(backendError(backend, "describe", p, e))
     }
     if (info === undefined) {
-      return E.left(
-        new StructureMismatchError({
-          path: p,
-          expected: `a live ${backend.name} tensor`,
-          actual: describeValue(x),
-        }),
-      )
+      return fail(StructureMismatchError, p, `a live ${backend.name} tensor`, describeValue(x))
     }
     const first = leaves.indexOf(x)
     if (first < i)
@@ -223,12 +199,11 @@ function leavesAlong<T>(def: TreeDef, tree: unknown): T[] | undefined {
       case "record": {
         if (!isPlainRecord(node)) return false
         let own = 0
-        for (const k in node) if (Object.prototype.hasOwnProperty.call(node, k)) own++
+        for (const k in node) if (Object.hasOwn(node, k)) own++
         if (own !== d.keys.length) return false
         for (let i = 0; i < d.keys.length; i++) {
           const k = d.keys[i] as string
-          if (!Object.prototype.hasOwnProperty.call(node, k)) return false
-          if (!walk(d.items[i] as TreeDef, node[k])) return false
+          if (!Object.hasOwn(node, k) || !walk(d.items[i] as TreeDef, node[k])) return false
         }
         return true
       }
@@ -248,53 +223,43 @@ export function checkInfo(
   named: Map<string, { size: number; path: string }>,
 ): DTypeMismatchError | ShapeMismatchError | BatchSizeMismatchError | null {
   const p = spec.pathString
-  if (info.dtype !== spec.dtype)
-    return new DTypeMismatchError({ path: p, expected: spec.dtype, actual: info.dtype })
-  const shape = info.shape
+  const { shape, dtype } = info
+  const axis0 = spec.batchAxis
+  if (dtype !== spec.dtype) return error(DTypeMismatchError, p, spec.dtype, dtype)
+  let why: string | undefined
   if (shape.length !== spec.shape.length) {
-    return new ShapeMismatchError({
-      path: p,
-      expected: spec.spec.shape,
-      actual: shape,
-      detail: `rank ${spec.shape.length}, got ${shape.length}`,
-    })
-  }
-  if (shape[spec.batchAxis] !== batchSize) {
+    why = `rank ${spec.shape.length}, got ${shape.length}`
+  } else if (shape[axis0] !== batchSize) {
     return new BatchSizeMismatchError({
       path: p,
       expected: batchSize,
-      actual: shape[spec.batchAxis],
-      axis: spec.batchAxis,
+      actual: shape[axis0],
+      axis: axis0,
     })
   }
-  for (let axis = 0; axis < shape.length; axis++) {
-    if (axis === spec.batchAxis) continue
+  for (let axis = 0; axis < shape.length && why === undefined; axis++) {
+    if (axis === axis0) continue
     const name = spec.growing.get(axis)
     const size = shape[axis] as number
     if (name === undefined) {
-      if (size !== spec.shape[axis]) {
-        return new ShapeMismatchError({
-          path: p,
-          expected: spec.spec.shape,
-          actual: shape,
-          detail: `axis ${axis} must be ${String(spec.shape[axis])}`,
-        })
-      }
+      if (size !== spec.shape[axis]) why = `axis ${axis} must be ${String(spec.shape[axis])}`
       continue
     }
     const prior = named.get(name)
     if (prior !== undefined && prior.size !== size) {
-      return new ShapeMismatchError({
-        path: p,
-        expected: spec.spec.shape,
-        actual: shape,
-        detail: `dim "${name}" is ${prior.size} at leaf ${prior.path}, ${size} here`,
-      })
-    }
-    named.set(name, { size, path: p })
+      why = `dim "${name}" is ${prior.size} at leaf ${prior.path}, ${size} here`
+    } else named.set(name, { size, path: p })
   }
-  return null
+  return why === undefined ? null : error(ShapeMismatchError, p, spec.spec.shape, shape, why)
 }
+
+/** The `BackendError` for a throw of a backend primitive on a leaf. */
+export const backendError = (
+  backend: { readonly name: string },
+  operation: string,
+  path: string,
+  cause: unknown,
+): BackendError => new BackendError({ backend: backend.name, operation, path, cause })
 
 /** Runs a backend primitive, turning a throw into a `BackendError` naming the leaf. */
 export function attempt<A>(
@@ -306,7 +271,7 @@ export function attempt<A>(
   try {
     return E.right(f())
   } catch (e) {
-    return E.left(new BackendError({ backend: backend.name, operation, path, cause: e }))
+    return E.left(backendError(backend, operation, path, e))
   }
 }
 

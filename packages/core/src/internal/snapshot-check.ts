@@ -11,13 +11,17 @@ import { type Snapshot, decodeSnapshot } from "../snapshot.js"
 import type { ResolvedSpec } from "../state-spec.js"
 import { checkInfo } from "./checks.js"
 import * as E from "./either.js"
+import { fail as failWith } from "./fail.js"
 
 /** Errors of checking a snapshot against a spec. */
 export type SnapshotCheckError =
   SnapshotFormatError | SpecError | DTypeMismatchError | ShapeMismatchError | BatchSizeMismatchError
 
-const fail = (expected: string, actual: unknown, path = ""): E.Either<SnapshotFormatError, never> =>
-  E.left(new SnapshotFormatError({ path, expected, actual }))
+const fail = (
+  expected: string,
+  actual: unknown,
+  path?: string,
+): E.Either<SnapshotFormatError, never> => failWith(SnapshotFormatError, path, expected, actual)
 
 /**
  * Decodes snapshot bytes, or checks that a decoded `Snapshot` given by hand is one: its host
@@ -25,11 +29,10 @@ const fail = (expected: string, actual: unknown, path = ""): E.Either<SnapshotFo
  */
 export function toSnapshot(input: unknown): E.Either<SnapshotFormatError, Snapshot> {
   if (input instanceof Uint8Array) return decodeSnapshot(input)
-  if (typeof input !== "object" || input === null) {
-    return fail("snapshot bytes (a Uint8Array) or a decoded Snapshot", showValue(input))
-  }
-  const snap = input as Partial<Snapshot>
+  const snap = input as Partial<Snapshot> | null
   if (
+    typeof snap !== "object" ||
+    snap === null ||
     typeof snap.batchDim !== "string" ||
     !Array.isArray(snap.leaves) ||
     !(snap.tensors instanceof Map)
@@ -65,33 +68,22 @@ export function checkSnapshot(
   if (snap.batchDim !== spec.batchDim) {
     return fail(`batch dim "${spec.batchDim}"`, snap.batchDim)
   }
-  const byPath = new Map<string, Snapshot["leaves"][number]>()
-  for (const l of snap.leaves) byPath.set(l.path, l)
-  const expected = new Set<string>()
-  for (const leaf of spec.leaves) {
-    expected.add(leaf.pathString)
-    if (!byPath.has(leaf.pathString)) return fail("a tensor for this leaf", "none", leaf.pathString)
-  }
-  for (const l of snap.leaves) {
-    if (!expected.has(l.path))
-      return fail("only leaves of this spec", `extra leaf ${l.path}`, l.path)
-  }
+  const byPath = new Map(snap.leaves.map((l) => [l.path, l]))
+  const paths = new Set(spec.leaves.map((l) => l.pathString))
+  const missing = spec.leaves.find(
+    (l) => !byPath.has(l.pathString) || !snap.tensors.has(l.pathString),
+  )
+  if (missing) return fail("a tensor for this leaf", "none", missing.pathString)
+  const extra = snap.leaves.find((l) => !paths.has(l.path))
+  if (extra) return fail("only leaves of this spec", `extra leaf ${extra.path}`, extra.path)
   const named = new Map<string, { size: number; path: string }>()
   const out: HostTensor[] = []
   for (const leaf of spec.leaves) {
-    const recorded = byPath.get(leaf.pathString)
-    const t = snap.tensors.get(leaf.pathString)
-    if (recorded === undefined || t === undefined) {
-      return fail("a tensor for this leaf", "none", leaf.pathString)
-    }
+    const p = leaf.pathString
+    const recorded = byPath.get(p) as Snapshot["leaves"][number]
+    const t = snap.tensors.get(p) as HostTensor
     if (recorded.batchAxis !== leaf.batchAxis) {
-      return E.left(
-        new SpecError({
-          path: leaf.pathString,
-          expected: `batch axis ${leaf.batchAxis}`,
-          actual: recorded.batchAxis,
-        }),
-      )
+      return failWith(SpecError, p, `batch axis ${leaf.batchAxis}`, recorded.batchAxis)
     }
     const err = checkInfo(leaf, t, batchSize, named)
     if (err) return E.left(err)
