@@ -33,3 +33,5 @@ export type {
   StreamingSessionOptions,
 } from "./streaming-session.js"
 export { createStreamingSession } from "./streaming-session.js"
+export type { OrtDType, OrtData, OrtElement, TensorDataError } from "./tensor-data.js"
+export { tensorData, tensorScalar } from "./tensor-data.js"

@@ -45,12 +45,13 @@ export type OrtSession = Pick<
 >
 
 /**
- * Options of `createStatefulSession`.
+ * Options of `createStatefulSession`. `O` is the names of the outputs `run` hands back, inferred
+ * from `outputs`.
  *
  * @category sessions
  * @since 0.1.0
  */
-export interface StatefulSessionOptions {
+export interface StatefulSessionOptions<O extends string = string> {
   readonly session: OrtSession
   /** Holds the state: `ortBackend({ ort })`, or `ortBackend({ ort, location: "gpu-buffer", device })`. */
   readonly backend: StateBackend<OrtTensor>
@@ -66,6 +67,12 @@ export interface StatefulSessionOptions {
   readonly init?: Readonly<Record<string, Init>>
   /** Shapes that replace the metadata of state inputs, by input name (for models with unnamed dims). */
   readonly shapes?: Readonly<Record<string, readonly Dim[]>>
+  /**
+   * The non-state outputs `run` hands back (checked against `session.outputNames` at creation),
+   * which types its result: `outputs: ["output"]` makes `out.output` an `OrtTensor`. Outputs not
+   * listed are disposed after each run. Default: every non-state output, typed by `string`.
+   */
+  readonly outputs?: readonly O[]
 }
 
 /**
@@ -154,7 +161,7 @@ export type StatefulRunError =
  * @category sessions
  * @since 0.1.0
  */
-export interface StatefulSession extends Disposable {
+export interface StatefulSession<O extends string = string> extends Disposable {
   readonly session: OrtSession
   /** The state pairs, in output order. */
   readonly pairs: readonly StatePair[]
@@ -170,13 +177,13 @@ export interface StatefulSession extends Disposable {
   readonly disposed: boolean
   /**
    * Runs the model with `feeds` and the saved state, saves the new state (freeing the old one)
-   * and resolves to the other outputs, which the caller owns. On `Left` the state is unchanged
-   * and the feeds are still the caller's.
+   * and resolves to the other outputs (those named by the `outputs` option, if given), which the
+   * caller owns. On `Left` the state is unchanged and the feeds are still the caller's.
    */
   run(
     feeds: Feeds,
     options?: common.InferenceSession.RunOptions,
-  ): Promise<E.Either<StatefulRunError, Record<string, OrtTensor>>>
+  ): Promise<E.Either<StatefulRunError, Record<O, OrtTensor>>>
   /** The current state by input name, borrowed: valid until the next call that changes it. */
   state(): Readonly<Record<string, OrtTensor>>
   /** Current sizes of the growing dims (a KV cache's past sequence length). */
@@ -202,22 +209,26 @@ export interface StatefulSession extends Disposable {
  * Wraps an `InferenceSession` whose state outputs feed its state inputs: pairs them by name,
  * derives the spec from the input metadata and allocates the initial state.
  * Returns an Either: `Left(OptionError)` for a malformed option (the option's name is the error's
- * path: `session.inputNames`, `batchSize`, `pairs.hn`, `init.h`...), and the errors of
- * `CreateStatefulSessionError` for a model whose state cannot be paired or derived.
+ * path: `session.inputNames`, `batchSize`, `pairs.hn`, `init.h`, `outputs[0]`...), and the errors
+ * of `CreateStatefulSessionError` for a model whose state cannot be paired or derived.
  *
  * @example
  * const session = await ort.InferenceSession.create("silero_vad_v5.onnx")
- * const vad = orThrow(createStatefulSession({ session, backend: ortBackend({ ort }), batchSize: 1 }))
+ * const vad = orThrow(
+ *   createStatefulSession({ session, backend: ortBackend({ ort }), batchSize: 1, outputs: ["output"] }),
+ * )
  * const out = orThrow(await vad.run({ input: frame, sr }))
+ * const speech: number = orThrow(tensorScalar(out.output, "float32"))
+ * out.output.dispose()
  * @category sessions
  * @since 0.1.0
  */
-export function createStatefulSession(
-  options: StatefulSessionOptions,
-): E.Either<CreateStatefulSessionError, StatefulSession> {
+export function createStatefulSession<const O extends string = string>(
+  options: StatefulSessionOptions<O>,
+): E.Either<CreateStatefulSessionError, StatefulSession<O>> {
   const derived = deriveSessionState(options)
   if (derived._tag === "Left") return derived
-  const { session, pairs, spec, batchDim } = derived.right
+  const { session, pairs, spec, batchDim, outputs } = derived.right
   const saver = createStateSaver({
     spec,
     backend: options.backend,
@@ -226,15 +237,16 @@ export function createStatefulSession(
     ...(options.dims === undefined ? {} : { dims: options.dims }),
   })
   if (saver._tag === "Left") return saver
-  return E.right(new Session(session, pairs, saver.right))
+  return E.right(new Session<O>(session, pairs, saver.right, outputs))
 }
 
-class Session implements StatefulSession {
+class Session<O extends string> implements StatefulSession<O> {
   #inFlight = false
   #disposed = false
   readonly #saver: StateSaver<OrtTensor>
   readonly #stateInputs: ReadonlySet<string>
-  readonly #stateOutputs: ReadonlySet<string>
+  /** The outputs a run hands back; the others (state outputs aside) are disposed. */
+  readonly #outputs: ReadonlySet<string>
   /** Inputs the caller feeds: every model input but the state inputs. */
   readonly #inputs: readonly string[]
   /** The pairs in the saver's leaf order (one leaf per state input, keyed by its name). */
@@ -245,10 +257,11 @@ class Session implements StatefulSession {
     readonly session: OrtSession,
     readonly pairs: readonly StatePair[],
     saver: StateSaver<OrtTensor>,
+    outputs: ReadonlySet<string>,
   ) {
     this.#saver = saver
     this.#stateInputs = new Set(pairs.map((p) => p.input))
-    this.#stateOutputs = new Set(pairs.map((p) => p.output))
+    this.#outputs = outputs
     this.#inputs = session.inputNames.filter((n) => !this.#stateInputs.has(n))
     this.#byLeaf = saver.spec.leaves.map(
       (leaf) => pairs.find((p) => p.input === leaf.path[0]) as StatePair,
@@ -283,7 +296,7 @@ class Session implements StatefulSession {
   async run(
     feeds: Feeds,
     options?: common.InferenceSession.RunOptions,
-  ): Promise<E.Either<StatefulRunError, Record<string, OrtTensor>>> {
+  ): Promise<E.Either<StatefulRunError, Record<O, OrtTensor>>> {
     const idle = this.#idle("run")
     if (idle !== undefined) return idle
     const checked = checkFeedRecord(feeds, "", (name) => formatName(name))
@@ -341,11 +354,15 @@ class Session implements StatefulSession {
       for (const t of Object.values(outputs)) t.dispose()
       return saved
     }
+    // The saver owns the state outputs now; the listed outputs are the caller's, the rest freed.
     const out: Record<string, OrtTensor> = {}
+    const state = new Set(next)
     for (const name in outputs) {
-      if (!this.#stateOutputs.has(name)) setKey(out, name, outputs[name] as OrtTensor)
+      const t = outputs[name] as OrtTensor
+      if (this.#outputs.has(name)) setKey(out, name, t)
+      else if (!state.has(t)) t.dispose()
     }
-    return E.right(out)
+    return E.right(out as Record<O, OrtTensor>)
   }
 
   state(): Readonly<Record<string, OrtTensor>> {

@@ -91,12 +91,13 @@ export type StreamingRunError =
   | BackendError
 
 /**
- * Options of `createStreamingSession`.
+ * Options of `createStreamingSession`. `O` is the names of the outputs `run` hands back per
+ * stream, inferred from `outputs`.
  *
  * @category sessions
  * @since 0.1.0
  */
-export interface StreamingSessionOptions extends Pick<
+export interface StreamingSessionOptions<O extends string = string> extends Pick<
   StateStoreOptions<OrtTensor>,
   "capacity" | "initialSlots" | "idleTtlMs" | "onEvict" | "clock"
 > {
@@ -120,6 +121,19 @@ export interface StreamingSessionOptions extends Pick<
    * per-call value (shared by every stream, not stacked).
    */
   readonly batchAxes?: Readonly<Record<string, number | null>>
+  /**
+   * The non-state outputs `run` hands back per stream (checked against `session.outputNames` at
+   * creation), which types its result: `outputs: ["output"]` makes each stream's `output` an
+   * `OrtTensor`. Outputs not listed are disposed after each run, never split or read back.
+   * Default: every non-state output, typed by `string`.
+   */
+  readonly outputs?: readonly O[]
+  /**
+   * Calls `sweep()` every this many milliseconds (a positive number; needs `idleTtlMs`), so idle
+   * streams are evicted on a quiet server too. The timer does not keep Node alive (`unref`), skips
+   * a tick while a run is in flight, and stops on `dispose`. Default: no timer.
+   */
+  readonly sweepEveryMs?: number
 }
 
 /**
@@ -156,7 +170,7 @@ export interface StreamingRunOptions {
  * @category sessions
  * @since 0.1.0
  */
-export interface StreamingSession extends Disposable {
+export interface StreamingSession<O extends string = string> extends Disposable {
   readonly session: OrtSession
   /** The state pairs, in output order. */
   readonly pairs: readonly StatePair[]
@@ -184,11 +198,22 @@ export interface StreamingSession extends Disposable {
   run(
     streams: Iterable<StreamFeeds> | ReadonlyMap<StreamKey, Feeds>,
     options?: StreamingRunOptions,
-  ): Promise<E.Either<StreamingRunError, Map<StreamKey, Record<string, OrtTensor>>>>
+  ): Promise<E.Either<StreamingRunError, Map<StreamKey, Record<O, OrtTensor>>>>
   /** Sets the streams' state back to init before their next run (the keys must be held). */
   reset(keys: readonly StreamKey[]): ReturnType<SessionStore["reset"]>
-  /** Forgets a stream (it ended); `onEvict` is not called. `Right` of whether it was held. */
+  /**
+   * Forgets a stream (it ended); `onEvict` is not called. Synchronous: returns `Right` of whether
+   * it was held.
+   */
   delete(key: StreamKey): E.Either<BusyError | DisposedError | KeyError, boolean>
+  /**
+   * Evicts the streams idle past `idleTtlMs` now (each through `onEvict`) and returns `Right` of
+   * how many. Store calls evict idle streams too, but a quiet server makes none: call this from a
+   * timer, or set `sweepEveryMs`. `Left(BusyError)` while a run is in flight (the store's clock
+   * stands still then, so there is nothing to evict), `Left(DisposedError)` after `dispose`. A
+   * stream that cannot be copied for `onEvict` stays held, and `flush()` reports the failure.
+   */
+  sweep(): E.Either<BusyError | DisposedError, number>
   /** One stream's state as snapshot bytes of batch size 1. */
   snapshot(key: StreamKey): ReturnType<SessionStore["snapshot"]>
   /** Sets a stream's state from a snapshot of batch size 1 (from this or another process). */
@@ -206,28 +231,33 @@ export interface StreamingSession extends Disposable {
  * Wraps an `InferenceSession` whose state outputs feed its state inputs so that many
  * independent streams run through it in batches, each stream's state kept in a `StateStore`.
  * Returns an Either: `Left(OptionError)` for a malformed option (the option's name is the error's
- * path: `ort`, `capacity`, `batchAxes.input`, `clock`...), and the errors of
- * `CreateStreamingSessionError` for a model whose state cannot be paired or derived.
+ * path: `ort`, `capacity`, `batchAxes.input`, `clock`, `outputs[0]`, `sweepEveryMs`...), and the
+ * errors of `CreateStreamingSessionError` for a model whose state cannot be paired or derived.
  *
  * @example
  * const session = await ort.InferenceSession.create("silero_vad_v5.onnx")
- * const vad = orThrow(createStreamingSession({ session, ort, backend: ortBackend({ ort }), capacity: 10_000 }))
+ * const vad = orThrow(
+ *   createStreamingSession({ session, ort, backend: ortBackend({ ort }), capacity: 10_000, outputs: ["output"] }),
+ * )
  * const sr = new ort.Tensor("int64", BigInt64Array.from([16000n]), [])
  * const outs = orThrow(await vad.run([
  *   { key: "call-1", feeds: { input: frame1 } },
  *   { key: "call-2", feeds: { input: frame2 } },
  * ], { shared: { sr } }))
- * outs.get("call-1")?.output // [1, 1]: call-1's speech probability
+ * for (const [key, out] of outs) {
+ *   console.log(key, orThrow(tensorScalar(out.output, "float32"))) // the stream's speech probability
+ *   out.output.dispose()
+ * }
  * @category sessions
  * @since 0.1.0
  */
-export function createStreamingSession(
-  options: StreamingSessionOptions,
-): E.Either<CreateStreamingSessionError, StreamingSession> {
+export function createStreamingSession<const O extends string = string>(
+  options: StreamingSessionOptions<O>,
+): E.Either<CreateStreamingSessionError, StreamingSession<O>> {
   const derived = deriveSessionState(options)
   if (derived._tag === "Left") return derived
-  const { session, pairs, spec, batchDim } = derived.right
-  const { ort, clock } = options
+  const { session, pairs, spec, batchDim, outputs } = derived.right
+  const { ort, clock, sweepEveryMs } = options
   if (typeof ort !== "object" || ort === null || typeof ort.Tensor !== "function") {
     return E.left(
       new OptionError({
@@ -243,6 +273,28 @@ export function createStreamingSession(
         path: "clock",
         expected: "a function returning milliseconds",
         actual: clock,
+      }),
+    )
+  }
+  if (
+    sweepEveryMs !== undefined &&
+    (typeof sweepEveryMs !== "number" || !(sweepEveryMs > 0) || !Number.isFinite(sweepEveryMs))
+  ) {
+    return E.left(
+      new OptionError({
+        path: "sweepEveryMs",
+        expected: "a positive finite number of milliseconds",
+        actual: sweepEveryMs,
+      }),
+    )
+  }
+  if (sweepEveryMs !== undefined && options.idleTtlMs === undefined) {
+    return E.left(
+      new OptionError({
+        path: "idleTtlMs",
+        expected: "a TTL in milliseconds when sweepEveryMs is set",
+        actual: options.idleTtlMs,
+        detail: "a sweep evicts only streams idle past idleTtlMs",
       }),
     )
   }
@@ -268,7 +320,9 @@ export function createStreamingSession(
     clock: () => time.now(),
   })
   if (store._tag === "Left") return store
-  return E.right(new Streaming(session, ort, pairs, store.right, axes.right, time))
+  const streaming = new Streaming<O>(session, ort, pairs, store.right, axes.right, time, outputs)
+  if (sweepEveryMs !== undefined) streaming.sweepEvery(sweepEveryMs)
+  return E.right(streaming)
 }
 
 function pick<O extends object, K extends keyof O>(o: O, keys: readonly K[]): Partial<Pick<O, K>> {
@@ -318,13 +372,18 @@ class RunClock {
   }
 }
 
-class Streaming implements StreamingSession {
+class Streaming<O extends string> implements StreamingSession<O> {
   #inFlight = false
   #disposed = false
+  #timer: ReturnType<typeof setInterval> | undefined
   readonly #ort: OrtRuntime
   readonly #store: StateStore<OrtTensor>
   readonly #clock: RunClock
   readonly #stateOutputs: ReadonlySet<string>
+  /** The outputs a run hands back. */
+  readonly #outputs: ReadonlySet<string>
+  /** The outputs a run does not hand back: state outputs and those not listed in `outputs`. */
+  readonly #kept: ReadonlySet<string>
   readonly #layout: FeedLayout
   readonly store: SessionStore
 
@@ -335,12 +394,15 @@ class Streaming implements StreamingSession {
     store: StateStore<OrtTensor>,
     readonly batchAxes: Readonly<Record<string, number | null>>,
     clock: RunClock,
+    outputs: ReadonlySet<string>,
   ) {
     this.#ort = ort
     this.#store = store
     this.#clock = clock
     const stateInputs = new Set(pairs.map((p) => p.input))
     this.#stateOutputs = new Set(pairs.map((p) => p.output))
+    this.#outputs = outputs
+    this.#kept = new Set(session.outputNames.filter((n) => !outputs.has(n)))
     this.#layout = {
       inputs: session.inputNames.filter((n) => !stateInputs.has(n)),
       stateInputs,
@@ -384,7 +446,7 @@ class Streaming implements StreamingSession {
   async run(
     streams: Iterable<StreamFeeds> | ReadonlyMap<StreamKey, Feeds>,
     options?: StreamingRunOptions,
-  ): Promise<E.Either<StreamingRunError, Map<StreamKey, Record<string, OrtTensor>>>> {
+  ): Promise<E.Either<StreamingRunError, Map<StreamKey, Record<O, OrtTensor>>>> {
     const idle = this.#idle("run")
     if (idle !== undefined) return idle
     const entries = listStreams(streams)
@@ -433,7 +495,7 @@ class Streaming implements StreamingSession {
       }
       const split = await readOutputs(
         outputs,
-        this.#stateOutputs,
+        this.#kept,
         this.batchAxes,
         keys.length,
         store.backend.name,
@@ -456,13 +518,16 @@ class Streaming implements StreamingSession {
         forget()
         return scattered
       }
-      // The store owns (and has freed) the state outputs; the others are split or handed over.
+      // The store owns (and has freed) the state outputs; the listed ones are split or handed
+      // over, the others freed.
       const rest: Record<string, OrtTensor> = {}
-      for (const [name, t] of Object.entries(outputs))
-        if (!this.#stateOutputs.has(name)) setKey(rest, name, t)
+      for (const [name, t] of Object.entries(outputs)) {
+        if (this.#outputs.has(name)) setKey(rest, name, t)
+        else if (!this.#stateOutputs.has(name)) t.dispose()
+      }
       const result = splitOutputs(this.#ort, keys, rest, split.right, this.batchAxes)
       cleanup()
-      return E.right(result)
+      return E.right(result as Map<StreamKey, Record<O, OrtTensor>>)
     } finally {
       this.#clock.thaw()
       this.#inFlight = false
@@ -482,6 +547,21 @@ class Streaming implements StreamingSession {
     return E.right(this.#store.delete(key))
   }
 
+  sweep(): E.Either<BusyError | DisposedError, number> {
+    return this.#idle("sweep") ?? E.right(this.#store.sweep())
+  }
+
+  /** Starts the `sweepEveryMs` timer; a tick during a run is skipped (the sweep is refused). */
+  sweepEvery(ms: number): void {
+    const timer = setInterval(() => this.sweep(), ms)
+    // Node's timers keep the process alive unless unref'd; a browser's interval id is a number.
+    const handle: unknown = timer
+    if (typeof handle === "object" && handle !== null && "unref" in handle) {
+      if (typeof handle.unref === "function") handle.unref()
+    }
+    this.#timer = timer
+  }
+
   async snapshot(key: StreamKey): ReturnType<SessionStore["snapshot"]> {
     return this.#idle("snapshot") ?? this.#store.snapshot(key)
   }
@@ -496,6 +576,8 @@ class Streaming implements StreamingSession {
 
   dispose(): void {
     this.#disposed = true
+    if (this.#timer !== undefined) clearInterval(this.#timer)
+    this.#timer = undefined
     // A run in flight frees the store when it settles (its gathered batch is the run's input).
     if (!this.#inFlight) this.#store.dispose()
   }

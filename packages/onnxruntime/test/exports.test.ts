@@ -11,6 +11,8 @@ it("exports exactly these runtime names", () => {
     "pairStateNames",
     "sessionStateSpec",
     "stateOutputLocations",
+    "tensorData",
+    "tensorScalar",
   ])
 })
 

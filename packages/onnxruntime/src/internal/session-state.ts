@@ -21,6 +21,8 @@ export interface SessionState {
   readonly pairs: StatePair[]
   readonly spec: StateSpec
   readonly batchDim: string
+  /** The non-state outputs a run hands back (`outputs` option), or every non-state output. */
+  readonly outputs: ReadonlySet<string>
 }
 
 /** Errors deriving a session's state can return. */
@@ -30,7 +32,7 @@ export type DeriveError =
 /**
  * Checks a session factory's options record and its `session`, pairs the session's state outputs
  * with its inputs and derives the state spec. The options shared by both session factories
- * (`pairs`, `batchDim`, `init`, `shapes`) are checked here.
+ * (`pairs`, `batchDim`, `init`, `shapes`, `dims`, `outputs`) are checked here.
  */
 export function deriveSessionState(options: unknown): E.Either<DeriveError, SessionState> {
   if (!isOptions(options)) {
@@ -73,7 +75,61 @@ export function deriveSessionState(options: unknown): E.Either<DeriveError, Sess
   if (derived._tag === "Left") return derived
   const dims = checkDims(options["dims"], derived.right.spec, derived.right.batchDim)
   if (dims._tag === "Left") return dims
-  return E.right({ session: session as OrtSession, pairs: pairs.right, ...derived.right })
+  const stateOutputs = new Set(pairs.right.map((p) => p.output))
+  const rest = outputNames.right.filter((n) => !stateOutputs.has(n))
+  const outputs = checkOutputs(options["outputs"], rest, stateOutputs)
+  if (outputs._tag === "Left") return outputs
+  return E.right({
+    session: session as OrtSession,
+    pairs: pairs.right,
+    ...derived.right,
+    outputs: outputs.right,
+  })
+}
+
+/**
+ * `outputs`: distinct names of non-state outputs of the model (`rest`); every non-state output
+ * when absent.
+ */
+function checkOutputs(
+  value: unknown,
+  rest: readonly string[],
+  stateOutputs: ReadonlySet<string>,
+): E.Either<OptionError, ReadonlySet<string>> {
+  if (value === undefined) return E.right(new Set(rest))
+  const names = checkNames(value, "outputs")
+  if (names._tag === "Left") return names
+  const known = new Set(rest)
+  const seen = new Set<string>()
+  const listed = rest.length === 0 ? "the model has none" : `its outputs: ${rest.join(", ")}`
+  for (const [i, name] of names.right.entries()) {
+    const path = `outputs[${i}]`
+    if (stateOutputs.has(name)) {
+      return E.left(
+        new OptionError({
+          path,
+          expected: "a non-state output of the model",
+          actual: name,
+          detail: `${name} is a state output, which the session keeps; ${listed}`,
+        }),
+      )
+    }
+    if (!known.has(name)) {
+      return E.left(
+        new OptionError({
+          path,
+          expected: "a non-state output of the model",
+          actual: name,
+          detail: listed,
+        }),
+      )
+    }
+    if (seen.has(name)) {
+      return E.left(new OptionError({ path, expected: "a name not listed before", actual: name }))
+    }
+    seen.add(name)
+  }
+  return E.right(seen)
 }
 
 /** `dims`: sizes (non-negative integers) of named dims of the state other than the batch. */
