@@ -1,4 +1,4 @@
-import type { Either } from "./internal/either.js"
+import { type Either, isLeft } from "./internal/either.js"
 
 /**
  * The fields every error constructor takes (one named-fields argument, as Effect's
@@ -29,11 +29,11 @@ export interface ErrorFields {
 export abstract class StateError extends Error {
   abstract readonly _tag: string
   /** Path of the leaf concerned, as printed by `formatPath` (`[1].c`); `""` for the whole state. */
-  readonly path: string
-  readonly expected: unknown
-  readonly actual: unknown
+  declare readonly path: string
+  declare readonly expected: unknown
+  declare readonly actual: unknown
   /** An extra sentence on what differs, when there is one. */
-  readonly detail: string | undefined
+  declare readonly detail: string | undefined
 
   constructor(message: string, fields: ErrorFields) {
     super(message, fields.cause === undefined ? undefined : { cause: fields.cause })
@@ -158,7 +158,7 @@ export class DTypeMismatchError extends StateError {
 export class BatchSizeMismatchError extends StateError {
   readonly _tag = "BatchSizeMismatchError" as const
   /** The axis of the leaf that holds the rows, when the error concerns one leaf. */
-  readonly axis: number | undefined
+  declare readonly axis: number | undefined
   constructor(fields: ErrorFields & { readonly axis?: number }) {
     const head = where(fields.path)
     super(
@@ -210,7 +210,7 @@ export class OptionError extends StateError {
 export class DisposedError extends StateError {
   readonly _tag = "DisposedError" as const
   /** What was disposed (`"StateSaver"`, `"HostTensor"`...). */
-  readonly what: string
+  declare readonly what: string
   constructor(fields: { readonly what: string; readonly path?: string }) {
     super(`${fields.what} was disposed${fields.path ? ` (leaf ${fields.path})` : ""}`, {
       path: fields.path,
@@ -230,7 +230,7 @@ export class DisposedError extends StateError {
 export class AliasedLeafError extends StateError {
   readonly _tag = "AliasedLeafError" as const
   /** The other leaf that holds the same tensor. */
-  readonly otherPath: string
+  declare readonly otherPath: string
   constructor(fields: { readonly path: string; readonly otherPath: string }) {
     super(
       `leaf ${fields.path}: the same tensor is also given at leaf ${fields.otherPath}; pass distinct tensors`,
@@ -265,8 +265,8 @@ export class SpecError extends StateError {
  */
 export class BackendError extends StateError {
   readonly _tag = "BackendError" as const
-  readonly backend: string
-  readonly operation: string
+  declare readonly backend: string
+  declare readonly operation: string
   constructor(fields: {
     readonly backend: string
     readonly operation: string
@@ -387,7 +387,7 @@ export type Result<A, Err extends StateError = AnyStateError> = Either<Err, A>
  * @since 0.1.0
  */
 export function orThrow<Err, A>(result: Either<Err, A>): A {
-  if (result._tag === "Left") throw result.left
+  if (isLeft(result)) throw result.left
   return result.right
 }
 

@@ -11,6 +11,7 @@ import {
   markHostTensorDisposed,
   sizeOf,
 } from "./host-tensor.js"
+import { allRows } from "./internal/checks.js"
 import { arrayOf, checkTensor } from "./internal/dtype-values.js"
 import {
   type RowLayout,
@@ -63,11 +64,8 @@ export interface HostBackendOptions {
 }
 
 const PER_SIZE = 4
-// Disposal is recorded on the tensor, so a tensor disposed by one host backend is dead for all
-// (its buffer may be pooled and reused).
-const isDisposed = (t: HostTensor): boolean => isHostTensorDisposed(t)
-const markDisposed = (t: HostTensor): void => markHostTensorDisposed(t)
-
+// Disposal is recorded on the tensor (`markHostTensorDisposed`), so a tensor disposed by one host
+// backend is dead for all (its buffer may be pooled and reused).
 const WHERE = "host backend: a HostTensor whose data disagrees with its dtype or shape"
 
 /**
@@ -82,7 +80,7 @@ function checkConsistent(t: HostTensor): void {
 
 /** Throws a `DisposedError` for a tensor a host backend disposed. */
 function checkLive(t: HostTensor): void {
-  if (isDisposed(t)) throw new DisposedError({ what: "HostTensor" })
+  if (isHostTensorDisposed(t)) throw new DisposedError({ what: "HostTensor" })
 }
 
 /**
@@ -123,8 +121,8 @@ export function hostBackend(options: HostBackendOptions = {}): HostBackend {
   }
   const release = (t: HostTensor): void => {
     live.delete(t)
-    if (isDisposed(t)) return
-    markDisposed(t)
+    if (isHostTensorDisposed(t)) return
+    markHostTensorDisposed(t)
     const data = t.data as HostData
     if (data.byteLength === 0 || pooled + data.byteLength > poolLimit) return
     if (
@@ -165,7 +163,7 @@ export function hostBackend(options: HostBackendOptions = {}): HostBackend {
     name: "host",
     capabilities: { dtypes: DTYPES, onDevice: false },
     describe(x: unknown): TensorInfo | undefined {
-      if (!(x instanceof HostTensor) || isDisposed(x)) return undefined
+      if (!(x instanceof HostTensor) || isHostTensorDisposed(x)) return undefined
       checkConsistent(x)
       return x
     },
@@ -173,8 +171,7 @@ export function hostBackend(options: HostBackendOptions = {}): HostBackend {
       const t = make(shape, dtype, true)
       if (leaf.init.kind !== "zeros") {
         const layout = rowLayout(shape, leaf.batchAxis)
-        const all = Array.from({ length: layout.rows }, (_, i) => i)
-        fillRowsTyped(t.data, layout, all, leaf.init, dtype)
+        fillRowsTyped(t.data, layout, allRows(layout.rows), leaf.init, dtype)
       }
       return own(t)
     },

@@ -180,11 +180,11 @@ export function createStateSaver<T, In = T>(
     return fail(OptionError, "batchSize", "a positive integer", batchSize)
   }
   const resolved = resolveSpec(options.spec, options)
-  if (resolved._tag === "Left") return resolved
+  if (E.isLeft(resolved)) return resolved
   const unsupported = unsupportedDType(backend, resolved.right)
   if (unsupported) return E.left(unsupported)
   const held = allocateLeaves(backend, resolved.right.leaves, batchSize)
-  if (held._tag === "Left") return held
+  if (E.isLeft(held)) return held
   return E.right(new Saver(backend, resolved.right, batchSize, held.right))
 }
 
@@ -233,7 +233,7 @@ class Saver<T, In> implements StateSaver<T, In> {
     const out: Record<string, number> = {}
     this.spec.leaves.forEach((leaf, i) => {
       const info = this.#describe(i)
-      if (info._tag === "Left") throw info.left
+      if (E.isLeft(info)) throw info.left
       for (const [axis, name] of leaf.growing) out[name] = info.right?.shape[axis] ?? 0
     })
     return out
@@ -249,7 +249,7 @@ class Saver<T, In> implements StateSaver<T, In> {
   save(next: StateTree<T | In>): E.Either<SaveError, void> {
     if (this.#disposed) return E.left(disposed())
     const checked = checkTensors(this.spec, this.backend, next, this.#batchSize)
-    if (checked._tag === "Left") return checked
+    if (E.isLeft(checked)) return checked
     return this.#keep(checked.right.leaves, false)
   }
 
@@ -260,7 +260,7 @@ class Saver<T, In> implements StateSaver<T, In> {
   saveLeaves(next: readonly (T | In)[]): E.Either<SaveError, void> {
     if (this.#disposed) return E.left(disposed())
     const checked = checkLeaves(this.spec, this.backend, next, this.#batchSize)
-    if (checked._tag === "Left") return checked
+    if (E.isLeft(checked)) return checked
     return this.#keep(checked.right.leaves, false)
   }
 
@@ -270,7 +270,7 @@ class Saver<T, In> implements StateSaver<T, In> {
    */
   #keep(incoming: (T | In)[], owned: boolean): E.Either<BackendError, void> {
     const prepared = this.#unswap(incoming)
-    if (prepared._tag === "Left") return prepared
+    if (E.isLeft(prepared)) return prepared
     const { backend } = this
     const held = this.#held
     for (let i = 0; i < prepared.right.length; i++) {
@@ -312,7 +312,7 @@ class Saver<T, In> implements StateSaver<T, In> {
         x === held[i] || !held.includes(x)
           ? E.right(x)
           : attempt(backend, "gather", ctx.path, () => backend.gather(x, all, ctx))
-      if (copy._tag === "Left") {
+      if (E.isLeft(copy)) {
         disposeQuietly(backend, prepared.filter((t, j) => t !== incoming[j]) as T[])
         return copy
       }
@@ -331,7 +331,7 @@ class Saver<T, In> implements StateSaver<T, In> {
       const leaves = this.spec.leaves
       for (let i = 0; i < leaves.length; i++) {
         const info = this.#describe(i)
-        if (info._tag === "Left") return info
+        if (E.isLeft(info)) return info
         const start = leafShape(leaves[i] as ResolvedLeaf, n)
         const shape = info.right?.shape
         if (shape === undefined || shape.some((d, axis) => d !== start[axis])) {
@@ -341,7 +341,7 @@ class Saver<T, In> implements StateSaver<T, In> {
       list = allRows(n)
     } else {
       const normalized = normalizeRows(rows, n)
-      if (normalized._tag === "Left") return normalized
+      if (E.isLeft(normalized)) return normalized
       list = normalized.right
       if (list.length === 0) return RIGHT
     }
@@ -354,7 +354,7 @@ class Saver<T, In> implements StateSaver<T, In> {
 
   /** Replaces every held leaf with `next` (when it is a Right) and sets the batch size. */
   #replaceWith(next: E.Either<BackendError, T[]>, batchSize: number): E.Either<BackendError, void> {
-    if (next._tag === "Left") return next
+    if (E.isLeft(next)) return next
     const old = this.#held
     this.#held = next.right
     this.#batchSize = batchSize
@@ -365,7 +365,7 @@ class Saver<T, In> implements StateSaver<T, In> {
   select(rows: readonly (number | null)[]): E.Either<RowsError, void> {
     if (this.#disposed) return E.left(disposed())
     const checked = checkSelection(rows, this.#batchSize)
-    if (checked._tag === "Left") return checked
+    if (E.isLeft(checked)) return checked
     const list = [...checked.right]
     const { backend } = this
     const held = this.#held
@@ -387,7 +387,7 @@ class Saver<T, In> implements StateSaver<T, In> {
       const started = attempt(backend, "toHost", (this.#contexts[i] as LeafContext).path, () =>
         backend.toHost(held[i] as T),
       )
-      if (started._tag === "Left") {
+      if (E.isLeft(started)) {
         pending.forEach((p) => p.catch(() => undefined))
         return started
       }
@@ -417,15 +417,15 @@ class Saver<T, In> implements StateSaver<T, In> {
   restore(bytes: Uint8Array | Snapshot): E.Either<RestoreError, void> {
     if (this.#disposed) return E.left(disposed())
     const decoded = toSnapshot(bytes)
-    if (decoded._tag === "Left") return decoded
+    if (E.isLeft(decoded)) return decoded
     const checked = checkSnapshot(this.spec, decoded.right, this.#batchSize)
-    if (checked._tag === "Left") return checked
+    if (E.isLeft(checked)) return checked
     const hosts = checked.right
     const { backend } = this
     const made = buildPerLeaf(backend, "fromHost", this.#contexts, (i, ctx) =>
       backend.fromHost(hosts[i] as HostTensor, ctx),
     )
-    if (made._tag === "Left") return made
+    if (E.isLeft(made)) return made
     return this.#keep(made.right, true)
   }
 

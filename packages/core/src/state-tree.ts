@@ -1,5 +1,6 @@
 import * as E from "./internal/either.js"
 import { StructureMismatchError } from "./errors.js"
+import { error } from "./internal/fail.js"
 import { isPlainRecord } from "./internal/predicates.js"
 
 /**
@@ -99,17 +100,14 @@ export function flatten<L>(tree: StateTree<L>, isLeaf: IsLeaf = isDefaultLeaf): 
   const leaves: L[] = []
   const paths: PathSegment[][] = []
   const walk = (node: unknown, path: PathSegment[]): TreeDef => {
-    if (isLeaf(node)) {
-      leaves.push(node as L)
-      paths.push(path)
-      return { kind: "leaf" }
-    }
-    if (Array.isArray(node)) {
-      return { kind: "array", items: node.map((child, i) => walk(child, [...path, i])) }
-    }
-    if (isPlainRecord(node)) {
-      const keys = sortedKeys(node)
-      return { kind: "record", keys, items: keys.map((k) => walk(node[k], [...path, k])) }
+    if (!isLeaf(node)) {
+      if (Array.isArray(node)) {
+        return { kind: "array", items: node.map((child, i) => walk(child, [...path, i])) }
+      }
+      if (isPlainRecord(node)) {
+        const keys = sortedKeys(node)
+        return { kind: "record", keys, items: keys.map((k) => walk(node[k], [...path, k])) }
+      }
     }
     leaves.push(node as L)
     paths.push(path)
@@ -140,7 +138,7 @@ const countLeaves = (d: TreeDef): number =>
   d.kind === "leaf" ? 1 : d.items.reduce((n, item) => n + countLeaves(item), 0)
 
 const leafCountError = (given: number, wanted: number): StructureMismatchError =>
-  new StructureMismatchError({ expected: `${wanted} leaves`, actual: `${given} leaves` })
+  error(StructureMismatchError, "", `${wanted} leaves`, `${given} leaves`)
 
 /**
  * Rebuilds a tree from a `TreeDef` and leaves in `flatten` order. Throws a
@@ -196,7 +194,7 @@ export function mapTree<A, B>(
 }
 
 const mismatch = (path: PathSegment[], expected: string, actual: string): StructureMismatchError =>
-  new StructureMismatchError({ path: formatPath(path), expected, actual })
+  error(StructureMismatchError, formatPath(path), expected, actual)
 
 const describeNode = (node: unknown, isLeaf: IsLeaf): string => {
   if (node === null || node === undefined) return String(node)
@@ -224,39 +222,26 @@ export function sameStructure(
   const check = (e: unknown, a: unknown, path: PathSegment[]): StructureMismatchError | null => {
     const eLeaf = isExpectedLeaf(e)
     const aLeaf = isActualLeaf(a)
-    if (eLeaf || aLeaf) {
-      if (eLeaf && aLeaf) return null
-      return mismatch(path, describeNode(e, isExpectedLeaf), describeNode(a, isActualLeaf))
-    }
+    const differ = (): StructureMismatchError =>
+      mismatch(path, describeNode(e, isExpectedLeaf), describeNode(a, isActualLeaf))
+    if (eLeaf || aLeaf) return eLeaf && aLeaf ? null : differ()
     if (Array.isArray(e)) {
-      if (!Array.isArray(a) || a.length !== e.length) {
-        return mismatch(path, describeNode(e, isExpectedLeaf), describeNode(a, isActualLeaf))
-      }
+      if (!Array.isArray(a) || a.length !== e.length) return differ()
       for (let i = 0; i < e.length; i++) {
         const err = check(e[i], a[i], [...path, i])
         if (err) return err
       }
-      return null
-    }
-    if (isPlainRecord(e)) {
-      if (!isPlainRecord(a)) {
-        return mismatch(path, describeNode(e, isExpectedLeaf), describeNode(a, isActualLeaf))
-      }
+    } else if (isPlainRecord(e)) {
+      if (!isPlainRecord(a)) return differ()
       const ek = sortedKeys(e)
-      const ak = sortedKeys(a)
-      const missing = ek.find((k) => !Object.prototype.hasOwnProperty.call(a, k))
-      if (missing !== undefined) {
-        return mismatch([...path, missing], "a value", "missing key")
-      }
-      const extra = ak.find((k) => !Object.prototype.hasOwnProperty.call(e, k))
-      if (extra !== undefined) {
-        return mismatch([...path, extra], "no such key", "an extra key")
-      }
+      const missing = ek.find((k) => !Object.hasOwn(a, k))
+      if (missing !== undefined) return mismatch([...path, missing], "a value", "missing key")
+      const extra = sortedKeys(a).find((k) => !Object.hasOwn(e, k))
+      if (extra !== undefined) return mismatch([...path, extra], "no such key", "an extra key")
       for (const k of ek) {
         const err = check(e[k], a[k], [...path, k])
         if (err) return err
       }
-      return null
     }
     return null
   }
@@ -279,7 +264,7 @@ export function zipTrees<A, B>(
   isLeafB: IsLeaf = isDefaultLeaf,
 ): E.Either<StructureMismatchError, StateTree<readonly [A, B]>> {
   const same = sameStructure(a, b, isLeafA, isLeafB)
-  if (same._tag === "Left") return same
+  if (E.isLeft(same)) return same
   const fa = flatten<A>(a, isLeafA)
   const fb = flatten<B>(b, isLeafB)
   return E.right(

@@ -122,7 +122,7 @@ export function checkTensors<T, In = T>(
   if (leaves === undefined) {
     // Only on failure: walk again to name the first differing path.
     const structure = sameStructure(resolved.spec, tree, isLeafSpec, isDefaultLeaf)
-    if (structure._tag === "Left") return structure
+    if (E.isLeft(structure)) return structure
     return fail(StructureMismatchError, "", "a tree of the spec's structure", "another tree")
   }
   return checkLeaves(resolved, backend, leaves, batchSize)
@@ -303,7 +303,7 @@ export function buildPerLeaf<T, In = T>(
   for (let i = 0; i < contexts.length; i++) {
     const ctx = contexts[i] as LeafContext
     const t = attempt(backend, operation, ctx.path, () => make(i, ctx))
-    if (t._tag === "Left") {
+    if (E.isLeft(t)) {
       disposeQuietly(backend, out)
       return t
     }
@@ -322,7 +322,7 @@ export function eachLeaf(
   for (let i = 0; i < contexts.length; i++) {
     const ctx = contexts[i] as LeafContext
     const done = attempt(backend, operation, ctx.path, () => run(i, ctx))
-    if (done._tag === "Left") return done
+    if (E.isLeft(done)) return done
   }
   return E.right(undefined)
 }

@@ -1,4 +1,4 @@
-import type { Either } from "fp-ts/lib/Either.js"
+import type { Either, Left } from "fp-ts/lib/Either.js"
 
 // fp-ts Eithers are plain `{ _tag, left }` / `{ _tag, right }` records: building them here keeps
 // fp-ts (CommonJS, not tree-shaken) out of a bundle while the public type stays fp-ts's own.
@@ -7,3 +7,6 @@ export type { Either } from "fp-ts/lib/Either.js"
 export const left = <E, A = never>(e: E): Either<E, A> => ({ _tag: "Left", left: e })
 
 export const right = <A, E = never>(a: A): Either<E, A> => ({ _tag: "Right", right: a })
+
+/** True for a `Left` (narrows both branches, as fp-ts's `isLeft`). */
+export const isLeft = <E, A>(x: Either<E, A>): x is Left<E> => x._tag === "Left"
