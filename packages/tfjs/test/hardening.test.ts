@@ -22,11 +22,13 @@ import {
 import { beforeAll, describe, expect, it } from "vitest"
 import {
   type StatefulRnn,
+  type TbpttBatch,
   type TbpttOptions,
   type TbpttTrainer,
   cellLayout,
   createStatefulRnn,
   createTbpttTrainer,
+  evaluateTbptt,
   fromTfjsStates,
   resetWhere,
   selectRows,
@@ -1010,6 +1012,12 @@ const badOptions: [string, (fx: TrainFx) => unknown, Tag, string][] = [
     "varList",
   ],
   ["onWindow 42", (fx) => ({ ...fx.options(), onWindow: 42 }), "OptionError", "onWindow"],
+  ...(["yes", 1, null] as const).map((v): [string, (fx: TrainFx) => unknown, Tag, string] => [
+    `resetEveryWindow ${String(v)}`,
+    (fx) => ({ ...fx.options(), resetEveryWindow: v }),
+    "OptionError",
+    "resetEveryWindow",
+  ]),
 ]
 
 const trainOptionCases: Case<TrainFx>[] = badOptions.map(([name, options, tag, path]) => ({
@@ -1115,6 +1123,114 @@ const trainBatchCases: Case<TrainFx>[] = [
     ...fx.batch(3),
     starts: [true, false],
   })),
+  // [batch, time] starts (fixture batches: 2 rows, 4 steps, windows of 2)
+  ...(
+    [
+      [
+        "a row of 3 steps for 4",
+        () => [
+          [0, 0, 0, 0],
+          [0, 0, 0],
+        ],
+        [0, 0, 0],
+      ],
+      [
+        "a 2 among its entries",
+        () => [
+          [0, 0, 2, 0],
+          [0, 0, 0, 0],
+        ],
+        2,
+      ],
+      [
+        'a "1" among its entries',
+        () => [
+          [0, 0, "1", 0],
+          [0, 0, 0, 0],
+        ],
+        "1",
+      ],
+      [
+        "3 rows for 2",
+        () => [
+          [0, 0, 0, 0],
+          [0, 0, 0, 0],
+          [0, 0, 0, 0],
+        ],
+        undefined,
+      ],
+      ["a row that is a number", () => [[0, 0, 0, 0], 1], 1],
+      ["a [2, 3] tensor", () => tf.zeros([2, 3], "bool"), [2, 3]],
+      [
+        "a [2, 4] string tensor",
+        () =>
+          tf.tensor([
+            ["a", "b", "c", "d"],
+            ["a", "b", "c", "d"],
+          ]),
+        "string",
+      ],
+    ] as const
+  ).map(([name, starts, actual]) =>
+    batchCase(
+      `starts (per time step) ${name}`,
+      "RowIndexError",
+      "",
+      (fx) => ({ ...fx.batch(2), starts: starts() }),
+      actual,
+    ),
+  ),
+  batchCase("starts (per time step) a disposed [2, 4] tensor", "RowIndexError", "", (fx) => {
+    const m = tf.zeros([2, 4], "bool")
+    m.dispose()
+    return { ...fx.batch(2), starts: m }
+  }),
+  // [batch, windows] windowStarts: 2 windows
+  ...(
+    [
+      ["[[1], [0]] (1 window for 2)", () => [[1], [0]], [1]],
+      ["one row", () => [[1, 0]], undefined],
+      ['"all"', () => "all", "all"],
+      ["[true, false] (a row mask)", () => [true, false], undefined],
+      ["a [2] tensor", () => tf.tensor1d([1, 0], "bool"), [2]],
+      [
+        "an entry -1",
+        () => [
+          [0, -1],
+          [0, 0],
+        ],
+        -1,
+      ],
+    ] as const
+  ).map(([name, windowStarts, actual]) =>
+    batchCase(
+      `windowStarts ${name}`,
+      "RowIndexError",
+      "",
+      (fx) => ({ ...fx.batch(2), windowStarts: windowStarts() }),
+      actual,
+    ),
+  ),
+  // rows: which held rows (2) the batch's rows continue
+  ...(
+    [
+      ["[0] for 2 rows", 2, () => [0], [0]],
+      ["[0, 2] (2 rows held)", 2, () => [0, 2], 2],
+      ["[0, -1]", 2, () => [0, -1], -1],
+      ["[0.5, 1]", 2, () => [0.5, 1], 0.5],
+      ['"first"', 2, () => "first", "first"],
+      ["[] for 1 row", 1, () => [], []],
+      ["[0, 1] for 3 rows", 3, () => [0, 1], [0, 1]],
+    ] as const
+  ).map(([name, n, rows, actual]) =>
+    batchCase(
+      `rows ${name}`,
+      "RowIndexError",
+      "",
+      (fx) => ({ ...fx.batch(n), rows: rows() }),
+      actual,
+    ),
+  ),
   stepCase("a step returning {}", "OptionError", "step", () => () => ({}) as never),
   stepCase("a step returning null", "OptionError", "step", () => () => null as never),
   stepCase("a step returning a [2] loss", "ShapeMismatchError", "loss", (fx) => (w) => {
@@ -1158,9 +1274,205 @@ const trainBatchCases: Case<TrainFx>[] = [
   ),
 ]
 
-refusals("createTbpttTrainer and trainBatch refuse", trainFixture, trainFingerprint, [
+// ---------------------------------------------------------------------------------------------
+// TbpttTrainer.evaluate and evaluateTbptt: bad options and batches; the training state, weights
+// and batch count stay as they were.
+
+const evalCase = (
+  name: string,
+  tag: Tag,
+  path: string,
+  call: Case<TrainFx>["call"],
+  actual?: unknown,
+): Case<TrainFx> => ({ name, tag, path, ...(actual === undefined ? {} : { actual }), call })
+
+const evalOptions = (fx: TrainFx) => ({
+  saver: orThrow(createStateSaver({ spec: fx.m.rnn.spec, backend: tfjsBackend(), batchSize: 2 })),
+  step: fx.m.mseStep,
+  windowSize: 2,
+})
+
+/** A case on one good batch, made before the call (its tensors are the caller's). */
+const onBatch =
+  (run: (fx: TrainFx, b: TbpttBatch) => unknown): Case<TrainFx>["call"] =>
+  (fx) => {
+    const b = fx.batch(2)
+    return { run: () => run(fx, b), given: [b] }
+  }
+
+/** A case on `evaluateTbptt` options, made before the call. */
+const withOptions =
+  (
+    change: (o: ReturnType<typeof evalOptions>) => unknown,
+    batches: (fx: TrainFx) => unknown = () => [],
+  ): Case<TrainFx>["call"] =>
+  (fx) => {
+    const o = change(evalOptions(fx))
+    const data = batches(fx)
+    return { run: () => evaluateTbptt(o as never, data as never), given: [data] }
+  }
+
+const evaluateCases: Case<TrainFx>[] = [
+  evalCase(
+    "evaluate, options 5",
+    "OptionError",
+    "options",
+    onBatch((fx, b) => fx.trainer.evaluate([b], 5 as never)),
+    5,
+  ),
+  evalCase(
+    "evaluate, the trainer's own saver",
+    "OptionError",
+    "saver",
+    onBatch((fx, b) => fx.trainer.evaluate([b], { saver: fx.m.saver })),
+  ),
+  evalCase(
+    "evaluate, a saver {}",
+    "OptionError",
+    "saver",
+    onBatch((fx, b) => fx.trainer.evaluate([b], { saver: {} as never })),
+  ),
+  evalCase(
+    'evaluate, crossEntropy "yes"',
+    "OptionError",
+    "crossEntropy",
+    onBatch((fx, b) => fx.trainer.evaluate([b], { crossEntropy: "yes" as never })),
+    "yes",
+  ),
+  evalCase(
+    "evaluate, batches 5",
+    "OptionError",
+    "batches",
+    (fx) => ({ run: () => fx.trainer.evaluate(5 as never), given: [] }),
+    5,
+  ),
+  evalCase(
+    "evaluate, a second batch with a bad starts mask",
+    "RowIndexError",
+    "",
+    (fx) => {
+      const good = fx.batch(2)
+      const bad = {
+        ...fx.batch(2),
+        starts: [
+          [0, 0, 9, 0],
+          [0, 0, 0, 0],
+        ],
+      }
+      return { run: () => fx.trainer.evaluate([good, bad]), given: [good, bad] }
+    },
+    9,
+  ),
+  evalCase("evaluate, a step that throws", "BackendError", "", (fx) => {
+    const trainer = orThrow(
+      createTbpttTrainer({
+        ...fx.options(),
+        step: () => {
+          throw new Error("boom")
+        },
+      }),
+    )
+    const b = fx.batch(2)
+    return { run: () => trainer.evaluate([b]), given: [b] }
+  }),
+  evalCase("evaluate, an iterable that throws after one batch", "BackendError", "", (fx) => {
+    const b = fx.batch(2)
+    const data = (function* () {
+      yield b
+      throw new Error("no more data")
+    })()
+    return { run: () => fx.trainer.evaluate(data), given: [b] }
+  }),
+  evalCase("evaluateTbptt, options null", "OptionError", "options", () => ({
+    run: () => evaluateTbptt(null as never, []),
+    given: [],
+  })),
+  evalCase(
+    "evaluateTbptt, no saver",
+    "OptionError",
+    "saver",
+    withOptions((o) => ({ ...o, saver: undefined })),
+  ),
+  evalCase(
+    "evaluateTbptt, a disposed saver",
+    "DisposedError",
+    "",
+    withOptions((o) => {
+      o.saver.dispose()
+      return o
+    }),
+  ),
+  evalCase(
+    "evaluateTbptt, windowSize 0",
+    "OptionError",
+    "windowSize",
+    withOptions((o) => ({ ...o, windowSize: 0 })),
+    0,
+  ),
+  evalCase(
+    "evaluateTbptt, timeAxis 0",
+    "OptionError",
+    "timeAxis",
+    withOptions((o) => ({ ...o, timeAxis: 0 })),
+    0,
+  ),
+  evalCase(
+    "evaluateTbptt, step 1",
+    "OptionError",
+    "step",
+    withOptions((o) => ({ ...o, step: 1 })),
+    1,
+  ),
+  evalCase(
+    "evaluateTbptt, resetEveryWindow 0",
+    "OptionError",
+    "resetEveryWindow",
+    withOptions((o) => ({ ...o, resetEveryWindow: 0 })),
+    0,
+  ),
+  evalCase(
+    "evaluateTbptt, crossEntropy 1",
+    "OptionError",
+    "crossEntropy",
+    withOptions((o) => ({ ...o, crossEntropy: 1 })),
+    1,
+  ),
+  evalCase(
+    "evaluateTbptt, batches null",
+    "OptionError",
+    "batches",
+    withOptions(
+      (o) => o,
+      () => null,
+    ),
+    null,
+  ),
+  evalCase(
+    "evaluateTbptt, targets of 3 rows for 2",
+    "BatchSizeMismatchError",
+    "targets",
+    withOptions(
+      (o) => o,
+      (fx) => [{ ...fx.batch(2), targets: tf.ones([3, 4, 1]) }],
+    ),
+    3,
+  ),
+  evalCase(
+    "evaluateTbptt, rows [0, 7]",
+    "RowIndexError",
+    "",
+    withOptions(
+      (o) => o,
+      (fx) => [{ ...fx.batch(2), rows: [0, 7] }],
+    ),
+    7,
+  ),
+]
+
+refusals("createTbpttTrainer, trainBatch and evaluate refuse", trainFixture, trainFingerprint, [
   ...trainOptionCases,
   ...trainBatchCases,
+  ...evaluateCases,
 ])
 
 describe("the barrage", () => {
@@ -1172,7 +1484,8 @@ describe("the barrage", () => {
       createCases.length +
       rnnCases.length +
       trainOptionCases.length +
-      trainBatchCases.length
+      trainBatchCases.length +
+      evaluateCases.length
     expect(n).toBeGreaterThanOrEqual(200)
   })
 })
