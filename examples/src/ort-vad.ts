@@ -4,7 +4,7 @@
  * speech segments are printed as they close.
  */
 import { orThrow } from "@statesaver/core"
-import { createStatefulSession, ortBackend } from "@statesaver/onnxruntime"
+import { createStatefulSession, ortBackend, tensorScalar } from "@statesaver/onnxruntime"
 import * as ort from "onnxruntime-node"
 import { sileroV5Path, speechFixture } from "./speech.js"
 
@@ -21,7 +21,12 @@ export async function main(): Promise<void> {
   const model = sileroV5Path()
   const session = await ort.InferenceSession.create(model)
   using vad = orThrow(
-    createStatefulSession({ session, backend: ortBackend({ ort }), batchSize: 1 }),
+    createStatefulSession({
+      session,
+      backend: ortBackend({ ort }),
+      batchSize: 1,
+      outputs: ["output"],
+    }),
   )
   const sr = new ort.Tensor("int64", BigInt64Array.from([BigInt(sampleRate)]), [])
   const seconds = (frame: number) => ((frame * FRAME) / sampleRate).toFixed(2)
@@ -35,8 +40,8 @@ export async function main(): Promise<void> {
   for (let f = 0; f < frames; f++) {
     const input = new ort.Tensor("float32", samples.slice(f * FRAME, (f + 1) * FRAME), [1, FRAME])
     const out = orThrow(await vad.run({ input, sr }))
-    const p = (out["output"]?.data as Float32Array)[0] as number
-    out["output"]?.dispose()
+    const p = orThrow(tensorScalar(out.output, "float32"))
+    out.output.dispose()
     if (start === undefined) {
       if (p >= START) start = f
     } else if (p < END) {

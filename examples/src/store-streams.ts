@@ -5,7 +5,7 @@
  * speech segments are printed when it ends, then the throughput.
  */
 import { orThrow } from "@statesaver/core"
-import { createStreamingSession, ortBackend } from "@statesaver/onnxruntime"
+import { createStreamingSession, ortBackend, tensorScalar } from "@statesaver/onnxruntime"
 import * as ort from "onnxruntime-node"
 import { sileroV5Path, speechFixture } from "./speech.js"
 
@@ -37,7 +37,13 @@ export async function main(): Promise<void> {
   const model = sileroV5Path()
   const session = await ort.InferenceSession.create(model, { intraOpNumThreads: 1 })
   using vad = orThrow(
-    createStreamingSession({ session, ort, backend: ortBackend({ ort }), capacity: 64 }),
+    createStreamingSession({
+      session,
+      ort,
+      backend: ortBackend({ ort }),
+      capacity: 64,
+      outputs: ["output"],
+    }),
   )
   const sr = new ort.Tensor("int64", BigInt64Array.from([BigInt(sampleRate)]), [])
   const seconds = (frame: number) => ((frame * FRAME) / sampleRate).toFixed(2)
@@ -86,9 +92,10 @@ export async function main(): Promise<void> {
     const outs = orThrow(await vad.run(batch, { shared: { sr } }))
     calls++
     for (const s of ready) {
-      const out = outs.get(s.key)?.["output"]
-      const p = (out?.data as Float32Array)[0] as number
-      out?.dispose()
+      const out = outs.get(s.key)
+      if (out === undefined) continue // never: every stream given has its outputs
+      const p = orThrow(tensorScalar(out.output, "float32"))
+      out.output.dispose()
       const f = s.done++
       frames++
       if (s.start === undefined) {
