@@ -71,13 +71,19 @@ describe("error unions of the session calls", () => {
     expectTypeOf(describeError).returns.toBeString()
   })
 
-  it("StreamingSession.run adds KeyError; its delete returns BusyError, DisposedError or KeyError", () => {
+  it("StreamingSession.run adds KeyError; its delete returns BusyError, DisposedError or KeyError; sweep BusyError or DisposedError, else a count", () => {
     expectTypeOf<LeftOf<ReturnType<StreamingSession["run"]>>>().toEqualTypeOf<StreamingRunError>()
     expectTypeOf<KeyError>().toExtend<StreamingRunError>()
     expectTypeOf<KeyError>().not.toExtend<StatefulRunError>()
     expectTypeOf<LeftOf<ReturnType<StreamingSession["delete"]>>>().toEqualTypeOf<
       BusyError | DisposedError | KeyError
     >()
+    expectTypeOf<LeftOf<ReturnType<StreamingSession["sweep"]>>>().toEqualTypeOf<
+      BusyError | DisposedError
+    >()
+    expectTypeOf<
+      Extract<ReturnType<StreamingSession["sweep"]>, { _tag: "Right" }>["right"]
+    >().toEqualTypeOf<number>()
   })
 
   it("the guarded saver and store add BusyError to every Either they return", () => {
