@@ -136,8 +136,10 @@ function train(model: Model, carry: boolean): void {
       saver,
       optimizer: tf.train.adam(0.01),
       windowSize: W,
-      step: ({ inputs, targets, state }) => {
-        const r = orThrow(model.rnn.run(inputs, state, { training: true }))
+      // The comparison is this one flag: every window from init, or the state carried.
+      resetEveryWindow: !carry,
+      step: ({ inputs, targets, state, training }) => {
+        const r = orThrow(model.rnn.run(inputs, state, { training }))
         const logits = model.head.apply(queries(r.output)) as tf.Tensor
         // A stream's first query has no answer: its weight is 0 (and the sum is averaged over all queries).
         const answered = tf.sum(queries(targets), -1)
@@ -159,10 +161,9 @@ function train(model: Model, carry: boolean): void {
   for (let epoch = 0; epoch < EPOCHS; epoch++) {
     for (const group of groups) {
       // A group's rows start their sequences together; a smaller group shrinks the batch (select).
-      const span = carry ? WINDOWS_PER_BATCH : 1
-      for (let w = 0; w < WINDOWS_PER_STREAM; w += span) {
-        const batch = encode(group, w, Math.min(w + span, WINDOWS_PER_STREAM))
-        const starts = carry && w > 0 ? undefined : new Array<boolean>(group.length).fill(true)
+      for (let w = 0; w < WINDOWS_PER_STREAM; w += WINDOWS_PER_BATCH) {
+        const batch = encode(group, w, Math.min(w + WINDOWS_PER_BATCH, WINDOWS_PER_STREAM))
+        const starts = w > 0 ? undefined : new Array<boolean>(group.length).fill(true)
         orThrow(
           trainer.trainBatch({
             inputs: batch.inputs,
