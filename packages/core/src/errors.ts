@@ -1,4 +1,5 @@
 import { type Either, isLeft } from "./internal/either.js"
+import { isArray } from "./internal/predicates.js"
 
 /**
  * The fields every error constructor takes (one named-fields argument, as Effect's
@@ -68,20 +69,20 @@ function print(x: unknown, depth: number): string {
       return Object.is(x, -0) ? "-0" : String(x)
     case "bigint":
       return `${x}n`
-    case "undefined":
-    case "boolean":
-    case "symbol":
-      return String(x)
     case "function":
       return x.name === "" ? "a function" : `function ${x.name}`
+    case "object":
+      if (x === null) return "null"
+      break
+    default:
+      return String(x)
   }
-  if (x === null) return "null"
   if (ArrayBuffer.isView(x)) {
     const length = (x as { length?: unknown }).length
     return `${x.constructor.name}(${typeof length === "number" ? length : x.byteLength})`
   }
-  if (depth > 2) return Array.isArray(x) ? "[...]" : "{...}"
-  if (Array.isArray(x)) {
+  if (depth > 2) return isArray(x) ? "[...]" : "{...}"
+  if (isArray(x)) {
     const items = x.slice(0, 16).map((v: unknown) => print(v, depth + 1))
     return `[${items.join(",")}${x.length > 16 ? ",..." : ""}]`
   }

@@ -10,6 +10,7 @@ import {
 } from "./internal/dtype-values.js"
 import { error } from "./internal/fail.js"
 import { fromHalfBits, toHalfBits } from "./internal/float16.js"
+import { isArray } from "./internal/predicates.js"
 
 /**
  * Element types a state leaf can hold. `float16` is stored as raw 16-bit words (`Uint16Array`),
@@ -210,7 +211,7 @@ export function hostTensor<D extends DType>(
   if (values === undefined) return t
   const n = t.data.length
   const list: unknown = values
-  if (!Array.isArray(list) && !(ArrayBuffer.isView(list) && !(list instanceof DataView))) {
+  if (!isArray(list) && !(ArrayBuffer.isView(list) && !(list instanceof DataView))) {
     throw error(
       ShapeMismatchError,
       "",

@@ -10,7 +10,7 @@ import {
 import { arrayOf, checkTensor } from "./internal/dtype-values.js"
 import * as E from "./internal/either.js"
 import { error, fail as failWith } from "./internal/fail.js"
-import { isName, isPlainRecord, isSize } from "./internal/predicates.js"
+import { hasOwn, isArray, isName, isPlainRecord, isSize } from "./internal/predicates.js"
 import type { Dim } from "./state-spec.js"
 
 /**
@@ -209,8 +209,8 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
     return fail("a UTF-8 JSON header", reason(e))
   }
   if (!isPlainRecord(header))
-    return fail("a JSON object header", Array.isArray(header) ? "an array" : header)
-  const meta = Object.hasOwn(header, "__metadata__") ? header["__metadata__"] : undefined
+    return fail("a JSON object header", isArray(header) ? "an array" : header)
+  const meta = hasOwn(header, "__metadata__") ? header["__metadata__"] : undefined
   if (!isPlainRecord(meta)) return fail("a __metadata__ object", meta)
   const { format, version, batch_dim: batchDim, batch_size, leaves: leavesJson } = meta
   if (format !== SNAPSHOT_FORMAT) return fail(`format "${SNAPSHOT_FORMAT}"`, format)
@@ -229,7 +229,7 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
   } catch (e) {
     return fail("a leaves JSON string", reason(e))
   }
-  if (!Array.isArray(rawLeaves)) return fail("a leaves array", rawLeaves)
+  if (!isArray(rawLeaves)) return fail("a leaves array", rawLeaves)
   if (rawLeaves.length > MAX_LEAVES) {
     return fail(`at most ${MAX_LEAVES} leaves (the leaf limit)`, `${rawLeaves.length} leaves`)
   }
@@ -241,7 +241,7 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
     if (typeof path !== "string") return fail("a leaf path", path)
     if (byPath.has(path)) return fail("distinct leaf paths", path, path)
     if (!isDType(dtype)) return fail("a dtype", dtype, path)
-    if (!Array.isArray(spec) || spec.length > MAX_RANK) return fail("a spec shape", spec, path)
+    if (!isArray(spec) || spec.length > MAX_RANK) return fail("a spec shape", spec, path)
     for (const d of spec as unknown[]) {
       if (!isSize(d) && !isName(d)) return fail("a spec dim", d, path)
     }
@@ -265,10 +265,10 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
     const dtype = DTYPES.find((d) => SAFETENSORS_DTYPE[d] === entry["dtype"])
     if (dtype === undefined)
       return fail("a dtype F32, F16, I32, I64, U8 or BOOL", entry["dtype"], key)
-    if (!Array.isArray(shape) || shape.length > MAX_RANK || !shape.every(isSize)) {
+    if (!isArray(shape) || shape.length > MAX_RANK || !shape.every(isSize)) {
       return fail("a shape of non-negative integers", shape, key)
     }
-    if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(isSize)) {
+    if (!isArray(offsets) || offsets.length !== 2 || !offsets.every(isSize)) {
       return fail("data_offsets [begin, end]", offsets, key)
     }
     const [begin, end] = offsets as [number, number]

@@ -3,7 +3,7 @@ import { DTYPES, type DType, HostTensor, isDType } from "./host-tensor.js"
 import { checkTensor, fitsDType, valueRange } from "./internal/dtype-values.js"
 import * as E from "./internal/either.js"
 import { error, fail } from "./internal/fail.js"
-import { isName, isPlainRecord, isSize } from "./internal/predicates.js"
+import { hasOwn, isArray, isName, isPlainRecord, isSize } from "./internal/predicates.js"
 import {
   type PathSegment,
   type StateTree,
@@ -33,6 +33,8 @@ export type Init =
   | { readonly kind: "constant"; readonly value: number | bigint }
   | { readonly kind: "tensor"; readonly value: HostTensor }
 
+const ZEROS: Init = { kind: "zeros" }
+
 /**
  * Constructors for `Init`.
  *
@@ -42,7 +44,7 @@ export type Init =
  * @since 0.1.0
  */
 export const init = {
-  zeros: { kind: "zeros" } as Init,
+  zeros: ZEROS,
   constant: (value: number | bigint): Init => ({ kind: "constant", value }),
   tensor: (value: HostTensor): Init => ({ kind: "tensor", value }),
 } as const
@@ -79,9 +81,9 @@ export type StateSpec = StateTree<LeafSpec>
 export function isLeafSpec(x: unknown): x is LeafSpec {
   return (
     isPlainRecord(x) &&
-    Object.hasOwn(x, "shape") &&
-    Array.isArray(x["shape"]) &&
-    Object.hasOwn(x, "dtype") &&
+    hasOwn(x, "shape") &&
+    isArray(x["shape"]) &&
+    hasOwn(x, "dtype") &&
     typeof x["dtype"] === "string"
   )
 }
@@ -171,7 +173,7 @@ export function resolveSpec(
     }
   }
   const sizeOfDim = (name: string): number | undefined =>
-    Object.hasOwn(sizes, name) ? (sizes[name] as number) : undefined
+    hasOwn(sizes, name) ? (sizes[name] as number) : undefined
   const { leaves, paths, def } = flatten<unknown>(spec, isLeafSpec)
   if (leaves.length === 0) return fail(SpecError, "", "at least one leaf", spec, "no leaves")
   const out: ResolvedLeaf[] = []
@@ -198,7 +200,7 @@ export function resolveSpec(
     if (batchAxes !== 1) {
       return fail(SpecError, p, `exactly one "${batchDim}" dim`, dims, `${batchAxes} found`)
     }
-    const given: unknown = leaf.init === undefined ? init.zeros : leaf.init
+    const given: unknown = leaf.init === undefined ? ZEROS : leaf.init
     const kind = typeof given === "object" ? (given as { kind?: unknown } | null)?.kind : 0
     if (kind !== "zeros" && kind !== "constant" && kind !== "tensor") {
       return fail(
@@ -333,7 +335,7 @@ export interface RecurrentSpecOptions {
  * a non-empty array of positive integers, an `OptionError` for a bad option.
  */
 function checkRecurrent(builder: string, widths: unknown, options: unknown): void {
-  if (!Array.isArray(widths) || widths.length === 0) {
+  if (!isArray(widths) || widths.length === 0) {
     throw error(
       SpecError,
       "",

@@ -1,7 +1,7 @@
 import * as E from "./internal/either.js"
 import { StructureMismatchError } from "./errors.js"
 import { error } from "./internal/fail.js"
-import { isPlainRecord } from "./internal/predicates.js"
+import { hasOwn, isArray, isPlainRecord } from "./internal/predicates.js"
 
 /**
  * A nested state: a leaf `L`, an array (tuple) of trees, or a plain record of trees.
@@ -101,7 +101,7 @@ export function flatten<L>(tree: StateTree<L>, isLeaf: IsLeaf = isDefaultLeaf): 
   const paths: PathSegment[][] = []
   const walk = (node: unknown, path: PathSegment[]): TreeDef => {
     if (!isLeaf(node)) {
-      if (Array.isArray(node)) {
+      if (isArray(node)) {
         return { kind: "array", items: node.map((child, i) => walk(child, [...path, i])) }
       }
       if (isPlainRecord(node)) {
@@ -199,7 +199,7 @@ const mismatch = (path: PathSegment[], expected: string, actual: string): Struct
 const describeNode = (node: unknown, isLeaf: IsLeaf): string => {
   if (node === null || node === undefined) return String(node)
   if (isLeaf(node)) return "a leaf"
-  if (Array.isArray(node)) return `an array of length ${node.length}`
+  if (isArray(node)) return `an array of length ${node.length}`
   if (isPlainRecord(node)) return `a record with keys ${JSON.stringify(sortedKeys(node))}`
   return "a leaf"
 }
@@ -225,8 +225,8 @@ export function sameStructure(
     const differ = (): StructureMismatchError =>
       mismatch(path, describeNode(e, isExpectedLeaf), describeNode(a, isActualLeaf))
     if (eLeaf || aLeaf) return eLeaf && aLeaf ? null : differ()
-    if (Array.isArray(e)) {
-      if (!Array.isArray(a) || a.length !== e.length) return differ()
+    if (isArray(e)) {
+      if (!isArray(a) || a.length !== e.length) return differ()
       for (let i = 0; i < e.length; i++) {
         const err = check(e[i], a[i], [...path, i])
         if (err) return err
@@ -234,9 +234,9 @@ export function sameStructure(
     } else if (isPlainRecord(e)) {
       if (!isPlainRecord(a)) return differ()
       const ek = sortedKeys(e)
-      const missing = ek.find((k) => !Object.hasOwn(a, k))
+      const missing = ek.find((k) => !hasOwn(a, k))
       if (missing !== undefined) return mismatch([...path, missing], "a value", "missing key")
-      const extra = sortedKeys(a).find((k) => !Object.hasOwn(e, k))
+      const extra = sortedKeys(a).find((k) => !hasOwn(e, k))
       if (extra !== undefined) return mismatch([...path, extra], "no such key", "an extra key")
       for (const k of ek) {
         const err = check(e[k], a[k], [...path, k])

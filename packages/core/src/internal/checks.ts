@@ -17,7 +17,7 @@ import { leafShape } from "./leaf-shape.js"
 import { isLeafSpec } from "../state-spec.js"
 import { type StateTree, type TreeDef, isDefaultLeaf, sameStructure } from "../state-tree.js"
 import { error, fail } from "./fail.js"
-import { isPlainRecord } from "./predicates.js"
+import { isArray, isPlainRecord } from "./predicates.js"
 
 /** Rows as users may give them: indices, or a boolean / 0-1 mask of the batch's length. */
 export type RowsInput = readonly number[] | readonly boolean[] | Uint8Array | Int32Array
@@ -143,7 +143,7 @@ export function checkLeaves<T, In = T>(
       StructureMismatchError,
       "",
       `${resolved.leaves.length} leaves in spec order`,
-      Array.isArray(leaves) ? `${leaves.length} leaves` : describeValue(leaves),
+      isArray(leaves) ? `${leaves.length} leaves` : describeValue(leaves),
     )
   }
   const infos: TensorInfo[] = []
@@ -199,11 +199,16 @@ function leavesAlong<T>(def: TreeDef, tree: unknown): T[] | undefined {
       case "record": {
         if (!isPlainRecord(node)) return false
         let own = 0
-        for (const k in node) if (Object.hasOwn(node, k)) own++
+        // `hasOwnProperty.call`, not `Object.hasOwn`: measurably faster on this path in V8.
+        for (const k in node) if (Object.prototype.hasOwnProperty.call(node, k)) own++
         if (own !== d.keys.length) return false
         for (let i = 0; i < d.keys.length; i++) {
           const k = d.keys[i] as string
-          if (!Object.hasOwn(node, k) || !walk(d.items[i] as TreeDef, node[k])) return false
+          if (
+            !Object.prototype.hasOwnProperty.call(node, k) ||
+            !walk(d.items[i] as TreeDef, node[k])
+          )
+            return false
         }
         return true
       }

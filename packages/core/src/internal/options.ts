@@ -2,6 +2,7 @@ import type { StateBackend } from "../backend.js"
 import { DTypeMismatchError, OptionError } from "../errors.js"
 import type { ResolvedSpec } from "../state-spec.js"
 import { error } from "./fail.js"
+import { isArray } from "./predicates.js"
 
 const PRIMITIVES = [
   "describe",
@@ -30,7 +31,7 @@ export function checkBackendOption(options: unknown): OptionError | null {
         ? `its ${absent} is not a function`
         : typeof b.name !== "string"
           ? "its name is not a string"
-          : !Array.isArray((b.capabilities as { dtypes?: unknown } | undefined)?.dtypes)
+          : !isArray((b.capabilities as { dtypes?: unknown } | undefined)?.dtypes)
             ? "its capabilities.dtypes is not an array"
             : undefined
   if (flaw === undefined) return null

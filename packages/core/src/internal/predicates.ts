@@ -1,3 +1,10 @@
+/**
+ * `Array.isArray` and `Object.hasOwn`, by their short names, for the checks off the hot path (a
+ * call through an imported binding is not inlined as the built-in is).
+ */
+export const { isArray } = Array
+export const { hasOwn } = Object
+
 /** True for a record whose prototype is `Object.prototype` or `null`. */
 export function isPlainRecord(x: unknown): x is Record<string, unknown> {
   if (typeof x !== "object" || x === null || Array.isArray(x)) return false

@@ -6,12 +6,14 @@ import {
   SnapshotFormatError,
   SpecError,
 } from "../errors.js"
-import { HostTensor, dataMatchesDType, sizeOf } from "../host-tensor.js"
+import { HostTensor } from "../host-tensor.js"
+import { checkTensor } from "./dtype-values.js"
 import { type Snapshot, decodeSnapshot } from "../snapshot.js"
 import type { ResolvedSpec } from "../state-spec.js"
 import { checkInfo } from "./checks.js"
 import * as E from "./either.js"
 import { fail as failWith } from "./fail.js"
+import { isArray } from "./predicates.js"
 
 /** Errors of checking a snapshot against a spec. */
 export type SnapshotCheckError =
@@ -34,7 +36,7 @@ export function toSnapshot(input: unknown): E.Either<SnapshotFormatError, Snapsh
     typeof snap !== "object" ||
     snap === null ||
     typeof snap.batchDim !== "string" ||
-    !Array.isArray(snap.leaves) ||
+    !isArray(snap.leaves) ||
     !(snap.tensors instanceof Map)
   ) {
     return fail(
@@ -45,11 +47,14 @@ export function toSnapshot(input: unknown): E.Either<SnapshotFormatError, Snapsh
   for (const [path, t] of snap.tensors as Map<unknown, unknown>) {
     const where = typeof path === "string" ? path : ""
     if (!(t instanceof HostTensor)) return fail("a HostTensor", showValue(t), where)
-    if (!dataMatchesDType(t.data, t.dtype) || t.data.length !== sizeOf(t.shape)) {
-      return fail(
-        `data of dtype ${t.dtype} with ${sizeOf(t.shape)} elements for shape [${t.shape.join(",")}]`,
-        showValue(t.data),
+    const bad = checkTensor(t.dtype, t.shape, t.data, "decoded Snapshot")
+    if (bad !== undefined) {
+      return failWith(
+        SnapshotFormatError,
         where,
+        `data of dtype ${t.dtype} for shape ${showValue(t.shape)}`,
+        showValue(t.data),
+        bad.detail,
       )
     }
   }
