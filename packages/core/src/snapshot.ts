@@ -162,13 +162,18 @@ const fail = (
   path?: string,
 ): E.Either<SnapshotFormatError, never> => failWith(SnapshotFormatError, path, expected, actual)
 
-/** What a throw of `JSON.parse` or `TextDecoder` says. */
-const reason = (e: unknown): string => (e instanceof Error ? e.message : String(e))
+/** `JSON.parse(text())`, or the error saying what was expected and what the parser said. */
+const parse = (text: () => string, expected: string): E.Either<SnapshotFormatError, unknown> => {
+  try {
+    return E.right(JSON.parse(text()))
+  } catch (e) {
+    return fail(expected, e instanceof Error ? e.message : String(e))
+  }
+}
 
+/** A tensor entry: its leaf, the byte range of its data, and its data once read. */
 interface Entry {
   readonly leaf: SnapshotLeaf
-  readonly dtype: DType
-  readonly shape: number[]
   readonly begin: number
   readonly end: number
 }
@@ -200,14 +205,12 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
   }
   const dataStart = 8 + Number(headerLength)
   const dataLength = total - dataStart
-  let header: unknown
-  try {
-    header = JSON.parse(
-      new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, dataStart)),
-    )
-  } catch (e) {
-    return fail("a UTF-8 JSON header", reason(e))
-  }
+  const parsed = parse(
+    () => new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(8, dataStart)),
+    "a UTF-8 JSON header",
+  )
+  if (E.isLeft(parsed)) return parsed
+  const header = parsed.right
   if (!isPlainRecord(header))
     return fail("a JSON object header", isArray(header) ? "an array" : header)
   const meta = hasOwn(header, "__metadata__") ? header["__metadata__"] : undefined
@@ -223,12 +226,9 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
     return fail(`at most ${MAX_LEAVES} tensors (the leaf limit)`, `${keys.length - 1} tensors`)
   }
   if (typeof leavesJson !== "string") return fail("a leaves JSON string", leavesJson)
-  let rawLeaves: unknown
-  try {
-    rawLeaves = JSON.parse(leavesJson)
-  } catch (e) {
-    return fail("a leaves JSON string", reason(e))
-  }
+  const leavesParsed = parse(() => leavesJson, "a leaves JSON string")
+  if (E.isLeft(leavesParsed)) return leavesParsed
+  const rawLeaves = leavesParsed.right
   if (!isArray(rawLeaves)) return fail("a leaves array", rawLeaves)
   if (rawLeaves.length > MAX_LEAVES) {
     return fail(`at most ${MAX_LEAVES} leaves (the leaf limit)`, `${rawLeaves.length} leaves`)
@@ -254,6 +254,10 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
     byPath.set(path, leaf)
     leaves.push(leaf)
   }
+  // One copy of the data section; each tensor is a view into it when its offset is aligned for
+  // its element size (always, for snapshots of float32 state), else a copy of its own.
+  const region = bytes.slice(dataStart)
+  const tensors = new Map<string, HostTensor>()
   const entries: Entry[] = []
   for (const key of keys) {
     if (key === "__metadata__") continue
@@ -263,8 +267,9 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
     if (leaf === undefined) return fail("a tensor named in __metadata__.leaves", key, key)
     const { shape, data_offsets: offsets } = entry
     const dtype = DTYPES.find((d) => SAFETENSORS_DTYPE[d] === entry["dtype"])
-    if (dtype === undefined)
+    if (dtype === undefined) {
       return fail("a dtype F32, F16, I32, I64, U8 or BOOL", entry["dtype"], key)
+    }
     if (!isArray(shape) || shape.length > MAX_RANK || !shape.every(isSize)) {
       return fail("a shape of non-negative integers", shape, key)
     }
@@ -281,30 +286,11 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
     if (bytesNeeded !== end - begin) {
       return fail(`${bytesNeeded} data bytes for shape ${JSON.stringify(shape)}`, end - begin, key)
     }
-    entries.push({ leaf, dtype, shape: shape as number[], begin, end })
-  }
-  if (entries.length !== leaves.length) {
-    // Paths are distinct and every entry names a leaf: some leaf has no entry.
-    const present = new Set(entries.map((e) => e.leaf.path))
-    const missing = leaves.find((l) => !present.has(l.path))?.path
-    return fail("a tensor for every leaf", `no tensor for ${missing ?? "?"}`, missing)
-  }
-  let cursor = 0
-  for (const e of [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end)) {
-    if (e.begin !== cursor) return fail(`data starting at byte ${cursor}`, e.begin, e.leaf.path)
-    cursor = e.end
-  }
-  if (cursor !== dataLength) return fail(`${cursor} data bytes`, dataLength)
-  // One copy of the data section; each tensor is a view into it when its offset is aligned for
-  // its element size (always, for snapshots of float32 state), else a copy of its own.
-  const region = bytes.slice(dataStart)
-  const tensors = new Map<string, HostTensor>()
-  for (const { leaf, dtype, shape, begin, end } of entries) {
-    const { path, spec, batchAxis } = leaf
-    if (leaf.dtype !== dtype) return fail(`dtype ${leaf.dtype}`, dtype, path)
-    if (shape.length !== spec.length) return fail(`rank ${spec.length}`, shape.length, path)
-    if (shape[batchAxis] !== batchSize) {
-      return fail(`batch size ${batchSize}`, shape[batchAxis], path)
+    if (leaf.dtype !== dtype) return fail(`dtype ${leaf.dtype}`, dtype, key)
+    if (shape.length !== leaf.spec.length)
+      return fail(`rank ${leaf.spec.length}`, shape.length, key)
+    if (shape[leaf.batchAxis] !== batchSize) {
+      return fail(`batch size ${batchSize}`, shape[leaf.batchAxis], key)
     }
     const A = arrayOf(dtype) as Float32ArrayConstructor
     const aligned = begin % A.BYTES_PER_ELEMENT === 0
@@ -315,9 +301,21 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
     ) as HostData
     if (dtype === "bool") {
       const notBool = data.findIndex((v: number | bigint) => v > 1)
-      if (notBool >= 0) return fail("bool bytes 0 or 1", data[notBool], path)
+      if (notBool >= 0) return fail("bool bytes 0 or 1", data[notBool], key)
     }
-    tensors.set(path, new HostTensor(dtype, shape, data))
+    tensors.set(key, new HostTensor(dtype, shape as number[], data))
+    entries.push({ leaf, begin, end })
   }
+  if (entries.length !== leaves.length) {
+    // Paths are distinct and every entry names a leaf: some leaf has no entry.
+    const missing = leaves.find((l) => !tensors.has(l.path))?.path
+    return fail("a tensor for every leaf", `no tensor for ${missing ?? "?"}`, missing)
+  }
+  let cursor = 0
+  for (const e of entries.sort((a, b) => a.begin - b.begin || a.end - b.end)) {
+    if (e.begin !== cursor) return fail(`data starting at byte ${cursor}`, e.begin, e.leaf.path)
+    cursor = e.end
+  }
+  if (cursor !== dataLength) return fail(`${cursor} data bytes`, dataLength)
   return E.right({ version: SNAPSHOT_VERSION, batchDim, batchSize, leaves, tensors })
 }

@@ -196,7 +196,8 @@ export function mapTree<A, B>(
 const mismatch = (path: PathSegment[], expected: string, actual: string): StructureMismatchError =>
   error(StructureMismatchError, formatPath(path), expected, actual)
 
-const describeNode = (node: unknown, isLeaf: IsLeaf): string => {
+/** A node as error messages describe it: `null`, "a leaf", "an array of length 2", "a record with keys [...]". */
+export const describeNode = (node: unknown, isLeaf: IsLeaf): string => {
   if (node === null || node === undefined) return String(node)
   if (isLeaf(node)) return "a leaf"
   if (isArray(node)) return `an array of length ${node.length}`
