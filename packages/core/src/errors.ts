@@ -233,14 +233,12 @@ export class AliasedLeafError extends StateError {
   /** The other leaf that holds the same tensor. */
   declare readonly otherPath: string
   constructor(fields: { readonly path: string; readonly otherPath: string }) {
-    super(
-      `leaf ${fields.path}: the same tensor is also given at leaf ${fields.otherPath}; pass distinct tensors`,
-      {
-        path: fields.path,
-        expected: "a tensor not used at another leaf",
-        actual: `the tensor of leaf ${fields.otherPath}`,
-      },
-    )
+    const all = {
+      path: fields.path,
+      expected: "a tensor not used at another leaf",
+      actual: `the tensor of leaf ${fields.otherPath}`,
+    }
+    super(line(all, "", true), all)
     this.otherPath = fields.otherPath
   }
 }

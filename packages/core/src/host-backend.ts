@@ -66,7 +66,7 @@ export interface HostBackendOptions {
 const PER_SIZE = 4
 // Disposal is recorded on the tensor (`markHostTensorDisposed`), so a tensor disposed by one host
 // backend is dead for all (its buffer may be pooled and reused).
-const WHERE = "host backend: a HostTensor whose data disagrees with its dtype or shape"
+const WHERE = "host backend: a HostTensor with inconsistent data"
 
 /**
  * Throws the typed error that refuses `t` when its parts disagree (`ShapeMismatchError`,

@@ -304,21 +304,16 @@ class Saver<T, In> implements StateSaver<T, In> {
     if (!swapped) return E.right(incoming)
     const { backend } = this
     const all = allRows(this.#batchSize)
-    const prepared: (T | In)[] = []
-    for (let i = 0; i < incoming.length; i++) {
-      const x = incoming[i] as T
-      const ctx = this.#contexts[i] as LeafContext
-      const copy =
-        x === held[i] || !held.includes(x)
-          ? E.right(x)
-          : attempt(backend, "gather", ctx.path, () => backend.gather(x, all, ctx))
-      if (E.isLeft(copy)) {
-        disposeQuietly(backend, prepared.filter((t, j) => t !== incoming[j]) as T[])
-        return copy
-      }
-      prepared.push(copy.right)
-    }
-    return E.right(prepared)
+    return buildPerLeaf(
+      backend,
+      "gather",
+      this.#contexts,
+      (i, ctx) => {
+        const x = incoming[i] as T
+        return x === held[i] || !held.includes(x) ? x : backend.gather(x, all, ctx)
+      },
+      (t, i) => t === incoming[i],
+    )
   }
 
   reset(rows?: RowsInput): E.Either<RowsError, void> {
@@ -394,16 +389,14 @@ class Saver<T, In> implements StateSaver<T, In> {
       pending.push(started.right)
     }
     const settled = await Promise.allSettled(pending)
-    const hosts: HostTensor[] = []
-    for (let i = 0; i < settled.length; i++) {
-      const s = settled[i] as PromiseSettledResult<HostTensor>
-      if (s.status === "rejected") {
-        return E.left(
-          backendError(backend, "toHost", (this.#contexts[i] as LeafContext).path, s.reason),
-        )
-      }
-      hosts.push(s.value)
+    const failed = settled.findIndex((r) => r.status === "rejected")
+    if (failed >= 0) {
+      const { reason } = settled[failed] as PromiseRejectedResult
+      return E.left(
+        backendError(backend, "toHost", (this.#contexts[failed] as LeafContext).path, reason),
+      )
     }
+    const hosts = settled.map((r) => (r as PromiseFulfilledResult<HostTensor>).value)
     // The batch size of the copies: a `select` may have run since.
     const batchSize = hosts[0]?.shape[(this.spec.leaves[0] as ResolvedLeaf).batchAxis]
     try {

@@ -326,21 +326,23 @@ export function disposeQuietly<T, In = T>(
 }
 
 /**
- * Builds one new tensor per leaf with `make`; on a throw, frees the tensors already built and
- * returns the `BackendError` naming the leaf, so a failed build leaves nothing behind.
+ * Builds one new tensor per leaf with `make`; on a throw, frees the tensors already built (but
+ * those `given(t, i)` says are not core's) and returns the `BackendError` naming the leaf, so a
+ * failed build leaves nothing behind.
  */
 export function buildPerLeaf<T, In = T>(
   backend: StateBackend<T, In>,
   operation: string,
   contexts: readonly LeafContext[],
   make: (i: number, ctx: LeafContext) => T,
+  given?: (t: T, i: number) => boolean,
 ): E.Either<BackendError, T[]> {
   const out: T[] = []
   for (let i = 0; i < contexts.length; i++) {
     const ctx = contexts[i] as LeafContext
     const t = attempt(backend, operation, ctx.path, () => make(i, ctx))
     if (E.isLeft(t)) {
-      disposeQuietly(backend, out)
+      disposeQuietly(backend, given ? out.filter((x, j) => !given(x, j)) : out)
       return t
     }
     out.push(t.right)

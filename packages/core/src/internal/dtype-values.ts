@@ -118,10 +118,8 @@ const INT64_MAX = 2n ** 63n - 1n
 export const valueRange = (dtype: DType): string => RANGES[dtype]
 
 const RANGES: Readonly<Record<DType, string>> = {
-  float32:
-    "a number whose float32 rounding is finite (or ±Infinity, NaN), or a bigint float32 holds exactly",
-  float16:
-    "a number of magnitude below 65520, the float16 overflow (or ±Infinity, NaN), or a bigint float16 holds exactly",
+  float32: "a number finite in float32 (or ±Infinity, NaN), or a bigint it holds exactly",
+  float16: "a number below 65520 in magnitude (or ±Infinity, NaN), or a bigint it holds exactly",
   int32: `an integer in [${INT32_MIN}, ${INT32_MAX}]`,
   int64: `a bigint in [${INT64_MIN}n, ${INT64_MAX}n] or a safe integer number`,
   uint8: "an integer in [0, 255]",

@@ -8,14 +8,6 @@
 
 const ROUNDER = 2 ** 52
 
-/** Exact powers of two 2^-14 ... 2^16, built by doubling: `POW2[e + 14] === 2 ** e`. */
-const POW2: readonly number[] = (() => {
-  const out: number[] = []
-  let p = 2 ** -14
-  for (let e = -14; e <= 16; e++, p *= 2) out.push(p)
-  return out
-})()
-
 /** Smallest positive normal half, 2^-14. */
 const MIN_NORMAL = 2 ** -14
 /** Halfway between the largest finite half (65504) and 2^16: from here on, a value rounds to infinity. */
@@ -35,14 +27,13 @@ export function toHalfBits(value: number): number {
     return sign | (a * 2 ** 24 + ROUNDER - ROUNDER)
   }
   // 2^e <= a < 2^(e+1), with e in [-14, 15]. Math.log2 may be one off next to a power of two.
+  // `2 ** e` is exact for these e (the tests check every half and a million doubles).
   let e = Math.floor(Math.log2(a))
-  if (e < -14) e = -14
-  else if (e > 15) e = 15
-  if ((POW2[e + 14] as number) > a) e--
-  else if ((POW2[e + 15] as number) <= a) e++
+  if (2 ** e > a) e--
+  else if (2 ** (e + 1) <= a) e++
   // a / 2^(e - 10) is in [1024, 2048); rounding may give 2048, which carries into the exponent
   // (and into infinity above 65504, which OVERFLOW already caught).
-  const m = (a / (POW2[e + 14] as number)) * 1024 + ROUNDER - ROUNDER
+  const m = (a / 2 ** e) * 1024 + ROUNDER - ROUNDER
   return sign | (((e + 15) << 10) + (m - 1024))
 }
 
