@@ -75,7 +75,7 @@ const WHERE = "host backend: a HostTensor with inconsistent data"
  */
 function checkConsistent(t: HostTensor): void {
   const bad = checkTensor(t.dtype, t.shape, t.data, WHERE)
-  if (bad !== undefined) throw bad
+  if (bad) throw bad
 }
 
 /** Throws a `DisposedError` for a tensor a host backend disposed. */
@@ -114,7 +114,7 @@ export function hostBackend(options: HostBackendOptions = {}): HostBackend {
   const padded = new WeakSet<ArrayBufferLike>()
   const take = (dtype: DType, length: number, zero: boolean): HostData => {
     const data = pool.get(dtype)?.get(length)?.pop()
-    if (data === undefined) return fresh(dtype, length, padded)
+    if (!data) return fresh(dtype, length, padded)
     pooled -= data.byteLength
     if (zero) (data as Float32Array).fill(dtype === "int64" ? (0n as never) : 0)
     return data
@@ -131,9 +131,9 @@ export function hostBackend(options: HostBackendOptions = {}): HostBackend {
     )
       return
     let bySize = pool.get(t.dtype)
-    if (bySize === undefined) pool.set(t.dtype, (bySize = new Map()))
+    if (!bySize) pool.set(t.dtype, (bySize = new Map()))
     let free = bySize.get(data.length)
-    if (free === undefined) bySize.set(data.length, (free = []))
+    if (!free) bySize.set(data.length, (free = []))
     if (free.length >= PER_SIZE || free.includes(data)) return
     free.push(data)
     pooled += data.byteLength
@@ -146,12 +146,7 @@ export function hostBackend(options: HostBackendOptions = {}): HostBackend {
     if (layout.inner * 4 > 64 * 1024 || layout.outer * layout.rows > 4096) return undefined
     const cached = views.get(data)
     const l = cached?.layout
-    if (
-      l !== undefined &&
-      l.outer === layout.outer &&
-      l.rows === layout.rows &&
-      l.inner === layout.inner
-    ) {
+    if (l && l.outer === layout.outer && l.rows === layout.rows && l.inner === layout.inner) {
       return cached?.views
     }
     const v = rowViews(data, layout)

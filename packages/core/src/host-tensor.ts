@@ -80,7 +80,7 @@ export function dtypeByteSize(dtype: DType): number {
  */
 export function allocateData<D extends DType>(dtype: D, length: number): DTypeArrays[D] {
   const A = arrayOf(dtype)
-  if (A === undefined) throw unknownDType(dtype, "allocateData")
+  if (!A) throw unknownDType(dtype, "allocateData")
   return new A(length) as DTypeArrays[D]
 }
 
@@ -171,7 +171,7 @@ export class HostTensor<D extends DType = DType> {
       }
     } else {
       const bad = checkData(dtype, shape, n, buf, "new HostTensor")
-      if (bad !== undefined) throw bad
+      if (bad) throw bad
     }
     this.dtype = dtype
     this.shape = Object.freeze([...shape])

@@ -131,7 +131,7 @@ export function encodeSnapshot(snapshot: Omit<Snapshot, "version">): Uint8Array 
       throw error(SnapshotFormatError, path, "a HostTensor for this leaf", t)
     }
     const bad = checkTensor(t.dtype, t.shape, t.data, "encodeSnapshot")
-    if (bad !== undefined) throw bad
+    if (bad) throw bad
     if (t.dtype !== dtype) {
       throw error(SnapshotFormatError, path, `a tensor of the leaf's dtype ${dtype}`, t.dtype)
     }
@@ -264,10 +264,10 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
     const entry = header[key]
     if (!isPlainRecord(entry)) return fail("a tensor entry", entry, key)
     const leaf = byPath.get(key)
-    if (leaf === undefined) return fail("a tensor named in __metadata__.leaves", key, key)
+    if (!leaf) return fail("a tensor named in __metadata__.leaves", key, key)
     const { shape, data_offsets: offsets } = entry
     const dtype = DTYPES.find((d) => SAFETENSORS_DTYPE[d] === entry["dtype"])
-    if (dtype === undefined) {
+    if (!dtype) {
       return fail("a dtype F32, F16, I32, I64, U8 or BOOL", entry["dtype"], key)
     }
     if (!isArray(shape) || shape.length > MAX_RANK || !shape.every(isSize)) {

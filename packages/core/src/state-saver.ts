@@ -194,17 +194,16 @@ const RIGHT: E.Either<never, void> = E.right(undefined)
 const disposed = (): DisposedError => new DisposedError({ what: "StateSaver" })
 
 class Saver<T, In> implements StateSaver<T, In> {
+  declare readonly backend: StateBackend<T, In>
+  declare readonly spec: ResolvedSpec
   #held: T[]
   #batchSize: number
   #disposed = false
   readonly #contexts: LeafContext[]
 
-  constructor(
-    readonly backend: StateBackend<T, In>,
-    readonly spec: ResolvedSpec,
-    batchSize: number,
-    held: T[],
-  ) {
+  constructor(backend: StateBackend<T, In>, spec: ResolvedSpec, batchSize: number, held: T[]) {
+    this.backend = backend
+    this.spec = spec
     this.#held = held
     this.#batchSize = batchSize
     this.#contexts = spec.leaves.map(contextOf)
@@ -329,7 +328,7 @@ class Saver<T, In> implements StateSaver<T, In> {
         if (E.isLeft(info)) return info
         const start = leafShape(leaves[i] as ResolvedLeaf, n)
         const shape = info.right?.shape
-        if (shape === undefined || shape.some((d, axis) => d !== start[axis])) {
+        if (!shape || shape.some((d, axis) => d !== start[axis])) {
           return this.#replaceWith(allocateLeaves(this.backend, leaves, n), n)
         }
       }

@@ -226,7 +226,7 @@ export function resolveSpec(
     }
     if (leafInit.kind === "tensor") {
       const err = checkInitTensor(p, leaf, batchAxis, leafInit.value, sizeOfDim, shape)
-      if (err !== undefined) return E.left(err)
+      if (err) return E.left(err)
     }
     for (const [axis, name] of growing) {
       const size = sizeOfDim(name)
@@ -268,7 +268,7 @@ function checkInitTensor(
   const ofDtype = `an init HostTensor of dtype ${leaf.dtype}`
   if (!(t instanceof HostTensor)) return error(SpecError, p, ofDtype, t)
   const bad = checkTensor(t.dtype, t.shape, t.data, "init tensor")
-  if (bad !== undefined) {
+  if (bad) {
     return new SpecError({
       path: p,
       expected: ofDtype,

@@ -92,7 +92,7 @@ export function gatherRowsTyped(
   const fresh: number[] = []
   while (i < srcRows.length) {
     const r = srcRows[i]
-    if (r === null || r === undefined) {
+    if (r == null) {
       fresh.push(i++)
       continue
     }
@@ -103,7 +103,7 @@ export function gatherRowsTyped(
       // A single row comes from a cached view when given: creating a view costs more than
       // copying a small row.
       const view =
-        count === 1 && srcRowViews !== undefined
+        count === 1 && srcRowViews
           ? (srcRowViews[o * n + r] as Fillable)
           : src.subarray(from, from + count * inner)
       setSpan(dst, view, (o * m + i) * inner)
@@ -140,7 +140,7 @@ export function scatterRowsTyped(
     for (let o = 0; o < outer; o++) {
       const from = (o * m + i) * inner
       const view =
-        count === 1 && srcRowViews !== undefined
+        count === 1 && srcRowViews
           ? (srcRowViews[o * m + i] as Fillable)
           : src.subarray(from, from + count * inner)
       setSpan(dst, view, (o * n + r) * inner)

@@ -163,7 +163,7 @@ export function checkLeaves<T, In = T>(
     } catch (e) {
       return E.left(backendError(backend, "describe", p, e))
     }
-    if (info === undefined) {
+    if (!info) {
       return fail(StructureMismatchError, p, `a live ${backend.name} tensor`, describeValue(x))
     }
     const first = leaves.indexOf(x)
@@ -273,20 +273,20 @@ export function checkInfo(
       axis: axis0,
     })
   }
-  for (let axis = 0; axis < shape.length && why === undefined; axis++) {
+  for (let axis = 0; axis < shape.length && !why; axis++) {
     if (axis === axis0) continue
     const name = spec.growing.get(axis)
     const size = shape[axis] as number
-    if (name === undefined) {
+    if (!name) {
       if (size !== spec.shape[axis]) why = `axis ${axis} must be ${String(spec.shape[axis])}`
       continue
     }
     const prior = named.get(name)
-    if (prior !== undefined && prior.size !== size) {
+    if (prior && prior.size !== size) {
       why = `dim "${name}" is ${prior.size} at leaf ${prior.path}, ${size} here`
     } else named.set(name, { size, path: p })
   }
-  return why === undefined ? null : error(ShapeMismatchError, p, spec.spec.shape, shape, why)
+  return why ? error(ShapeMismatchError, p, spec.spec.shape, shape, why) : null
 }
 
 /** The `BackendError` for a throw of a backend primitive on a leaf. */

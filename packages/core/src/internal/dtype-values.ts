@@ -138,17 +138,20 @@ const inRange = (v: number | bigint, lo: number, hi: number): boolean =>
  */
 export function fitsDType(dtype: DType, v: unknown): v is number | bigint {
   if (typeof v !== "number" && typeof v !== "bigint") return false
+  const round =
+    dtype === "float32"
+      ? Math.fround
+      : dtype === "float16"
+        ? (x: number) => fromHalfBits(toHalfBits(x))
+        : undefined
+  if (round) {
+    // A float dtype: a finite value must stay finite; a bigint must round to itself.
+    const f = round(Number(v))
+    return typeof v === "number"
+      ? !Number.isFinite(v) || Number.isFinite(f)
+      : Number.isFinite(f) && BigInt(f) === v
+  }
   switch (dtype) {
-    case "float32": {
-      if (typeof v === "number") return !Number.isFinite(v) || Number.isFinite(Math.fround(v))
-      const f = Math.fround(Number(v))
-      return Number.isFinite(f) && BigInt(f) === v
-    }
-    case "float16": {
-      if (typeof v === "number") return !Number.isFinite(v) || Math.abs(v) < 65520
-      const f = fromHalfBits(toHalfBits(Number(v)))
-      return Number.isFinite(f) && BigInt(f) === v
-    }
     case "int32":
       return inRange(v, INT32_MIN, INT32_MAX)
     case "int64":

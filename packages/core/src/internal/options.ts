@@ -27,7 +27,7 @@ export function checkBackendOption(options: unknown): OptionError | null {
   const flaw =
     typeof backend !== "object" || backend === null
       ? ""
-      : absent !== undefined
+      : absent
         ? `its ${absent} is not a function`
         : typeof b.name !== "string"
           ? "its name is not a string"
@@ -51,7 +51,7 @@ export function unsupportedDType<T, In>(
 ): DTypeMismatchError | null {
   const { dtypes } = backend.capabilities
   const leaf = spec.leaves.find((l) => !dtypes.includes(l.dtype))
-  return leaf === undefined
+  return !leaf
     ? null
     : error(
         DTypeMismatchError,

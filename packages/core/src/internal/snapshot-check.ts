@@ -48,7 +48,7 @@ export function toSnapshot(input: unknown): E.Either<SnapshotFormatError, Snapsh
     const where = typeof path === "string" ? path : ""
     if (!(t instanceof HostTensor)) return fail("a HostTensor", showValue(t), where)
     const bad = checkTensor(t.dtype, t.shape, t.data, "decoded Snapshot")
-    if (bad !== undefined) {
+    if (bad) {
       return failWith(
         SnapshotFormatError,
         where,
