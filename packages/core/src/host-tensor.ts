@@ -145,9 +145,9 @@ export let isHostTensorDisposed: (t: HostTensor) => boolean
  * @since 0.1.0
  */
 export class HostTensor<D extends DType = DType> {
-  readonly dtype: D
-  readonly shape: readonly number[]
-  readonly data: DTypeArrays[D]
+  declare readonly dtype: D
+  declare readonly shape: readonly number[]
+  declare readonly data: DTypeArrays[D]
   /** Set by the host backend when it frees the tensor (a private field stays writable when frozen). */
   #disposed = false
 

@@ -315,7 +315,7 @@ describe("init constants in specs", () => {
     ["int32", Number.NaN, "[-2147483648, 2147483647]"],
     ["uint8", 300, "[0, 255]"],
     ["uint8", -1, "[0, 255]"],
-    ["bool", 2, "0 or 1"],
+    ["bool", 2, "[0, 1]"],
     ["int64", 2n ** 70n, "bigint"],
     ["int64", 1.5, "bigint"],
     ["int64", 2 ** 60, "safe integer"],

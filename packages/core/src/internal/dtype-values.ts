@@ -109,27 +109,26 @@ export function checkTensor(
   return typeof n === "number" ? checkData(dtype, shape, n, data, where) : n
 }
 
-const INT32_MIN = -(2 ** 31)
-const INT32_MAX = 2 ** 31 - 1
+/** The integer dtypes that hold numbers, and their ranges. */
+const INT_RANGES: Partial<Record<DType, readonly [number, number]>> = {
+  int32: [-(2 ** 31), 2 ** 31 - 1],
+  uint8: [0, 255],
+  bool: [0, 1],
+}
 const INT64_MIN = -(2n ** 63n)
 const INT64_MAX = 2n ** 63n - 1n
 
-/** The values a dtype accepts, as printed in errors. */
-export const valueRange = (dtype: DType): string => RANGES[dtype]
-
-const RANGES: Readonly<Record<DType, string>> = {
+const RANGES: Partial<Record<DType, string>> = {
   float32: "a number finite in float32 (or ±Infinity, NaN), or a bigint it holds exactly",
   float16: "a number below 65520 in magnitude (or ±Infinity, NaN), or a bigint it holds exactly",
-  int32: `an integer in [${INT32_MIN}, ${INT32_MAX}]`,
   int64: `a bigint in [${INT64_MIN}n, ${INT64_MAX}n] or a safe integer number`,
-  uint8: "an integer in [0, 255]",
-  bool: "0 or 1",
 }
 
-const inRange = (v: number | bigint, lo: number, hi: number): boolean =>
-  typeof v === "bigint"
-    ? v >= BigInt(lo) && v <= BigInt(hi)
-    : Number.isInteger(v) && v >= lo && v <= hi
+/** The values a dtype accepts, as printed in errors. */
+export const valueRange = (dtype: DType): string => {
+  const r = INT_RANGES[dtype]
+  return r ? `an integer in [${r[0]}, ${r[1]}]` : (RANGES[dtype] as string)
+}
 
 /**
  * True when `v` is a value of `dtype` as `valueRange` describes it: integers in range for the
@@ -138,31 +137,27 @@ const inRange = (v: number | bigint, lo: number, hi: number): boolean =>
  */
 export function fitsDType(dtype: DType, v: unknown): v is number | bigint {
   if (typeof v !== "number" && typeof v !== "bigint") return false
+  const r = INT_RANGES[dtype]
+  if (r) {
+    return typeof v === "bigint"
+      ? v >= BigInt(r[0]) && v <= BigInt(r[1])
+      : Number.isInteger(v) && v >= r[0] && v <= r[1]
+  }
+  if (dtype === "int64") {
+    return typeof v === "bigint" ? v >= INT64_MIN && v <= INT64_MAX : Number.isSafeInteger(v)
+  }
   const round =
     dtype === "float32"
       ? Math.fround
       : dtype === "float16"
         ? (x: number) => fromHalfBits(toHalfBits(x))
         : undefined
-  if (round) {
-    // A float dtype: a finite value must stay finite; a bigint must round to itself.
-    const f = round(Number(v))
-    return typeof v === "number"
-      ? !Number.isFinite(v) || Number.isFinite(f)
-      : Number.isFinite(f) && BigInt(f) === v
-  }
-  switch (dtype) {
-    case "int32":
-      return inRange(v, INT32_MIN, INT32_MAX)
-    case "int64":
-      return typeof v === "bigint" ? v >= INT64_MIN && v <= INT64_MAX : Number.isSafeInteger(v)
-    case "uint8":
-      return inRange(v, 0, 255)
-    case "bool":
-      return inRange(v, 0, 1)
-    default:
-      return false
-  }
+  if (!round) return false
+  // A float dtype: a finite value must stay finite; a bigint must round to itself.
+  const f = round(Number(v))
+  return typeof v === "number"
+    ? !Number.isFinite(v) || Number.isFinite(f)
+    : Number.isFinite(f) && BigInt(f) === v
 }
 
 /** The element stored for a value that `fitsDType` accepted: float16 words, int64 bigints. */
