@@ -27,9 +27,16 @@ for (let i = 0; i < args.length; i++) {
   if (flag === "--concurrency" && value !== undefined) options.concurrency = Number(args[++i])
   else if (flag === "--timeoutMS" && value !== undefined) options.timeoutMS = Number(args[++i])
   else if (flag === "--mutate" && value !== undefined) options.mutate = String(args[++i]).split(",")
-  else throw new Error(`unknown option ${flag} (supported: --concurrency N, --timeoutMS N, --mutate a,b)`)
+  else
+    throw new Error(
+      `unknown option ${flag} (supported: --concurrency N, --timeoutMS N, --mutate a,b)`,
+    )
 }
 const results = await new Stryker(options).runMutationTest()
-const counted = results.filter((r) => r.status !== "CompileError" && r.status !== "RuntimeError" && r.status !== "Ignored")
+const counted = results.filter(
+  (r) => r.status !== "CompileError" && r.status !== "RuntimeError" && r.status !== "Ignored",
+)
 const detected = counted.filter((r) => r.status === "Killed" || r.status === "Timeout").length
-console.log(`\nmutation score: ${((100 * detected) / counted.length).toFixed(2)}% (${detected} of ${counted.length} mutants detected)`)
+console.log(
+  `\nmutation score: ${((100 * detected) / counted.length).toFixed(2)}% (${detected} of ${counted.length} mutants detected)`,
+)

@@ -3,6 +3,7 @@ import type { StateBackend } from "../backend.js"
 import { defineContractTests } from "./contract.js"
 import { defineFaultTests } from "./faults.js"
 import { type ConformanceOptions, kitTest } from "./harness.js"
+import { definePrimitiveTests } from "./primitives.js"
 import { defineDTypeTests, defineLoopTests, defineOwnershipTests } from "./saver.js"
 import { defineStoreTests } from "./store.js"
 
@@ -36,5 +37,6 @@ export function describeBackendConformance<
     defineStoreTests(test)
     defineLoopTests(test)
     defineContractTests(test)
+    definePrimitiveTests(test)
   })
 }

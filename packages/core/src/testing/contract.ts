@@ -7,6 +7,7 @@ import {
   BATCH,
   distinctState,
   elements,
+  expectLive,
   expectTensor,
   kitSpec,
   readBytes,
@@ -59,7 +60,7 @@ export function defineContractTests<T, In>(test: KitTest<T, In>): void {
     }
     backend.dispose(t)
     expect(backend.describe(t)).toBeUndefined()
-    expect(live()).toBe(start)
+    expectLive(live(), start, "the test's tensors were disposed")
   })
 
   test("contract: fromHost copies its input and toHost returns a copy", async ({
@@ -79,7 +80,7 @@ export function defineContractTests<T, In>(test: KitTest<T, In>): void {
     expect(elements(first)).toEqual(new Array(2 * BATCH * 3).fill(-2))
     expect(second.shape).toEqual(SHAPE)
     backend.dispose(t)
-    expect(live()).toBe(start)
+    expectLive(live(), start, "the test's tensors were disposed")
     const filled = referenceGather(original, 1, [null, 1, null, 3], () => 0)
     expectTensor(second, filled, "toHost after fill of rows 0 and 2")
   })
@@ -101,7 +102,7 @@ export function defineContractTests<T, In>(test: KitTest<T, In>): void {
     expectTensor(await backend.toHost(src), zeros(), "the source after its copy was written")
     expectTensor(await backend.toHost(copy), other, "the copy after a scatter")
     for (const t of [src, copy, written]) backend.dispose(t)
-    expect(live()).toBe(start)
+    expectLive(live(), start, "the test's tensors were disposed")
   })
 
   test("contract: a snapshot taken before a reset and a save holds the values before them", async (kit) => {

@@ -48,6 +48,11 @@ export interface ConformanceOptions<
 
 /** What a test body gets: the backend under test and the kit's view of it. */
 export interface Kit<T, In> {
+  /**
+   * The backend under test behind the kit's ownership tracker (`trackOwnership`): every tensor
+   * core or the kit frees goes through it, so a double free is seen even though core ignores
+   * what `dispose` throws.
+   */
   readonly backend: StateBackend<T, In>
   /** The backend's live tensors now (the options' `liveTensors`). */
   readonly live: () => number
@@ -57,6 +62,8 @@ export interface Kit<T, In> {
   readonly dtypes: readonly DType[]
   /** Length of the leak loops. */
   readonly iterations: number
+  /** Ends the test as skipped, with a note (a dtype the backend does not declare). */
+  readonly skip: (note: string) => never
 }
 
 /** Registers one kit test (or its skip) under a stable name. */
@@ -76,22 +83,131 @@ export function kitTest<T, In, B extends StateBackend<T, In>>(
       it.skip(`${name} (skipped by ${options.name})`, () => undefined)
       return
     }
-    it(name, async () => {
+    it(name, async (context) => {
       const backend = await options.backend()
       const make = options.makeInput
+      const tracker = trackOwnership<T, In>(backend)
       const kit: Kit<T, In> = {
-        backend,
+        backend: tracker.backend,
         live: () => options.liveTensors(backend),
-        input:
-          make === undefined ? (host, leaf) => backend.fromHost(host, leaf) : (host) => make(host),
+        input: (host, leaf) =>
+          tracker.received(
+            make === undefined ? tracker.backend.fromHost(host, leaf) : make(host),
+            `makeInput for leaf ${leaf.path}`,
+          ),
         dtypes: options.capabilities?.dtypes ?? backend.capabilities.dtypes,
         iterations,
+        skip: (note) => context.skip(note),
       }
       try {
         await body(kit)
+        tracker.check()
       } finally {
         await options.teardown?.(backend)
       }
     })
   }
+}
+
+/** What the tracker knows of one tensor. */
+interface Tracked {
+  /** Where it came from: the primitive, the leaf, dtype and shape. */
+  readonly what: string
+  state: "live" | "disposed" | "given to adopt"
+}
+
+/** `describe` that never throws (the tracker must not change what a test sees). */
+function safeDescribe<T, In>(backend: StateBackend<T, In>, t: unknown): string {
+  try {
+    const info = backend.describe(t)
+    return info === undefined ? "" : ` ${info.dtype} [${info.shape.join(", ")}]`
+  } catch {
+    return ""
+  }
+}
+
+/**
+ * Wraps a backend so that every tensor it returns (and every `makeInput` tensor the kit hands
+ * core) is recorded, and every `dispose` is checked: a second dispose of one tensor, a dispose
+ * of a tensor given to a successful `adopt` (which frees what it does not return), a dispose of
+ * something neither the backend nor the kit made, and a `dispose` that throws are recorded, and
+ * `check()` fails the test with the list. Core ignores a throwing `dispose`
+ * (`disposeQuietly`), so without this a double free, or a strict backend's refusal of one,
+ * would go unseen.
+ */
+export function trackOwnership<T, In>(
+  backend: StateBackend<T, In>,
+): {
+  readonly backend: StateBackend<T, In>
+  readonly received: <X extends T | In>(t: X, what: string) => X
+  readonly check: () => void
+} {
+  const seen = new Map<unknown, Tracked>()
+  const problems: string[] = []
+  const received = <X>(t: X, what: string): X => {
+    seen.set(t, { what: `${what}${safeDescribe(backend, t)}`, state: "live" })
+    return t
+  }
+  const at = (leaf: LeafContext) => `for leaf ${leaf.path}`
+  const tracked: StateBackend<T, In> = {
+    name: backend.name,
+    capabilities: backend.capabilities,
+    describe: (x) => backend.describe(x),
+    allocate: (shape, dtype, leaf) =>
+      received(backend.allocate(shape, dtype, leaf), `allocate ${at(leaf)}`),
+    gather: (src, rows, leaf) =>
+      received(backend.gather(src, rows, leaf), `gather of rows [${rows.join(", ")}] ${at(leaf)}`),
+    scatter: (dst, rows, src, leaf) => backend.scatter(dst, rows, src, leaf),
+    fill: (t, rows, leaf) => backend.fill(t, rows, leaf),
+    adopt: (held, next, leaf) => {
+      const kept = backend.adopt(held, next, leaf)
+      for (const t of [held, next]) {
+        const entry = seen.get(t)
+        if (entry !== undefined) entry.state = "given to adopt"
+      }
+      return received(kept, `adopt ${at(leaf)}`)
+    },
+    toHost: (t) => backend.toHost(t),
+    fromHost: (host, leaf) => received(backend.fromHost(host, leaf), `fromHost ${at(leaf)}`),
+    dispose: (t) => {
+      const entry = seen.get(t)
+      if (entry === undefined) {
+        problems.push(`dispose of a value the backend never returned: ${describeValue(t)}`)
+      } else if (entry.state === "disposed") {
+        problems.push(`double free: a second dispose of the tensor from ${entry.what}`)
+      } else if (entry.state === "given to adopt") {
+        problems.push(
+          `double free: dispose of the tensor from ${entry.what}, already given to adopt (which frees what it does not return)`,
+        )
+      }
+      if (entry !== undefined) entry.state = "disposed"
+      try {
+        backend.dispose(t)
+      } catch (e) {
+        problems.push(
+          `dispose threw (core ignores it, so the tensor may never be freed): ${
+            e instanceof Error ? e.message : String(e)
+          }, freeing ${entry === undefined ? describeValue(t) : `the tensor from ${entry.what}`}`,
+        )
+        throw e
+      }
+    },
+  }
+  return {
+    backend: tracked,
+    received,
+    check: () => {
+      if (problems.length === 0) return
+      const shown = problems.slice(0, 5).map((p) => `  - ${p}`)
+      if (problems.length > 5) shown.push(`  - ... and ${problems.length - 5} more`)
+      throw new Error(
+        `dispose: ${problems.length} ownership problem(s) in this test:\n${shown.join("\n")}`,
+      )
+    },
+  }
+}
+
+function describeValue(x: unknown): string {
+  if (x === null || typeof x !== "object") return typeof x === "string" ? `"${x}"` : String(x)
+  return `a ${(x as object).constructor?.name ?? "object"}`
 }

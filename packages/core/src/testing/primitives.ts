@@ -1,0 +1,301 @@
+import { expect } from "vitest"
+import type { LeafContext } from "../backend.js"
+import { type DType, HostTensor, sizeOf } from "../host-tensor.js"
+import { type Init, init } from "../state-spec.js"
+import {
+  BATCH,
+  describeLeaf,
+  elements,
+  expectLive,
+  expectTensor,
+  initValue,
+  referenceGather,
+  valuesFor,
+} from "./fixtures.js"
+import type { Kit, KitTest } from "./harness.js"
+
+/** One leaf the primitive tests run on: its context, full shape and dtype. */
+interface Case {
+  readonly leaf: LeafContext
+  readonly shape: readonly number[]
+  readonly dtype: DType
+}
+
+const tensorInit = (dtype: DType, shape: number[], seed: number): Init =>
+  init.tensor(new HostTensor(dtype, shape, valuesFor(dtype, sizeOf(shape), seed) as never))
+
+/**
+ * Leaves that cover each layout a row operation meets: the batch axis first, in the middle and
+ * last; one element per row chunk and many; a per-row init tensor with several chunks of
+ * several elements; rows of 68 KB; more than 4096 row chunks.
+ */
+function cases(dtype: DType): Case[] {
+  const constant = dtype === "int64" ? init.constant(-(1n << 62n) - 3n) : init.constant(1)
+  const c = (path: string, shape: number[], batchAxis: number, i: Init): Case => ({
+    leaf: { path, batchAxis, init: i },
+    shape,
+    dtype,
+  })
+  return [
+    c("axis0", [BATCH, 3], 0, init.zeros),
+    c("axis1", [2, BATCH, 3], 1, constant),
+    c("axis2", [2, 3, BATCH], 2, tensorInit(dtype, [2, 3], 31)),
+    c("initRows", [3, BATCH, 2], 1, tensorInit(dtype, [3, 2], 37)),
+    c("wideRows", [BATCH, 17_000], 0, constant),
+    c("manyChunks", [2100, BATCH, 1], 1, tensorInit(dtype, [2100, 1], 41)),
+  ]
+}
+
+const label = (op: string, c: Case) =>
+  `${op} on ${describeLeaf({ ...c.leaf, dtype: c.dtype, shape: c.shape })}`
+
+const valuesOf = (c: Case, seed: number, rows = BATCH): HostTensor => {
+  const shape = [...c.shape]
+  shape[c.leaf.batchAxis] = rows
+  return new HostTensor(c.dtype, shape, valuesFor(c.dtype, sizeOf(shape), seed) as never)
+}
+
+const initRow = (c: Case) =>
+  initValue(
+    {
+      shape: c.shape.map((d, a) => (a === c.leaf.batchAxis ? "batch" : d)),
+      dtype: c.dtype,
+      init: c.leaf.init,
+    },
+    c.dtype,
+  )
+
+/** Row `i` of `src` written into row `rows[i]` of a copy of `dst`, by plain index arithmetic. */
+function referenceScatter(
+  dst: HostTensor,
+  axis: number,
+  rows: readonly number[],
+  src: HostTensor,
+): HostTensor {
+  const all = Array.from({ length: dst.shape[axis] as number }, (_, r) => r)
+  const out = referenceGather(dst, axis, all, () => 0)
+  const outer = sizeOf(dst.shape.slice(0, axis))
+  const inner = sizeOf(dst.shape.slice(axis + 1))
+  const n = dst.shape[axis] as number
+  const o = out.data as unknown as (number | bigint)[]
+  const s = src.data as unknown as (number | bigint)[]
+  for (let a = 0; a < outer; a++)
+    for (let i = 0; i < rows.length; i++)
+      for (let k = 0; k < inner; k++)
+        o[(a * n + (rows[i] as number)) * inner + k] = s[
+          (a * rows.length + i) * inner + k
+        ] as number
+  return out
+}
+
+/** The dtypes to run a primitive test on: float32, and int64 when it is under test. */
+const dtypesOf = <T, In>(kit: Kit<T, In>): DType[] =>
+  kit.dtypes.includes("int64") ? ["float32", "int64"] : ["float32"]
+
+/**
+ * Each primitive of `StateBackend` called directly, on leaves of every layout (see `cases`):
+ * failures name the primitive and the leaf's path, shape, batch axis and init.
+ */
+export function definePrimitiveTests<T, In>(test: KitTest<T, In>): void {
+  test("contract: allocate sets every row to the leaf's init, on every layout", async (kit) => {
+    const start = kit.live()
+    for (const dtype of dtypesOf(kit)) {
+      for (const c of cases(dtype)) {
+        const t = kit.backend.allocate(c.shape, dtype, c.leaf)
+        const expected = referenceGather(
+          new HostTensor(dtype, c.shape),
+          c.leaf.batchAxis,
+          Array.from({ length: BATCH }, () => null),
+          initRow(c),
+        )
+        expectTensor(await kit.backend.toHost(t), expected, label("allocate", c))
+        kit.backend.dispose(t)
+      }
+    }
+    expectLive(kit.live(), start, "allocate and dispose of every layout")
+  })
+
+  test("contract: gather copies rows in any order, repeated and in runs, null rows at init, source unchanged", async (kit) => {
+    const start = kit.live()
+    const orders: (number | null)[][] = [[2, 3, 0, 1, 1, null, 3, null, 0], [3], [null], [1, 2, 3]]
+    for (const dtype of dtypesOf(kit)) {
+      for (const c of cases(dtype)) {
+        const host = valuesOf(c, 3)
+        const src = kit.backend.fromHost(host, c.leaf)
+        for (const rows of orders) {
+          const what = label(`gather of rows [${rows.join(", ")}]`, c)
+          const t = kit.backend.gather(src, rows, c.leaf)
+          expect(t, `${what}: returned its source`).not.toBe(src)
+          const expected = referenceGather(host, c.leaf.batchAxis, rows, initRow(c))
+          expectTensor(await kit.backend.toHost(t), expected, what)
+          kit.backend.dispose(t)
+        }
+        expectTensor(await kit.backend.toHost(src), host, label("gather (its source after)", c))
+        kit.backend.dispose(src)
+      }
+    }
+    expectLive(kit.live(), start, "gathers of every layout")
+  })
+
+  test("contract: scatter writes rows in any order in place, leaves other rows and its source unchanged", async (kit) => {
+    const start = kit.live()
+    const orders: number[][] = [[3, 0, 1], [2], [2, 0, 3, 1], [0, 1, 2, 3]]
+    for (const dtype of dtypesOf(kit)) {
+      for (const c of cases(dtype)) {
+        const host = valuesOf(c, 5)
+        const dst = kit.backend.fromHost(host, c.leaf)
+        let expected = host
+        for (const [k, rows] of orders.entries()) {
+          for (const via of ["fromHost", "input"] as const) {
+            const what = label(`scatter into rows [${rows.join(", ")}] (source from ${via})`, c)
+            const given = valuesOf(c, 100 * (k + 1) + (via === "input" ? 7 : 0), rows.length)
+            const src =
+              via === "fromHost" ? kit.backend.fromHost(given, c.leaf) : kit.input(given, c.leaf)
+            kit.backend.scatter(dst, rows, src, c.leaf)
+            expected = referenceScatter(expected, c.leaf.batchAxis, rows, given)
+            expectTensor(await kit.backend.toHost(dst), expected, what)
+            // Core frees the source after the call: it must still be alive and unchanged.
+            expect(kit.backend.describe(src), `${what}: its source after the call`).toBeDefined()
+            expectTensor(await kit.backend.toHost(src as T), given, `${what}: its source`)
+            kit.backend.dispose(src)
+          }
+        }
+        kit.backend.dispose(dst)
+      }
+    }
+    expectLive(kit.live(), start, "scatters into every layout")
+  })
+
+  test("contract: fill sets the given rows to init and leaves the others", async (kit) => {
+    const start = kit.live()
+    const orders: number[][] = [[0, 1, 3], [2], [0, 1, 2, 3]]
+    for (const dtype of dtypesOf(kit)) {
+      for (const c of cases(dtype)) {
+        for (const rows of orders) {
+          const what = label(`fill of rows [${rows.join(", ")}]`, c)
+          const host = valuesOf(c, 9)
+          const t = kit.backend.fromHost(host, c.leaf)
+          kit.backend.fill(t, rows, c.leaf)
+          const from = Array.from({ length: BATCH }, (_, r) => (rows.includes(r) ? null : r))
+          const expected = referenceGather(host, c.leaf.batchAxis, from, initRow(c))
+          expectTensor(await kit.backend.toHost(t), expected, what)
+          kit.backend.dispose(t)
+        }
+      }
+    }
+    expectLive(kit.live(), start, "fills of every layout")
+  })
+
+  test("contract: memory freed and reused holds nothing of its old values", async (kit) => {
+    // A backend that recycles freed memory (a pool, ORT's GPU buffers) must not let old values
+    // through: allocate starts at init, gather's null rows are init, row ops use the new layout.
+    const start = kit.live()
+    for (const dtype of dtypesOf(kit)) {
+      for (const c of cases(dtype)) {
+        for (let round = 0; round < 3; round++) {
+          const old = [1, 2, 3].map((s) => kit.backend.fromHost(valuesOf(c, 50 + s), c.leaf))
+          for (const t of old) kit.backend.dispose(t)
+          const t = kit.backend.allocate(c.shape, dtype, c.leaf)
+          const fresh = referenceGather(
+            new HostTensor(dtype, c.shape),
+            c.leaf.batchAxis,
+            [null, null, null, null],
+            initRow(c),
+          )
+          expectTensor(await kit.backend.toHost(t), fresh, label("allocate after a dispose", c))
+          kit.backend.dispose(t)
+        }
+      }
+    }
+    // The same number of elements in another layout: [4, 6] along axis 0, then [2, 4, 3] along 1.
+    const a: LeafContext = { path: "flat", batchAxis: 0, init: init.zeros }
+    const b: LeafContext = { path: "split", batchAxis: 1, init: init.constant(1) }
+    const first = new HostTensor("float32", [BATCH, 6], valuesFor("float32", 24, 1) as Float32Array)
+    for (let round = 0; round < 3; round++) {
+      const x = kit.backend.fromHost(first, a)
+      const gx = kit.backend.gather(x, [3, 1], a)
+      kit.backend.dispose(gx)
+      kit.backend.dispose(x)
+      const second = new HostTensor(
+        "float32",
+        [2, BATCH, 3],
+        valuesFor("float32", 24, 2) as Float32Array,
+      )
+      const y = kit.backend.fromHost(second, b)
+      const gy = kit.backend.gather(y, [3, null, 1], b)
+      expectTensor(
+        await kit.backend.toHost(gy),
+        referenceGather(second, 1, [3, null, 1], () => 1),
+        "gather of rows [3, null, 1] on leaf split (float32 [2, batch=4, 3], batch axis 1, init constant(1)) after freeing a [4, 6] tensor",
+      )
+      kit.backend.dispose(gy)
+      kit.backend.dispose(y)
+    }
+    expectLive(kit.live(), start, "dispose and reuse rounds")
+  })
+
+  test("contract: toHost takes its copy before it returns", async (kit) => {
+    const start = kit.live()
+    for (const c of cases("float32")) {
+      const host = valuesOf(c, 13)
+      const t = kit.backend.fromHost(host, c.leaf)
+      const pending = kit.backend.toHost(t)
+      kit.backend.fill(t, [0, 1, 2, 3], c.leaf)
+      const u = kit.backend.toHost(t)
+      kit.backend.dispose(t)
+      // Memory just freed may be handed out again at once.
+      const reuse = kit.backend.fromHost(valuesOf(c, 77), c.leaf)
+      const settle = (p: Promise<HostTensor>, what: string) =>
+        p.catch((e: unknown) => {
+          throw new Error(
+            `${what}: toHost's promise rejected once the tensor was changed or freed (take the copy before returning): ${e instanceof Error ? e.message : String(e)}`,
+          )
+        })
+      const first = label("toHost, then fill of every row and dispose", c)
+      expectTensor(await settle(pending, first), host, first)
+      const filled = referenceGather(host, c.leaf.batchAxis, [null, null, null, null], initRow(c))
+      const second = label("toHost after fill, then dispose", c)
+      expectTensor(await settle(u, second), filled, second)
+      kit.backend.dispose(reuse)
+    }
+    expectLive(kit.live(), start, "toHost of every layout")
+  })
+
+  test("contract: int64 values beyond 2**53 pass every primitive exactly", async (kit) => {
+    if (!kit.dtypes.includes("int64")) kit.skip("int64 is not declared")
+    const c: Case = {
+      leaf: { path: "int64", batchAxis: 1, init: init.constant((1n << 62n) + 1n) },
+      shape: [2, BATCH, 3],
+      dtype: "int64",
+    }
+    const big = (k: number) =>
+      BigInt64Array.from(
+        { length: 2 * BATCH * 3 },
+        (_, i) => (i % 2 === 0 ? 1n : -1n) * ((1n << 60n) + BigInt(i * 2 + 1 + k)),
+      )
+    const host = new HostTensor("int64", c.shape, big(0))
+    const t = kit.backend.fromHost(host, c.leaf)
+    expectTensor(await kit.backend.toHost(t), host, label("fromHost then toHost", c))
+    const g = kit.backend.gather(t, [1, null, 3], c.leaf)
+    expectTensor(
+      await kit.backend.toHost(g),
+      referenceGather(host, 1, [1, null, 3], () => (1n << 62n) + 1n),
+      label("gather of rows [1, null, 3]", c),
+    )
+    const src = new HostTensor("int64", [2, 3, 3], big(1000).subarray(0, 18))
+    const s = kit.input(src, c.leaf)
+    kit.backend.scatter(g, [2, 0, 1], s, c.leaf)
+    kit.backend.dispose(s)
+    expectTensor(
+      await kit.backend.toHost(g),
+      referenceScatter(new HostTensor("int64", [2, 3, 3]), 1, [2, 0, 1], src),
+      label("scatter into rows [2, 0, 1]", c),
+    )
+    kit.backend.fill(t, [0, 2], c.leaf)
+    expect(
+      elements(await kit.backend.toHost(t)).slice(0, 3),
+      label("fill of rows [0, 2]", c),
+    ).toEqual(new Array(3).fill((1n << 62n) + 1n))
+    for (const x of [t, g]) kit.backend.dispose(x)
+  })
+}
