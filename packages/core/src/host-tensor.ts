@@ -211,23 +211,17 @@ export function hostTensor<D extends DType>(
   if (values === undefined) return t
   const n = t.data.length
   const list: unknown = values
-  if (!isArray(list) && !(ArrayBuffer.isView(list) && !(list instanceof DataView))) {
-    throw error(
-      ShapeMismatchError,
-      "",
-      t.shape,
-      list,
-      "hostTensor: values must be an array or a typed array",
-    )
-  }
+  const arrayLike = isArray(list) || (ArrayBuffer.isView(list) && !(list instanceof DataView))
   const given = list as ArrayLike<unknown>
-  if (given.length !== n) {
+  if (!arrayLike || given.length !== n) {
     throw error(
       ShapeMismatchError,
       "",
       t.shape,
       list,
-      `hostTensor: the shape holds ${n} values, ${given.length} given`,
+      arrayLike
+        ? `hostTensor: the shape holds ${n} values, ${given.length} given`
+        : "hostTensor: values must be an array or a typed array",
     )
   }
   const data = t.data as HostData

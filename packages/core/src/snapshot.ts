@@ -9,7 +9,7 @@ import {
 } from "./host-tensor.js"
 import { arrayOf, checkTensor } from "./internal/dtype-values.js"
 import * as E from "./internal/either.js"
-import { error, fail as failWith } from "./internal/fail.js"
+import { error, failSnapshot as fail } from "./internal/fail.js"
 import { hasOwn, isArray, isName, isPlainRecord, isSize } from "./internal/predicates.js"
 import type { Dim } from "./state-spec.js"
 
@@ -156,18 +156,13 @@ export function encodeSnapshot(snapshot: Omit<Snapshot, "version">): Uint8Array 
   return out
 }
 
-const fail = (
-  expected: string,
-  actual: unknown,
-  path?: string,
-): E.Either<SnapshotFormatError, never> => failWith(SnapshotFormatError, path, expected, actual)
-
 /** `JSON.parse(text())`, or the error saying what was expected and what the parser said. */
 const parse = (text: () => string, expected: string): E.Either<SnapshotFormatError, unknown> => {
   try {
     return E.right(JSON.parse(text()))
   } catch (e) {
-    return fail(expected, e instanceof Error ? e.message : String(e))
+    // JSON.parse and TextDecoder throw errors (SyntaxError, TypeError, RangeError).
+    return fail(expected, (e as Error).message)
   }
 }
 
@@ -268,7 +263,7 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
     const { shape, data_offsets: offsets } = entry
     const dtype = DTYPES.find((d) => SAFETENSORS_DTYPE[d] === entry["dtype"])
     if (!dtype) {
-      return fail("a dtype F32, F16, I32, I64, U8 or BOOL", entry["dtype"], key)
+      return fail(`a dtype ${Object.values(SAFETENSORS_DTYPE).join(", ")}`, entry["dtype"], key)
     }
     if (!isArray(shape) || shape.length > MAX_RANK || !shape.every(isSize)) {
       return fail("a shape of non-negative integers", shape, key)

@@ -6,6 +6,7 @@ import {
   DisposedError,
   OptionError,
   type RowIndexError,
+  orThrow,
   type ShapeMismatchError,
   SnapshotFormatError,
   type SpecError,
@@ -13,6 +14,7 @@ import {
 } from "./errors.js"
 import type { HostTensor } from "./host-tensor.js"
 import {
+  RIGHT,
   type RowsInput,
   allRows,
   allocateLeaves,
@@ -188,9 +190,6 @@ export function createStateSaver<T, In = T>(
   return E.right(new Saver(backend, resolved.right, batchSize, held.right))
 }
 
-/** The one `Right(undefined)`: successful calls on the hot path allocate no result. */
-const RIGHT: E.Either<never, void> = E.right(undefined)
-
 const disposed = (): DisposedError => new DisposedError({ what: "StateSaver" })
 
 class Saver<T, In> implements StateSaver<T, In> {
@@ -231,9 +230,8 @@ class Saver<T, In> implements StateSaver<T, In> {
     this.#live()
     const out: Record<string, number> = {}
     this.spec.leaves.forEach((leaf, i) => {
-      const info = this.#describe(i)
-      if (E.isLeft(info)) throw info.left
-      for (const [axis, name] of leaf.growing) out[name] = info.right?.shape[axis] ?? 0
+      const shape = orThrow(this.#describe(i))?.shape
+      for (const [axis, name] of leaf.growing) out[name] = shape?.[axis] ?? 0
     })
     return out
   }
@@ -246,10 +244,7 @@ class Saver<T, In> implements StateSaver<T, In> {
   }
 
   save(next: StateTree<T | In>): E.Either<SaveError, void> {
-    if (this.#disposed) return E.left(disposed())
-    const checked = checkTensors(this.spec, this.backend, next, this.#batchSize)
-    if (E.isLeft(checked)) return checked
-    return this.#keep(checked.right.leaves, false)
+    return this.#save(checkTensors, next)
   }
 
   leaves(): readonly T[] {
@@ -257,10 +252,22 @@ class Saver<T, In> implements StateSaver<T, In> {
   }
 
   saveLeaves(next: readonly (T | In)[]): E.Either<SaveError, void> {
+    return this.#save(checkLeaves, next)
+  }
+
+  /** `save` and `saveLeaves`: `check` is `checkTensors` (a tree) or `checkLeaves` (a list). */
+  #save<X>(
+    check: (
+      spec: ResolvedSpec,
+      backend: StateBackend<T, In>,
+      next: X,
+      batchSize: number,
+    ) => E.Either<TensorCheckError, { leaves: (T | In)[] }>,
+    next: X,
+  ): E.Either<SaveError, void> {
     if (this.#disposed) return E.left(disposed())
-    const checked = checkLeaves(this.spec, this.backend, next, this.#batchSize)
-    if (E.isLeft(checked)) return checked
-    return this.#keep(checked.right.leaves, false)
+    const checked = check(this.spec, this.backend, next, this.#batchSize)
+    return E.isLeft(checked) ? checked : this.#keep(checked.right.leaves, false)
   }
 
   /**
@@ -381,10 +388,9 @@ class Saver<T, In> implements StateSaver<T, In> {
       const started = attempt(backend, "toHost", (this.#contexts[i] as LeafContext).path, () =>
         backend.toHost(held[i] as T),
       )
-      if (E.isLeft(started)) {
-        pending.forEach((p) => p.catch(() => undefined))
-        return started
-      }
+      if (E.isLeft(started)) return started
+      // A rejection is reported below, or dropped when a later leaf fails: never unhandled.
+      started.right.catch(() => undefined)
       pending.push(started.right)
     }
     const settled = await Promise.allSettled(pending)

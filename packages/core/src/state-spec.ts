@@ -281,13 +281,14 @@ function checkInitTensor(
     return error(SpecError, p, ofDtype, t.dtype)
   }
   const ofShape = `an init tensor of one row's shape ${showValue(rowDims)}`
-  if (t.shape.length !== rowDims.length) return error(SpecError, p, ofShape, t.shape)
-  for (let axis = 0, r = 0; axis < leaf.shape.length; axis++) {
+  // A fixed dim must match; a named one takes the tensor's size (unless `dims` gives another).
+  let fits = t.shape.length === rowDims.length
+  for (let axis = 0, r = 0; fits && axis < leaf.shape.length; axis++) {
     if (axis === batchAxis) continue
     const d = leaf.shape[axis] as Dim
     const size = t.shape[r++] as number
-    if (typeof d === "number" && d !== size) return error(SpecError, p, ofShape, t.shape)
-    if (typeof d === "string") {
+    if (typeof d === "number") fits = d === size
+    else {
       const given = sizeOfDim(d)
       if (given !== undefined && given !== size) {
         return error(SpecError, p, `an init tensor with ${d} = ${given}`, t.shape)
@@ -295,6 +296,7 @@ function checkInitTensor(
       shape[axis] = size
     }
   }
+  if (!fits) return error(SpecError, p, ofShape, t.shape)
   if (leaf.dtype === "bool") {
     const i = (t.data as Uint8Array).findIndex((v) => v > 1)
     if (i >= 0) {

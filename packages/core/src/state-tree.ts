@@ -134,12 +134,6 @@ function defineKey(target: Record<string, unknown>, key: string, value: unknown)
   }
 }
 
-const countLeaves = (d: TreeDef): number =>
-  d.kind === "leaf" ? 1 : d.items.reduce((n, item) => n + countLeaves(item), 0)
-
-const leafCountError = (given: number, wanted: number): StructureMismatchError =>
-  error(StructureMismatchError, "", `${wanted} leaves`, `${given} leaves`)
-
 /**
  * Rebuilds a tree from a `TreeDef` and leaves in `flatten` order. Throws a
  * `StructureMismatchError` when the number of leaves differs from the tree's.
@@ -153,10 +147,9 @@ export function unflatten<L>(def: TreeDef, leaves: readonly L[]): StateTree<L> {
   let i = 0
   const build = (d: TreeDef): unknown => {
     switch (d.kind) {
-      case "leaf": {
-        if (i >= leaves.length) throw leafCountError(leaves.length, countLeaves(def))
+      case "leaf":
+        // Past the end only when too few leaves were given: the count below refuses that.
         return leaves[i++]
-      }
       case "array":
         return d.items.map(build)
       case "record": {
@@ -168,7 +161,7 @@ export function unflatten<L>(def: TreeDef, leaves: readonly L[]): StateTree<L> {
   }
   const tree = build(def)
   if (i !== leaves.length) {
-    throw leafCountError(leaves.length, i)
+    throw error(StructureMismatchError, "", `${i} leaves`, `${leaves.length} leaves`)
   }
   return tree as StateTree<L>
 }

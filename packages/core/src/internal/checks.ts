@@ -34,6 +34,9 @@ export const contextOf = (leaf: ResolvedLeaf): LeafContext => ({
   init: leaf.init,
 })
 
+/** The one `Right(undefined)`: successful calls on the hot path allocate no result. */
+export const RIGHT: E.Either<never, void> = E.right(undefined)
+
 /** `0, 1, ..., n - 1`: every row of a batch of `n`. */
 export const allRows = (n: number): number[] => Array.from({ length: n }, (_, r) => r)
 
@@ -108,12 +111,6 @@ export function checkSelection(
   return E.right(rows)
 }
 
-const describeValue = (x: unknown): string => {
-  if (typeof x !== "object" || x === null) return showValue(x)
-  const name = (x as { constructor?: { name?: unknown } }).constructor?.name
-  return typeof name === "string" ? `a ${name} (not live on this backend)` : "an object"
-}
-
 /**
  * Validates a tree of backend tensors against a spec at a given batch size. Returns the leaves
  * in spec order with their infos, or the first error naming its path.
@@ -146,7 +143,7 @@ export function checkLeaves<T, In = T>(
       StructureMismatchError,
       "",
       `${resolved.leaves.length} leaves in spec order`,
-      isArray(leaves) ? `${leaves.length} leaves` : describeValue(leaves),
+      isArray(leaves) ? `${leaves.length} leaves` : showValue(leaves),
     )
   }
   const infos: TensorInfo[] = []
@@ -164,7 +161,13 @@ export function checkLeaves<T, In = T>(
       return E.left(backendError(backend, "describe", p, e))
     }
     if (!info) {
-      return fail(StructureMismatchError, p, `a live ${backend.name} tensor`, describeValue(x))
+      return fail(
+        StructureMismatchError,
+        p,
+        `a live ${backend.name} tensor`,
+        showValue(x),
+        typeof x === "object" && x ? "not live on this backend" : undefined,
+      )
     }
     const first = leaves.indexOf(x)
     if (first < i)
@@ -362,7 +365,7 @@ export function eachLeaf(
     const done = attempt(backend, operation, ctx.path, () => run(i, ctx))
     if (E.isLeft(done)) return done
   }
-  return E.right(undefined)
+  return RIGHT
 }
 
 /** Allocates every leaf of a resolved spec at `batchSize` rows, all at init. */

@@ -1,7 +1,7 @@
 // Positional shorthands for the errors built with `ErrorFields`: a call site reads
 // `fail(SpecError, path, "a dtype", leaf.dtype)` instead of a named-fields literal, which keeps the
 // many checks of a browser bundle short. The errors themselves are the same objects.
-import type { ErrorFields } from "../errors.js"
+import { type ErrorFields, SnapshotFormatError } from "../errors.js"
 import { type Either, left } from "./either.js"
 
 /** A `new C({ path, expected, actual, detail })`. */
@@ -20,4 +20,11 @@ export const fail = <C>(
   expected: unknown,
   actual: unknown,
   detail?: string,
-): Either<C, never> => left(new C({ path, expected, actual, detail }))
+): Either<C, never> => left(error(C, path, expected, actual, detail))
+
+/** A `Left` of a `SnapshotFormatError` (the many checks of snapshot decoding). */
+export const failSnapshot = (
+  expected: string,
+  actual: unknown,
+  path?: string,
+): Either<SnapshotFormatError, never> => fail(SnapshotFormatError, path, expected, actual)

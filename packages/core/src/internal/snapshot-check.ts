@@ -12,18 +12,12 @@ import { type Snapshot, decodeSnapshot } from "../snapshot.js"
 import type { ResolvedSpec } from "../state-spec.js"
 import { checkInfo } from "./checks.js"
 import * as E from "./either.js"
-import { fail as failWith } from "./fail.js"
+import { fail as failWith, failSnapshot as fail } from "./fail.js"
 import { isArray } from "./predicates.js"
 
 /** Errors of checking a snapshot against a spec. */
 export type SnapshotCheckError =
   SnapshotFormatError | SpecError | DTypeMismatchError | ShapeMismatchError | BatchSizeMismatchError
-
-const fail = (
-  expected: string,
-  actual: unknown,
-  path?: string,
-): E.Either<SnapshotFormatError, never> => failWith(SnapshotFormatError, path, expected, actual)
 
 /**
  * Decodes snapshot bytes, or checks that a decoded `Snapshot` given by hand is one: its host
