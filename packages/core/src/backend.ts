@@ -172,7 +172,9 @@ export interface StateBackend<T, In = T> {
    * unless `adopt` threw.
    * If `dispose` throws, core ignores it: every call goes through one helper
    * (`disposeQuietly`) that swallows the throw, reports nothing, and counts the tensor as freed,
-   * so a failed free shows only as a leak in the backend's live-tensor count.
+   * so a failed free shows only as a leak in the backend's live-tensor count. The conformance
+   * kit sees what core does not: it records every dispose and fails a test on a double free, on
+   * a dispose of a tensor given to a successful `adopt`, and on a `dispose` that throws.
    */
   dispose(t: T | In): void
 }
