@@ -29,6 +29,9 @@ export type DType = "float32" | "float16" | "int32" | "int64" | "uint8" | "bool"
  */
 export const DTYPES: readonly DType[] = ["float32", "float16", "int32", "int64", "uint8", "bool"]
 
+/** How errors name a dtype they expect. Internal: not exported from the package. */
+export const A_DTYPE = `a dtype (${DTYPES.join(", ")})`
+
 /**
  * The typed array that holds each dtype.
  *
@@ -85,7 +88,7 @@ export function allocateData<D extends DType>(dtype: D, length: number): DTypeAr
 }
 
 const unknownDType = (dtype: unknown, where: string): DTypeMismatchError =>
-  error(DTypeMismatchError, "", `one of ${DTYPES.join(", ")}`, dtype, `${where}: unknown dtype`)
+  error(DTypeMismatchError, "", A_DTYPE, dtype, `${where}: unknown dtype`)
 
 /**
  * The dtype whose typed array `data` is an instance of, or `undefined`. `Uint16Array` reads as

@@ -1,7 +1,6 @@
 import type { LeafContext, StateBackend, TensorInfo } from "./backend.js"
-import type { DTypeMismatchError } from "./errors.js"
+import type { BackendError, DTypeMismatchError } from "./errors.js"
 import {
-  BackendError,
   type BatchSizeMismatchError,
   DisposedError,
   OptionError,

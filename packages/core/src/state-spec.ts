@@ -1,5 +1,5 @@
 import { OptionError, SpecError, showValue } from "./errors.js"
-import { DTYPES, type DType, HostTensor, isDType } from "./host-tensor.js"
+import { A_DTYPE, type DType, HostTensor, isDType } from "./host-tensor.js"
 import { checkTensor, fitsDType, valueRange } from "./internal/dtype-values.js"
 import * as E from "./internal/either.js"
 import { error, fail } from "./internal/fail.js"
@@ -249,8 +249,6 @@ export function resolveSpec(
     hasNamedDims: out.some((l) => l.growing.size > 0),
   })
 }
-
-const A_DTYPE = `a dtype (${DTYPES.join(", ")})`
 
 /**
  * Checks an init tensor against its leaf: a consistent `HostTensor` of the leaf's dtype and of

@@ -4,7 +4,7 @@ import { DTypeMismatchError, ShapeMismatchError } from "../errors.js"
 import type { DType } from "../host-tensor.js"
 import { fromHalfBits, toHalfBits } from "./float16.js"
 import { error } from "./fail.js"
-import { hasOwn, isArray, isSize } from "./predicates.js"
+import { hasOwn, isSize } from "./predicates.js"
 
 /** The typed array that stores each dtype. */
 const ARRAYS = {
