@@ -86,7 +86,8 @@ export interface Flattened<L> {
   readonly def: TreeDef
 }
 
-const sortedKeys = (rec: object): string[] => Object.keys(rec).sort()
+/** A record's own keys in the order `flatten` visits them. */
+export const sortedKeys = (rec: object): string[] => Object.keys(rec).sort()
 
 /**
  * Flattens a tree into its leaves (record keys in sorted order), their paths and a `TreeDef`.

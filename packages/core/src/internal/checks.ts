@@ -21,6 +21,7 @@ import {
   describeNode,
   formatPath,
   isDefaultLeaf,
+  sortedKeys,
 } from "../state-tree.js"
 import { error, fail } from "./fail.js"
 import { isArray, isPlainRecord } from "./predicates.js"
@@ -230,9 +231,7 @@ function leavesAlong<T>(def: TreeDef, tree: unknown): T[] | Departure {
         const missing = keys.find((k) => !has.call(node, k))
         if (missing !== undefined)
           return { path: [missing], expected: "a value", actual: "missing key" }
-        const extra = Object.keys(node)
-          .sort()
-          .find((k) => !keys.includes(k))
+        const extra = sortedKeys(node).find((k) => !keys.includes(k))
         if (extra !== undefined)
           return { path: [extra], expected: "no such key", actual: "an extra key" }
         return bad

@@ -31,6 +31,8 @@ export function toSnapshot(input: unknown): E.Either<SnapshotFormatError, Snapsh
     snap === null ||
     typeof snap.batchDim !== "string" ||
     !isArray(snap.leaves) ||
+    // `checkSnapshot` reads each leaf record's `path` and `batchAxis`.
+    snap.leaves.some((l: unknown) => typeof l !== "object" || !l) ||
     !(snap.tensors instanceof Map)
   ) {
     return fail(
