@@ -20,6 +20,7 @@ const args = process.argv.slice(2)
 // pnpm keeps the runner out of core's own node_modules, where Stryker looks for plugins: name
 // it by path.
 const runner = createRequire(import.meta.url).resolve("@stryker-mutator/vitest-runner")
+/** @type {{ configFile: string, plugins: string[], concurrency?: number, timeoutMS?: number, mutate?: string[] }} */
 const options = { configFile: "stryker.config.json", plugins: [runner] }
 for (let i = 0; i < args.length; i++) {
   const flag = args[i]
@@ -32,6 +33,7 @@ for (let i = 0; i < args.length; i++) {
       `unknown option ${flag} (supported: --concurrency N, --timeoutMS N, --mutate a,b)`,
     )
 }
+/** @type {{ status: string }[]} */
 const results = await new Stryker(options).runMutationTest()
 const counted = results.filter(
   (r) => r.status !== "CompileError" && r.status !== "RuntimeError" && r.status !== "Ignored",

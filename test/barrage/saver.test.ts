@@ -329,6 +329,18 @@ function cases(s: Subject): BadInput<Saver>[] {
     "rnn[0]",
   )
   restore("a snapshot with 80,000 leaves", 7, manyLeaves, "SnapshotFormatError")
+  restore(
+    "a decoded Snapshot whose leaves hold null",
+    1,
+    () => ({ batchDim: "batch", leaves: [null], tensors: new Map() }),
+    "SnapshotFormatError",
+  )
+  restore(
+    "a decoded Snapshot whose tensors are not a Map",
+    1,
+    () => ({ batchDim: "batch", leaves: [], tensors: {} }),
+    "SnapshotFormatError",
+  )
   return out
 }
 

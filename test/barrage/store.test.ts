@@ -104,6 +104,12 @@ describe("barrage: StateStore", () => {
     path: "h",
   })
   calls.push({
+    name: "restore of a decoded Snapshot whose leaves hold null",
+    category: 1,
+    call: (s) => s.restore("a", { batchDim: "batch", leaves: [null], tensors: new Map() } as never),
+    tag: "SnapshotFormatError",
+  })
+  calls.push({
     name: "restore of bytes that are not a snapshot",
     category: 1,
     call: (s) => s.restore("a", "bytes" as never),
