@@ -125,7 +125,11 @@ describe("StateSaver", () => {
       expect(r._tag === "Left" && r.left.path).toBe("batchSize")
       expect(r._tag === "Left" && r.left.actual).toBe(batchSize)
     }
-    const r = createStateSaver({ spec, backend: hostBackend(), batchSize: "2" as unknown as number })
+    const r = createStateSaver({
+      spec,
+      backend: hostBackend(),
+      batchSize: "2" as unknown as number,
+    })
     expect(r._tag === "Left" && r.left.message).toBe(
       'option batchSize: expected a positive integer, got "2"',
     )

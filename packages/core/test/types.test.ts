@@ -57,7 +57,10 @@ describe("error unions narrow", () => {
   test("store calls carry unions too", () => {
     const store = createStateStore({ spec: lstmSpec([4]), backend: hostBackend() })
     expectTypeOf(store).not.toBeAny()
-    type GatherLeft = Extract<ReturnType<StateStore<HostTensor>["gather"]>, { _tag: "Left" }>["left"]
+    type GatherLeft = Extract<
+      ReturnType<StateStore<HostTensor>["gather"]>,
+      { _tag: "Left" }
+    >["left"]
     expectTypeOf<GatherLeft>().toExtend<AnyStateError>()
     expectTypeOf<RowIndexError>().not.toExtend<GatherLeft>()
   })
