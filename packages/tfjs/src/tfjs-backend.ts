@@ -133,8 +133,10 @@ export function tfjsBackend(options: TfjsBackendOptions = {}): TfjsBackend {
     toHost(t) {
       const shape = [...t.shape]
       const dtype = t.dtype as DType
-      // The read starts now, so later mutations of the variable cannot reach it.
-      const pending = t.data()
+      // The read starts now, from a clone: it shares the data (reference-counted), so assigning
+      // to or freeing the variable before an asynchronous GPU read resolves cannot reach it.
+      const copy = tf.clone(t)
+      const pending = copy.data().finally(() => copy.dispose())
       return pending.then((data) => {
         switch (dtype) {
           case "float32":
