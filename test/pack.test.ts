@@ -70,6 +70,16 @@ describe("packed tarballs", () => {
         encoding: "utf8",
       },
     )
+    // Stack traces and debuggers show the TypeScript sources: the maps embed them, since the
+    // tarballs ship dist/ only.
+    const kitMap = JSON.parse(
+      readFileSync(
+        join(app, "node_modules/@statesaver/core/dist/testing/conformance.js.map"),
+        "utf8",
+      ),
+    ) as { sources: string[]; sourcesContent?: (string | null)[] }
+    expect(kitMap.sourcesContent?.length).toBe(kitMap.sources.length)
+    expect(kitMap.sourcesContent?.[0]).toContain("describeBackendConformance")
     for (const { manifest } of packages) {
       const probe = probes[manifest.name as string]
       expect(probe, `a probe for ${manifest.name}`).toBeDefined()
