@@ -1,4 +1,4 @@
-// The bundle budget of issue 8: a minimal createStateSaver browser program, bundled with esbuild
+// The bundle budget: a minimal createStateSaver browser program, bundled with esbuild
 // (minified ESM), stays within scripts/bundle-budget.json, and fp-ts's share stays small.
 import { execFileSync } from "node:child_process"
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs"

@@ -7,7 +7,12 @@ import { type AnyStateError, StateError, isStateError } from "@statesaver/core"
 /** One bad input: what to call, and the error it must give. */
 export interface BadInput<S> {
   readonly name: string
-  /** The issue category this case belongs to (reliability 1-7). */
+  /**
+   * What kind of promise the case guards: 1 a typed error where a plain TypeError was thrown,
+   * 2 bad input refused rather than accepted, 3 nothing changed although the call failed late,
+   * 4 no change while a run is in flight, 5 the actual value printed as given, 6 eviction
+   * callbacks, 7 bounded work on untrusted snapshots.
+   */
   readonly category: 1 | 2 | 3 | 4 | 5 | 6 | 7
   /** Calls the API; returns a result (an Either or a promise of one) or throws. */
   readonly call: (subject: S) => unknown

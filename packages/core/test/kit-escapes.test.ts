@@ -1,5 +1,5 @@
 /*
- * The conformance kit catches the backend bugs that escaped it (issue 9): each broken variant of
+ * The conformance kit catches the bugs a backend author is likely to make: each broken variant of
  * the host backend in kit-escapes/broken-backends.kit.ts must fail the kit, in the test that
  * names the rule it breaks, and the unbroken backend must pass. The kit runs in a child vitest
  * (its own JSON report), since a failing kit test would fail this run.

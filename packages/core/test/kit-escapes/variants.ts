@@ -1,5 +1,5 @@
 /*
- * Broken variants of the host backend, one planted bug each (the escapes of issue 9), for
+ * Broken variants of the host backend, one planted bug each (bugs a backend author is likely to make), for
  * broken-backends.kit.ts.
  */
 import { HostTensor, type HostBackend, hostBackend } from "../../src/index.js"
