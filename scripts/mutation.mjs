@@ -3,7 +3,7 @@
 // `pnpm mutation --concurrency 1`.
 //
 // StrykerJS 10's CLI refuses Node < 22 at startup, while this repository runs on Node 20.19+
-// (docs/ENVIRONMENT: vitest 5 and Stryker's CLI want 22). Its programmatic API has no such
+// (package.json "engines"). Its programmatic API has no such
 // guard, but the package's entry point imports the CLI module, whose first statement is the
 // guard. So this script loads the `Stryker` class from its own module, by file (the package's
 // `exports` map does not list it), and runs it on Node 20: the whole run works there.
