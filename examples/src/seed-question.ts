@@ -33,6 +33,7 @@ import {
   evaluateTbptt,
   tfjsBackend,
 } from "@statesaver/tfjs"
+import { rng } from "./random.js"
 
 const LICENSES = ["GPL-3", "GPL-2", "LGPL-2.1", "MPL-2.0", "Apache-2.0"]
 const LICENSE_DIR = "/usr/share/common-licenses"
@@ -57,18 +58,6 @@ const BATCH = flag("batch", 32) // training rows
 const VALIDATION_ROWS = 16
 const LEARNING_RATE = 0.005
 const JOBS = flag("jobs", Math.min(2, availableParallelism()))
-
-/** A seeded PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** Character ids of a stretch of text, and where each document begins. */
 interface Corpus {

@@ -15,6 +15,7 @@ import {
   createTbpttTrainer,
   tfjsBackend,
 } from "@statesaver/tfjs"
+import { rng } from "./random.js"
 
 const K = 3 // tokens
 const W = 4 // steps per window: a query symbol, then W - 1 tokens
@@ -23,18 +24,6 @@ const STREAMS = 40 // trained in groups of 32 and 8: the last batch is smaller
 const BATCH = 32
 const WINDOWS_PER_STREAM = 30
 const EPOCHS = 6
-
-/** A seeded PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 /** Token streams: `tokens[s][w][t]` for t in 1..W-1 (t = 0 is the query). */
 function makeStreams(count: number, windows: number, seed: number): number[][][] {

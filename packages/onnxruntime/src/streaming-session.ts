@@ -11,7 +11,6 @@ import {
   OptionError,
   type ShapeMismatchError,
   type Snapshot,
-  type SpecError,
   type StateBackend,
   type StateStore,
   type StateStoreOptions,
@@ -36,7 +35,12 @@ import {
   resolveBatchAxes,
 } from "./internal/stream-feeds.js"
 import type { StatePair } from "./state-pairing.js"
-import type { BusyGuarded, Feeds, OrtSession } from "./stateful-session.js"
+import type {
+  BusyGuarded,
+  CreateStatefulSessionError,
+  Feeds,
+  OrtSession,
+} from "./stateful-session.js"
 
 /**
  * The store of a `StreamingSession`: a `StateStore` whose calls that return an `Either`
@@ -58,13 +62,7 @@ export type SessionStore = BusyGuarded<StateStore<OrtTensor>>
  * @category sessions
  * @since 0.2.0
  */
-export type CreateStreamingSessionError =
-  | OptionError
-  | StructureMismatchError
-  | SpecError
-  | DTypeMismatchError
-  | ShapeMismatchError
-  | BackendError
+export type CreateStreamingSessionError = CreateStatefulSessionError
 
 /**
  * Errors `StreamingSession.run` can return: another run in flight (`BusyError`), a disposed
