@@ -74,7 +74,7 @@ export { hostBackend } from "./host-backend.js"
 export type { HostBackend, HostBackendOptions } from "./host-backend.js"
 
 export { SNAPSHOT_FORMAT, SNAPSHOT_VERSION, decodeSnapshot, encodeSnapshot } from "./snapshot.js"
-export type { Snapshot, SnapshotLeaf } from "./snapshot.js"
+export type { Snapshot, SnapshotLeaf, SnapshotMetadata, SnapshotOptions } from "./snapshot.js"
 
 export { createStateSaver } from "./state-saver.js"
 export type {

@@ -67,7 +67,50 @@ export interface SnapshotLeaf {
 }
 
 /**
- * A decoded snapshot: per-leaf spec records in leaf order, and each leaf's data.
+ * The caller's own string entries of a snapshot (an app's frame position, a segmenter's
+ * state): written into safetensors' `__metadata__` beside statesaver's keys, which they may not
+ * reuse (`format`, `version`, `batch_dim`, `batch_size`, `leaves`).
+ *
+ * @category snapshots
+ * @since 0.3.0
+ */
+export type SnapshotMetadata = Readonly<Record<string, string>>
+
+/**
+ * Options of `snapshot` on a saver, a store and the sessions built on them.
+ *
+ * @example
+ * const bytes = orThrow(await saver.snapshot({ metadata: { frame: "1200" } }))
+ * const { frame } = orThrow(saver.restore(bytes)) // "1200"
+ * @category snapshots
+ * @since 0.3.0
+ */
+export interface SnapshotOptions {
+  /** String entries stored beside the state and given back by `restore`. */
+  readonly metadata?: SnapshotMetadata | undefined
+}
+
+/** The keys of `__metadata__` that statesaver writes. */
+const RESERVED = ["format", "version", "batch_dim", "batch_size", "leaves"]
+
+/**
+ * The first problem of caller metadata as `[key, expected, actual]`, or `undefined` when it is
+ * a record of strings under keys statesaver does not use.
+ */
+/** @internal */
+export const metadataProblem = (m: unknown): [string, string, unknown] | undefined => {
+  if (m === undefined) return undefined
+  if (!isPlainRecord(m)) return ["", "a record of strings", m]
+  for (const k in m) {
+    if (RESERVED.includes(k)) return [k, `a key other than ${RESERVED.join(", ")}`, k]
+    if (typeof m[k] !== "string") return [k, "a string", m[k]]
+  }
+  return undefined
+}
+
+/**
+ * A decoded snapshot: per-leaf spec records in leaf order, each leaf's data, and the caller's
+ * metadata.
  *
  * @category snapshots
  * @since 0.1.0
@@ -79,6 +122,8 @@ export interface Snapshot {
   readonly leaves: readonly SnapshotLeaf[]
   /** Keyed by leaf path. */
   readonly tensors: ReadonlyMap<string, HostTensor>
+  /** The caller's metadata; `{}` in a decoded snapshot that has none. */
+  readonly metadata?: SnapshotMetadata | undefined
 }
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1
@@ -87,10 +132,11 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1
  * Encodes leaves as a safetensors file: an 8-byte little-endian header length, a JSON header
  * (`dtype`, `shape`, `data_offsets` per tensor, and `__metadata__` with the format, version,
  * batch dim and size, and the spec of each leaf), then the raw little-endian data.
- * Metadata values are strings, as safetensors requires. Throws a `SnapshotFormatError` for what
- * `decodeSnapshot` would refuse (a leaf without a tensor, a tensor of another dtype, more than
- * 32,768 leaves, a big-endian host), and what `new HostTensor` throws for a tensor whose data
- * disagrees with its dtype and shape.
+ * Metadata values are strings, as safetensors requires; the caller's `metadata` entries sit
+ * beside statesaver's. Throws a `SnapshotFormatError` for what `decodeSnapshot` would refuse (a
+ * leaf without a tensor, a tensor of another dtype, more than 32,768 leaves, metadata that is not
+ * strings or reuses a statesaver key, a big-endian host), and what `new HostTensor` throws for a
+ * tensor whose data disagrees with its dtype and shape.
  *
  * @example
  * const { version, ...snapshot } = orThrow(decodeSnapshot(bytes))
@@ -106,9 +152,12 @@ export function encodeSnapshot(snapshot: Omit<Snapshot, "version">): Uint8Array 
   if (leaves.length > MAX_LEAVES) {
     throw error(SnapshotFormatError, "", `at most ${MAX_LEAVES} leaves`, leaves.length)
   }
+  const bad = metadataProblem(snapshot.metadata)
+  if (bad) throw error(SnapshotFormatError, ...bad)
   // No prototype: a leaf path "__proto__" is an own key like any other.
   const header: Record<string, unknown> = Object.create(null)
   header["__metadata__"] = {
+    ...snapshot.metadata,
     format: SNAPSHOT_FORMAT,
     version: String(SNAPSHOT_VERSION),
     batch_dim: snapshot.batchDim,
@@ -210,7 +259,7 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
     return fail("a JSON object header", isArray(header) ? "an array" : header)
   const meta = hasOwn(header, "__metadata__") ? header["__metadata__"] : undefined
   if (!isPlainRecord(meta)) return fail("a __metadata__ object", meta)
-  const { format, version, batch_dim: batchDim, batch_size, leaves: leavesJson } = meta
+  const { format, version, batch_dim: batchDim, batch_size, leaves: leavesJson, ...metadata } = meta
   if (format !== SNAPSHOT_FORMAT) return fail(`format "${SNAPSHOT_FORMAT}"`, format)
   if (version !== String(SNAPSHOT_VERSION)) return fail(`version "${SNAPSHOT_VERSION}"`, version)
   if (!isName(batchDim)) return fail("a batch_dim name", batchDim)
@@ -221,6 +270,8 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
     return fail(`at most ${MAX_LEAVES} tensors (the leaf limit)`, `${keys.length - 1} tensors`)
   }
   if (typeof leavesJson !== "string") return fail("a leaves JSON string", leavesJson)
+  const badMeta = metadataProblem(metadata)
+  if (badMeta) return fail(badMeta[1], badMeta[2], badMeta[0])
   const leavesParsed = parse(() => leavesJson, "a leaves JSON string")
   if (E.isLeft(leavesParsed)) return leavesParsed
   const rawLeaves = leavesParsed.right
@@ -312,5 +363,12 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
     cursor = e.end
   }
   if (cursor !== dataLength) return fail(`${cursor} data bytes`, dataLength)
-  return E.right({ version: SNAPSHOT_VERSION, batchDim, batchSize, leaves, tensors })
+  return E.right({
+    version: SNAPSHOT_VERSION,
+    batchDim,
+    batchSize,
+    leaves,
+    tensors,
+    metadata: metadata as SnapshotMetadata,
+  })
 }

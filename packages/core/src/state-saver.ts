@@ -31,11 +31,11 @@ import {
 import * as E from "./internal/either.js"
 import { fail } from "./internal/fail.js"
 import { isSize } from "./internal/predicates.js"
-import { encodeState } from "./internal/encode.js"
+import { encodeState, snapshotOptionError } from "./internal/encode.js"
 import { leafShape } from "./internal/leaf-shape.js"
 import { checkBackendOption, unsupportedDType } from "./internal/options.js"
 import { checkSnapshot, toSnapshot } from "./internal/snapshot-check.js"
-import type { Snapshot } from "./snapshot.js"
+import type { Snapshot, SnapshotMetadata, SnapshotOptions } from "./snapshot.js"
 import {
   type ResolvedLeaf,
   type ResolvedSpec,
@@ -78,7 +78,7 @@ export type RowsError = DisposedError | RowIndexError | BackendError
  * @category saver
  * @since 0.2.0
  */
-export type SnapshotError = DisposedError | BackendError | SnapshotFormatError
+export type SnapshotError = DisposedError | OptionError | BackendError | SnapshotFormatError
 
 /**
  * Errors `restore` can return: the bytes, their spec, or a leaf that does not fit.
@@ -154,10 +154,16 @@ export interface StateSaver<T, In = T> extends Disposable {
    * fresh init row. The batch size becomes `rows.length`.
    */
   select(rows: readonly (number | null)[]): E.Either<RowsError, void>
-  /** Copies the state to host memory as safetensors bytes (`encodeSnapshot`). */
-  snapshot(): Promise<E.Either<SnapshotError, Uint8Array>>
-  /** Replaces the state with a snapshot of the same spec and batch size. */
-  restore(bytes: Uint8Array | Snapshot): E.Either<RestoreError, void>
+  /**
+   * Copies the state to host memory as safetensors bytes (`encodeSnapshot`), with the caller's
+   * `metadata` strings beside it.
+   */
+  snapshot(options?: SnapshotOptions): Promise<E.Either<SnapshotError, Uint8Array>>
+  /**
+   * Replaces the state with a snapshot of the same spec and batch size; returns the snapshot's
+   * metadata (`{}` when it has none).
+   */
+  restore(bytes: Uint8Array | Snapshot): E.Either<RestoreError, SnapshotMetadata>
   /** Frees every tensor the saver holds. Idempotent. */
   dispose(): void
 }
@@ -377,8 +383,10 @@ class Saver<T, In> implements StateSaver<T, In> {
     )
   }
 
-  async snapshot(): Promise<E.Either<SnapshotError, Uint8Array>> {
+  async snapshot(options?: SnapshotOptions): Promise<E.Either<SnapshotError, Uint8Array>> {
     if (this.#disposed) return E.left(disposed())
+    const bad = snapshotOptionError(options)
+    if (bad) return E.left(bad)
     const { backend } = this
     const held = this.#held
     // Every copy starts before the first await, so later mutations cannot reach the snapshot.
@@ -404,14 +412,14 @@ class Saver<T, In> implements StateSaver<T, In> {
     // The batch size of the copies: a `select` may have run since.
     const batchSize = hosts[0]?.shape[(this.spec.leaves[0] as ResolvedLeaf).batchAxis]
     try {
-      return E.right(encodeState(this.spec, batchSize ?? this.#batchSize, hosts))
+      return E.right(encodeState(this.spec, batchSize ?? this.#batchSize, hosts, options?.metadata))
     } catch (e) {
       if (e instanceof SnapshotFormatError) return E.left(e)
       throw e
     }
   }
 
-  restore(bytes: Uint8Array | Snapshot): E.Either<RestoreError, void> {
+  restore(bytes: Uint8Array | Snapshot): E.Either<RestoreError, SnapshotMetadata> {
     if (this.#disposed) return E.left(disposed())
     const decoded = toSnapshot(bytes)
     if (E.isLeft(decoded)) return decoded
@@ -423,7 +431,8 @@ class Saver<T, In> implements StateSaver<T, In> {
       backend.fromHost(hosts[i] as HostTensor, ctx),
     )
     if (E.isLeft(made)) return made
-    return this.#keep(made.right, true)
+    const kept = this.#keep(made.right, true)
+    return E.isLeft(kept) ? kept : E.right(decoded.right.metadata ?? {})
   }
 
   dispose(): void {

@@ -21,10 +21,10 @@ import {
   allocateLeaves,
 } from "./internal/checks.js"
 import * as E from "./internal/either.js"
-import { encodeState } from "./internal/encode.js"
+import { encodeState, snapshotOptionError } from "./internal/encode.js"
 import { type SnapshotCheckError, checkSnapshot, toSnapshot } from "./internal/snapshot-check.js"
 import { type StoreLimits, checkStoreOptions } from "./internal/store-options.js"
-import type { Snapshot } from "./snapshot.js"
+import type { Snapshot, SnapshotMetadata, SnapshotOptions } from "./snapshot.js"
 import { type ResolvedSpec, type SpecOptions, type StateSpec, resolveSpec } from "./state-spec.js"
 import { type StateTree, flatten, unflatten } from "./state-tree.js"
 
@@ -77,7 +77,7 @@ export type StoreResetError = DisposedError | KeyError
  * @category store
  * @since 0.2.0
  */
-export type StoreSnapshotError = DisposedError | KeyError | BackendError
+export type StoreSnapshotError = DisposedError | KeyError | OptionError | BackendError
 
 /**
  * Errors `StateStore.restore` can return: the key, the bytes and their spec, the `clock`, a
@@ -167,16 +167,24 @@ export interface StateStore<T, In = T> extends Disposable {
   delete(key: StreamKey): boolean
   /**
    * One stream's state as safetensors bytes with batch size 1 (a `StateSaver` of 1 row restores
-   * it too). Does not count as a use of the stream.
+   * it too), with the caller's `metadata` strings beside it. Does not count as a use of the
+   * stream.
    */
-  snapshot(key: StreamKey): Promise<E.Either<StoreSnapshotError, Uint8Array>>
+  snapshot(
+    key: StreamKey,
+    options?: SnapshotOptions,
+  ): Promise<E.Either<StoreSnapshotError, Uint8Array>>
   /**
    * Sets a stream's state from a snapshot of batch size 1, adding the key if it is new (which
    * may evict the least recently used stream). Atomic: on `Left` neither this stream nor any
    * other changed. Evicting is refused with a `BusyError` from inside an `onEvict` callback and
    * for a key whose own `onEvict` has not settled (such chains of evictions need not end).
+   * Returns the snapshot's metadata (`{}` when it has none).
    */
-  restore(key: StreamKey, snapshot: Uint8Array | Snapshot): E.Either<StoreRestoreError, void>
+  restore(
+    key: StreamKey,
+    snapshot: Uint8Array | Snapshot,
+  ): E.Either<StoreRestoreError, SnapshotMetadata>
   /** Evicts streams idle past `idleTtlMs` now. Returns how many. */
   sweep(): number
   /**
@@ -921,9 +929,14 @@ class Store<T, In> implements StateStore<T, In> {
     return true
   }
 
-  async snapshot(key: StreamKey): Promise<E.Either<StoreSnapshotError, Uint8Array>> {
+  async snapshot(
+    key: StreamKey,
+    options?: SnapshotOptions,
+  ): Promise<E.Either<StoreSnapshotError, Uint8Array>> {
     const live = this.#live()
     if (live._tag === "Left") return live
+    const bad = snapshotOptionError(options)
+    if (bad) return E.left(bad)
     if (!keyOk(key)) {
       return E.left(new KeyError({ expected: "a string or finite number key", actual: key }))
     }
@@ -969,10 +982,13 @@ class Store<T, In> implements StateStore<T, In> {
       }
       hosts.push(s.value)
     }
-    return E.right(encodeState(this.spec, 1, hosts))
+    return E.right(encodeState(this.spec, 1, hosts, options?.metadata))
   }
 
-  restore(key: StreamKey, snapshot: Uint8Array | Snapshot): E.Either<StoreRestoreError, void> {
+  restore(
+    key: StreamKey,
+    snapshot: Uint8Array | Snapshot,
+  ): E.Either<StoreRestoreError, SnapshotMetadata> {
     const live = this.#live()
     if (live._tag === "Left") return live
     if (!keyOk(key)) {
@@ -1037,7 +1053,7 @@ class Store<T, In> implements StateStore<T, In> {
     entry.atInit = false
     this.#version++
     this.#touch([entry], now.right)
-    return RIGHT
+    return E.right(decoded.right.metadata ?? {})
   }
 
   async flush(): Promise<void> {

@@ -49,10 +49,10 @@ describe("StateStore results name exactly the errors each call can return", () =
     >()
   })
 
-  test("reset touches no backend; snapshot no option", () => {
+  test("reset touches no backend; snapshot checks its metadata option", () => {
     expectTypeOf<LeftOf<ReturnType<S["reset"]>>>().toEqualTypeOf<DisposedError | KeyError>()
     expectTypeOf<LeftOf<ReturnType<S["snapshot"]>>>().toEqualTypeOf<
-      DisposedError | KeyError | BackendError
+      DisposedError | KeyError | OptionError | BackendError
     >()
   })
 

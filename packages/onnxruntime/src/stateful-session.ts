@@ -11,6 +11,7 @@ import {
   type RowsInput,
   type ShapeMismatchError,
   type Snapshot,
+  type SnapshotOptions,
   type SpecError,
   type StateBackend,
   type StateSaver,
@@ -194,9 +195,9 @@ export interface StatefulSession<O extends string = string> extends Disposable {
   reset(rows?: RowsInput): ReturnType<SessionSaver["reset"]>
   /** Gathers rows into a new batch: reorder beams, drop finished rows, `null` for a fresh row. */
   select(rows: readonly (number | null)[]): ReturnType<SessionSaver["select"]>
-  /** Copies the state to host memory as snapshot bytes. */
-  snapshot(): ReturnType<SessionSaver["snapshot"]>
-  /** Replaces the state with a snapshot of the same spec and batch size. */
+  /** Copies the state to host memory as snapshot bytes, with the caller's `metadata` strings. */
+  snapshot(options?: SnapshotOptions): ReturnType<SessionSaver["snapshot"]>
+  /** Replaces the state with a snapshot of the same spec and batch size; returns its metadata. */
   restore(bytes: Uint8Array | Snapshot): ReturnType<SessionSaver["restore"]>
   /**
    * Frees the state (once a run in flight has settled). The `InferenceSession` stays the
@@ -385,8 +386,8 @@ class Session<O extends string> implements StatefulSession<O> {
     return this.#idle("select") ?? this.#saver.select(rows)
   }
 
-  async snapshot(): ReturnType<SessionSaver["snapshot"]> {
-    return this.#idle("snapshot") ?? this.#saver.snapshot()
+  async snapshot(options?: SnapshotOptions): ReturnType<SessionSaver["snapshot"]> {
+    return this.#idle("snapshot") ?? this.#saver.snapshot(options)
   }
 
   restore(bytes: Uint8Array | Snapshot): ReturnType<SessionSaver["restore"]> {

@@ -11,6 +11,7 @@ import {
   OptionError,
   type ShapeMismatchError,
   type Snapshot,
+  type SnapshotOptions,
   type StateBackend,
   type StateStore,
   type StateStoreOptions,
@@ -212,9 +213,12 @@ export interface StreamingSession<O extends string = string> extends Disposable 
    * stream that cannot be copied for `onEvict` stays held, and `flush()` reports the failure.
    */
   sweep(): E.Either<BusyError | DisposedError, number>
-  /** One stream's state as snapshot bytes of batch size 1. */
-  snapshot(key: StreamKey): ReturnType<SessionStore["snapshot"]>
-  /** Sets a stream's state from a snapshot of batch size 1 (from this or another process). */
+  /** One stream's state as snapshot bytes of batch size 1, with the caller's `metadata` strings. */
+  snapshot(key: StreamKey, options?: SnapshotOptions): ReturnType<SessionStore["snapshot"]>
+  /**
+   * Sets a stream's state from a snapshot of batch size 1 (from this or another process);
+   * returns the snapshot's metadata.
+   */
   restore(key: StreamKey, bytes: Uint8Array | Snapshot): ReturnType<SessionStore["restore"]>
   /** Waits until every `onEvict` call has settled; rejects with the first error one raised. */
   flush(): Promise<void>
@@ -560,8 +564,8 @@ class Streaming<O extends string> implements StreamingSession<O> {
     this.#timer = timer
   }
 
-  async snapshot(key: StreamKey): ReturnType<SessionStore["snapshot"]> {
-    return this.#idle("snapshot") ?? this.#store.snapshot(key)
+  async snapshot(key: StreamKey, options?: SnapshotOptions): ReturnType<SessionStore["snapshot"]> {
+    return this.#idle("snapshot") ?? this.#store.snapshot(key, options)
   }
 
   restore(key: StreamKey, bytes: Uint8Array | Snapshot): ReturnType<SessionStore["restore"]> {

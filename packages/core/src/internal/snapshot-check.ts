@@ -74,9 +74,18 @@ export function checkSnapshot(
   const missing = spec.leaves.find(
     (l) => !byPath.has(l.pathString) || !snap.tensors.has(l.pathString),
   )
-  if (missing) return fail("a tensor for this leaf", "none", missing.pathString)
   const extra = snap.leaves.find((l) => !paths.has(l.path))
-  if (extra) return fail("only leaves of this spec", `extra leaf ${extra.path}`, extra.path)
+  if (missing || extra) {
+    // Say what the snapshot holds: a snapshot of another model fails here.
+    const held = snap.leaves.slice(0, 9).map((l) => l.path)
+    return failWith(
+      SnapshotFormatError,
+      missing?.pathString ?? extra?.path,
+      missing ? "a tensor for this leaf" : "only leaves of this spec",
+      missing ? "none" : `extra leaf ${extra?.path}`,
+      `the snapshot's leaves are ${held.join(", ")}${snap.leaves.length > 9 ? ", …" : ""}`,
+    )
+  }
   const named = new Map<string, { size: number; path: string }>()
   const out: HostTensor[] = []
   for (const leaf of spec.leaves) {

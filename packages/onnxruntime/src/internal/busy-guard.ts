@@ -5,6 +5,7 @@ import {
   BusyError,
   DisposedError,
   type Snapshot,
+  type SnapshotOptions,
   type StateSaver,
   type StateStore,
   type StateTree,
@@ -115,9 +116,9 @@ export class GuardedSaver implements SessionSaverType {
     return refused(this.#owner, "StateSaver", "select") ?? this.#saver.select(rows)
   }
 
-  snapshot(): ReturnType<SessionSaverType["snapshot"]> {
+  snapshot(options?: SnapshotOptions): ReturnType<SessionSaverType["snapshot"]> {
     const no = refused(this.#owner, "StateSaver", "snapshot")
-    return no === undefined ? this.#saver.snapshot() : Promise.resolve(no)
+    return no === undefined ? this.#saver.snapshot(options) : Promise.resolve(no)
   }
 
   restore(bytes: Uint8Array | Snapshot): ReturnType<SessionSaverType["restore"]> {
@@ -195,9 +196,9 @@ export class GuardedStore implements SessionStoreType {
     return this.#store.delete(key)
   }
 
-  snapshot(key: StreamKey): ReturnType<SessionStoreType["snapshot"]> {
+  snapshot(key: StreamKey, options?: SnapshotOptions): ReturnType<SessionStoreType["snapshot"]> {
     const no = refused(this.#owner, "StateStore", "snapshot")
-    return no === undefined ? this.#store.snapshot(key) : Promise.resolve(no)
+    return no === undefined ? this.#store.snapshot(key, options) : Promise.resolve(no)
   }
 
   restore(
