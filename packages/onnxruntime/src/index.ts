@@ -1,3 +1,13 @@
+export type {
+  BatcherEvent,
+  PushOptions,
+  PushResult,
+  StreamBatcher,
+  StreamBatcherOptions,
+  StreamTier,
+  TierStore,
+} from "./batcher.js"
+export { AbortedError, createStreamBatcher } from "./batcher.js"
 export type { OrtBackend, OrtBackendOptions, OrtRuntime, OrtTensor } from "./ort-backend.js"
 export { ortBackend } from "./ort-backend.js"
 export type {

@@ -4,8 +4,10 @@ import * as pkg from "../src/index.js"
 
 it("exports exactly these runtime names", () => {
   expect(Object.keys(pkg).sort()).toEqual([
+    "AbortedError",
     "conventionalInput",
     "createStatefulSession",
+    "createStreamBatcher",
     "createStreamingSession",
     "ortBackend",
     "pairStateNames",
