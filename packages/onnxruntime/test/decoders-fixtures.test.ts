@@ -317,32 +317,31 @@ for (const [runtimeName, ort] of runtimes) {
       await Promise.all([session.release(), oracle.release()])
     })
 
-    for (const selection of ["if", "slice"] as const)
-      it(`merged decoder (${selection}): the flag off ignores a garbage past; on, the cache is used`, async () => {
-        const session = await ort.InferenceSession.create(mergedDecoder(dec, { selection }))
-        const oracle = await ort.InferenceSession.create(noCacheDecoder(dec))
-        expect(session.inputNames).toContain("use_cache_branch")
-        const pairs = decoderStatePairs(dec.layers)
-        const initial = Object.fromEntries(
-          pairs.map((p, i) => [p.input, garbage(ort, [B, H, 3, d], 7 + i)]),
-        )
-        const errors: number[] = []
-        const check = oracleCheck(ort, oracle, errors)
-        await handGrowing(
-          ort,
-          { session, carry: pairs, initial, masks: true, flag: true },
-          PLAN,
-          sequencesFor(dec, B, 12),
-          async (r, i) => {
-            // The first run's presents hold only its own tokens: the garbage past was dropped.
-            if (i === 0) expect(r.outputs[presentName(0, "key")]?.dims).toEqual([B, H, 5, d])
-            await check(r)
-          },
-        )
-        expect(errors.length).toBe(totalTokens(PLAN))
-        expect(Math.max(...errors)).toBeLessThanOrEqual(TOL)
-        await Promise.all([session.release(), oracle.release()])
-      })
+    it("merged decoder: the flag off ignores a garbage past; on, the cache is used", async () => {
+      const session = await ort.InferenceSession.create(mergedDecoder(dec))
+      const oracle = await ort.InferenceSession.create(noCacheDecoder(dec))
+      expect(session.inputNames).toContain("use_cache_branch")
+      const pairs = decoderStatePairs(dec.layers)
+      const initial = Object.fromEntries(
+        pairs.map((p, i) => [p.input, garbage(ort, [B, H, 3, d], 7 + i)]),
+      )
+      const errors: number[] = []
+      const check = oracleCheck(ort, oracle, errors)
+      await handGrowing(
+        ort,
+        { session, carry: pairs, initial, masks: true, flag: true },
+        PLAN,
+        sequencesFor(dec, B, 12),
+        async (r, i) => {
+          // The first run's presents hold only its own tokens: the garbage past was dropped.
+          if (i === 0) expect(r.outputs[presentName(0, "key")]?.dims).toEqual([B, H, 5, d])
+          await check(r)
+        },
+      )
+      expect(errors.length).toBe(totalTokens(PLAN))
+      expect(Math.max(...errors)).toBeLessThanOrEqual(TOL)
+      await Promise.all([session.release(), oracle.release()])
+    })
 
     it("fixed-capacity cache (style a): garbage in unused slots changes nothing (≤ 1e-5 every step)", async () => {
       const capacity = 14

@@ -281,7 +281,6 @@ export function modelWeights(
 // Graph building
 
 const FLOAT = 1
-const INT64 = 7
 const NEG = -1e9
 
 /** Ops used by every model, on one graph. */
@@ -358,7 +357,7 @@ class Net {
   }
 }
 
-/** `x @ W + b`-free projection helpers bound to a config. */
+/** Projection, attention and MLP blocks bound to a config. */
 function projections(n: Net, cfg: DecoderConfig) {
   const { hidden: h, heads, headDim } = cfg
   const hd = heads * headDim
@@ -384,10 +383,7 @@ function projections(n: Net, cfg: DecoderConfig) {
   }
 }
 
-/**
- * bool [s, T]: query i (of s) sees window position j (of T) iff j <= T - s + i. Also returns
- * the float [s, T] form.
- */
+/** bool [s, T]: query i (of s) sees window position j (of T) iff j <= T - s + i. */
 function causal(n: Net, s: string, T: string): string {
   const j = n.range(n.g.i64([0]), T)
   const one = n.g.i64([1])
@@ -403,7 +399,7 @@ function visibility(n: Net, mask: string, s: string, T: string): string {
 }
 
 /** How a decoder-only graph takes its past. */
-type PastMode = "growing" | "fixed" | "none" | "if" | "slice"
+type PastMode = "growing" | "fixed" | "none" | "merged"
 
 function decoderGraph(cfg: DecoderConfig | HybridConfig, mode: PastMode): Uint8Array {
   const weights = modelWeights(cfg)
@@ -432,32 +428,21 @@ function decoderGraph(cfg: DecoderConfig | HybridConfig, mode: PastMode): Uint8A
   const attentionLayers = range(cfg.layers).filter((l) => !rec.has(l))
 
   // Merged decoders: the flag chooses the given past or an empty one.
-  if (mode === "if" || mode === "slice") {
+  if (mode === "merged") {
     const flag = g.input("use_cache_branch", "bool", [1])
-    if (mode === "if") {
-      const withPast = g.subgraph("with_past")
-      const noPast = g.subgraph("no_past")
-      const outs: string[] = []
-      for (const l of attentionLayers)
-        for (const kv of KVS) {
-          const given = past.get(`${kv}${l}`) as string
-          outs.push(g.fresh(`selected_${kv}${l}`))
-          withPast.output(withPast.op("Identity", [given]), "float32", undefined)
-          const none = new Net(noPast).slice(given, 0, 0, 2)
-          noPast.output(none, "float32", undefined)
-        }
-      g.node("If", [flag], outs, { then_branch: { g: withPast }, else_branch: { g: noPast } })
-      let i = 0
-      for (const l of attentionLayers)
-        for (const kv of KVS) past.set(`${kv}${l}`, outs[i++] as string)
-    } else {
-      const keep = n.cast(flag, INT64)
-      for (const l of attentionLayers)
-        for (const kv of KVS) {
-          const given = past.get(`${kv}${l}`) as string
-          past.set(`${kv}${l}`, n.slice(given, 0, n.mul(n.dim(given, 2), keep), 2))
-        }
-    }
+    const withPast = g.subgraph("with_past")
+    const noPast = g.subgraph("no_past")
+    const outs: string[] = []
+    for (const l of attentionLayers)
+      for (const kv of KVS) {
+        const given = past.get(`${kv}${l}`) as string
+        const selected = g.fresh(`selected_${kv}${l}`)
+        outs.push(selected)
+        past.set(`${kv}${l}`, selected)
+        withPast.output(withPast.op("Identity", [given]), "float32", undefined)
+        noPast.output(new Net(noPast).slice(given, 0, 0, 2), "float32", undefined)
+      }
+    g.node("If", [flag], outs, { then_branch: { g: withPast }, else_branch: { g: noPast } })
   }
 
   const s = n.dim(ids, 1)
@@ -631,25 +616,17 @@ export function fixedCacheDecoder(cfg: DecoderConfig): Uint8Array {
   return decoderGraph(cfg, "fixed")
 }
 
-/** Options of {@link mergedDecoder}. */
-export interface MergedDecoderOptions {
-  /**
-   * How the flag drops the past. `"if"` (default): an `If` node whose branches pass the given
-   * past or an empty slice of it, as Optimum's `decoder_model_merged` does (its branches hold
-   * whole decoders; here they hold only the selection, so both paths share the attention code).
-   * `"slice"`: no control flow, the past is sliced to `length * flag` — for an execution
-   * provider that would run an `If` on the CPU.
-   */
-  readonly selection?: "if" | "slice"
-}
-
 /**
  * Optimum's `decoder_model_merged`: {@link growingDecoder} plus `use_cache_branch` bool [1].
  * False: the past inputs are ignored (feed them with past length 0, and an `attention_mask`
- * covering only the new tokens); true: they are used.
+ * covering only the new tokens); true: they are used. The selection is an `If` node, as in
+ * Optimum's merge (whose branches hold two whole decoders; here they hold only the choice of
+ * past, the given one or an empty slice of it, so both paths share the attention code). The
+ * WebGPU EP runs it with nothing read back; a control-flow-free variant (slicing the past to
+ * `length × flag`) made the WebGPU EP read one value back per run, so it is not offered.
  */
-export function mergedDecoder(cfg: DecoderConfig, options: MergedDecoderOptions = {}): Uint8Array {
-  return decoderGraph(cfg, options.selection ?? "if")
+export function mergedDecoder(cfg: DecoderConfig): Uint8Array {
+  return decoderGraph(cfg, "merged")
 }
 
 /**
