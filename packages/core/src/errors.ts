@@ -62,40 +62,37 @@ export function showValue(x: unknown): string {
 }
 
 function print(x: unknown, depth: number): string {
-  switch (typeof x) {
-    case "string":
-      return JSON.stringify(x)
-    case "number":
-      return Object.is(x, -0) ? "-0" : String(x)
-    case "bigint":
-      return `${x}n`
-    case "function":
-      return x.name === "" ? "a function" : `function ${x.name}`
-    case "object":
-      if (x === null) return "null"
-      break
-    default:
-      return String(x)
+  const type = typeof x
+  if (type === "string") return JSON.stringify(x)
+  if (type === "bigint") return `${x as bigint}n`
+  if (type === "function") {
+    const { name } = x as () => unknown
+    return name === "" ? "a function" : `function ${name}`
   }
+  // Numbers, booleans, undefined, symbols and null.
+  if (type !== "object" || x === null) return Object.is(x, -0) ? "-0" : String(x)
   if (ArrayBuffer.isView(x)) {
     const length = (x as { length?: unknown }).length
     return `${x.constructor.name}(${typeof length === "number" ? length : x.byteLength})`
   }
-  if (depth > 2) return isArray(x) ? "[...]" : "{...}"
-  if (isArray(x)) {
-    const items = x.slice(0, 16).map((v: unknown) => print(v, depth + 1))
-    return `[${items.join(",")}${x.length > 16 ? ",..." : ""}]`
-  }
+  const array = isArray(x)
+  if (depth > 2) return array ? "[...]" : "{...}"
   const proto = Object.getPrototypeOf(x) as unknown
-  if (proto !== Object.prototype && proto !== null) {
+  if (!array && proto !== Object.prototype && proto !== null) {
     const name = (x as { constructor?: { name?: unknown } }).constructor?.name
     return typeof name === "string" && name !== "" ? `a ${name}` : "an object"
   }
-  const keys = Object.keys(x as object)
-  const items = keys
+  // An array lists its items, a record its `"key":value` entries; both stop after 16.
+  const items: unknown[] = array ? x : Object.keys(x as object)
+  const [open, close] = array ? "[]" : "{}"
+  const shown = items
     .slice(0, 16)
-    .map((k) => `${JSON.stringify(k)}:${print((x as Record<string, unknown>)[k], depth + 1)}`)
-  return `{${items.join(",")}${keys.length > 16 ? ",..." : ""}}`
+    .map(
+      (k) =>
+        (array ? "" : `${JSON.stringify(k)}:`) +
+        print(array ? k : (x as Record<string, unknown>)[k as string], depth + 1),
+    )
+  return `${open}${shown.join(",")}${items.length > 16 ? ",..." : ""}${close}`
 }
 
 /** A description is printed as written; any other value as the user gave it. */

@@ -215,7 +215,18 @@ const parse = (text: () => string, expected: string): E.Either<SnapshotFormatErr
   }
 }
 
-/** A tensor entry: its leaf, the byte range of its data, and its data once read. */
+/** A problem found while decoding: the `expected` and `actual` of its error, and its path. */
+type Problem = readonly [expected: string, actual: unknown, path?: string]
+
+/** The problem of a count above the leaf limit. */
+const overLimit = (count: number, what: string): Problem => [
+  `at most ${MAX_LEAVES} ${what} (the leaf limit)`,
+  `${count} ${what}`,
+]
+
+const LEAVES_JSON = "a leaves JSON string"
+
+/** A tensor entry: its leaf and the byte range of its data. */
 interface Entry {
   readonly leaf: SnapshotLeaf
   readonly begin: number
@@ -243,7 +254,7 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
   const maxHeader = Math.min(MAX_HEADER_BYTES, total - 8)
   if (headerLength > BigInt(maxHeader)) {
     return fail(
-      `a header length of at most ${maxHeader} bytes${maxHeader === MAX_HEADER_BYTES ? " (the header limit)" : " (the bytes that follow)"}`,
+      `a header length of at most ${maxHeader} bytes (the ${maxHeader === MAX_HEADER_BYTES ? "header limit" : "bytes that follow"})`,
       `${headerLength} bytes`,
     )
   }
@@ -260,44 +271,55 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
   const meta = hasOwn(header, "__metadata__") ? header["__metadata__"] : undefined
   if (!isPlainRecord(meta)) return fail("a __metadata__ object", meta)
   const { format, version, batch_dim: batchDim, batch_size, leaves: leavesJson, ...metadata } = meta
-  if (format !== SNAPSHOT_FORMAT) return fail(`format "${SNAPSHOT_FORMAT}"`, format)
-  if (version !== String(SNAPSHOT_VERSION)) return fail(`version "${SNAPSHOT_VERSION}"`, version)
-  if (!isName(batchDim)) return fail("a batch_dim name", batchDim)
   const batchSize = Number(batch_size)
-  if (typeof batch_size !== "string" || !isSize(batchSize)) return fail("a batch_size", batch_size)
   const keys = Object.keys(header)
-  if (keys.length - 1 > MAX_LEAVES) {
-    return fail(`at most ${MAX_LEAVES} tensors (the leaf limit)`, `${keys.length - 1} tensors`)
-  }
-  if (typeof leavesJson !== "string") return fail("a leaves JSON string", leavesJson)
   const badMeta = metadataProblem(metadata)
-  if (badMeta) return fail(badMeta[1], badMeta[2], badMeta[0])
-  const leavesParsed = parse(() => leavesJson, "a leaves JSON string")
+  let bad: Problem | undefined =
+    format !== SNAPSHOT_FORMAT
+      ? [`format "${SNAPSHOT_FORMAT}"`, format]
+      : version !== String(SNAPSHOT_VERSION)
+        ? [`version "${SNAPSHOT_VERSION}"`, version]
+        : !isName(batchDim)
+          ? ["a batch_dim name", batchDim]
+          : typeof batch_size !== "string" || !isSize(batchSize)
+            ? ["a batch_size", batch_size]
+            : keys.length - 1 > MAX_LEAVES
+              ? overLimit(keys.length - 1, "tensors")
+              : typeof leavesJson !== "string"
+                ? [LEAVES_JSON, leavesJson]
+                : badMeta && [badMeta[1], badMeta[2], badMeta[0]]
+  if (bad) return fail(...bad)
+  const leavesParsed = parse(() => leavesJson as string, LEAVES_JSON)
   if (E.isLeft(leavesParsed)) return leavesParsed
   const rawLeaves = leavesParsed.right
   if (!isArray(rawLeaves)) return fail("a leaves array", rawLeaves)
-  if (rawLeaves.length > MAX_LEAVES) {
-    return fail(`at most ${MAX_LEAVES} leaves (the leaf limit)`, `${rawLeaves.length} leaves`)
-  }
+  if (rawLeaves.length > MAX_LEAVES) return fail(...overLimit(rawLeaves.length, "leaves"))
   const leaves: SnapshotLeaf[] = []
   const byPath = new Map<string, SnapshotLeaf>()
   for (const raw of rawLeaves as unknown[]) {
     if (!isPlainRecord(raw)) return fail("a leaf record", raw)
     const { path, batch_axis, dtype, spec, init } = raw
-    if (typeof path !== "string") return fail("a leaf path", path)
-    if (byPath.has(path)) return fail("distinct leaf paths", path, path)
-    if (!isDType(dtype)) return fail("a dtype", dtype, path)
-    if (!isArray(spec) || spec.length > MAX_RANK) return fail("a spec shape", spec, path)
-    for (const d of spec as unknown[]) {
-      if (!isSize(d) && !isName(d)) return fail("a spec dim", d, path)
-    }
-    if (!isSize(batch_axis) || spec[batch_axis] !== batchDim) {
-      return fail(`a batch_axis naming "${batchDim}"`, batch_axis, path)
-    }
-    if (init !== "zeros" && init !== "constant" && init !== "tensor")
-      return fail("an init kind", init, path)
-    const leaf: SnapshotLeaf = { path, batchAxis: batch_axis, dtype, spec: spec as Dim[], init }
-    byPath.set(path, leaf)
+    // JSON holds no `undefined`: a spec dim found here is a bad one.
+    const badDim = isArray(spec) && spec.find((d: unknown) => !isSize(d) && !isName(d))
+    bad =
+      typeof path !== "string"
+        ? ["a leaf path", path]
+        : byPath.has(path)
+          ? ["distinct leaf paths", path, path]
+          : !isDType(dtype)
+            ? ["a dtype", dtype, path]
+            : !isArray(spec) || spec.length > MAX_RANK
+              ? ["a spec shape", spec, path]
+              : badDim !== undefined
+                ? ["a spec dim", badDim, path]
+                : !isSize(batch_axis) || spec[batch_axis] !== batchDim
+                  ? [`a batch_axis naming "${batchDim}"`, batch_axis, path]
+                  : init !== "zeros" && init !== "constant" && init !== "tensor"
+                    ? ["an init kind", init, path]
+                    : undefined
+    if (bad) return fail(...bad)
+    const leaf = { path, batchAxis: batch_axis, dtype, spec, init } as SnapshotLeaf
+    byPath.set(leaf.path, leaf)
     leaves.push(leaf)
   }
   // One copy of the data section; each tensor is a view into it when its offset is aligned for
@@ -310,34 +332,39 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
     const entry = header[key]
     if (!isPlainRecord(entry)) return fail("a tensor entry", entry, key)
     const leaf = byPath.get(key)
-    if (!leaf) return fail("a tensor named in __metadata__.leaves", key, key)
     const { shape, data_offsets: offsets } = entry
     const dtype = DTYPES.find((d) => SAFETENSORS_DTYPE[d] === entry["dtype"])
-    if (!dtype) {
-      return fail(`a dtype ${Object.values(SAFETENSORS_DTYPE).join(", ")}`, entry["dtype"], key)
-    }
-    if (!isArray(shape) || shape.length > MAX_RANK || !shape.every(isSize)) {
-      return fail("a shape of non-negative integers", shape, key)
-    }
-    if (!isArray(offsets) || offsets.length !== 2 || !offsets.every(isSize)) {
-      return fail("data_offsets [begin, end]", offsets, key)
-    }
-    const [begin, end] = offsets as [number, number]
-    if (begin > end || end > dataLength) {
-      return fail(`data_offsets within ${dataLength} data bytes`, offsets, key)
-    }
+    // Read only once `offsets` is known to be two sizes.
+    const range = offsets as [number, number]
+    bad = !leaf
+      ? ["a tensor named in __metadata__.leaves", key]
+      : !dtype
+        ? [`a dtype ${Object.values(SAFETENSORS_DTYPE).join(", ")}`, entry["dtype"]]
+        : !isArray(shape) || shape.length > MAX_RANK || !shape.every(isSize)
+          ? ["a shape of non-negative integers", shape]
+          : !isArray(offsets) || offsets.length !== 2 || !offsets.every(isSize)
+            ? ["data_offsets [begin, end]", offsets]
+            : range[0] > range[1] || range[1] > dataLength
+              ? [`data_offsets within ${dataLength} data bytes`, offsets]
+              : undefined
+    if (bad) return fail(bad[0], bad[1], key)
+    const [begin, end] = range
+    const dims = shape as number[]
+    const { dtype: leafDType, spec, batchAxis } = leaf as SnapshotLeaf
     // Stops multiplying once past the data: a crafted shape must not overflow to a match.
-    let bytesNeeded = (shape as number[]).includes(0) ? 0 : dtypeByteSize(dtype)
-    for (const d of shape as number[]) if ((bytesNeeded *= d) > dataLength) break
-    if (bytesNeeded !== end - begin) {
-      return fail(`${bytesNeeded} data bytes for shape ${JSON.stringify(shape)}`, end - begin, key)
-    }
-    if (leaf.dtype !== dtype) return fail(`dtype ${leaf.dtype}`, dtype, key)
-    if (shape.length !== leaf.spec.length)
-      return fail(`rank ${leaf.spec.length}`, shape.length, key)
-    if (shape[leaf.batchAxis] !== batchSize) {
-      return fail(`batch size ${batchSize}`, shape[leaf.batchAxis], key)
-    }
+    let bytesNeeded = dims.includes(0) ? 0 : dtypeByteSize(dtype as DType)
+    for (const d of dims) if ((bytesNeeded *= d) > dataLength) break
+    bad =
+      bytesNeeded !== end - begin
+        ? [`${bytesNeeded} data bytes for shape ${JSON.stringify(dims)}`, end - begin]
+        : leafDType !== dtype
+          ? [`dtype ${leafDType}`, dtype]
+          : dims.length !== spec.length
+            ? [`rank ${spec.length}`, dims.length]
+            : dims[batchAxis] !== batchSize
+              ? [`batch size ${batchSize}`, dims[batchAxis]]
+              : undefined
+    if (bad) return fail(bad[0], bad[1], key)
     const A = arrayOf(dtype) as Float32ArrayConstructor
     const aligned = begin % A.BYTES_PER_ELEMENT === 0
     const data = new A(
@@ -349,8 +376,8 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
       const notBool = data.findIndex((v: number | bigint) => v > 1)
       if (notBool >= 0) return fail("bool bytes 0 or 1", data[notBool], key)
     }
-    tensors.set(key, new HostTensor(dtype, shape as number[], data))
-    entries.push({ leaf, begin, end })
+    tensors.set(key, new HostTensor(leafDType, dims, data))
+    entries.push({ leaf: leaf as SnapshotLeaf, begin, end })
   }
   if (entries.length !== leaves.length) {
     // Paths are distinct and every entry names a leaf: some leaf has no entry.
@@ -365,7 +392,7 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
   if (cursor !== dataLength) return fail(`${cursor} data bytes`, dataLength)
   return E.right({
     version: SNAPSHOT_VERSION,
-    batchDim,
+    batchDim: batchDim as string,
     batchSize,
     leaves,
     tensors,
