@@ -42,6 +42,13 @@ export interface LeafContext {
    * batch axis.
    */
   readonly init: Init
+  /**
+   * True for a bookkeeping leaf (`LeafSpec.host`): a session reads and writes its data on the
+   * CPU every step, so a backend whose tensors live on a device keeps this leaf in host memory
+   * (onnxruntime: a `"cpu"` tensor; the host backend holds everything there). Every primitive
+   * still handles it; rows move between host tensors of this leaf only.
+   */
+  readonly host?: boolean
 }
 
 /**

@@ -62,6 +62,12 @@ export interface LeafSpec {
   readonly dtype: DType
   /** Zeros when absent. */
   readonly init?: Init
+  /**
+   * Bookkeeping kept in host memory: per-row lengths, positions or an audio context window
+   * that a session reads and writes on the CPU between runs. A backend keeps such a leaf in
+   * host memory even when its other leaves live on a device (`LeafContext.host`).
+   */
+  readonly host?: boolean
 }
 
 /**
@@ -199,6 +205,9 @@ export function resolveSpec(
     const batchAxes = dims.filter((d) => d === batchDim).length
     if (batchAxes !== 1) {
       return fail(SpecError, p, `exactly one "${batchDim}" dim`, dims, `${batchAxes} found`)
+    }
+    if (leaf.host !== undefined && typeof leaf.host !== "boolean") {
+      return fail(SpecError, p, "host: a boolean", leaf.host)
     }
     const given: unknown = leaf.init === undefined ? ZEROS : leaf.init
     const kind = typeof given === "object" ? (given as { kind?: unknown } | null)?.kind : 0

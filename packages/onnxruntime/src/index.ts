@@ -43,5 +43,13 @@ export type {
   StreamingSessionOptions,
 } from "./streaming-session.js"
 export { createStreamingSession } from "./streaming-session.js"
+export type {
+  InputRule,
+  RuleCall,
+  RuleError,
+  RuleLeaf,
+  SileroContextOptions,
+} from "./input-rules.js"
+export { sileroContext } from "./input-rules.js"
 export type { OrtDType, OrtData, OrtElement, TensorDataError } from "./tensor-data.js"
 export { tensorData, tensorScalar } from "./tensor-data.js"

@@ -197,7 +197,7 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
       return { shape: t.dims, dtype: dtypeOfOrt(t.type) }
     },
     allocate(shape, dtype, leaf) {
-      if (!onGpu)
+      if (!onGpu || leaf.host)
         return own(
           cpuTensor(dtype, shape, initRows(shape, dtype, leaf, shape[leaf.batchAxis] ?? 0)),
         )
@@ -284,7 +284,15 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
       }
       gpu.fill(bufferOf(t), t.dims, dtype, rows, leaf)
     },
-    adopt(held, next) {
+    adopt(held, next, leaf) {
+      if (leaf.host && isGpu(next)) {
+        // Thrown before anything is freed: core reports it as a BackendError, state unchanged.
+        throw new StructureMismatchError({
+          path: leaf.path,
+          expected: "a cpu tensor (a host bookkeeping leaf)",
+          actual: "a gpu-buffer tensor",
+        })
+      }
       free(held)
       return own(next)
     },
@@ -296,10 +304,10 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
       }
       return gpu.toHost(t, dtype)
     },
-    fromHost(host) {
+    fromHost(host, leaf) {
       const data = (host.data as HostData).slice() as HostData
       counters.copied += data.byteLength
-      if (!onGpu) return own(cpuTensor(host.dtype, host.shape, data))
+      if (!onGpu || leaf.host) return own(cpuTensor(host.dtype, host.shape, data))
       return own(gpu.fromHost(host.dtype, host.shape, data))
     },
     dispose(t) {

@@ -21,7 +21,9 @@ import {
   formatPath,
 } from "@statesaver/core"
 import type * as common from "onnxruntime-common"
-import type { OrtTensor } from "./ort-backend.js"
+import type { InputRule } from "./input-rules.js"
+import type { OrtRuntime, OrtTensor } from "./ort-backend.js"
+import { type Rules, deriveInputs, nextState, refuseDerivedFeeds } from "./internal/rules.js"
 import { GuardedSaver } from "./internal/busy-guard.js"
 import * as E from "./internal/either.js"
 import {
@@ -74,6 +76,11 @@ export interface StatefulSessionOptions<O extends string = string> {
    * listed are disposed after each run. Default: every non-state output, typed by `string`.
    */
   readonly outputs?: readonly O[]
+  /**
+   * Input rules: model inputs computed from per-row bookkeeping state and the call's feeds
+   * (`sileroContext()` for Silero VAD). Their state leaves join the session's state.
+   */
+  readonly rules?: readonly InputRule[]
 }
 
 /**
@@ -229,7 +236,7 @@ export function createStatefulSession<const O extends string = string>(
 ): E.Either<CreateStatefulSessionError, StatefulSession<O>> {
   const derived = deriveSessionState(options)
   if (derived._tag === "Left") return derived
-  const { session, pairs, spec, batchDim, outputs } = derived.right
+  const { session, pairs, spec, batchDim, outputs, rules, callerInputs } = derived.right
   const saver = createStateSaver({
     spec,
     backend: options.backend,
@@ -238,7 +245,7 @@ export function createStatefulSession<const O extends string = string>(
     ...(options.dims === undefined ? {} : { dims: options.dims }),
   })
   if (saver._tag === "Left") return saver
-  return E.right(new Session<O>(session, pairs, saver.right, outputs))
+  return E.right(new Session<O>(session, pairs, saver.right, outputs, rules, callerInputs))
 }
 
 class Session<O extends string> implements StatefulSession<O> {
@@ -248,10 +255,15 @@ class Session<O extends string> implements StatefulSession<O> {
   readonly #stateInputs: ReadonlySet<string>
   /** The outputs a run hands back; the others (state outputs aside) are disposed. */
   readonly #outputs: ReadonlySet<string>
-  /** Inputs the caller feeds: every model input but the state inputs. */
+  /** What the caller feeds: model inputs but the state inputs and those rules compute; rule feeds. */
   readonly #inputs: readonly string[]
-  /** The pairs in the saver's leaf order (one leaf per state input, keyed by its name). */
-  readonly #byLeaf: readonly StatePair[]
+  /**
+   * The saver's leaves in order (one per state input or bookkeeping leaf, keyed by its name):
+   * the pair, or the name of a rule's bookkeeping leaf.
+   */
+  readonly #byLeaf: readonly (StatePair | string)[]
+  readonly #rules: Rules
+  readonly #ort: OrtRuntime
   readonly saver: SessionSaver
 
   constructor(
@@ -259,13 +271,19 @@ class Session<O extends string> implements StatefulSession<O> {
     readonly pairs: readonly StatePair[],
     saver: StateSaver<OrtTensor>,
     outputs: ReadonlySet<string>,
+    rules: Rules,
+    inputs: readonly string[],
   ) {
     this.#saver = saver
     this.#stateInputs = new Set(pairs.map((p) => p.input))
     this.#outputs = outputs
-    this.#inputs = session.inputNames.filter((n) => !this.#stateInputs.has(n))
+    this.#inputs = inputs
+    this.#rules = rules
+    // The runtime of the state's tensors, to wrap the rules' inputs for it.
+    const leaf = saver.leaves()[0] as OrtTensor
+    this.#ort = { Tensor: leaf.constructor as OrtRuntime["Tensor"] }
     this.#byLeaf = saver.spec.leaves.map(
-      (leaf) => pairs.find((p) => p.input === leaf.path[0]) as StatePair,
+      (leaf) => pairs.find((p) => p.input === leaf.path[0]) ?? String(leaf.path[0]),
     )
     this.saver = new GuardedSaver(saver, {
       kind: "StatefulSession",
@@ -305,6 +323,8 @@ class Session<O extends string> implements StatefulSession<O> {
     const names = Object.keys(checked.right)
     const refused = refuseStateFeeds(names, this.#stateInputs)
     if (refused._tag === "Left") return refused
+    const computed = refuseDerivedFeeds(names, this.#rules)
+    if (computed._tag === "Left") return computed
     const unknown = refuseUnknownFeeds(names, this.#inputs)
     if (unknown._tag === "Left") return unknown
     const missing = this.#inputs.find((name) => !own(checked.right, name))
@@ -328,7 +348,27 @@ class Session<O extends string> implements StatefulSession<O> {
     }
     const held = this.#saver.leaves()
     const merged: Record<string, OrtTensor> = copyFeeds(checked.right)
-    this.#byLeaf.forEach(({ input }, i) => setKey(merged, input, held[i] as OrtTensor))
+    const book: Record<string, OrtTensor> = {}
+    this.#byLeaf.forEach((leaf, i) => {
+      if (typeof leaf === "string") book[leaf] = held[i] as OrtTensor
+      else setKey(merged, leaf.input, held[i] as OrtTensor)
+    })
+    const rules = this.#rules
+    let ruleCall: Parameters<typeof nextState>[2] | undefined
+    if (rules.list.length > 0) {
+      const derived = deriveInputs(
+        rules,
+        this.#ort,
+        checked.right,
+        book,
+        this.#saver.batchSize,
+        this.#saver.backend.name,
+      )
+      if (derived._tag === "Left") return derived
+      ruleCall = derived.right.call
+      for (const name in rules.feeds) delete merged[name]
+      for (const [name, t] of Object.entries(derived.right.inputs)) setKey(merged, name, t)
+    }
     this.#inFlight = true
     let outputs: Record<string, OrtTensor>
     try {
@@ -348,7 +388,18 @@ class Session<O extends string> implements StatefulSession<O> {
       this.#settleDispose()
       return E.left(new DisposedError({ what: "StatefulSession" }))
     }
-    const next = this.#byLeaf.map(({ output }) => outputs[output] as OrtTensor)
+    let book2: Record<string, OrtTensor> = {}
+    if (ruleCall !== undefined) {
+      const made = nextState(rules, this.#ort, ruleCall, outputs, this.#saver.backend.name)
+      if (made._tag === "Left") {
+        for (const t of Object.values(outputs)) t.dispose()
+        return made
+      }
+      book2 = made.right
+    }
+    const next = this.#byLeaf.map((leaf) =>
+      typeof leaf === "string" ? (book2[leaf] as OrtTensor) : (outputs[leaf.output] as OrtTensor),
+    )
     const saved = this.#saver.saveLeaves(next)
     if (saved._tag === "Left") {
       // Nothing of a failed run reaches the caller: every output is freed.

@@ -24,9 +24,12 @@ import {
 import type * as common from "onnxruntime-common"
 import type { OrtRuntime, OrtTensor } from "./ort-backend.js"
 import { GuardedStore } from "./internal/busy-guard.js"
+import { type Rules, deriveInputs, nextState } from "./internal/rules.js"
+import type { InputRule } from "./input-rules.js"
 import * as E from "./internal/either.js"
 import { deriveSessionState, setKey } from "./internal/session-state.js"
 import { readOutputs, splitOutputs, stackFeeds } from "./internal/stream-batch.js"
+import { isRecord } from "./internal/validate.js"
 import {
   type FeedLayout,
   checkCall,
@@ -107,6 +110,12 @@ export interface StreamingSessionOptions<O extends string = string> extends Pick
   readonly backend: StateBackend<OrtTensor>
   /** State pairs, output name → input name, that override the naming conventions. */
   readonly pairs?: Readonly<Record<string, string>>
+  /**
+   * Input rules: model inputs computed from per-stream bookkeeping state and the call's feeds
+   * (`sileroContext()` for Silero VAD). Their state leaves are stored, evicted and snapshotted
+   * with each stream's model state.
+   */
+  readonly rules?: readonly InputRule[]
   /** Name of the batch dim in the model's metadata. Default: the first of `batch`, `batch_size`, `N` found. */
   readonly batchDim?: string
   /** Sizes of other named dims of the state (fixed in a store). Absent ones are 0. */
@@ -258,7 +267,7 @@ export function createStreamingSession<const O extends string = string>(
 ): E.Either<CreateStreamingSessionError, StreamingSession<O>> {
   const derived = deriveSessionState(options)
   if (derived._tag === "Left") return derived
-  const { session, pairs, spec, batchDim, outputs } = derived.right
+  const { session, pairs, spec, batchDim, outputs, rules, callerInputs } = derived.right
   const { ort, clock, sweepEveryMs } = options
   if (typeof ort !== "object" || ort === null || typeof ort.Tensor !== "function") {
     return E.left(
@@ -300,17 +309,18 @@ export function createStreamingSession<const O extends string = string>(
       }),
     )
   }
-  const stateInputs = new Set(pairs.map((p) => p.input))
   const stateOutputs = new Set(pairs.map((p) => p.output))
-  const names = [
-    ...session.inputNames.filter((n) => !stateInputs.has(n)),
-    ...session.outputNames.filter((n) => !stateOutputs.has(n)),
-  ]
+  const names = [...callerInputs, ...session.outputNames.filter((n) => !stateOutputs.has(n))]
   const axes = resolveBatchAxes(
     names,
     [...session.inputMetadata, ...session.outputMetadata],
     batchDim,
-    options.batchAxes,
+    // The rules' feeds carry their own batch axes; an option may override them.
+    Object.keys(rules.feeds).length === 0 || (options.batchAxes as unknown) !== undefined
+      ? isRecord(options.batchAxes)
+        ? { ...rules.feeds, ...options.batchAxes }
+        : options.batchAxes
+      : rules.feeds,
   )
   if (axes._tag === "Left") return axes
   const time = new RunClock(clock ?? Date.now)
@@ -322,7 +332,10 @@ export function createStreamingSession<const O extends string = string>(
     clock: () => time.now(),
   })
   if (store._tag === "Left") return store
-  const streaming = new Streaming<O>(session, ort, pairs, store.right, axes.right, time, outputs)
+  const streaming = new Streaming<O>(session, ort, pairs, store.right, axes.right, time, outputs, {
+    rules,
+    inputs: callerInputs,
+  })
   if (sweepEveryMs !== undefined) streaming.sweepEvery(sweepEveryMs)
   return E.right(streaming)
 }
@@ -397,6 +410,7 @@ class Streaming<O extends string> implements StreamingSession<O> {
     readonly batchAxes: Readonly<Record<string, number | null>>,
     clock: RunClock,
     outputs: ReadonlySet<string>,
+    caller: { readonly rules: Rules; readonly inputs: readonly string[] },
   ) {
     this.#ort = ort
     this.#store = store
@@ -405,11 +419,7 @@ class Streaming<O extends string> implements StreamingSession<O> {
     this.#stateOutputs = new Set(pairs.map((p) => p.output))
     this.#outputs = outputs
     this.#kept = new Set(session.outputNames.filter((n) => !outputs.has(n)))
-    this.#layout = {
-      inputs: session.inputNames.filter((n) => !stateInputs.has(n)),
-      stateInputs,
-      batchAxes,
-    }
+    this.#layout = { inputs: caller.inputs, stateInputs, batchAxes, rules: caller.rules }
     this.store = new GuardedStore(store, {
       kind: "StreamingSession",
       busy: () => this.#inFlight,
@@ -467,6 +477,23 @@ class Streaming<O extends string> implements StreamingSession<O> {
     if (gathered._tag === "Left") return gathered
     const state = gathered.right as Readonly<Record<string, OrtTensor>>
     const { feeds, stacked } = stackFeeds(this.#ort, shared, batched, this.batchAxes)
+    const rules = this.#layout.rules
+    let ruleCall: Parameters<typeof nextState>[2] | undefined
+    if (rules.list.length > 0) {
+      const derived = deriveInputs(rules, this.#ort, feeds, state, keys.length, store.backend.name)
+      if (derived._tag === "Left") {
+        disposeTree(store.backend, gathered.right)
+        for (const t of stacked) t.dispose()
+        this.#clock.still(() => fresh.forEach((k) => store.delete(k)))
+        return derived
+      }
+      ruleCall = derived.right.call
+      for (const name in rules.feeds) delete feeds[name]
+      for (const [name, t] of Object.entries(derived.right.inputs)) {
+        setKey(feeds, name, t)
+        stacked.push(t)
+      }
+    }
     for (const { input } of this.pairs) setKey(feeds, input, state[input] as OrtTensor)
     const cleanup = (outputs?: Record<string, OrtTensor>): void => {
       disposeTree(store.backend, gathered.right)
@@ -513,6 +540,15 @@ class Streaming<O extends string> implements StreamingSession<O> {
         return split
       }
       const next: Record<string, OrtTensor> = {}
+      if (ruleCall !== undefined) {
+        const made = nextState(rules, this.#ort, ruleCall, outputs, store.backend.name)
+        if (made._tag === "Left") {
+          cleanup(outputs)
+          forget()
+          return made
+        }
+        for (const [name, t] of Object.entries(made.right)) setKey(next, name, t)
+      }
       for (const { input, output } of this.pairs) setKey(next, input, outputs[output] as OrtTensor)
       const scattered = store.scatter(keys, next as StateTree<OrtTensor>)
       if (scattered._tag === "Left") {

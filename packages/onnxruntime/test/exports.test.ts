@@ -12,6 +12,7 @@ it("exports exactly these runtime names", () => {
     "ortBackend",
     "pairStateNames",
     "sessionStateSpec",
+    "sileroContext",
     "stateOutputLocations",
     "tensorData",
     "tensorScalar",

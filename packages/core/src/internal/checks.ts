@@ -33,6 +33,7 @@ export const contextOf = (leaf: ResolvedLeaf): LeafContext => ({
   path: leaf.pathString,
   batchAxis: leaf.batchAxis,
   init: leaf.init,
+  host: leaf.spec.host === true,
 })
 
 /** The one `Right(undefined)`: successful calls on the hot path allocate no result. */

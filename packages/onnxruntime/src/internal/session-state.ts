@@ -13,6 +13,7 @@ import type { StatePair } from "../state-pairing.js"
 import type { OrtSession } from "../stateful-session.js"
 import * as E from "./either.js"
 import { pairNames, sessionSpec } from "./pairing.js"
+import { type Rules, checkRules } from "./rules.js"
 import { checkNames, isObject, isOptions, isRecord, optionPath } from "./validate.js"
 
 /** What a session wrapper knows about its model's state. */
@@ -23,6 +24,10 @@ export interface SessionState {
   readonly batchDim: string
   /** The non-state outputs a run hands back (`outputs` option), or every non-state output. */
   readonly outputs: ReadonlySet<string>
+  /** The `rules` option, checked; their bookkeeping leaves are in `spec`. */
+  readonly rules: Rules
+  /** What the caller feeds: non-state model inputs no rule computes, then the rules' feeds. */
+  readonly callerInputs: readonly string[]
 }
 
 /** Errors deriving a session's state can return. */
@@ -79,11 +84,21 @@ export function deriveSessionState(options: unknown): E.Either<DeriveError, Sess
   const rest = outputNames.right.filter((n) => !stateOutputs.has(n))
   const outputs = checkOutputs(options["outputs"], rest, stateOutputs)
   if (outputs._tag === "Left") return outputs
+  const stateInputs = new Set(pairs.right.map((p) => p.input))
+  const rules = checkRules(options["rules"], inputNames.right, stateInputs, derived.right.batchDim)
+  if (rules._tag === "Left") return rules
+  const { derived: computed, feeds, spec } = rules.right
   return E.right({
     session: session as OrtSession,
     pairs: pairs.right,
-    ...derived.right,
+    batchDim: derived.right.batchDim,
+    spec: { ...(derived.right.spec as Record<string, LeafSpec>), ...spec },
     outputs: outputs.right,
+    rules: rules.right,
+    callerInputs: [
+      ...inputNames.right.filter((n) => !stateInputs.has(n) && !computed.has(n)),
+      ...Object.keys(feeds),
+    ],
   })
 }
 

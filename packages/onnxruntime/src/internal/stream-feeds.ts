@@ -17,14 +17,17 @@ import type { StreamFeeds } from "../streaming-session.js"
 import * as E from "./either.js"
 import { type Metadata, metadataBatchAxis } from "./metadata.js"
 import { type TensorData, sameData } from "./rows.js"
+import { type Rules, refuseDerivedFeeds } from "./rules.js"
 import { refuseStateFeeds, refuseUnknownFeeds, setKey } from "./session-state.js"
 import { checkFeedRecord, isRecord, optionPath, own } from "./validate.js"
 
 /** What a streaming session knows about its model's inputs. */
 export interface FeedLayout {
-  /** Inputs the caller feeds: every model input but the state inputs. */
+  /** What the caller feeds: model inputs but the state inputs and those rules compute; rule feeds. */
   readonly inputs: readonly string[]
   readonly stateInputs: ReadonlySet<string>
+  /** The session's input rules (a feed for an input they compute is refused). */
+  readonly rules: Rules
   /** Batch axis of each non-state input and output; `null` for per-call values. */
   readonly batchAxes: Readonly<Record<string, number | null>>
 }
@@ -174,6 +177,8 @@ export function checkCall(
   const sharedNames = Object.keys(sharedFeeds)
   const refused = refuseStateFeeds(sharedNames, layout.stateInputs)
   if (refused._tag === "Left") return refused
+  const computed = refuseDerivedFeeds(sharedNames, layout.rules)
+  if (computed._tag === "Left") return computed
   const unknown = refuseUnknownFeeds(sharedNames, layout.inputs)
   if (unknown._tag === "Left") return unknown
   for (const name of sharedNames) {
@@ -191,6 +196,8 @@ export function checkCall(
     const names = Object.keys(feeds)
     const r = refuseStateFeeds(names, layout.stateInputs, (n) => feedPath(key, n))
     if (r._tag === "Left") return r
+    const d = refuseDerivedFeeds(names, layout.rules, (n) => feedPath(key, n))
+    if (d._tag === "Left") return d
     const u = refuseUnknownFeeds(names, layout.inputs, (n) => feedPath(key, n))
     if (u._tag === "Left") return u
   }
