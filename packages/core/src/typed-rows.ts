@@ -1,6 +1,7 @@
 import type { DType, HostData } from "./host-tensor.js"
 import { storedValue } from "./internal/dtype-values.js"
 import type { Init } from "./state-spec.js"
+import { rowViews } from "./internal/row-views.js"
 
 /**
  * How rows along one axis sit in a row-major buffer: `outer` chunks per row, each `inner`
@@ -34,8 +35,7 @@ export function rowLayout(shape: readonly number[], axis: number): RowLayout {
 export type Fillable = HostData
 
 /**
- * Sets rows of `data` (laid out as `layout`) to `init`; `initRow` is the init tensor's data for
- * `init.kind === "tensor"`. Consecutive rows are written as one span.
+ * Sets rows of `data` (laid out as `layout`) to `init`. Consecutive rows are written as one span.
  *
  * @category typed rows
  * @since 0.1.0
@@ -48,22 +48,24 @@ export function fillRowsTyped(
   dtype: DType,
 ): void {
   const { outer, rows: n, inner } = layout
-  if (inner === 0 || rows.length === 0) return
-  if (init.kind === "tensor") {
-    const src = init.value.data as Fillable
-    for (let o = 0; o < outer; o++) {
-      const chunk = src.subarray(o * inner, (o + 1) * inner)
-      for (const r of rows) setSpan(data, chunk, (o * n + r) * inner)
-    }
-    return
-  }
   const value = fillValue(init, dtype)
-  forEachRun(rows, (start, count) => {
+  // The init tensor's chunks, made on first use: one view per chunk, whatever the rows.
+  let chunks: Fillable[] | undefined
+  let i = 0
+  while (i < rows.length) {
+    const r = rows[i] as number
+    const count = runLength(rows, i)
     for (let o = 0; o < outer; o++) {
-      const at = (o * n + start) * inner
-      ;(data as Float32Array).fill(value as number, at, at + count * inner)
+      const at = (o * n + r) * inner
+      if (init.kind !== "tensor")
+        (data as Float32Array).fill(value as number, at, at + count * inner)
+      else {
+        chunks ??= rowViews(init.value.data as Fillable, { outer, rows: 1, inner })
+        for (let k = 0; k < count; k++) setSpan(data, chunks[o] as Fillable, at + k * inner)
+      }
     }
-  })
+    i += count
+  }
 }
 
 /**
@@ -86,31 +88,20 @@ export function gatherRowsTyped(
 ): void {
   const { outer, inner } = srcLayout
   const m = dstLayout.rows
-  const n = srcLayout.rows
-  if (inner === 0) return
-  let i = 0
   const fresh: number[] = []
+  let i = 0
   while (i < srcRows.length) {
     const r = srcRows[i]
     if (r == null) {
       fresh.push(i++)
       continue
     }
-    let count = 1
-    while (i + count < srcRows.length && srcRows[i + count] === r + count) count++
-    for (let o = 0; o < outer; o++) {
-      const from = (o * n + r) * inner
-      // A single row comes from a cached view when given: creating a view costs more than
-      // copying a small row.
-      const view =
-        count === 1 && srcRowViews
-          ? (srcRowViews[o * n + r] as Fillable)
-          : src.subarray(from, from + count * inner)
-      setSpan(dst, view, (o * m + i) * inner)
-    }
+    const count = runLength(srcRows, i)
+    for (let o = 0; o < outer; o++)
+      setSpan(dst, span(src, srcLayout, o, r, count, srcRowViews), (o * m + i) * inner)
     i += count
   }
-  if (fresh.length > 0) fillRowsTyped(dst, dstLayout, fresh, init, dtype)
+  fillRowsTyped(dst, dstLayout, fresh, init, dtype)
 }
 
 /**
@@ -128,25 +119,41 @@ export function scatterRowsTyped(
   srcLayout: RowLayout,
   srcRowViews?: readonly Fillable[],
 ): void {
-  const { outer, inner } = dstLayout
-  const n = dstLayout.rows
-  const m = srcLayout.rows
-  if (inner === 0) return
+  const { outer, rows: n, inner } = dstLayout
   let i = 0
   while (i < dstRows.length) {
     const r = dstRows[i] as number
-    let count = 1
-    while (i + count < dstRows.length && dstRows[i + count] === r + count) count++
-    for (let o = 0; o < outer; o++) {
-      const from = (o * m + i) * inner
-      const view =
-        count === 1 && srcRowViews
-          ? (srcRowViews[o * m + i] as Fillable)
-          : src.subarray(from, from + count * inner)
-      setSpan(dst, view, (o * n + r) * inner)
-    }
+    const count = runLength(dstRows, i)
+    for (let o = 0; o < outer; o++)
+      setSpan(dst, span(src, srcLayout, o, i, count, srcRowViews), (o * n + r) * inner)
     i += count
   }
+}
+
+/** How many entries from `rows[i]` on go up by one from it: a run copied or filled as one span. */
+function runLength(rows: readonly (number | null)[], i: number): number {
+  const r = rows[i] as number
+  let count = 1
+  // Stryker disable next-line ConditionalExpression: a run cut to single rows writes the same values, one row at a time (only slower)
+  while (rows[i + count] === r + count) count++
+  return count
+}
+
+/**
+ * Rows `r` to `r + count - 1` of chunk `o` of `src`: the cached view of a single row when given,
+ * since creating a view costs more than copying a small row.
+ */
+function span(
+  src: Fillable,
+  layout: RowLayout,
+  o: number,
+  r: number,
+  count: number,
+  views: readonly Fillable[] | undefined,
+): Fillable {
+  if (count === 1 && views) return views[o * layout.rows + r] as Fillable
+  const from = (o * layout.rows + r) * layout.inner
+  return src.subarray(from, from + count * layout.inner)
 }
 
 function setSpan(dst: Fillable, src: Fillable, at: number): void {
@@ -156,16 +163,4 @@ function setSpan(dst: Fillable, src: Fillable, at: number): void {
 function fillValue(init: Init, dtype: DType): number | bigint {
   if (init.kind !== "constant") return dtype === "int64" ? 0n : 0
   return storedValue(dtype, init.value)
-}
-
-/** Calls `f(start, count)` for each run of consecutive ascending indices in `rows`. */
-function forEachRun(rows: readonly number[], f: (start: number, count: number) => void): void {
-  let i = 0
-  while (i < rows.length) {
-    const r = rows[i] as number
-    let count = 1
-    while (i + count < rows.length && rows[i + count] === r + count) count++
-    f(r, count)
-    i += count
-  }
 }

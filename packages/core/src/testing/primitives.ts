@@ -117,7 +117,13 @@ export function definePrimitiveTests<T, In>(test: KitTest<T, In>): void {
 
   test("contract: gather copies rows in any order, repeated and in runs, null rows at init, source unchanged", async (kit) => {
     const start = kit.live()
-    const orders: (number | null)[][] = [[2, 3, 0, 1, 1, null, 3, null, 0], [3], [null], [1, 2, 3]]
+    const orders: (number | null)[][] = [
+      [2, 3, 0, 1, 1, null, 3, null, 0],
+      [3],
+      [null],
+      [1, 2, 3],
+      [3, 2, 1, 0, 2, 1],
+    ]
     for (const dtype of dtypesOf(kit)) {
       for (const c of cases(dtype)) {
         const host = valuesOf(c, 3)
@@ -139,7 +145,7 @@ export function definePrimitiveTests<T, In>(test: KitTest<T, In>): void {
 
   test("contract: scatter writes rows in any order in place, leaves other rows and its source unchanged", async (kit) => {
     const start = kit.live()
-    const orders: number[][] = [[3, 0, 1], [2], [2, 0, 3, 1], [0, 1, 2, 3]]
+    const orders: number[][] = [[3, 0, 1], [2], [2, 0, 3, 1], [0, 1, 2, 3], [3, 2, 1, 0]]
     for (const dtype of dtypesOf(kit)) {
       for (const c of cases(dtype)) {
         const host = valuesOf(c, 5)
