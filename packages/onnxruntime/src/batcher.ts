@@ -198,6 +198,7 @@ const keyOk = (k: unknown): k is StreamKey =>
  * `OptionError` naming the option.
  *
  * @example
+ * declare const vad: StreamingSession<"output">, sr: OrtTensor, frame: OrtTensor
  * const batcher = orThrow(createStreamBatcher({ session: vad, maxBatch: 32, maxWaitMs: 2, shared: { sr } }))
  * const r = await batcher.push("call-1", { input: frame }, { start: true })
  * if (r._tag === "Right") r.right.outputs.output.dispose()

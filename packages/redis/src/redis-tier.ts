@@ -255,6 +255,8 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
  * Creates a Redis tier. Every option is checked first: a bad one is an `OptionError` naming it.
  *
  * @example
+ * import { createClient } from "redis"
+ * declare const spec: StateSpec, backend: HostBackend
  * const client = await createClient({ url: "redis://127.0.0.1:6379" }).connect()
  * const tier = orThrow(createRedisTier({ client, prefix: "vad:" }))
  * const store = orThrow(createStateStore({ spec, backend, capacity: 1000, onEvict: tier.onEvict }))
@@ -460,6 +462,20 @@ class Tier implements RedisTier {
     const out: E.Either<PrepareError, number>[] = new Array(requests.length)
     const misses: { i: number; key: StreamKey; start: boolean }[] = []
     const renewals: { i: number; key: StreamKey; held: Held }[] = []
+    // A held stream the store no longer has is being evicted: the store calls onEvict once its
+    // rows reached the host, and refuses the key until then. Let that write-back finish first.
+    const evicting = requests.some((r) => {
+      const key: unknown = (r as { key?: unknown } | null)?.key
+      const held = keyOk(key) ? this.#held.get(key) : undefined
+      return held !== undefined && !held.fresh && !store.has(key as StreamKey)
+    })
+    if (evicting) {
+      await store.flush().catch((e: unknown) => {
+        const all = e instanceof AggregateError ? (e.errors as unknown[]) : [e]
+        for (const x of all)
+          this.#errors.push(x instanceof StateError ? x : this.#backendError("evict", undefined, x))
+      })
+    }
     const now = this.#c.clock()
     for (let i = 0; i < requests.length; i++) {
       const r = requests[i] as TierRequest
