@@ -62,7 +62,7 @@ export type HostData = DTypeArrays[DType]
  * @since 0.1.0
  */
 export function isDType(x: unknown): x is DType {
-  return typeof x === "string" && (DTYPES as readonly string[]).includes(x)
+  return (DTYPES as readonly unknown[]).includes(x)
 }
 
 /**
@@ -128,6 +128,8 @@ export function sizeOf(shape: readonly number[]): number {
   return n
 }
 
+const NEW = "new HostTensor"
+
 /** Marks a tensor freed by the host backend. Internal: not exported from the package. */
 export let markHostTensorDisposed: (t: HostTensor) => void
 /** True for a tensor the host backend freed. Internal: not exported from the package. */
@@ -162,8 +164,8 @@ export class HostTensor<D extends DType = DType> {
   }
 
   constructor(dtype: D, shape: readonly number[], data?: DTypeArrays[D]) {
-    if (!isDType(dtype)) throw unknownDType(dtype, "new HostTensor")
-    const n = checkShape(shape, "new HostTensor")
+    if (!isDType(dtype)) throw unknownDType(dtype, NEW)
+    const n = checkShape(shape, NEW)
     if (typeof n !== "number") throw n
     let buf: unknown = data
     if (buf === undefined) {
@@ -173,7 +175,7 @@ export class HostTensor<D extends DType = DType> {
         throw shapeTooLarge(shape, n, e)
       }
     } else {
-      const bad = checkData(dtype, shape, n, buf, "new HostTensor")
+      const bad = checkData(dtype, shape, n, buf, NEW)
       if (bad) throw bad
     }
     this.dtype = dtype
@@ -188,7 +190,7 @@ const shapeTooLarge = (shape: readonly number[], n: number, cause: unknown): Sha
   new ShapeMismatchError({
     expected: "a shape whose elements fit in memory",
     actual: shape,
-    detail: `new HostTensor: cannot allocate ${n} elements`,
+    detail: `${NEW}: cannot allocate ${n} elements`,
     cause,
   })
 
@@ -222,9 +224,7 @@ export function hostTensor<D extends DType>(
       "",
       t.shape,
       list,
-      arrayLike
-        ? `hostTensor: the shape holds ${n} values, ${given.length} given`
-        : "hostTensor: values must be an array or a typed array",
+      `hostTensor: ${arrayLike ? `the shape holds ${n} values, ${given.length} given` : "values must be an array or a typed array"}`,
     )
   }
   const data = t.data as HostData

@@ -52,9 +52,12 @@ const IDENT = /^[A-Za-z_$][A-Za-z0-9_$]*$/
 export function formatPath(path: readonly PathSegment[]): string {
   let out = ""
   for (const seg of path) {
-    if (typeof seg === "number") out += `[${seg}]`
-    else if (IDENT.test(seg)) out += out === "" ? seg : `.${seg}`
-    else out += `[${JSON.stringify(seg)}]`
+    out +=
+      typeof seg === "number"
+        ? `[${seg}]`
+        : IDENT.test(seg)
+          ? (out && ".") + seg
+          : `[${JSON.stringify(seg)}]`
   }
   return out
 }
@@ -124,12 +127,8 @@ export function flatten<L>(tree: StateTree<L>, isLeaf: IsLeaf = isDefaultLeaf): 
  */
 function defineKey(target: Record<string, unknown>, key: string, value: unknown): void {
   if (key === "__proto__") {
-    Object.defineProperty(target, key, {
-      value,
-      enumerable: true,
-      writable: true,
-      configurable: true,
-    })
+    // A computed key in a literal defines an own property, as a record key should be.
+    Object.defineProperty(target, key, Object.getOwnPropertyDescriptor({ [key]: value }, key)!)
   } else {
     target[key] = value
   }

@@ -109,55 +109,49 @@ export function checkTensor(
   return typeof n === "number" ? checkData(dtype, shape, n, data, where) : n
 }
 
-/** The integer dtypes that hold numbers, and their ranges. */
-const INT_RANGES: Partial<Record<DType, readonly [number, number]>> = {
-  int32: [-(2 ** 31), 2 ** 31 - 1],
-  uint8: [0, 255],
-  bool: [0, 1],
-}
 const INT64_MIN = -(2n ** 63n)
 const INT64_MAX = 2n ** 63n - 1n
 
+/** The integer dtypes and their ranges (bigints for int64, whose range no double holds). */
+const INT_RANGES: Partial<Record<DType, readonly [number | bigint, number | bigint]>> = {
+  int32: [-(2 ** 31), 2 ** 31 - 1],
+  int64: [INT64_MIN, INT64_MAX],
+  uint8: [0, 255],
+  bool: [0, 1],
+}
+
+const FLOAT = " (or ±Infinity, NaN), or a bigint it holds exactly"
 const RANGES: Partial<Record<DType, string>> = {
-  float32: "a number finite in float32 (or ±Infinity, NaN), or a bigint it holds exactly",
-  float16: "a number below 65520 in magnitude (or ±Infinity, NaN), or a bigint it holds exactly",
+  float32: `a number finite in float32${FLOAT}`,
+  float16: `a number below 65520 in magnitude${FLOAT}`,
   int64: `a bigint in [${INT64_MIN}n, ${INT64_MAX}n] or a safe integer number`,
 }
 
 /** The values a dtype accepts, as printed in errors. */
 export const valueRange = (dtype: DType): string => {
   const r = INT_RANGES[dtype]
-  return r ? `an integer in [${r[0]}, ${r[1]}]` : (RANGES[dtype] as string)
+  return RANGES[dtype] ?? `an integer in [${r?.[0]}, ${r?.[1]}]`
 }
 
 /**
  * True when `v` is a value of `dtype` as `valueRange` describes it: integers in range for the
- * integer dtypes (no fractions, no NaN), and for the float dtypes any number but a finite one
- * that would round to infinity; a bigint for a float dtype only when the dtype holds it exactly.
+ * integer dtypes (no fractions, no NaN; int64 numbers must be safe integers), and for the float
+ * dtypes any number but a finite one that would round to infinity; a bigint for a float dtype
+ * only when the dtype holds it exactly.
  */
 export function fitsDType(dtype: DType, v: unknown): v is number | bigint {
-  if (typeof v !== "number" && typeof v !== "bigint") return false
+  const big = typeof v === "bigint"
+  if (!big && typeof v !== "number") return false
   const r = INT_RANGES[dtype]
   if (r) {
-    return typeof v === "bigint"
-      ? v >= BigInt(r[0]) && v <= BigInt(r[1])
-      : Number.isInteger(v) && v >= r[0] && v <= r[1]
+    // Comparing a bigint with a number is exact.
+    const whole = big || (dtype === "int64" ? Number.isSafeInteger(v) : Number.isInteger(v))
+    return whole && v >= r[0] && v <= r[1]
   }
-  if (dtype === "int64") {
-    return typeof v === "bigint" ? v >= INT64_MIN && v <= INT64_MAX : Number.isSafeInteger(v)
-  }
-  const round =
-    dtype === "float32"
-      ? Math.fround
-      : dtype === "float16"
-        ? (x: number) => fromHalfBits(toHalfBits(x))
-        : undefined
-  if (!round) return false
   // A float dtype: a finite value must stay finite; a bigint must round to itself.
-  const f = round(Number(v))
-  return typeof v === "number"
-    ? !Number.isFinite(v) || Number.isFinite(f)
-    : Number.isFinite(f) && BigInt(f) === v
+  const n = Number(v)
+  const f = dtype === "float32" ? Math.fround(n) : fromHalfBits(toHalfBits(n))
+  return big ? Number.isFinite(f) && BigInt(f) === v : !Number.isFinite(n) || Number.isFinite(f)
 }
 
 /** The element stored for a value that `fitsDType` accepted: float16 words, int64 bigints. */

@@ -6,7 +6,8 @@
 // so the double is rounded exactly once, with no float32 step in between. This is the approach
 // of @petamoriken/float16's `roundToFloat16` (MIT), which the tests use as the reference.
 
-const ROUNDER = 2 ** 52
+/** Rounds `0 <= x < 2^52` to an integer, ties to even. */
+const roundEven = (x: number): number => x + 2 ** 52 - 2 ** 52
 
 /** Smallest positive normal half, 2^-14. */
 const MIN_NORMAL = 2 ** -14
@@ -24,7 +25,7 @@ export function toHalfBits(value: number): number {
   if (a >= OVERFLOW) return sign | 0x7c00
   if (a < MIN_NORMAL) {
     // Subnormal (or zero): units of 2^-24. A result of 1024 is the smallest normal, 0x0400.
-    return sign | (a * 2 ** 24 + ROUNDER - ROUNDER)
+    return sign | roundEven(a * 2 ** 24)
   }
   // 2^e <= a < 2^(e+1), with e in [-14, 15]. Math.log2 may be one off next to a power of two.
   // `2 ** e` is exact for these e (the tests check every half and a million doubles).
@@ -33,7 +34,7 @@ export function toHalfBits(value: number): number {
   else if (2 ** (e + 1) <= a) e++
   // a / 2^(e - 10) is in [1024, 2048); rounding may give 2048, which carries into the exponent
   // (and into infinity above 65504, which OVERFLOW already caught).
-  const m = (a / 2 ** e) * 1024 + ROUNDER - ROUNDER
+  const m = roundEven((a / 2 ** e) * 1024)
   return sign | (((e + 15) << 10) + (m - 1024))
 }
 

@@ -27,12 +27,12 @@ export function toSnapshot(input: unknown): E.Either<SnapshotFormatError, Snapsh
   if (input instanceof Uint8Array) return decodeSnapshot(input)
   const snap = input as Partial<Snapshot> | null
   if (
+    !snap ||
     typeof snap !== "object" ||
-    snap === null ||
     typeof snap.batchDim !== "string" ||
     !isArray(snap.leaves) ||
     // `checkSnapshot` reads each leaf record's `path` and `batchAxis`.
-    snap.leaves.some((l: unknown) => typeof l !== "object" || !l) ||
+    snap.leaves.some((l: unknown) => !l || typeof l !== "object") ||
     !(snap.tensors instanceof Map)
   ) {
     return fail(
