@@ -226,12 +226,8 @@ const overLimit = (count: number, what: string): Problem => [
 
 const LEAVES_JSON = "a leaves JSON string"
 
-/** A tensor entry: its leaf and the byte range of its data. */
-interface Entry {
-  readonly leaf: SnapshotLeaf
-  readonly begin: number
-  readonly end: number
-}
+/** A tensor entry: the byte range of its data and its leaf's path. */
+type Entry = readonly [begin: number, end: number, path: string]
 
 /**
  * Decodes and validates snapshot bytes. Every inconsistency (truncation, an oversized or
@@ -352,7 +348,8 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
     const dims = shape as number[]
     const { dtype: leafDType, spec, batchAxis } = leaf as SnapshotLeaf
     // Stops multiplying once past the data: a crafted shape must not overflow to a match.
-    let bytesNeeded = dims.includes(0) ? 0 : dtypeByteSize(dtype as DType)
+    const size = dtypeByteSize(dtype as DType)
+    let bytesNeeded = dims.includes(0) ? 0 : size
     for (const d of dims) if ((bytesNeeded *= d) > dataLength) break
     bad =
       bytesNeeded !== end - begin
@@ -366,18 +363,17 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
               : undefined
     if (bad) return fail(bad[0], bad[1], key)
     const A = arrayOf(dtype) as Float32ArrayConstructor
-    const aligned = begin % A.BYTES_PER_ELEMENT === 0
-    const data = new A(
-      aligned ? region.buffer : region.slice(begin, end).buffer,
-      aligned ? begin : 0,
-      (end - begin) / A.BYTES_PER_ELEMENT,
+    const data = (
+      begin % size
+        ? new A(region.slice(begin, end).buffer)
+        : new A(region.buffer, begin, (end - begin) / size)
     ) as HostData
     if (dtype === "bool") {
       const notBool = data.findIndex((v: number | bigint) => v > 1)
       if (notBool >= 0) return fail("bool bytes 0 or 1", data[notBool], key)
     }
     tensors.set(key, new HostTensor(leafDType, dims, data))
-    entries.push({ leaf: leaf as SnapshotLeaf, begin, end })
+    entries.push([begin, end, key])
   }
   if (entries.length !== leaves.length) {
     // Paths are distinct and every entry names a leaf: some leaf has no entry.
@@ -385,9 +381,9 @@ export function decodeSnapshot(bytes: Uint8Array): E.Either<SnapshotFormatError,
     return fail("a tensor for every leaf", `no tensor for ${missing ?? "?"}`, missing)
   }
   let cursor = 0
-  for (const e of entries.sort((a, b) => a.begin - b.begin || a.end - b.end)) {
-    if (e.begin !== cursor) return fail(`data starting at byte ${cursor}`, e.begin, e.leaf.path)
-    cursor = e.end
+  for (const [begin, end, path] of entries.sort((a, b) => a[0] - b[0] || a[1] - b[1])) {
+    if (begin !== cursor) return fail(`data starting at byte ${cursor}`, begin, path)
+    cursor = end
   }
   if (cursor !== dataLength) return fail(`${cursor} data bytes`, dataLength)
   return E.right({
