@@ -1,10 +1,16 @@
 /**
  * Streaming voice activity detection with Silero VAD v5 (shipped in @ricky0123/vad-web) on
- * onnxruntime-node: a StatefulSession carries the model's `state` between 32 ms frames, and
- * speech segments are printed as they close.
+ * onnxruntime-node, fed as its authors feed it: a StatefulSession carries the model's `state`
+ * and, through `sileroContext()`, the last 64 samples of each 32 ms frame, which it prepends to
+ * the next one. Speech segments are printed as they close.
  */
 import { orThrow } from "@statesaver/core"
-import { createStatefulSession, ortBackend, tensorScalar } from "@statesaver/onnxruntime"
+import {
+  createStatefulSession,
+  ortBackend,
+  sileroContext,
+  tensorScalar,
+} from "@statesaver/onnxruntime"
 import * as ort from "onnxruntime-node"
 import { sileroV5Path, speechFixture } from "./speech.js"
 
@@ -26,20 +32,21 @@ export async function main(): Promise<void> {
       backend: ortBackend({ ort }),
       batchSize: 1,
       outputs: ["output"],
+      rules: [sileroContext()],
     }),
   )
   const sr = new ort.Tensor("int64", BigInt64Array.from([BigInt(sampleRate)]), [])
   const seconds = (frame: number) => ((frame * FRAME) / sampleRate).toFixed(2)
 
   console.log(
-    `Silero VAD v5, streaming ${(samples.length / sampleRate).toFixed(1)} s of speech in ${FRAME}-sample frames`,
+    `Silero VAD v5, streaming ${(samples.length / sampleRate).toFixed(1)} s of speech in ${FRAME}-sample frames (each after the previous frame's last 64 samples)`,
   )
   let start: number | undefined
   let quiet = 0
   const frames = Math.floor(samples.length / FRAME)
   for (let f = 0; f < frames; f++) {
-    const input = new ort.Tensor("float32", samples.slice(f * FRAME, (f + 1) * FRAME), [1, FRAME])
-    const out = orThrow(await vad.run({ input, sr }))
+    const frame = new ort.Tensor("float32", samples.slice(f * FRAME, (f + 1) * FRAME), [1, FRAME])
+    const out = orThrow(await vad.run({ frame, sr }))
     const p = orThrow(tensorScalar(out.output, "float32"))
     out.output.dispose()
     if (start === undefined) {

@@ -1,11 +1,17 @@
 /**
  * Many concurrent audio streams through one Silero VAD v5 session (shipped in
- * @ricky0123/vad-web) on onnxruntime-node: a StreamingSession keeps each stream's `state` in a
- * StateStore and runs up to 16 streams per call. Streams join and leave over time; each one's
+ * @ricky0123/vad-web) on onnxruntime-node: a StreamingSession keeps each stream's `state` and,
+ * through `sileroContext()`, its 64-sample context window in a StateStore and runs up to 16
+ * streams per call. Streams join and leave over time; each one's
  * speech segments are printed when it ends, then the throughput.
  */
 import { orThrow } from "@statesaver/core"
-import { createStreamingSession, ortBackend, tensorScalar } from "@statesaver/onnxruntime"
+import {
+  createStreamingSession,
+  ortBackend,
+  sileroContext,
+  tensorScalar,
+} from "@statesaver/onnxruntime"
 import * as ort from "onnxruntime-node"
 import { sileroV5Path, speechFixture } from "./speech.js"
 
@@ -43,6 +49,7 @@ export async function main(): Promise<void> {
       backend: ortBackend({ ort }),
       capacity: 64,
       outputs: ["output"],
+      rules: [sileroContext()],
     }),
   )
   const sr = new ort.Tensor("int64", BigInt64Array.from([BigInt(sampleRate)]), [])
@@ -86,7 +93,7 @@ export async function main(): Promise<void> {
       const at = s.offset + s.done * FRAME
       return {
         key: s.key,
-        feeds: { input: new ort.Tensor("float32", samples.slice(at, at + FRAME), [1, FRAME]) },
+        feeds: { frame: new ort.Tensor("float32", samples.slice(at, at + FRAME), [1, FRAME]) },
       }
     })
     const outs = orThrow(await vad.run(batch, { shared: { sr } }))
