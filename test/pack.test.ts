@@ -32,6 +32,11 @@ const probes: Record<string, string> = {
     if (typeof m.ortBackend !== "function") throw new Error("no ortBackend export")
     console.log("onnxruntime ok")
   `,
+  "@statesaver/redis": `
+    const m = await import("@statesaver/redis")
+    if (typeof m.createRedisTier !== "function") throw new Error("no createRedisTier export")
+    console.log("redis ok")
+  `,
 }
 
 describe("packed tarballs", () => {

@@ -6,6 +6,7 @@ import { StateError } from "@statesaver/core"
  * run was refused and this worker dropped its copy of the stream. `path` names the stream.
  *
  * @example
+ * import { LeaseError } from "@statesaver/redis"
  * const e = new LeaseError({ path: "call-7", token: 4, current: 5, holder: "worker-b" })
  * console.log(e.message) // stream call-7: expected the lease of fencing token 4, got token 5 (held by "worker-b")
  * @category errors

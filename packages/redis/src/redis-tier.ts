@@ -256,6 +256,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
  *
  * @example
  * import { createClient } from "redis"
+ * import { createRedisTier } from "@statesaver/redis"
  * declare const spec: StateSpec, backend: HostBackend
  * const client = await createClient({ url: "redis://127.0.0.1:6379" }).connect()
  * const tier = orThrow(createRedisTier({ client, prefix: "vad:" }))
