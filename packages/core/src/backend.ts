@@ -174,6 +174,19 @@ export interface StateBackend<T, In = T> {
    */
   fromHost(host: HostTensor, leaf: LeafContext): T
   /**
+   * Optional: writes `src` into `dst` in place along `axis` at a per-row offset. For each row `r`
+   * of `dst` (along `leaf.batchAxis`), positions `offsets[r]` to `offsets[r] + k - 1` along
+   * `axis` take positions `0` to `k - 1` of row `r` of `src`, where `k` is `src`'s size along
+   * `axis`: how a fixed-capacity KV cache `[batch, heads, capacity, dim]` takes one step's keys
+   * `[batch, heads, k, dim]` at each row's length. The caller checked: `axis` is not the batch
+   * axis; `src` has `dst`'s dtype and shape but along `axis`; `offsets` has one integer per row,
+   * each with `offsets[r] + k <= ` the size of `axis`. Positions outside the block keep their
+   * values. `src` may be an `In`; do not keep it. A device backend copies on the device (no
+   * read-back). A backend without it cannot hold a fixed-capacity cache; `writeBlockTyped`
+   * does the work for typed-array data.
+   */
+  writeAt?(dst: T, axis: number, offsets: readonly number[], src: T | In, leaf: LeafContext): void
+  /**
    * Frees `t`: a tensor core owned (held, a temporary of its own, or one given to `scatter`).
    * Core calls it exactly once per such tensor; never for the tensors it hands to `adopt`,
    * unless `adopt` threw.

@@ -148,6 +148,11 @@ export interface StateStore<T, In = T> extends Disposable {
   readonly disposed: boolean
   /** Whether `key` is held (after evicting idle streams). False for anything that is not a held key. */
   has(key: StreamKey): boolean
+  /**
+   * Whether `key` is held now, evicting nothing: a stream idle past `idleTtlMs` still counts
+   * until the next call that sweeps (which `gather` of that key is not: it keeps it).
+   */
+  holds(key: StreamKey): boolean
   /** Keys, least recently used first (after evicting idle streams). */
   keys(): StreamKey[]
   /**
@@ -344,6 +349,10 @@ class Store<T, In> implements StateStore<T, In> {
 
   has(key: StreamKey): boolean {
     this.sweep()
+    return this.holds(key)
+  }
+
+  holds(key: StreamKey): boolean {
     return keyOk(key) && this.#entries.has(key)
   }
 

@@ -57,6 +57,7 @@ describe("public exports", () => {
       "scatterRowsTyped",
       "sizeOf",
       "unflatten",
+      "writeBlockTyped",
       "zipTrees",
     ])
   })

@@ -142,6 +142,34 @@ describe("onEvict that evicts again cannot chain forever", () => {
     store.dispose()
   })
 
+  it("holds answers membership without evicting; has sweeps first", async () => {
+    let now = 0
+    const evicted: StreamKey[] = []
+    const store = orThrow(
+      createStateStore({
+        spec,
+        backend: hostBackend(),
+        capacity: 3,
+        idleTtlMs: 10,
+        clock: () => now,
+        onEvict: (key) => {
+          evicted.push(key)
+        },
+      }),
+    )
+    step(store, ["a"], 1)
+    now = 20 // a is idle past the TTL
+    expect(store.holds("a")).toBe(true)
+    expect(store.holds("zzz")).toBe(false)
+    expect(store.holds(Number.NaN as never)).toBe(false)
+    await store.flush()
+    expect(evicted).toEqual([])
+    expect(store.has("a")).toBe(false)
+    await store.flush()
+    expect(evicted).toEqual(["a"])
+    store.dispose()
+  })
+
   it("from inside onEvict, calls that need no eviction work and sweeps evict nothing", async () => {
     let now = 0
     const log: string[] = []

@@ -51,5 +51,6 @@ export type {
   SileroContextOptions,
 } from "./input-rules.js"
 export { sileroContext } from "./input-rules.js"
+export type { KvCacheOptions, RewindError } from "./kv-cache.js"
 export type { OrtDType, OrtData, OrtElement, TensorDataError } from "./tensor-data.js"
 export { tensorData, tensorScalar } from "./tensor-data.js"

@@ -43,6 +43,8 @@ export interface RuleCall {
   readonly feeds: Readonly<Record<string, HostTensor>>
   /** The rule's bookkeeping leaves by name, rows in the run's order. */
   readonly state: Readonly<Record<string, HostTensor>>
+  /** Current sizes of the state's named dims (a KV cache's length or capacity). */
+  readonly dims: Readonly<Record<string, number>>
 }
 
 /**
@@ -85,6 +87,11 @@ export interface InputRule {
    * 512-sample `frame`, batched along axis 0. CPU tensors only.
    */
   readonly feeds?: Readonly<Record<string, number>>
+  /**
+   * Model inputs the caller feeds that the rule reads too (they still reach the model), in
+   * `RuleCall.feeds`: a KV cache reads `input_ids` to count the new tokens. CPU tensors only.
+   */
+  readonly reads?: readonly string[]
   /** Bookkeeping leaves by name; the names must differ from the model's state inputs. */
   readonly state?: Readonly<Record<string, RuleLeaf>>
   /**

@@ -13,6 +13,7 @@ import {
   rowLayout,
   scatterRowsTyped,
   sizeOf,
+  writeBlockTyped,
 } from "@statesaver/core"
 import type * as common from "onnxruntime-common"
 import { byteSize, dtypeOfOrt } from "./internal/dtypes.js"
@@ -296,6 +297,38 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
       free(held)
       return own(next)
     },
+    writeAt(dst, axis, offsets, src, leaf) {
+      const dtype = dtypeOfOrt(dst.type)
+      if (isGpu(dst) !== isGpu(src)) {
+        throw new StructureMismatchError({
+          path: leaf.path,
+          expected: `a block on the ${dst.location} tensor's device`,
+          actual: `a block of a ${src.location} tensor`,
+        })
+      }
+      if (!isGpu(dst)) {
+        writeBlockTyped(
+          dst.data as HostData,
+          dst.dims,
+          axis,
+          leaf.batchAxis,
+          offsets,
+          src.data as HostData,
+          src.dims,
+        )
+        counters.copied += sizeOf(src.dims) * byteSize(dtype)
+        return
+      }
+      const spans = blockSpans(dst.dims, axis, leaf.batchAxis, offsets, src.dims)
+      gpu.copySpans(
+        bufferOf(dst),
+        bufferOf(src),
+        spans.from,
+        spans.to,
+        spans.counts,
+        byteSize(dtype),
+      )
+    },
     toHost(t) {
       const dtype = dtypeOfOrt(t.type)
       if (!isGpu(t)) {
@@ -317,4 +350,49 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
     liveGpuBuffers: () => counters.gpuBuffers,
     bytesCopied: () => counters.copied,
   }
+}
+
+/**
+ * The contiguous spans (in elements) a block write copies: one per row and head of a KV cache
+ * when the batch axis comes before the written axis, else one per element.
+ */
+function blockSpans(
+  dstShape: readonly number[],
+  axis: number,
+  batchAxis: number,
+  offsets: readonly number[],
+  srcShape: readonly number[],
+): { from: number[]; to: number[]; counts: number[] } {
+  let inner = 1
+  for (let i = axis + 1; i < dstShape.length; i++) inner *= dstShape[i] as number
+  let prefixes = 1
+  for (let i = 0; i < axis; i++) prefixes *= dstShape[i] as number
+  const capacity = dstShape[axis] as number
+  const k = srcShape[axis] as number
+  const rows = dstShape[batchAxis] as number
+  const from: number[] = []
+  const to: number[] = []
+  const counts: number[] = []
+  if (batchAxis < axis) {
+    let per = 1
+    for (let i = batchAxis + 1; i < axis; i++) per *= dstShape[i] as number
+    for (let p = 0; p < prefixes; p++) {
+      const row = Math.floor(p / per) % rows
+      from.push(p * k * inner)
+      to.push((p * capacity + (offsets[row] as number)) * inner)
+      counts.push(k * inner)
+    }
+    return { from, to, counts }
+  }
+  let rowStride = 1
+  for (let i = batchAxis + 1; i < dstShape.length; i++) rowStride *= dstShape[i] as number
+  for (let p = 0; p < prefixes; p++)
+    for (let j = 0; j < k; j++)
+      for (let e = 0; e < inner; e++) {
+        const row = Math.floor(e / rowStride) % rows
+        from.push((p * k + j) * inner + e)
+        to.push((p * capacity + (offsets[row] as number) + j) * inner + e)
+        counts.push(1)
+      }
+  return { from, to, counts }
 }

@@ -19,9 +19,13 @@ import {
   StructureMismatchError,
   createStateSaver,
   formatPath,
+  HostTensor,
+  type TensorCheckError,
 } from "@statesaver/core"
 import type * as common from "onnxruntime-common"
 import type { InputRule } from "./input-rules.js"
+import { type CachePlan, type KvCacheOptions, type RewindError, rewound } from "./kv-cache.js"
+import { type BlockWrite, planWrites, writeBlocks } from "./internal/blocks.js"
 import type { OrtRuntime, OrtTensor } from "./ort-backend.js"
 import { type Rules, deriveInputs, nextState, refuseDerivedFeeds } from "./internal/rules.js"
 import { GuardedSaver } from "./internal/busy-guard.js"
@@ -81,6 +85,12 @@ export interface StatefulSessionOptions<O extends string = string> {
    * (`sileroContext()` for Silero VAD). Their state leaves join the session's state.
    */
   readonly rules?: readonly InputRule[]
+  /**
+   * A decoder's KV cache with per-row lengths: `{ kind: "growing" }` or `{ kind: "fixed",
+   * capacity }`. The session then derives `attention_mask`, `position_ids` and
+   * `cache_position` (those the model takes) from each row's length.
+   */
+  readonly cache?: KvCacheOptions
 }
 
 /**
@@ -202,6 +212,16 @@ export interface StatefulSession<O extends string = string> extends Disposable {
   reset(rows?: RowsInput): ReturnType<SessionSaver["reset"]>
   /** Gathers rows into a new batch: reorder beams, drop finished rows, `null` for a fresh row. */
   select(rows: readonly (number | null)[]): ReturnType<SessionSaver["select"]>
+  /**
+   * Drops the last `n` positions of each of `rows` from the KV cache (the `cache` option):
+   * speculative-decoding rollback, or editing the end of a conversation. The keys stay where
+   * they are; the rows' lengths (fixed) or masks (growing) no longer count them, so the next
+   * tokens overwrite them (fixed) or are appended after them, masked out (growing).
+   */
+  rewind(
+    rows: readonly number[],
+    n: number,
+  ): E.Either<RewindError | BusyError | DisposedError | BackendError | TensorCheckError, void>
   /** Copies the state to host memory as snapshot bytes, with the caller's `metadata` strings. */
   snapshot(options?: SnapshotOptions): ReturnType<SessionSaver["snapshot"]>
   /** Replaces the state with a snapshot of the same spec and batch size; returns its metadata. */
@@ -236,16 +256,17 @@ export function createStatefulSession<const O extends string = string>(
 ): E.Either<CreateStatefulSessionError, StatefulSession<O>> {
   const derived = deriveSessionState(options)
   if (derived._tag === "Left") return derived
-  const { session, pairs, spec, batchDim, outputs, rules, callerInputs } = derived.right
+  const { session, pairs, spec, batchDim, outputs, rules, callerInputs, cache, dims } =
+    derived.right
   const saver = createStateSaver({
     spec,
     backend: options.backend,
     batchSize: options.batchSize,
     batchDim,
-    ...(options.dims === undefined ? {} : { dims: options.dims }),
+    ...(dims === undefined ? {} : { dims }),
   })
   if (saver._tag === "Left") return saver
-  return E.right(new Session<O>(session, pairs, saver.right, outputs, rules, callerInputs))
+  return E.right(new Session<O>(session, pairs, saver.right, outputs, rules, callerInputs, cache))
 }
 
 class Session<O extends string> implements StatefulSession<O> {
@@ -264,6 +285,7 @@ class Session<O extends string> implements StatefulSession<O> {
   readonly #byLeaf: readonly (StatePair | string)[]
   readonly #rules: Rules
   readonly #ort: OrtRuntime
+  readonly #cache: CachePlan | undefined
   readonly saver: SessionSaver
 
   constructor(
@@ -273,7 +295,9 @@ class Session<O extends string> implements StatefulSession<O> {
     outputs: ReadonlySet<string>,
     rules: Rules,
     inputs: readonly string[],
+    cache: CachePlan | undefined,
   ) {
+    this.#cache = cache
     this.#saver = saver
     this.#stateInputs = new Set(pairs.map((p) => p.input))
     this.#outputs = outputs
@@ -362,6 +386,7 @@ class Session<O extends string> implements StatefulSession<O> {
         checked.right,
         book,
         this.#saver.batchSize,
+        this.#saver.dims(),
         this.#saver.backend.name,
       )
       if (derived._tag === "Left") return derived
@@ -397,14 +422,48 @@ class Session<O extends string> implements StatefulSession<O> {
       }
       book2 = made.right
     }
-    const next = this.#byLeaf.map((leaf) =>
-      typeof leaf === "string" ? (book2[leaf] as OrtTensor) : (outputs[leaf.output] as OrtTensor),
+    // A fixed cache keeps its tensors and takes the step's blocks at each row's length.
+    const cache = this.#cache
+    const blocks = new Set(cache?.blocks.map((p) => p.output))
+    let writes: BlockWrite[] = []
+    if (cache !== undefined && blocks.size > 0) {
+      const planned = planWrites(
+        cache,
+        this.#saver.spec.leaves,
+        (input) =>
+          held[
+            this.#byLeaf.findIndex((l) => typeof l !== "string" && l.input === input)
+          ] as OrtTensor,
+        outputs,
+        (ruleCall?.feeds[cache.tokens]?.shape[1] ?? 0) as number,
+      )
+      if (planned._tag === "Left") {
+        for (const t of Object.values(outputs)) t.dispose()
+        return planned
+      }
+      writes = planned.right
+    }
+    const next = this.#byLeaf.map((leaf, i) =>
+      typeof leaf === "string"
+        ? (book2[leaf] as OrtTensor)
+        : blocks.has(leaf.output)
+          ? (held[i] as OrtTensor)
+          : (outputs[leaf.output] as OrtTensor),
     )
+    const offsets =
+      cache?.lengthLeaf === undefined
+        ? []
+        : Array.from(ruleCall?.state[cache.lengthLeaf]?.data as Int32Array)
     const saved = this.#saver.saveLeaves(next)
     if (saved._tag === "Left") {
       // Nothing of a failed run reaches the caller: every output is freed.
       for (const t of Object.values(outputs)) t.dispose()
       return saved
+    }
+    const written = writeBlocks(this.#saver.backend, writes, offsets)
+    if (written._tag === "Left") {
+      for (const t of Object.values(outputs)) if (!next.includes(t)) t.dispose()
+      return written
     }
     // The saver owns the state outputs now; the listed outputs are the caller's, the rest freed.
     const out: Record<string, OrtTensor> = {}
@@ -435,6 +494,34 @@ class Session<O extends string> implements StatefulSession<O> {
 
   select(rows: readonly (number | null)[]): ReturnType<SessionSaver["select"]> {
     return this.#idle("select") ?? this.#saver.select(rows)
+  }
+
+  rewind(
+    rows: readonly number[],
+    n: number,
+  ): E.Either<RewindError | BusyError | DisposedError | BackendError | TensorCheckError, void> {
+    const idle = this.#idle("rewind")
+    if (idle !== undefined) return idle
+    const cache = this.#cache
+    if (cache === undefined) {
+      return E.left(
+        new OptionError({
+          path: "cache",
+          expected: "a session created with the cache option",
+          actual: undefined,
+        }),
+      )
+    }
+    const held = this.#saver.leaves()
+    const i = this.#byLeaf.indexOf(cache.leaf)
+    const t = held[i] as OrtTensor
+    const view = new HostTensor(t.type as "int32", t.dims, t.data as Int32Array)
+    const made = rewound(cache, view, rows, n)
+    if (made._tag === "Left") return made
+    const next = [...held]
+    const { next: host } = made.right
+    next[i] = new this.#ort.Tensor(host.dtype as "int32", host.data as Int32Array, host.shape)
+    return this.#saver.saveLeaves(next)
   }
 
   async snapshot(options?: SnapshotOptions): ReturnType<SessionSaver["snapshot"]> {

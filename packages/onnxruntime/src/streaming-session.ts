@@ -26,6 +26,8 @@ import type { OrtRuntime, OrtTensor } from "./ort-backend.js"
 import { GuardedStore } from "./internal/busy-guard.js"
 import { type Rules, deriveInputs, nextState } from "./internal/rules.js"
 import type { InputRule } from "./input-rules.js"
+import type { CachePlan, KvCacheOptions } from "./kv-cache.js"
+import { planWrites, writeBlocks } from "./internal/blocks.js"
 import * as E from "./internal/either.js"
 import { deriveSessionState, setKey } from "./internal/session-state.js"
 import { readOutputs, splitOutputs, stackFeeds } from "./internal/stream-batch.js"
@@ -116,6 +118,11 @@ export interface StreamingSessionOptions<O extends string = string> extends Pick
    * with each stream's model state.
    */
   readonly rules?: readonly InputRule[]
+  /**
+   * A decoder's KV cache with per-row lengths (`{ kind: "growing" }` or `{ kind: "fixed",
+   * capacity }`): each stream's cache and lengths are stored, evicted and snapshotted together.
+   */
+  readonly cache?: KvCacheOptions
   /** Name of the batch dim in the model's metadata. Default: the first of `batch`, `batch_size`, `N` found. */
   readonly batchDim?: string
   /** Sizes of other named dims of the state (fixed in a store). Absent ones are 0. */
@@ -267,7 +274,8 @@ export function createStreamingSession<const O extends string = string>(
 ): E.Either<CreateStreamingSessionError, StreamingSession<O>> {
   const derived = deriveSessionState(options)
   if (derived._tag === "Left") return derived
-  const { session, pairs, spec, batchDim, outputs, rules, callerInputs } = derived.right
+  const { session, pairs, spec, batchDim, outputs, rules, callerInputs, cache, dims } =
+    derived.right
   const { ort, clock, sweepEveryMs } = options
   if (typeof ort !== "object" || ort === null || typeof ort.Tensor !== "function") {
     return E.left(
@@ -309,6 +317,17 @@ export function createStreamingSession<const O extends string = string>(
       }),
     )
   }
+  if (cache !== undefined && cache.lengthLeaf === undefined) {
+    return E.left(
+      new OptionError({
+        path: "cache.kind",
+        expected: '"fixed": a store keeps every stream\'s rows in one slab of one length',
+        actual: "growing",
+        detail:
+          "streams at different lengths share a fixed-capacity cache, each masked to its own length",
+      }),
+    )
+  }
   const stateOutputs = new Set(pairs.map((p) => p.output))
   const names = [...callerInputs, ...session.outputNames.filter((n) => !stateOutputs.has(n))]
   const axes = resolveBatchAxes(
@@ -328,13 +347,15 @@ export function createStreamingSession<const O extends string = string>(
     spec,
     backend: options.backend,
     batchDim,
-    ...pick(options, ["capacity", "initialSlots", "idleTtlMs", "onEvict", "dims"]),
+    ...pick(options, ["capacity", "initialSlots", "idleTtlMs", "onEvict"]),
+    ...(dims === undefined ? {} : { dims }),
     clock: () => time.now(),
   })
   if (store._tag === "Left") return store
   const streaming = new Streaming<O>(session, ort, pairs, store.right, axes.right, time, outputs, {
     rules,
     inputs: callerInputs,
+    cache,
   })
   if (sweepEveryMs !== undefined) streaming.sweepEvery(sweepEveryMs)
   return E.right(streaming)
@@ -400,6 +421,7 @@ class Streaming<O extends string> implements StreamingSession<O> {
   /** The outputs a run does not hand back: state outputs and those not listed in `outputs`. */
   readonly #kept: ReadonlySet<string>
   readonly #layout: FeedLayout
+  readonly #cache: CachePlan | undefined
   readonly store: SessionStore
 
   constructor(
@@ -410,8 +432,13 @@ class Streaming<O extends string> implements StreamingSession<O> {
     readonly batchAxes: Readonly<Record<string, number | null>>,
     clock: RunClock,
     outputs: ReadonlySet<string>,
-    caller: { readonly rules: Rules; readonly inputs: readonly string[] },
+    caller: {
+      readonly rules: Rules
+      readonly inputs: readonly string[]
+      readonly cache: CachePlan | undefined
+    },
   ) {
+    this.#cache = caller.cache
     this.#ort = ort
     this.#store = store
     this.#clock = clock
@@ -470,9 +497,9 @@ class Streaming<O extends string> implements StreamingSession<O> {
     const runOptions = opts.right.runOptions as common.InferenceSession.RunOptions | undefined
     const { keys, batched, shared } = call.right
     const store = this.#store
-    // Keys new to the store are forgotten again if the run fails. (`has` with the clock running
-    // would evict a returning idle stream of this very call, which `gather` keeps.)
-    const fresh = this.#clock.still(() => keys.filter((k) => !store.has(k)))
+    // Keys new to the store are forgotten again if the run fails. (`has` would evict a returning
+    // idle stream of this very call, which `gather` keeps: `holds` evicts nothing.)
+    const fresh = keys.filter((k) => !store.holds(k))
     const gathered = store.gather(keys)
     if (gathered._tag === "Left") return gathered
     const state = gathered.right as Readonly<Record<string, OrtTensor>>
@@ -480,11 +507,24 @@ class Streaming<O extends string> implements StreamingSession<O> {
     const rules = this.#layout.rules
     let ruleCall: Parameters<typeof nextState>[2] | undefined
     if (rules.list.length > 0) {
-      const derived = deriveInputs(rules, this.#ort, feeds, state, keys.length, store.backend.name)
+      const dims: Record<string, number> = {}
+      for (const leaf of store.spec.leaves) {
+        const t = state[leaf.path[0] as string] as OrtTensor
+        for (const [axis, name] of leaf.growing) dims[name] = t.dims[axis] as number
+      }
+      const derived = deriveInputs(
+        rules,
+        this.#ort,
+        feeds,
+        state,
+        keys.length,
+        dims,
+        store.backend.name,
+      )
       if (derived._tag === "Left") {
         disposeTree(store.backend, gathered.right)
         for (const t of stacked) t.dispose()
-        this.#clock.still(() => fresh.forEach((k) => store.delete(k)))
+        for (const k of fresh) store.delete(k)
         return derived
       }
       ruleCall = derived.right.call
@@ -495,8 +535,10 @@ class Streaming<O extends string> implements StreamingSession<O> {
       }
     }
     for (const { input } of this.pairs) setKey(feeds, input, state[input] as OrtTensor)
+    // Gathered leaves handed to a successful scatter (a fixed cache's) are the store's to free.
+    const handed = new Set<OrtTensor>()
     const cleanup = (outputs?: Record<string, OrtTensor>): void => {
-      disposeTree(store.backend, gathered.right)
+      for (const t of Object.values(state)) if (!handed.has(t)) store.backend.dispose(t)
       for (const t of stacked) t.dispose()
       if (outputs !== undefined) for (const t of Object.values(outputs)) t.dispose()
     }
@@ -549,12 +591,46 @@ class Streaming<O extends string> implements StreamingSession<O> {
         }
         for (const [name, t] of Object.entries(made.right)) setKey(next, name, t)
       }
-      for (const { input, output } of this.pairs) setKey(next, input, outputs[output] as OrtTensor)
+      // A fixed cache takes the step's blocks into the gathered rows, which go back whole.
+      const cache = this.#cache
+      const blocks = new Set(cache?.blocks.map((p) => p.output))
+      if (cache !== undefined && blocks.size > 0) {
+        const planned = planWrites(
+          cache,
+          store.spec.leaves,
+          (input) => state[input] as OrtTensor,
+          outputs,
+          (ruleCall?.feeds[cache.tokens]?.shape[1] ?? 0) as number,
+        )
+        if (planned._tag === "Left") {
+          cleanup(outputs)
+          forget()
+          return planned
+        }
+        const offsets = Array.from(ruleCall?.state[cache.lengthLeaf as string]?.data as Int32Array)
+        const written = writeBlocks(store.backend, planned.right, offsets)
+        if (written._tag === "Left") {
+          cleanup(outputs)
+          forget()
+          return written
+        }
+      }
+      for (const { input, output } of this.pairs) {
+        setKey(
+          next,
+          input,
+          blocks.has(output) ? (state[input] as OrtTensor) : (outputs[output] as OrtTensor),
+        )
+      }
       const scattered = store.scatter(keys, next as StateTree<OrtTensor>)
       if (scattered._tag === "Left") {
         cleanup(outputs)
         forget()
         return scattered
+      }
+      for (const p of cache?.blocks ?? []) {
+        handed.add(state[p.input] as OrtTensor)
+        ;(outputs[p.output] as OrtTensor).dispose()
       }
       // The store owns (and has freed) the state outputs; the listed ones are split or handed
       // over, the others freed.

@@ -170,6 +170,10 @@ export class GuardedStore implements SessionStoreType {
     return !this.#owner.disposed() && this.#store.has(key)
   }
 
+  holds(key: StreamKey): boolean {
+    return !this.#owner.disposed() && this.#store.holds(key)
+  }
+
   keys(): StreamKey[] {
     return this.#owner.disposed() ? [] : this.#store.keys()
   }

@@ -56,6 +56,18 @@ export interface GpuRows {
     srcRows: readonly number[],
     elementBytes: number,
   ): void
+  /**
+   * Copies spans of elements from `src` to `dst`: span `i` is `counts[i]` elements from element
+   * `from[i]` to element `to[i]`, all in one submission.
+   */
+  copySpans(
+    dst: GpuBuffer,
+    src: GpuBuffer,
+    from: readonly number[],
+    to: readonly number[],
+    counts: readonly number[],
+    elementBytes: number,
+  ): void
   /** Copies a GPU tensor to the host (the copy is queued before the first await). */
   toHost(t: OrtTensor, dtype: DType): Promise<HostTensor>
   /** A new GPU tensor holding `data`. */
@@ -215,6 +227,47 @@ export function gpuRows(
     dev.queue.submit([encoder.finish()])
   }
 
+  const copySpans = (
+    dst: GpuBuffer,
+    src: GpuBuffer,
+    from: readonly number[],
+    to: readonly number[],
+    counts: readonly number[],
+    elementBytes: number,
+  ): void => {
+    const dev = needDevice()
+    const aligned = from.every(
+      (f, i) =>
+        (f * elementBytes) % 4 === 0 &&
+        ((to[i] as number) * elementBytes) % 4 === 0 &&
+        ((counts[i] as number) * elementBytes) % 4 === 0,
+    )
+    if (!aligned) {
+      // Spans that are not whole words: a compute pass writes their elements.
+      const writes: ElementWrite[] = []
+      from.forEach((f, i) => {
+        for (let e = 0; e < (counts[i] as number); e++)
+          writes.push({ to: (to[i] as number) + e, from: f + e, fromInit: false })
+      })
+      writeElements(dev as GpuComputeDevice, dst, src, undefined, elementBytes as 1 | 2, writes)
+    } else {
+      const encoder = dev.createCommandEncoder()
+      from.forEach((f, i) => {
+        const bytes = (counts[i] as number) * elementBytes
+        if (bytes > 0)
+          encoder.copyBufferToBuffer(
+            src,
+            f * elementBytes,
+            dst,
+            (to[i] as number) * elementBytes,
+            bytes,
+          )
+      })
+      dev.queue.submit([encoder.finish()])
+    }
+    for (const c of counts) counters.copied += c * elementBytes
+  }
+
   const toHost = (t: OrtTensor, dtype: DType): Promise<HostTensor> => {
     // The copy is encoded and submitted now, so later row operations cannot reach it.
     const dev = needDevice()
@@ -254,7 +307,7 @@ export function gpuRows(
     return made.tensor
   }
 
-  return { tensor, fill, copyRows, toHost, fromHost }
+  return { tensor, fill, copyRows, copySpans, toHost, fromHost }
 }
 
 /** Runs of consecutive ascending indices as [start, count]. */

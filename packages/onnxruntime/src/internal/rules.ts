@@ -13,7 +13,7 @@ import {
   StructureMismatchError,
   formatPath,
 } from "@statesaver/core"
-import type { InputRule, RuleError } from "../input-rules.js"
+import type { InputRule, RuleCall, RuleError } from "../input-rules.js"
 import type { OrtRuntime, OrtTensor } from "../ort-backend.js"
 import { dtypeOfOrt } from "./dtypes.js"
 import * as E from "./either.js"
@@ -26,11 +26,13 @@ export interface Rules {
   readonly derived: ReadonlyMap<string, string>
   /** Feeds the caller gives a rule → their batch axis. */
   readonly feeds: Readonly<Record<string, number>>
+  /** Caller-fed model inputs a rule reads too. */
+  readonly reads: readonly string[]
   /** Bookkeeping leaf specs by name (host leaves, batch dim first). */
   readonly spec: Readonly<Record<string, LeafSpec>>
 }
 
-export const NO_RULES: Rules = { list: [], derived: new Map(), feeds: {}, spec: {} }
+export const NO_RULES: Rules = { list: [], derived: new Map(), feeds: {}, reads: [], spec: {} }
 
 const bad = (path: string, expected: string, actual: unknown, detail?: string) =>
   E.left(new OptionError({ path, expected, actual, detail }))
@@ -49,6 +51,7 @@ export function checkRules(
   if (!Array.isArray(given)) return bad("rules", "an array of input rules", given)
   const derived = new Map<string, string>()
   const feeds: Record<string, number> = {}
+  const reads = new Set<string>()
   const spec: Record<string, LeafSpec> = {}
   for (let i = 0; i < given.length; i++) {
     const rule = given[i] as Partial<InputRule> | undefined
@@ -88,6 +91,15 @@ export function checkRules(
       }
       feeds[name] = axis as number
     }
+    if (rule.reads !== undefined && !Array.isArray(rule.reads)) {
+      return bad(`${at}.reads`, "an array of model input names", rule.reads)
+    }
+    for (const name of (rule.reads ?? []) as unknown[]) {
+      if (typeof name !== "string" || !inputNames.includes(name) || stateInputs.has(name)) {
+        return bad(`${at}.reads`, "names of non-state model inputs", name, `rule ${rule.name}`)
+      }
+      reads.add(name)
+    }
     if (rule.state !== undefined && !isRecord(rule.state)) {
       return bad(`${at}.state`, "a record of bookkeeping leaves { row, dtype, init? }", rule.state)
     }
@@ -106,7 +118,18 @@ export function checkRules(
       }
     }
   }
-  return E.right({ list: given as InputRule[], derived, feeds, spec })
+  for (const name of reads) {
+    const rule = derived.get(name)
+    if (rule !== undefined) {
+      return bad(
+        "rules",
+        "rules that read only inputs the caller feeds",
+        name,
+        `rule ${rule} computes it`,
+      )
+    }
+  }
+  return E.right({ list: given as InputRule[], derived, feeds, reads: [...reads], spec })
 }
 
 /** A feed the caller gave for an input a rule computes. */
@@ -154,13 +177,12 @@ function callOf(
   rules: Rules,
   feeds: Readonly<Record<string, OrtTensor>>,
   state: Readonly<Record<string, OrtTensor>>,
-  batchSize: number,
 ): E.Either<
   RuleError | BackendError,
   { feeds: Record<string, HostTensor>; state: Record<string, HostTensor> }
 > {
   const hostFeeds: Record<string, HostTensor> = {}
-  for (const name of Object.keys(rules.feeds)) {
+  for (const name of [...Object.keys(rules.feeds), ...rules.reads]) {
     const t = feeds[name] as OrtTensor
     let view: HostTensor | undefined
     try {
@@ -186,7 +208,7 @@ function callOf(
     const t = state[name] as OrtTensor
     hostState[name] = hostView(t, dtypeOfOrt(t.type)) as HostTensor
   }
-  return E.right({ feeds: hostFeeds, state: hostState, batchSize })
+  return E.right({ feeds: hostFeeds, state: hostState })
 }
 
 /**
@@ -199,21 +221,12 @@ export function deriveInputs(
   feeds: Readonly<Record<string, OrtTensor>>,
   state: Readonly<Record<string, OrtTensor>>,
   batchSize: number,
+  dims: Readonly<Record<string, number>>,
   backend: string,
-): E.Either<
-  RuleError | BackendError,
-  {
-    inputs: Record<string, OrtTensor>
-    call: {
-      batchSize: number
-      feeds: Record<string, HostTensor>
-      state: Record<string, HostTensor>
-    }
-  }
-> {
-  const call = callOf(rules, feeds, state, batchSize)
+): E.Either<RuleError | BackendError, { inputs: Record<string, OrtTensor>; call: RuleCall }> {
+  const call = callOf(rules, feeds, state)
   if (call._tag === "Left") return call
-  const view = { ...call.right, batchSize }
+  const view: RuleCall = { ...call.right, batchSize, dims }
   const inputs: Record<string, OrtTensor> = {}
   for (const rule of rules.list) {
     let out: ReturnType<InputRule["derive"]>
@@ -244,7 +257,7 @@ export function deriveInputs(
 export function nextState(
   rules: Rules,
   ort: OrtRuntime,
-  call: { batchSize: number; feeds: Record<string, HostTensor>; state: Record<string, HostTensor> },
+  call: RuleCall,
   outputs: Readonly<Record<string, OrtTensor>>,
   backend: string,
 ): E.Either<BackendError, Record<string, OrtTensor>> {

@@ -14,7 +14,8 @@ import type { OrtSession } from "../stateful-session.js"
 import * as E from "./either.js"
 import { pairNames, sessionSpec } from "./pairing.js"
 import { type Rules, checkRules } from "./rules.js"
-import { checkNames, isObject, isOptions, isRecord, optionPath } from "./validate.js"
+import { type CachePlan, planCache } from "../kv-cache.js"
+import { checkNames, isObject, isOptions, isRecord, optionPath, own } from "./validate.js"
 
 /** What a session wrapper knows about its model's state. */
 export interface SessionState {
@@ -28,6 +29,10 @@ export interface SessionState {
   readonly rules: Rules
   /** What the caller feeds: non-state model inputs no rule computes, then the rules' feeds. */
   readonly callerInputs: readonly string[]
+  /** The `cache` option, planned; its rule is among `rules`. */
+  readonly cache: CachePlan | undefined
+  /** Starting sizes of named dims: the `dims` option and a fixed cache's capacity. */
+  readonly dims: Readonly<Record<string, number>> | undefined
 }
 
 /** Errors deriving a session's state can return. */
@@ -85,8 +90,50 @@ export function deriveSessionState(options: unknown): E.Either<DeriveError, Sess
   const outputs = checkOutputs(options["outputs"], rest, stateOutputs)
   if (outputs._tag === "Left") return outputs
   const stateInputs = new Set(pairs.right.map((p) => p.input))
-  const rules = checkRules(options["rules"], inputNames.right, stateInputs, derived.right.batchDim)
+  const given = checkRules(options["rules"], inputNames.right, stateInputs, derived.right.batchDim)
+  if (given._tag === "Left") return given
+  const cache = planCache(
+    options["cache"],
+    inputNames.right,
+    pairs.right,
+    derived.right.spec as Record<string, LeafSpec>,
+    derived.right.batchDim,
+  )
+  if (cache._tag === "Left") return cache
+  const plan = cache.right
+  const backend = options["backend"] as { writeAt?: unknown; name?: unknown } | undefined
+  if (plan !== undefined && plan.blocks.length > 0 && typeof backend?.writeAt !== "function") {
+    return E.left(
+      new OptionError({
+        path: "cache.kind",
+        expected: '"growing", or a backend with writeAt for "fixed"',
+        actual: "fixed",
+        detail: `backend ${String(backend?.name)} cannot write a block at each row's length`,
+      }),
+    )
+  }
+  const rules =
+    plan === undefined
+      ? given
+      : checkRules(
+          [...given.right.list, plan.rule],
+          inputNames.right,
+          stateInputs,
+          derived.right.batchDim,
+        )
   if (rules._tag === "Left") return rules
+  const userDims = options["dims"] as Record<string, number> | undefined
+  for (const [name, size] of Object.entries(plan?.dims ?? {})) {
+    if (userDims !== undefined && own(userDims, name) && userDims[name] !== size) {
+      return E.left(
+        new OptionError({
+          path: optionPath("dims", name),
+          expected: `the cache's capacity ${size} (or no entry)`,
+          actual: userDims[name],
+        }),
+      )
+    }
+  }
   const { derived: computed, feeds, spec } = rules.right
   return E.right({
     session: session as OrtSession,
@@ -95,6 +142,11 @@ export function deriveSessionState(options: unknown): E.Either<DeriveError, Sess
     spec: { ...(derived.right.spec as Record<string, LeafSpec>), ...spec },
     outputs: outputs.right,
     rules: rules.right,
+    cache: plan,
+    dims:
+      plan === undefined || Object.keys(plan.dims).length === 0
+        ? userDims
+        : { ...userDims, ...plan.dims },
     callerInputs: [
       ...inputNames.right.filter((n) => !stateInputs.has(n) && !computed.has(n)),
       ...Object.keys(feeds),

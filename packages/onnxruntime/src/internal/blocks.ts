@@ -1,0 +1,95 @@
+/*
+ * A fixed-capacity KV cache takes each step's keys and values in place: the model's block
+ * outputs are checked against the held cache, then written at each row's length.
+ */
+import {
+  BackendError,
+  DTypeMismatchError,
+  type LeafContext,
+  type ResolvedLeaf,
+  ShapeMismatchError,
+  type StateBackend,
+} from "@statesaver/core"
+import type { CachePlan } from "../kv-cache.js"
+import type { OrtTensor } from "../ort-backend.js"
+import * as E from "./either.js"
+
+/** One block to write: into `dst` along `axis`, from `block`. */
+export interface BlockWrite {
+  readonly dst: OrtTensor
+  readonly block: OrtTensor
+  readonly axis: number
+  readonly leaf: LeafContext
+}
+
+/**
+ * The writes of a fixed cache's block outputs into the held cache leaves (`held(input)`), each
+ * checked first: the cache's dtype, and its shape but `new` positions along the cache's dim.
+ */
+export function planWrites(
+  plan: CachePlan,
+  leaves: readonly ResolvedLeaf[],
+  held: (input: string) => OrtTensor,
+  outputs: Readonly<Record<string, OrtTensor>>,
+  newTokens: number,
+): E.Either<ShapeMismatchError | DTypeMismatchError, BlockWrite[]> {
+  const writes: BlockWrite[] = []
+  for (const { input, output } of plan.blocks) {
+    const leaf = leaves.find((l) => l.path[0] === input) as ResolvedLeaf
+    const axis = [...leaf.growing].find(([, name]) => name === plan.dim)?.[0] as number
+    const dst = held(input)
+    const block = outputs[output] as OrtTensor
+    if (block.type !== dst.type) {
+      return E.left(
+        new DTypeMismatchError({
+          path: output,
+          expected: `${dst.type}, the dtype of cache ${input}`,
+          actual: block.type,
+        }),
+      )
+    }
+    const want = dst.dims.map((d, i) => (i === axis ? newTokens : d))
+    if (block.dims.length !== want.length || block.dims.some((d, i) => d !== want[i])) {
+      return E.left(
+        new ShapeMismatchError({
+          path: output,
+          expected: `[${want.join(", ")}]: cache ${input} with this step's ${newTokens} positions`,
+          actual: block.dims,
+          detail:
+            'a fixed cache takes only the new keys and values; a model that outputs the whole cache needs { kind: "growing" }',
+        }),
+      )
+    }
+    writes.push({
+      dst,
+      block,
+      axis,
+      leaf: { path: leaf.pathString, batchAxis: leaf.batchAxis, init: leaf.init },
+    })
+  }
+  return E.right(writes)
+}
+
+/** Writes the blocks at `offsets` (each row's length before the step). */
+export function writeBlocks(
+  backend: StateBackend<OrtTensor>,
+  writes: readonly BlockWrite[],
+  offsets: readonly number[],
+): E.Either<BackendError, void> {
+  for (const w of writes) {
+    try {
+      ;(backend.writeAt as NonNullable<typeof backend.writeAt>)(
+        w.dst,
+        w.axis,
+        offsets,
+        w.block,
+        w.leaf,
+      )
+    } catch (cause) {
+      return E.left(
+        new BackendError({ backend: backend.name, operation: "writeAt", path: w.leaf.path, cause }),
+      )
+    }
+  }
+  return E.right(undefined)
+}

@@ -1,0 +1,346 @@
+/*
+ * KV caches with per-row lengths: the bookkeeping, the inputs derived from it, and how a
+ * fixed-capacity cache takes each step's keys and values.
+ */
+import {
+  type HostTensor,
+  type LeafSpec,
+  HostTensor as Host,
+  OptionError,
+  RowIndexError,
+  ShapeMismatchError,
+  StructureMismatchError,
+  allocateData,
+} from "@statesaver/core"
+import type { InputRule, RuleCall } from "./input-rules.js"
+import type { StatePair } from "./state-pairing.js"
+import * as E from "./internal/either.js"
+import { isRecord } from "./internal/validate.js"
+
+/**
+ * How a session keeps a decoder's KV cache (the `cache` option).
+ *
+ * - `"growing"`: the model outputs the whole cache (`present.N.key` = past ⧺ new), which the
+ *   session adopts. A per-row mask (`cache_mask`, one byte per cache position) records which
+ *   positions each row attends to, so a row reset, rewound or joined mid-flight is masked.
+ * - `"fixed"`: the cache is preallocated at `capacity` positions and written in place. The
+ *   model takes the whole cache plus a mask and outputs only this step's keys and values
+ *   (`[batch, heads, new, dim]`), which the session writes at each row's length (`cache_length`)
+ *   with the backend's `writeAt`: on WebGPU a copy on the device, no read-back.
+ *
+ * The session then computes `attention_mask`, `position_ids` and `cache_position` (those the
+ * model takes) from the bookkeeping and the new tokens; the caller feeds only `input_ids`.
+ *
+ * @category sessions
+ * @since 0.3.0
+ */
+export interface KvCacheOptions {
+  readonly kind: "growing" | "fixed"
+  /** Positions of a fixed cache (required for `"fixed"`). */
+  readonly capacity?: number
+  /**
+   * The cache's sequence dim, as named in the model's metadata. Default: the named dim (other
+   * than the batch) that the state inputs share.
+   */
+  readonly dim?: string
+  /** The feed whose axis 1 counts the new tokens. Default `"input_ids"`. */
+  readonly tokens?: string
+}
+
+/** The model inputs a cache derives, when the model has them. */
+const MASK = "attention_mask"
+const POSITIONS = "position_ids"
+const CACHE_POSITION = "cache_position"
+
+/** What a session needs to know of its cache: the rule, and for a fixed cache, the writes. */
+export interface CachePlan {
+  readonly rule: InputRule
+  readonly dim: string
+  /** The bookkeeping leaf: `cache_length` (fixed) or `cache_mask` (growing). */
+  readonly leaf: string
+  /** Fixed caches: the pairs whose outputs are blocks written at each row's length. */
+  readonly blocks: readonly StatePair[]
+  readonly lengthLeaf: string | undefined
+  /** The feed whose axis 1 counts the new tokens. */
+  readonly tokens: string
+  /** Sizes of named dims the cache sets (a fixed cache's capacity). */
+  readonly dims: Readonly<Record<string, number>>
+}
+
+/** Checks the `cache` option against the model and builds its rule. */
+export function planCache(
+  given: unknown,
+  inputNames: readonly string[],
+  pairs: readonly StatePair[],
+  spec: Readonly<Record<string, LeafSpec>>,
+  batchDim: string,
+): E.Either<OptionError, CachePlan | undefined> {
+  if (given === undefined) return E.right(undefined)
+  const bad = (path: string, expected: string, actual: unknown, detail?: string) =>
+    E.left(new OptionError({ path, expected, actual, detail }))
+  if (!isRecord(given))
+    return bad("cache", '{ kind: "growing" } or { kind: "fixed", capacity }', given)
+  const { kind, capacity, dim, tokens } = given as Partial<Record<keyof KvCacheOptions, unknown>>
+  if (kind !== "growing" && kind !== "fixed") return bad("cache.kind", '"growing" or "fixed"', kind)
+  if (kind === "fixed" && (!Number.isSafeInteger(capacity) || (capacity as number) < 1)) {
+    return bad("cache.capacity", "a positive integer number of positions", capacity)
+  }
+  if (kind === "growing" && capacity !== undefined) {
+    return bad("cache.capacity", "no capacity for a growing cache", capacity)
+  }
+  const named = new Set<string>()
+  for (const leaf of Object.values(spec))
+    for (const d of leaf.shape) if (typeof d === "string" && d !== batchDim) named.add(d)
+  if (dim !== undefined && (typeof dim !== "string" || !named.has(dim))) {
+    return bad(
+      "cache.dim",
+      "a named dim of the state",
+      dim,
+      `named dims: ${[...named].join(", ") || "none"}`,
+    )
+  }
+  if (dim === undefined && named.size !== 1) {
+    return bad(
+      "cache.dim",
+      "the cache's sequence dim (the state has no single named dim)",
+      dim,
+      `named dims: ${[...named].join(", ") || "none"}`,
+    )
+  }
+  const seq = (dim ?? [...named][0]) as string
+  const tokenFeed = tokens ?? "input_ids"
+  if (typeof tokenFeed !== "string" || !inputNames.includes(tokenFeed)) {
+    return bad("cache.tokens", "a model input whose axis 1 counts the new tokens", tokenFeed)
+  }
+  const cached = pairs.filter((p) => spec[p.input]?.shape.includes(seq))
+  const derives = [MASK, POSITIONS, CACHE_POSITION].filter((n) => inputNames.includes(n))
+  const rule =
+    kind === "fixed" ? fixedRule(seq, tokenFeed, derives) : growingRule(seq, tokenFeed, derives)
+  return E.right({
+    rule,
+    dim: seq,
+    leaf: kind === "fixed" ? LENGTH : CACHE_MASK,
+    blocks: kind === "fixed" ? cached : [],
+    lengthLeaf: kind === "fixed" ? LENGTH : undefined,
+    tokens: tokenFeed,
+    dims: kind === "fixed" ? { [seq]: capacity as number } : {},
+  })
+}
+
+const LENGTH = "cache_length"
+const CACHE_MASK = "cache_mask"
+
+/** The number of new tokens of a call: axis 1 of the tokens feed. */
+const newTokens = (call: RuleCall, tokens: string): number =>
+  ((call.feeds[tokens] as HostTensor).shape[1] ?? 0) as number
+
+const int64 = (shape: number[], fill: (i: number) => number): Host =>
+  new Host(
+    "int64",
+    shape,
+    BigInt64Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => BigInt(fill(i))),
+  )
+
+/**
+ * The derived inputs from each row's valid cache positions (`valid(r, j)` for `j < past`), its
+ * position count, and `s` new tokens.
+ */
+function derived(
+  names: readonly string[],
+  rows: number,
+  past: number,
+  s: number,
+  valid: (r: number, j: number) => boolean,
+  count: (r: number) => number,
+): Record<string, Host> | StructureMismatchError {
+  const out: Record<string, Host> = {}
+  if (names.includes(MASK)) {
+    const w = past + s
+    out[MASK] = int64([rows, w], (i) => {
+      const r = Math.floor(i / w)
+      const j = i % w
+      return j >= past || valid(r, j) ? 1 : 0
+    })
+  }
+  if (names.includes(POSITIONS)) {
+    out[POSITIONS] = int64([rows, s], (i) => count(Math.floor(i / s)) + (i % s))
+  }
+  if (names.includes(CACHE_POSITION)) {
+    const first = count(0)
+    for (let r = 1; r < rows; r++) {
+      if (count(r) !== first) {
+        return new StructureMismatchError({
+          path: CACHE_POSITION,
+          expected: "rows at one length (cache_position is one vector for the batch)",
+          actual: `row 0 at ${first}, row ${r} at ${count(r)}`,
+        })
+      }
+    }
+    out[CACHE_POSITION] = int64([s], (i) => first + i)
+  }
+  return out
+}
+
+function growingRule(dim: string, tokens: string, names: readonly string[]): InputRule {
+  return {
+    name: "kvCache",
+    inputs: names,
+    reads: [tokens],
+    state: { [CACHE_MASK]: { row: [dim], dtype: "uint8" } },
+    derive(call) {
+      const mask = call.state[CACHE_MASK] as HostTensor
+      const past = mask.shape[1] as number
+      const data = mask.data as Uint8Array
+      const counts = Array.from({ length: call.batchSize }, (_, r) => {
+        let c = 0
+        for (let j = 0; j < past; j++) c += data[r * past + j] as number
+        return c
+      })
+      return derived(
+        names,
+        call.batchSize,
+        past,
+        newTokens(call, tokens),
+        (r, j) => data[r * past + j] === 1,
+        (r) => counts[r] as number,
+      )
+    },
+    next(call) {
+      const mask = call.state[CACHE_MASK] as HostTensor
+      const past = mask.shape[1] as number
+      const s = newTokens(call, tokens)
+      const w = past + s
+      const out = allocateData("uint8", call.batchSize * w) as Uint8Array
+      for (let r = 0; r < call.batchSize; r++) {
+        out.set((mask.data as Uint8Array).subarray(r * past, (r + 1) * past), r * w)
+        out.fill(1, r * w + past, (r + 1) * w)
+      }
+      return { [CACHE_MASK]: new Host("uint8", [call.batchSize, w], out) }
+    },
+  }
+}
+
+function fixedRule(dim: string, tokens: string, names: readonly string[]): InputRule {
+  return {
+    name: "kvCache",
+    inputs: names,
+    reads: [tokens],
+    state: { [LENGTH]: { row: [], dtype: "int32" } },
+    derive(call) {
+      const lengths = (call.state[LENGTH] as HostTensor).data as Int32Array
+      const capacity = call.dims[dim] as number
+      const s = newTokens(call, tokens)
+      for (let r = 0; r < call.batchSize; r++) {
+        if ((lengths[r] as number) + s > capacity) {
+          return new ShapeMismatchError({
+            path: LENGTH,
+            expected: `at most ${capacity} positions (the cache's capacity)`,
+            actual: (lengths[r] as number) + s,
+            detail: `row ${r} holds ${lengths[r]} and this call adds ${s}`,
+          })
+        }
+      }
+      return derived(
+        names,
+        call.batchSize,
+        capacity,
+        s,
+        (r, j) => j < (lengths[r] as number),
+        (r) => lengths[r] as number,
+      )
+    },
+    next(call) {
+      const lengths = (call.state[LENGTH] as HostTensor).data as Int32Array
+      const s = newTokens(call, tokens)
+      return {
+        [LENGTH]: new Host(
+          "int32",
+          [call.batchSize],
+          Int32Array.from(lengths, (l) => l + s),
+        ),
+      }
+    },
+  }
+}
+
+/** Errors `rewind` can return besides a busy or disposed session. */
+export type RewindError = OptionError | RowIndexError | ShapeMismatchError
+
+/**
+ * The bookkeeping leaf after dropping the last `n` positions of `rows`: a fixed cache's
+ * lengths go down by `n`; a growing cache's mask loses its last `n` set positions per row
+ * (the keys stay, masked). Checked first: rows in range and distinct, `n` a non-negative
+ * integer no larger than any of those rows' lengths.
+ */
+export function rewound(
+  plan: CachePlan,
+  leaf: HostTensor,
+  rows: unknown,
+  n: unknown,
+): E.Either<RewindError, { name: string; next: Host }> {
+  if (!Number.isSafeInteger(n) || (n as number) < 0) {
+    return E.left(new OptionError({ path: "n", expected: "a non-negative integer", actual: n }))
+  }
+  const batch = leaf.shape[0] as number
+  if (!Array.isArray(rows)) {
+    return E.left(new RowIndexError({ expected: "an array of row indices", actual: rows }))
+  }
+  const seen = new Set<number>()
+  for (const r of rows as unknown[]) {
+    if (
+      !Number.isSafeInteger(r) ||
+      (r as number) < 0 ||
+      (r as number) >= batch ||
+      seen.has(r as number)
+    ) {
+      return E.left(
+        new RowIndexError({
+          path: "",
+          expected: `distinct row indices in [0, ${batch})`,
+          actual: rows,
+          detail: `${String(r)} is not one`,
+        }),
+      )
+    }
+    seen.add(r as number)
+  }
+  const k = n as number
+  if (plan.lengthLeaf !== undefined) {
+    const lengths = Int32Array.from(leaf.data as Int32Array)
+    for (const r of seen) {
+      if ((lengths[r] as number) < k) {
+        return E.left(
+          new ShapeMismatchError({
+            path: plan.lengthLeaf,
+            expected: `at least ${k} positions to rewind in row ${r}`,
+            actual: lengths[r],
+          }),
+        )
+      }
+      lengths[r] = (lengths[r] as number) - k
+    }
+    return E.right({ name: plan.lengthLeaf, next: new Host("int32", [batch], lengths) })
+  }
+  const past = leaf.shape[1] as number
+  const mask = Uint8Array.from(leaf.data as Uint8Array)
+  for (const r of seen) {
+    let count = 0
+    for (let j = 0; j < past; j++) count += mask[r * past + j] as number
+    if (count < k) {
+      return E.left(
+        new ShapeMismatchError({
+          path: CACHE_MASK,
+          expected: `at least ${k} positions to rewind in row ${r}`,
+          actual: count,
+        }),
+      )
+    }
+    for (let j = past - 1, left = k; j >= 0 && left > 0; j--) {
+      if (mask[r * past + j] === 1) {
+        mask[r * past + j] = 0
+        left--
+      }
+    }
+  }
+  return E.right({ name: CACHE_MASK, next: new Host("uint8", [batch, past], mask) })
+}

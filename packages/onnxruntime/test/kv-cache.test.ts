@@ -1,0 +1,357 @@
+// KV caches held by a StatefulSession with per-row lengths: fixed-capacity (written in place at
+// each row's length) and growing (adopted, with a per-row mask). Oracle: the same weights run
+// without any cache on each row's whole history alone (helpers/decoders.ts `noCacheDecoder`).
+import { type StreamKey, orThrow } from "@statesaver/core"
+import type * as common from "onnxruntime-common"
+import * as ortNode from "onnxruntime-node"
+import * as ortWeb from "onnxruntime-web"
+import { describe, expect, it } from "vitest"
+import {
+  type KvCacheOptions,
+  type OrtBackend,
+  type StatefulSession,
+  createStatefulSession,
+  createStreamingSession,
+  ortBackend,
+} from "../src/index.js"
+import {
+  fixedCacheDecoder,
+  growingDecoder,
+  noCacheDecoder,
+  oracleLogits,
+  tinyDecoderConfig,
+} from "./helpers/decoders.js"
+import type { Runtime } from "./helpers/harness.js"
+
+ortWeb.env.wasm.numThreads = 1
+
+const cfg = tinyDecoderConfig()
+const TOL = 1e-5
+const CAPACITY = 24
+
+interface Kind {
+  readonly name: string
+  readonly bytes: Uint8Array
+  readonly cache: KvCacheOptions
+}
+const kinds: readonly Kind[] = [
+  { name: "fixed", bytes: fixedCacheDecoder(cfg), cache: { kind: "fixed", capacity: CAPACITY } },
+  { name: "growing", bytes: growingDecoder(cfg), cache: { kind: "growing" } },
+]
+const runtimes: readonly [string, Runtime][] = [
+  ["onnxruntime-node", ortNode as unknown as Runtime],
+  ["onnxruntime-web wasm", ortWeb as unknown as Runtime],
+]
+
+/** Deterministic tokens in [0, vocab). */
+function tokens(n: number, seed: number): number[] {
+  let s = (seed * 2654435761) >>> 0 || 3
+  return Array.from({ length: n }, () => {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0
+    return (s >>> 8) % cfg.vocab
+  })
+}
+
+/**
+ * A session and the history of each row (the tokens its cache holds), with a step that feeds
+ * one chunk per row and checks every row's logits against the oracle on its history alone.
+ */
+async function harness(ort: Runtime, kind: Kind, batchSize: number) {
+  const session = await ort.InferenceSession.create(kind.bytes)
+  const oracle = await ort.InferenceSession.create(noCacheDecoder(cfg))
+  const backend = ortBackend({ ort }) as OrtBackend
+  const s = orThrow(
+    createStatefulSession({ session, backend, batchSize, cache: kind.cache, outputs: ["logits"] }),
+  )
+  let history: number[][] = Array.from({ length: batchSize }, () => [])
+  let worst = 0
+  const step = async (chunk: readonly (readonly number[])[]) => {
+    const n = chunk[0]?.length ?? 0
+    const ids = new ort.Tensor("int64", BigInt64Array.from(chunk.flat(), BigInt), [chunk.length, n])
+    const out = orThrow(await s.run({ input_ids: ids }))
+    const logits = out.logits.data as Float32Array
+    history = history.map((h, r) => [...h, ...(chunk[r] as number[])])
+    const expected = await oracleLogits(ort, oracle, history)
+    for (let r = 0; r < chunk.length; r++) {
+      const want = expected[r] as Float32Array
+      const T = (history[r] as number[]).length
+      for (let i = 0; i < n; i++)
+        for (let v = 0; v < cfg.vocab; v++) {
+          const got = logits[(r * n + i) * cfg.vocab + v] as number
+          const exp = want[(T - n + i) * cfg.vocab + v] as number
+          worst = Math.max(worst, Math.abs(got - exp))
+        }
+    }
+    out.logits.dispose()
+    return worst
+  }
+  return {
+    s: s as StatefulSession<"logits">,
+    backend,
+    step,
+    history: () => history,
+    setHistory: (h: number[][]) => {
+      history = h
+    },
+    worst: () => worst,
+  }
+}
+
+describe.each(runtimes)("KV caches with lengths on %s", (_, ort) => {
+  describe.each(kinds)("$name cache", (kind) => {
+    it("a prefill then single tokens equal the oracle at every step; lengths and masks derived", async () => {
+      const h = await harness(ort, kind, 3)
+      // The caller feeds only input_ids: the session derives the mask and positions.
+      await h.step([tokens(4, 1), tokens(4, 2), tokens(4, 3)])
+      for (let t = 0; t < 6; t++)
+        await h.step([tokens(1, 10 + t), tokens(1, 20 + t), tokens(1, 30 + t)])
+      expect(h.worst()).toBeLessThan(TOL)
+      const state = h.s.state()
+      if (kind.name === "fixed") {
+        expect(Array.from(state["cache_length"]?.data as Int32Array)).toEqual([10, 10, 10])
+        expect(state["past_key_values.0.key"]?.dims).toEqual([3, cfg.heads, CAPACITY, cfg.headDim])
+      } else {
+        expect(state["cache_mask"]?.dims).toEqual([3, 10])
+        expect(h.s.dims()).toEqual({ past_sequence_length: 10 })
+      }
+      h.s.dispose()
+      expect(h.backend.liveTensors()).toBe(0)
+    })
+
+    it("rows at different lengths: a reset row restarts and a new row joins mid-flight", async () => {
+      const h = await harness(ort, kind, 2)
+      for (let t = 0; t < 3; t++) await h.step([tokens(1, 40 + t), tokens(1, 50 + t)])
+      // Row 1 ends its conversation; row 0 goes on. Row 1 starts over at length 0.
+      orThrow(h.s.reset([1]))
+      h.setHistory([h.history()[0] as number[], []])
+      for (let t = 0; t < 4; t++) await h.step([tokens(1, 60 + t), tokens(1, 70 + t)])
+      // A third row joins (select with null: a fresh row).
+      orThrow(h.s.select([0, 1, null]))
+      h.setHistory([...h.history(), []])
+      for (let t = 0; t < 3; t++)
+        await h.step([tokens(1, 80 + t), tokens(1, 90 + t), tokens(1, 100 + t)])
+      expect(h.worst()).toBeLessThan(TOL)
+      h.s.dispose()
+    })
+
+    it("beams reordered and forked with select, then rewound, each equal the oracle on its history", async () => {
+      const h = await harness(ort, kind, 2)
+      await h.step([tokens(3, 5), tokens(3, 6)])
+      // Prefix sharing: row 0's cache forked into three rows.
+      orThrow(h.s.select([0, 0, 1]))
+      const [a, b] = h.history() as [number[], number[]]
+      h.setHistory([a, [...a], b])
+      await h.step([[1], [2], [3]])
+      // Beam reorder: rows 2, 0, 0.
+      orThrow(h.s.select([2, 0, 0]))
+      const [r0, r1, r2] = h.history() as [number[], number[], number[]]
+      void r1
+      h.setHistory([r2, [...r0], [...r0]])
+      await h.step([[4], [5], [6]])
+      // Speculative rollback: row 1 drops its last 2 tokens, row 2 its last one.
+      orThrow(h.s.rewind([1], 2))
+      orThrow(h.s.rewind([2], 1))
+      const hist = h.history()
+      h.setHistory([
+        hist[0] as number[],
+        (hist[1] as number[]).slice(0, -2),
+        (hist[2] as number[]).slice(0, -1),
+      ])
+      for (let t = 0; t < 3; t++)
+        await h.step([tokens(1, 110 + t), tokens(1, 120 + t), tokens(1, 130 + t)])
+      expect(h.worst()).toBeLessThan(TOL)
+      h.s.dispose()
+    })
+
+    it("a snapshot carries the cache and its lengths: restored elsewhere, it goes on equal", async () => {
+      const h = await harness(ort, kind, 2)
+      await h.step([tokens(5, 7), tokens(5, 8)])
+      orThrow(h.s.rewind([0], 2))
+      const [x, y] = h.history() as [number[], number[]]
+      const bytes = orThrow(await h.s.snapshot())
+      const other = await harness(ort, kind, 2)
+      orThrow(other.s.restore(bytes))
+      other.setHistory([x.slice(0, -2), y])
+      for (let t = 0; t < 3; t++) await other.step([tokens(1, 140 + t), tokens(1, 150 + t)])
+      expect(other.worst()).toBeLessThan(TOL)
+      h.s.dispose()
+      other.s.dispose()
+    })
+
+    it("refuses bad input with typed errors and the state unchanged", async () => {
+      const h = await harness(ort, kind, 2)
+      await h.step([tokens(3, 9), tokens(3, 10)])
+      const before = orThrow(await h.s.snapshot())
+      const ids = (n: number) => new ort.Tensor("int64", new BigInt64Array(2 * n), [2, n])
+      // A derived input fed by hand.
+      const mask = new ort.Tensor("int64", new BigInt64Array(8), [2, 4])
+      const fed = await h.s.run({ input_ids: ids(1), attention_mask: mask } as never)
+      expect(fed).toMatchObject({
+        _tag: "Left",
+        left: { _tag: "StructureMismatchError", path: "attention_mask" },
+      })
+      // Rewinding past the start, bad rows, bad n.
+      expect(h.s.rewind([0], 4)).toMatchObject({
+        _tag: "Left",
+        left: { _tag: "ShapeMismatchError" },
+      })
+      expect(h.s.rewind([2], 1)).toMatchObject({ _tag: "Left", left: { _tag: "RowIndexError" } })
+      expect(h.s.rewind([0, 0], 1)).toMatchObject({ _tag: "Left", left: { _tag: "RowIndexError" } })
+      expect(h.s.rewind([0], -1)).toMatchObject({
+        _tag: "Left",
+        left: { _tag: "OptionError", path: "n" },
+      })
+      if (kind.name === "fixed") {
+        // Capacity: 3 held + 22 new > 24, refused before anything runs.
+        const over = await h.s.run({ input_ids: ids(CAPACITY - 2) })
+        expect(over).toMatchObject({
+          _tag: "Left",
+          left: {
+            _tag: "ShapeMismatchError",
+            path: "cache_length",
+            actual: CAPACITY + 1,
+          },
+        })
+        expect((over as { left: Error }).left.message).toContain("capacity")
+      }
+      expect(orThrow(await h.s.snapshot())).toEqual(before)
+      h.s.dispose()
+    })
+  })
+})
+
+describe("many conversations in one StreamingSession (fixed cache)", () => {
+  const kind = kinds[0] as Kind
+  it("conversations at different lengths share each run, join, leave and are evicted; each equals the oracle alone", async () => {
+    const ort = ortNode as unknown as Runtime
+    const session = await ort.InferenceSession.create(kind.bytes)
+    const oracle = await ort.InferenceSession.create(noCacheDecoder(cfg))
+    const evicted = new Map<StreamKey, Uint8Array>()
+    const backend = ortBackend({ ort }) as OrtBackend
+    const chats = orThrow(
+      createStreamingSession({
+        session,
+        ort,
+        backend,
+        capacity: 3,
+        cache: kind.cache,
+        outputs: ["logits"],
+        onEvict: (key, bytes) => {
+          evicted.set(key, bytes)
+        },
+      }),
+    )
+    const history = new Map<StreamKey, number[]>()
+    let worst = 0
+    // Each step: the conversations listed, one token each (a new one brings a 3-token prompt
+    // alone first, since one run takes one length of new tokens).
+    const run = async (keys: string[], n: number, seed: number) => {
+      await chats.flush()
+      for (const k of keys) {
+        const bytes = evicted.get(k)
+        if (bytes !== undefined && !chats.has(k)) {
+          orThrow(chats.restore(k, bytes))
+          evicted.delete(k)
+        }
+      }
+      const chunks = keys.map((_, i) => tokens(n, seed + i))
+      const outs = orThrow(
+        await chats.run(
+          keys.map((key, i) => ({
+            key,
+            feeds: {
+              input_ids: new ort.Tensor(
+                "int64",
+                BigInt64Array.from(chunks[i] as number[], BigInt),
+                [1, n],
+              ),
+            },
+          })),
+        ),
+      )
+      for (const [i, k] of keys.entries())
+        history.set(k, [...(history.get(k) ?? []), ...(chunks[i] as number[])])
+      const expected = await oracleLogits(
+        ort,
+        oracle,
+        keys.map((k) => history.get(k) as number[]),
+      )
+      for (const [i, k] of keys.entries()) {
+        const got = outs.get(k)?.logits.data as Float32Array
+        const want = expected[i] as Float32Array
+        const T = (history.get(k) as number[]).length
+        for (let j = 0; j < n * cfg.vocab; j++)
+          worst = Math.max(
+            worst,
+            Math.abs((got[j] as number) - (want[(T - n) * cfg.vocab + j] as number)),
+          )
+        outs.get(k)?.logits.dispose()
+      }
+    }
+    await run(["a"], 3, 1)
+    await run(["a"], 1, 2)
+    await run(["b"], 3, 3) // b joins with its prompt
+    for (let t = 0; t < 3; t++) await run(["a", "b"], 1, 10 + t) // a and b at different lengths
+    await run(["c"], 2, 20)
+    await run(["d"], 2, 21) // capacity 3: the least recently used (a) is evicted
+    expect(evicted.has("a")).toBe(true)
+    orThrow(chats.delete("d")) // d leaves; a comes back from its bytes into the free slot
+    for (let t = 0; t < 3; t++) await run(["a", "b", "c"], 1, 30 + t)
+    orThrow(chats.delete("b")) // b leaves
+    for (let t = 0; t < 2; t++) await run(["c", "a"], 1, 40 + t)
+    expect(worst).toBeLessThan(TOL)
+    chats.dispose()
+    expect(backend.liveTensors()).toBe(0)
+  })
+})
+
+describe("cache option errors", () => {
+  it("a StreamingSession refuses a growing cache: a store's rows share one slab length", async () => {
+    const ort = ortNode as unknown as Runtime
+    const session = await ort.InferenceSession.create(growingDecoder(cfg))
+    const made = createStreamingSession({
+      session,
+      ort,
+      backend: ortBackend({ ort }),
+      cache: { kind: "growing" },
+    })
+    expect(made).toMatchObject({ left: { _tag: "OptionError", path: "cache.kind" } })
+  })
+
+  it("a bad kind, capacity or dim is an OptionError naming it", async () => {
+    const ort = ortNode as unknown as Runtime
+    const session = await ort.InferenceSession.create(fixedCacheDecoder(cfg))
+    const make = (cache: unknown) =>
+      createStatefulSession({
+        session,
+        backend: ortBackend({ ort }),
+        batchSize: 1,
+        cache: cache as never,
+      })
+    expect(make({ kind: "static" })).toMatchObject({
+      left: { _tag: "OptionError", path: "cache.kind" },
+    })
+    expect(make({ kind: "fixed" })).toMatchObject({
+      left: { _tag: "OptionError", path: "cache.capacity" },
+    })
+    expect(make({ kind: "fixed", capacity: 0 })).toMatchObject({
+      left: { _tag: "OptionError", path: "cache.capacity" },
+    })
+    expect(make({ kind: "fixed", capacity: 8, dim: "nope" })).toMatchObject({
+      left: { _tag: "OptionError", path: "cache.dim" },
+    })
+    expect(make({ kind: "fixed", capacity: 8, tokens: "nope" })).toMatchObject({
+      left: { _tag: "OptionError", path: "cache.tokens" },
+    })
+    const conflicting = createStatefulSession({
+      session,
+      backend: ortBackend({ ort }),
+      batchSize: 1,
+      cache: { kind: "fixed", capacity: 8 },
+      dims: { capacity: 9 },
+    })
+    expect(conflicting).toMatchObject({ left: { _tag: "OptionError", path: "dims.capacity" } })
+  })
+})
+
+void ({} as common.Tensor)
