@@ -1,5 +1,5 @@
-// The async batcher over a StreamingSession running Silero VAD v5 (shipped in @ricky0123/vad-web).
-import { createRequire } from "node:module"
+// The async batcher over a StreamingSession running Silero VAD v5 (shipped in @ricky0123/vad-web),
+// fed with its context window; the oracle is vad-web's own Silero class, one stream alone.
 import { dirname, join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { type StreamKey, orThrow } from "@statesaver/core"
@@ -10,26 +10,29 @@ import {
   type BatcherEvent,
   type OrtTensor,
   type StreamingSession,
-  createStatefulSession,
   createStreamBatcher,
   createStreamingSession,
   ortBackend,
+  sileroContext,
 } from "../src/index.js"
+import { FRAME, vadDist, vadWebProbabilities } from "./helpers/silero.js"
 import { readWav } from "./helpers/wav.js"
 
 ort.env.wasm.numThreads = 1
 
-const vadDist = dirname(createRequire(import.meta.url).resolve("@ricky0123/vad-web"))
 const here = dirname(fileURLToPath(import.meta.url))
 const { samples } = readWav(join(here, "fixtures", "speech.wav"))
-const FRAME = 512
 const sr = new ort.Tensor("int64", BigInt64Array.from([16000n]), [])
 
-/** Frame `i` of stream `s`: the fixture from the stream's own offset. */
-function frame(s: number, i: number): OrtTensor {
+/** Samples of frame `i` of stream `s`: the fixture from the stream's own offset. */
+function samplesOf(s: number, i: number): Float32Array {
   const at = ((s * 7 + i) * FRAME) % (samples.length - FRAME)
-  return new ort.Tensor("float32", samples.slice(at, at + FRAME), [1, FRAME])
+  return samples.slice(at, at + FRAME)
 }
+
+/** Frame `i` of stream `s` as the `frame` feed. */
+const frame = (s: number, i: number): OrtTensor =>
+  new ort.Tensor("float32", samplesOf(s, i), [1, FRAME])
 
 let model: ort.InferenceSession
 beforeAll(async () => {
@@ -45,25 +48,18 @@ function streaming(
       ort,
       backend: ortBackend({ ort }),
       outputs: ["output"],
+      rules: [sileroContext()],
       ...extra,
     }),
   )
 }
 
-/** The oracle: one stream alone through a StatefulSession of batch 1, frames 0..n-1. */
-async function alone(s: number, n: number): Promise<number[]> {
-  const vad = orThrow(
-    createStatefulSession({ session: model, backend: ortBackend({ ort }), batchSize: 1 }),
+/** The oracle: stream `s` alone through vad-web's Silero class, frames 0..n-1. */
+const alone = (s: number, n: number): Promise<number[]> =>
+  vadWebProbabilities(
+    "silero_vad_v5.onnx",
+    Array.from({ length: n }, (_, i) => samplesOf(s, i)),
   )
-  const out: number[] = []
-  for (let i = 0; i < n; i++) {
-    const r = orThrow(await vad.run({ input: frame(s, i), sr }))
-    out.push((r["output"]?.data as Float32Array)[0] as number)
-    r["output"]?.dispose()
-  }
-  vad.dispose()
-  return out
-}
 
 const prob = (t: OrtTensor): number => {
   const p = (t.data as Float32Array)[0] as number
@@ -90,7 +86,7 @@ describe("createStreamBatcher", () => {
     for (let i = 0; i < STEPS; i++) {
       const rs = await Promise.all(
         Array.from({ length: STREAMS }, (_, s) =>
-          b.push(`s${s}`, { input: frame(s, i) }, { start: i === 0 }),
+          b.push(`s${s}`, { frame: frame(s, i) }, { start: i === 0 }),
         ),
       )
       for (const [s, r] of rs.entries()) {
@@ -119,7 +115,7 @@ describe("createStreamBatcher", () => {
     )
     const rs = await Promise.all(
       Array.from({ length: 5 }, (_, i) =>
-        b.push("one", { input: frame(3, i) }, { start: i === 0 }),
+        b.push("one", { frame: frame(3, i) }, { start: i === 0 }),
       ),
     )
     const want = await alone(3, 5)
@@ -134,11 +130,11 @@ describe("createStreamBatcher", () => {
 
   it("an unknown stream without start is a KeyError; an evicted one too (its state is gone)", async () => {
     const b = orThrow(createStreamBatcher({ session: streaming({ capacity: 1 }), shared: { sr } }))
-    const r = await b.push("nobody", { input: frame(0, 0) })
+    const r = await b.push("nobody", { frame: frame(0, 0) })
     expect(r._tag === "Left" && [r.left._tag, r.left.path]).toEqual(["KeyError", "nobody"])
-    orThrow(await b.push("a", { input: frame(0, 0) }, { start: true }))
-    orThrow(await b.push("b", { input: frame(1, 0) }, { start: true })) // evicts "a"
-    const again = await b.push("a", { input: frame(0, 1) })
+    orThrow(await b.push("a", { frame: frame(0, 0) }, { start: true }))
+    orThrow(await b.push("b", { frame: frame(1, 0) }, { start: true })) // evicts "a"
+    const again = await b.push("a", { frame: frame(0, 1) })
     expect(again._tag === "Left" && again.left._tag).toBe("KeyError")
     expect(again._tag === "Left" && again.left.detail).toMatch(/evicted/)
   })
@@ -147,9 +143,9 @@ describe("createStreamBatcher", () => {
     const session = streaming()
     const b = orThrow(createStreamBatcher({ session, shared: { sr }, maxWaitMs: 5 }))
     const [good1, wrong, good2] = await Promise.all([
-      b.push("g1", { input: frame(1, 0) }, { start: true }),
+      b.push("g1", { frame: frame(1, 0) }, { start: true }),
       b.push("w", { audio: frame(0, 0) }, { start: true }),
-      b.push("g2", { input: frame(2, 0) }, { start: true }),
+      b.push("g2", { frame: frame(2, 0) }, { start: true }),
     ])
     expect(wrong?._tag === "Left" && [wrong.left._tag, wrong.left.path]).toEqual([
       "StructureMismatchError",
@@ -161,7 +157,7 @@ describe("createStreamBatcher", () => {
     )
     expect(good2?._tag).toBe("Right")
     // The failed stream did not advance: its next frame is still step 0.
-    const retry = orThrow(await b.push("w", { input: frame(4, 0) }, { start: true }))
+    const retry = orThrow(await b.push("w", { frame: frame(4, 0) }, { start: true }))
     expect(retry.step).toBe(0)
     expect(prob(retry.outputs.output)).toBeCloseTo((await alone(4, 1))[0] as number, 5)
   })
@@ -170,11 +166,11 @@ describe("createStreamBatcher", () => {
     const b = orThrow(createStreamBatcher({ session: streaming(), shared: { sr }, maxQueue: 3 }))
     const ctl = new AbortController()
     const pending = [
-      b.push("q1", { input: frame(0, 0) }, { start: true }),
-      b.push("q2", { input: frame(1, 0) }, { start: true, signal: ctl.signal }),
-      b.push("q3", { input: frame(2, 0) }, { start: true }),
+      b.push("q1", { frame: frame(0, 0) }, { start: true }),
+      b.push("q2", { frame: frame(1, 0) }, { start: true, signal: ctl.signal }),
+      b.push("q3", { frame: frame(2, 0) }, { start: true }),
     ]
-    const full = await b.push("q4", { input: frame(3, 0) }, { start: true })
+    const full = await b.push("q4", { frame: frame(3, 0) }, { start: true })
     expect(full._tag === "Left" && full.left._tag).toBe("BusyError")
     ctl.abort("client went away")
     const [r1, r2, r3] = await Promise.all(pending)
@@ -184,20 +180,20 @@ describe("createStreamBatcher", () => {
     expect(e).toBeInstanceOf(AbortedError)
     expect(e?.actual).toBe("client went away")
     // q2 never ran: it is unknown.
-    const q2 = await b.push("q2", { input: frame(1, 0) })
+    const q2 = await b.push("q2", { frame: frame(1, 0) })
     expect(q2._tag === "Left" && q2.left._tag).toBe("KeyError")
   })
 
   it("reset, delete and snapshot go through the stream's order, with no BusyError to handle", async () => {
     const session = streaming()
     const b = orThrow(createStreamBatcher({ session, shared: { sr } }))
-    const p0 = b.push("r", { input: frame(5, 0) }, { start: true })
-    const p1 = b.push("r", { input: frame(5, 1) })
+    const p0 = b.push("r", { frame: frame(5, 0) }, { start: true })
+    const p1 = b.push("r", { frame: frame(5, 1) })
     const snap = b.snapshot("r")
     const reset = b.reset("r")
-    const p2 = b.push("r", { input: frame(5, 0) })
+    const p2 = b.push("r", { frame: frame(5, 0) })
     const del = b.delete("r")
-    const after = b.push("r", { input: frame(5, 1) })
+    const after = b.push("r", { frame: frame(5, 1) })
     const [r0, r1, s, z, r2, d, a] = await Promise.all([p0, p1, snap, reset, p2, del, after])
     const want = await alone(5, 2)
     expect(prob(orThrow(r0 as NonNullable<typeof r0>).outputs.output)).toBeCloseTo(
@@ -218,20 +214,20 @@ describe("createStreamBatcher", () => {
   it("close drains the queue, then refuses pushes with a DisposedError", async () => {
     const b = orThrow(createStreamBatcher({ session: streaming(), shared: { sr } }))
     const pending = Array.from({ length: 6 }, (_, s) =>
-      b.push(`c${s}`, { input: frame(s, 0) }, { start: true }),
+      b.push(`c${s}`, { frame: frame(s, 0) }, { start: true }),
     )
     const closed = b.close()
     const rs = await Promise.all(pending)
     expect(rs.every((r) => r._tag === "Right")).toBe(true)
     expect(await closed).toEqual({ _tag: "Right", right: undefined })
-    const late = await b.push("late", { input: frame(0, 0) }, { start: true })
+    const late = await b.push("late", { frame: frame(0, 0) }, { start: true })
     expect(late._tag === "Left" && late.left._tag).toBe("DisposedError")
   })
 
   it("evicts idle streams on its own timer on a quiet server", async () => {
     const session = streaming({ idleTtlMs: 20 })
     const b = orThrow(createStreamBatcher({ session, shared: { sr }, sweepEveryMs: 10 }))
-    orThrow(await b.push("idle", { input: frame(0, 0) }, { start: true }))
+    orThrow(await b.push("idle", { frame: frame(0, 0) }, { start: true }))
     expect(session.has("idle")).toBe(true)
     await new Promise((r) => setTimeout(r, 120))
     expect(session.keys()).toEqual([])
@@ -257,9 +253,9 @@ describe("createStreamBatcher", () => {
 
   it("refuses a bad key or push option with a typed error", async () => {
     const b = orThrow(createStreamBatcher({ session: streaming(), shared: { sr } }))
-    const k = await b.push(Number.NaN as StreamKey, { input: frame(0, 0) })
+    const k = await b.push(Number.NaN as StreamKey, { frame: frame(0, 0) })
     expect(k._tag === "Left" && k.left._tag).toBe("KeyError")
-    const o = await b.push("x", { input: frame(0, 0) }, { start: "yes" as never })
+    const o = await b.push("x", { frame: frame(0, 0) }, { start: "yes" as never })
     expect(o._tag === "Left" && [o.left._tag, o.left.path]).toEqual(["OptionError", "start"])
   })
 })
