@@ -33,12 +33,20 @@ for (let i = 0; i < args.length; i++) {
       `unknown option ${flag} (supported: --concurrency N, --timeoutMS N, --mutate a,b)`,
     )
 }
-/** @type {{ status: string }[]} */
+/** @type {{ status: string, fileName: string }[]} */
 const results = await new Stryker(options).runMutationTest()
-const counted = results.filter(
-  (r) => r.status !== "CompileError" && r.status !== "RuntimeError" && r.status !== "Ignored",
-)
-const detected = counted.filter((r) => r.status === "Killed" || r.status === "Timeout").length
-console.log(
-  `\nmutation score: ${((100 * detected) / counted.length).toFixed(2)}% (${detected} of ${counted.length} mutants detected)`,
-)
+// Mutants marked `// Stryker disable` (status Ignored) are reported both ways: left out of the
+// score, and counted as survivors.
+const score = (/** @type {typeof results} */ rs) => {
+  const counted = rs.filter((r) => r.status !== "CompileError" && r.status !== "RuntimeError")
+  const detected = counted.filter((r) => r.status === "Killed" || r.status === "Timeout").length
+  const ignored = counted.filter((r) => r.status === "Ignored").length
+  const pct = (/** @type {number} */ n, /** @type {number} */ d) => `${((100 * n) / d).toFixed(2)}%`
+  return (
+    `${pct(detected, counted.length - ignored)} (${detected} of ${counted.length - ignored} detected, ` +
+    `${ignored} disabled); ${pct(detected, counted.length)} with the disabled counted as survivors`
+  )
+}
+for (const file of [...new Set(results.map((r) => r.fileName))].sort())
+  console.log(`${file}: ${score(results.filter((r) => r.fileName === file))}`)
+console.log(`\nmutation score: ${score(results)}`)

@@ -29,6 +29,7 @@ import { rowViews } from "./internal/row-views.js"
  * which every gather and scatter between a slab and a batch would hit. Recorded in `mine`, the
  * buffers a host backend allocated and so may pool.
  */
+// Stryker disable next-line BlockStatement: without `fresh`, HostTensor allocates its own zeroed, unpadded, never pooled array (only slower)
 function fresh(dtype: DType, length: number, mine: WeakSet<HostData>): HostData {
   const bytes = length * dtypeByteSize(dtype)
   const data =
@@ -111,22 +112,20 @@ export function hostBackend(options: HostBackendOptions = {}): HostBackend {
   const held = new Set<HostTensor>()
   // Freed buffers by dtype and length, for reuse. Only buffers this backend allocated are kept:
   // a caller's array may be a view of a larger buffer, which pooling would keep alive.
-  const pool = new Map<string, HostData[]>()
+  const pool = new Map(DTYPES.map((d) => [d, new Map<number, HostData[]>()]))
   const mine = new WeakSet<HostData>()
   let pooled = 0
-  // Row views per buffer, for the layout they were made; buffers come back from the pool, and
-  // their views with them.
-  const views = new WeakMap<HostData, { key: string; views: HostData[] }>()
+  // Row views per buffer; buffers come back from the pool, and their views with them.
+  const views = new WeakMap<HostData, HostData[]>()
 
   const own = (t: HostTensor): HostTensor => {
     held.add(t)
     return t
   }
-  const keyOf = (dtype: DType, length: number) => `${dtype} ${length}`
   // Not zeroed: every caller writes every element.
   const make = (shape: readonly number[], dtype: DType): HostTensor => {
     const length = sizeOf(shape)
-    const reused = pool.get(keyOf(dtype, length))?.pop()
+    const reused = (pool.get(dtype) as Map<number, HostData[]>).get(length)?.pop()
     // Stryker disable next-line AssignmentOperator,LogicalOperator: the pool's byte count only decides when the pool is full, never what a tensor holds
     pooled -= reused?.byteLength ?? 0
     return new HostTensor(
@@ -140,14 +139,14 @@ export function hostBackend(options: HostBackendOptions = {}): HostBackend {
     if (isHostTensorDisposed(t)) return
     markHostTensorDisposed(t)
     const data = t.data as HostData
-    const key = keyOf(t.dtype, data.length)
-    const free = pool.get(key) ?? []
+    const bySize = pool.get(t.dtype) as Map<number, HostData[]>
+    const free = bySize.get(data.length) ?? []
     // Stryker disable next-line all: which freed buffers are kept for reuse decides how often memory is allocated, never what a tensor holds
     if (!mine.has(data) || free.length >= PER_SIZE || pooled + data.byteLength > poolLimit) return
     // Stryker disable next-line CallExpression: a buffer not pooled is allocated anew when next needed (only slower)
     free.push(data)
     // Stryker disable next-line CallExpression: a buffer not pooled is allocated anew when next needed (only slower)
-    pool.set(key, free)
+    bySize.set(data.length, free)
     // Stryker disable next-line AssignmentOperator: the pool's byte count only decides when the pool is full, never what a tensor holds
     pooled += data.byteLength
   }
@@ -157,12 +156,13 @@ export function hostBackend(options: HostBackendOptions = {}): HostBackend {
     // tensors (a store's slab of many thousand rows would keep a view per row alive).
     // Stryker disable next-line all: whether row views are cached changes only how rows are copied (speed and memory), never which
     if (layout.inner > 16 * 1024 || layout.outer * layout.rows > 4096) return undefined
-    const key = `${layout.outer} ${layout.rows} ${layout.inner}`
+    // View k is elements k * inner to (k + 1) * inner of `data`, whose length is count * inner:
+    // the number of views alone tells whether they fit this layout (also when inner is 0).
     const cached = views.get(data)
-    if (cached?.key === key) return cached.views
+    if (cached?.length === layout.outer * layout.rows) return cached
     const v = rowViews(data, layout)
-    // Stryker disable next-line ObjectLiteral: an entry without its key never matches, so views are made again on each call (only slower)
-    views.set(data, { key, views: v })
+    // Stryker disable next-line CallExpression: without this entry the cache never matches, so views are made again on each call (only slower)
+    views.set(data, v)
     return v
   }
 

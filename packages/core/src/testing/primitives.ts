@@ -267,6 +267,47 @@ export function definePrimitiveTests<T, In>(test: KitTest<T, In>): void {
     expectLive(kit.live(), start, "toHost of every layout")
   })
 
+  test("contract: tensors with a 0-sized axis pass every primitive, at any batch size", async (kit) => {
+    // A growing named dim (a KV cache's `seq`) starts at 0: such leaves are allocated, gathered
+    // into other batch sizes, scattered, filled, copied and freed like any other, and memory freed
+    // at one batch size may come back at another.
+    const start = kit.live()
+    const leaves: [LeafContext, (batch: number) => number[]][] = [
+      [{ path: "cache", batchAxis: 0, init: init.constant(1) }, (b) => [b, 2, 0, 3]],
+      [{ path: "empty", batchAxis: 1, init: init.zeros }, (b) => [2, b, 0]],
+    ]
+    for (const [leaf, shapeAt] of leaves) {
+      for (const batch of [BATCH, 2, 6, 1]) {
+        const shape = shapeAt(batch)
+        const what = (op: string) => label(op, { leaf, shape, dtype: "float32" })
+        const empty = (b: number) => new HostTensor("float32", shapeAt(b))
+        const t = kit.backend.allocate(shape, "float32", leaf)
+        expect(kit.backend.describe(t)?.shape, what("describe after allocate")).toEqual(shape)
+        expectTensor(await kit.backend.toHost(t), empty(batch), what("allocate"))
+        const rows = [batch - 1, null, 0, 0, batch - 1]
+        const g = kit.backend.gather(t, rows, leaf)
+        expectTensor(
+          await kit.backend.toHost(g),
+          empty(5),
+          what(`gather of rows [${rows.join(", ")}]`),
+        )
+        const src = kit.input(empty(1), leaf)
+        kit.backend.scatter(t, [batch - 1], src, leaf)
+        kit.backend.dispose(src)
+        kit.backend.fill(t, [0], leaf)
+        expectTensor(
+          await kit.backend.toHost(t),
+          empty(batch),
+          what("scatter into the last row, then fill of row 0"),
+        )
+        const copy = kit.backend.fromHost(empty(batch), leaf)
+        expectTensor(await kit.backend.toHost(copy), empty(batch), what("fromHost"))
+        for (const x of [t, g, copy]) kit.backend.dispose(x)
+      }
+    }
+    expectLive(kit.live(), start, "the primitives on leaves with a 0-sized axis")
+  })
+
   test("contract: int64 values beyond 2**53 pass every primitive exactly", async (kit) => {
     if (!kit.dtypes.includes("int64")) kit.skip("int64 is not declared")
     const c: Case = {
