@@ -92,6 +92,8 @@ export interface RawClient {
 /** A topology the suites run against. */
 export interface Topology {
   readonly name: "single" | "cluster"
+  /** Where a separate process connects: a server's URL, or the cluster's nodes. */
+  readonly target: { readonly url: string } | { readonly rootNodes: readonly { url: string }[] }
   connect(): Promise<Client>
   /** Raw access for tests that corrupt or inspect keys. */
   raw(): RawClient
@@ -114,6 +116,7 @@ export async function startTopology(name: "single" | "cluster"): Promise<Topolog
     const raw = await make()
     return {
       name,
+      target: { url: server.url },
       connect: make,
       raw: () => raw as unknown as RawClient,
       dispose: async () => {
@@ -136,6 +139,7 @@ export async function startTopology(name: "single" | "cluster"): Promise<Topolog
   const raw = await make()
   return {
     name,
+    target: { rootNodes: cluster.rootNodes },
     connect: make,
     raw: () => raw as unknown as RawClient,
     dispose: async () => {
