@@ -101,6 +101,12 @@ const CAUGHT_BY: Record<Exclude<(typeof VARIANTS)[number], "unbroken">, [string,
       /dispose threw .*host tensor freed twice/,
     ],
   ],
+  "gather of a 0-sized tensor returns the kernel's collapsed shape": [
+    [
+      "contract: tensors with a 0-sized axis pass every primitive, at any batch size",
+      /gather of rows \[3, null, 0, 0, 3\] on leaf cache \(float32 \[batch=4, 2, 0, 3\].*: shape/,
+    ],
+  ],
 }
 
 describe("the conformance kit on deliberately broken host backends", () => {

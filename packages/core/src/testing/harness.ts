@@ -156,7 +156,10 @@ export function trackOwnership<T, In>(
     allocate: (shape, dtype, leaf) =>
       received(backend.allocate(shape, dtype, leaf), `allocate ${at(leaf)}`),
     gather: (src, rows, leaf) =>
-      received(backend.gather(src, rows, leaf), `gather of rows [${rows.join(", ")}] ${at(leaf)}`),
+      received(
+        backend.gather(src, rows, leaf),
+        `gather of rows [${rows.map(String).join(", ")}] ${at(leaf)}`,
+      ),
     scatter: (dst, rows, src, leaf) => backend.scatter(dst, rows, src, leaf),
     fill: (t, rows, leaf) => backend.fill(t, rows, leaf),
     adopt: (held, next, leaf) => {

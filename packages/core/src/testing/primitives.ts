@@ -129,7 +129,7 @@ export function definePrimitiveTests<T, In>(test: KitTest<T, In>): void {
         const host = valuesOf(c, 3)
         const src = kit.backend.fromHost(host, c.leaf)
         for (const rows of orders) {
-          const what = label(`gather of rows [${rows.join(", ")}]`, c)
+          const what = label(`gather of rows [${rows.map(String).join(", ")}]`, c)
           const t = kit.backend.gather(src, rows, c.leaf)
           expect(t, `${what}: returned its source`).not.toBe(src)
           const expected = referenceGather(host, c.leaf.batchAxis, rows, initRow(c))
@@ -153,7 +153,10 @@ export function definePrimitiveTests<T, In>(test: KitTest<T, In>): void {
         let expected = host
         for (const [k, rows] of orders.entries()) {
           for (const via of ["fromHost", "input"] as const) {
-            const what = label(`scatter into rows [${rows.join(", ")}] (source from ${via})`, c)
+            const what = label(
+              `scatter into rows [${rows.map(String).join(", ")}] (source from ${via})`,
+              c,
+            )
             const given = valuesOf(c, 100 * (k + 1) + (via === "input" ? 7 : 0), rows.length)
             const src =
               via === "fromHost" ? kit.backend.fromHost(given, c.leaf) : kit.input(given, c.leaf)
@@ -178,7 +181,7 @@ export function definePrimitiveTests<T, In>(test: KitTest<T, In>): void {
     for (const dtype of dtypesOf(kit)) {
       for (const c of cases(dtype)) {
         for (const rows of orders) {
-          const what = label(`fill of rows [${rows.join(", ")}]`, c)
+          const what = label(`fill of rows [${rows.map(String).join(", ")}]`, c)
           const host = valuesOf(c, 9)
           const t = kit.backend.fromHost(host, c.leaf)
           kit.backend.fill(t, rows, c.leaf)
@@ -289,7 +292,7 @@ export function definePrimitiveTests<T, In>(test: KitTest<T, In>): void {
         expectTensor(
           await kit.backend.toHost(g),
           empty(5),
-          what(`gather of rows [${rows.join(", ")}]`),
+          what(`gather of rows [${rows.map(String).join(", ")}]`),
         )
         const src = kit.input(empty(1), leaf)
         kit.backend.scatter(t, [batch - 1], src, leaf)

@@ -3,7 +3,7 @@
  * broken-backends.kit.ts.
  */
 import { HostTensor, type HostBackend, hostBackend } from "../../src/index.js"
-import { isHostTensorDisposed } from "../../src/host-tensor.js"
+import { isHostTensorDisposed, sizeOf } from "../../src/host-tensor.js"
 
 /** Names of the variants, as the suites print them: `StateBackend conformance: <name>`. */
 export const VARIANTS = [
@@ -15,6 +15,7 @@ export const VARIANTS = [
   "describe answers for a disposed tensor",
   "int64 stored through a JS number",
   "scatter frees its source; dispose throws on the double free",
+  "gather of a 0-sized tensor returns the kernel's collapsed shape",
 ] as const
 
 type Variant = (typeof VARIANTS)[number]
@@ -104,6 +105,18 @@ export function broken(variant: Variant): HostBackend {
         dispose: (t) => {
           if (isHostTensorDisposed(t as HostTensor)) throw new Error("host tensor freed twice")
           host.dispose(t)
+        },
+      }
+    case "gather of a 0-sized tensor returns the kernel's collapsed shape":
+      // As a gather kernel that flattens to [1, outer, rows, inner] and returns early when there
+      // is nothing to copy, without restoring the shape.
+      return {
+        ...host,
+        gather: (src, rows, leaf) => {
+          if (src.data.length > 0) return host.gather(src, rows, leaf)
+          const outer = sizeOf(src.shape.slice(0, leaf.batchAxis))
+          const inner = sizeOf(src.shape.slice(leaf.batchAxis + 1))
+          return host.allocate([1, outer, rows.length, inner], src.dtype, leaf)
         },
       }
   }
