@@ -6,6 +6,7 @@ export default defineConfig({
       "packages/*/vitest.config.ts",
       "packages/*/vitest.browser.config.ts",
       "test/vitest.config.ts",
+      "site/vitest.config.ts",
     ],
   },
 })

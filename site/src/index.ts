@@ -1,0 +1,3 @@
+import { siteHeader } from "./nav.js"
+import "./style.css"
+siteHeader("index.html")

@@ -1,0 +1,248 @@
+// The built site in headless Chromium: each page runs, shows the numbers it should, and draws.
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs"
+import { join } from "node:path"
+import type { Browser, Page } from "playwright"
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest"
+import { streamPlans } from "../src/audio.js"
+import {
+  CHROMIUM,
+  buildSite,
+  hasChromium,
+  launch,
+  open,
+  repoRoot,
+  serveSite,
+  siteRoot,
+} from "./harness.js"
+import { pixelStats } from "./pixels.js"
+import { expectedSegments, parseSegments, speech } from "./reference.js"
+
+const screenshots = join(repoRoot, ".tmp/site-screenshots")
+let outDir = ""
+
+beforeAll(async () => {
+  outDir = await buildSite()
+})
+afterAll(() => {
+  if (outDir !== "") rmSync(outDir, { recursive: true, force: true })
+})
+
+describe("site build", () => {
+  it("writes the three pages, with the model, the audio and ONNX Runtime's wasm as files of the folder", () => {
+    const files = readdirSync(outDir)
+    expect(files).toEqual(expect.arrayContaining(["index.html", "streams.html", "recall.html"]))
+    const assets = readdirSync(join(outDir, "assets"))
+    for (const pattern of [
+      /^silero_vad_v5-.*\.onnx$/,
+      /^speech-.*\.wav$/,
+      /^ort-wasm-simd-threaded\.asyncify-.*\.wasm$/,
+      /^ort-wasm-simd-threaded\.asyncify-.*\.mjs$/,
+    ]) {
+      expect(
+        assets.some((f) => pattern.test(f)),
+        String(pattern),
+      ).toBe(true)
+    }
+  })
+})
+
+const waitDone = (page: Page, timeout: number) =>
+  page.waitForFunction(
+    () => ["done", "error"].includes(document.getElementById("status")?.dataset["state"] ?? ""),
+    null,
+    { timeout },
+  )
+
+/** Screenshot of the element (saved under .tmp/site-screenshots/) and its pixel statistics. */
+async function shoot(browser: Browser, page: Page, selector: string, name: string) {
+  mkdirSync(screenshots, { recursive: true })
+  await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => r(null))))
+  const png = await page.locator(selector).first().screenshot()
+  writeFileSync(join(screenshots, `${name}.png`), png)
+  return pixelStats(browser, png)
+}
+
+if (!hasChromium()) {
+  const line = "!".repeat(78)
+  console.warn(
+    `\n${line}\n!! site: every page test was SKIPPED: ${CHROMIUM} not found.\n!! Install Debian's chromium (apt-get install -y chromium) to run them.\n${line}\n`,
+  )
+  describe("site pages (headless Chromium)", () => {
+    if (process.env["CI"] === "true") {
+      it("runs in headless Chromium (required when CI=true)", () => {
+        expect.fail(`site pages cannot run: ${CHROMIUM} not found`)
+      })
+    } else {
+      it.skip(`skipped: ${CHROMIUM} not found`, () => undefined)
+    }
+  })
+} else {
+  describe("site pages (headless Chromium)", () => {
+    let browser: Browser
+    let server: { url: string; close: () => Promise<void> }
+    beforeAll(async () => {
+      server = await serveSite(outDir)
+      browser = await launch()
+    })
+    afterAll(async () => {
+      await browser?.close()
+      await server?.close()
+    })
+
+    it("landing page: links to both pages, every guide in docs/ and the API reference", async () => {
+      const { page, errors } = await open(browser, `${server.url}index.html`)
+      const guides = await page.$$eval("#guides a", (as) =>
+        as.map((a) => [a.getAttribute("href"), a.textContent]),
+      )
+      const docs = readdirSync(join(repoRoot, "docs")).filter((f) => f.endsWith(".md"))
+      expect(guides.map(([href]) => href).sort()).toEqual(
+        docs.map((f) => `api/documents/${f.replace(/\.md$/, ".html")}`).sort(),
+      )
+      expect(guides.find(([href]) => href?.endsWith("/concepts.html"))?.[1]).toBe("Concepts")
+      expect(await page.getAttribute("#api", "href")).toBe("api/index.html")
+      // After `pnpm site:build` (a CI step), the guides and the API reference are in site/dist.
+      const full = join(siteRoot, "dist")
+      if (existsSync(join(full, "api/index.html"))) {
+        for (const [href] of guides) {
+          expect(existsSync(join(full, href as string)), href ?? "").toBe(true)
+        }
+      } else {
+        console.warn("site/dist/api not built (pnpm site:build): guide links checked by name only")
+      }
+      const stats = await shoot(browser, page, "body", "index")
+      expect(stats.variance).toBeGreaterThan(100)
+      await page.click("text=Carried vs reset")
+      await page.waitForURL(/recall\.html$/)
+      expect(await page.textContent("h1")).toBe("Carried vs reset")
+      await page.goBack()
+      await page.click("text=Many streams, one model")
+      await page.waitForURL(/streams\.html$/)
+      expect(await page.textContent("h1")).toBe("Many streams, one model")
+      expect(errors).toEqual([])
+      await page.close()
+    })
+
+    it("streams page on wasm: every stream's segments equal Node's, the same audio run alone on onnxruntime-node", async () => {
+      const { samples, sampleRate } = speech()
+      const plans = streamPlans(samples, sampleRate)
+      const expected = await expectedSegments(
+        plans.map((p) => p.audio),
+        sampleRate,
+      )
+      const { page, errors } = await open(
+        browser,
+        `${server.url}streams.html?backend=wasm&pace=fast&autostart=1`,
+      )
+      await waitDone(page, 180_000)
+      expect(await page.textContent("#status")).toMatch(/^done: /)
+      // The headers the site documents make the page cross-origin isolated (wasm threads).
+      expect(await page.evaluate(() => crossOriginIsolated)).toBe(true)
+      const shown = await page.$$eval(".segments", (els) =>
+        els.map((e) => [e.dataset["key"], e.dataset["done"], e.textContent]),
+      )
+      expect(shown.map(([key]) => key)).toEqual(plans.map((p) => p.key))
+      const probabilities = await page.evaluate(() =>
+        Object.fromEntries(
+          (globalThis as unknown as { statesaverDemo: { probabilities: Map<string, number[]> } })
+            .statesaverDemo.probabilities,
+        ),
+      )
+      plans.forEach((plan, i) => {
+        const [, done, text] = shown[i] as [string, string, string]
+        const want = expected[i] as (typeof expected)[number]
+        expect(done, plan.key).toBe("true")
+        expect(parseSegments(text), `${plan.key}: ${text}`).toEqual(want.segments)
+        const got = probabilities[plan.key] as number[]
+        expect(got.length, plan.key).toBe(want.probabilities.length)
+        const diff = Math.max(...got.map((p, f) => Math.abs(p - (want.probabilities[f] as number))))
+        expect(diff, `${plan.key}: largest probability difference`).toBeLessThan(1e-3)
+      })
+      expect(Number(await page.getAttribute("body", "data-frames"))).toBe(
+        expected.reduce((n, e) => n + e.probabilities.length, 0),
+      )
+      // Every stream's plot: the probability line (blue) and the segments (green band).
+      const stats = await shoot(
+        browser,
+        page,
+        'section.card[data-key="recording"] .plot',
+        "streams-wasm",
+      )
+      expect(stats.blue, "probability line (blue) pixels").toBeGreaterThan(300)
+      expect(stats.green, "segment band (green) pixels").toBeGreaterThan(3000)
+      await shoot(browser, page, "body", "streams-wasm-page")
+      expect(errors).toEqual([])
+      await page.close()
+    })
+
+    it("the Node reference is the Node demo: the recording's segments equal examples/src/ort-vad.ts's output", async () => {
+      const lines: string[] = []
+      const log = vi.spyOn(console, "log").mockImplementation((...args: unknown[]) => {
+        lines.push(args.join(" "))
+      })
+      try {
+        const demo = (await import("../../examples/src/ort-vad.js")) as {
+          main: () => Promise<void>
+        }
+        await demo.main()
+      } finally {
+        log.mockRestore()
+      }
+      const fromDemo = lines.flatMap((l) => parseSegments(l))
+      const { samples, sampleRate } = speech()
+      const [reference] = await expectedSegments([samples], sampleRate)
+      expect(fromDemo.length).toBeGreaterThan(0)
+      expect(fromDemo).toEqual(reference?.segments)
+    })
+
+    it("streams page on WebGPU: the state is never read back to the CPU; only ONNX Runtime's outputs are, in every call", async () => {
+      const { page, errors } = await open(
+        browser,
+        `${server.url}streams.html?backend=webgpu&pace=fast&autostart=1&streams=recording,shifted&frames=24`,
+      )
+      await waitDone(page, 180_000)
+      expect(await page.textContent("#status")).toMatch(/^done: .* on webgpu/)
+      const data = await page.evaluate(() => ({ ...document.body.dataset }))
+      // recording: ticks 0–23, shifted: ticks 10–33; both streams in the calls of ticks 10–23.
+      expect(Number(data["frames"])).toBe(48)
+      expect(Number(data["calls"])).toBe(34)
+      expect(Number(data["stateReads"])).toBe(0)
+      expect(await page.textContent("#state-reads")).toBe("0")
+      // The counter sees reads: ONNX Runtime brings the probabilities back in every call.
+      expect(Number(data["outputReads"])).toBeGreaterThanOrEqual(Number(data["calls"]))
+      const stats = await shoot(
+        browser,
+        page,
+        'section.card[data-key="recording"] .plot',
+        "streams-webgpu",
+      )
+      expect(stats.blue, "probability line (blue) pixels").toBeGreaterThan(50)
+      await shoot(browser, page, "body", "streams-webgpu-page")
+      expect(errors.filter((e) => !e.includes("VerifyEachNodeIsAssignedToAnEp"))).toEqual([])
+      await page.close()
+    })
+
+    it("recall page on WebGL: the model trained with carried state answers clearly better than the one trained with resets", async () => {
+      const { page, errors } = await open(
+        browser,
+        `${server.url}recall.html?backend=webgl&batches=60&autostart=1`,
+      )
+      await waitDone(page, 180_000)
+      expect(await page.textContent("#status")).toMatch(/^done in /)
+      const carried = Number(await page.getAttribute("#result", "data-carried"))
+      const reset = Number(await page.getAttribute("#result", "data-reset"))
+      console.info(`recall page (webgl, 60 batches): carried ${carried}, reset ${reset}`)
+      expect(carried).toBeGreaterThan(0.8)
+      expect(reset).toBeLessThan(0.5)
+      expect(carried - reset).toBeGreaterThan(0.3)
+      expect(await page.textContent("#carried-acc")).toBe(`${(100 * carried).toFixed(1)}%`)
+      for (const plot of ["#loss-plot", "#acc-plot"]) {
+        const stats = await shoot(browser, page, plot, `recall-${plot.slice(1)}`)
+        expect(stats.blue, `${plot}: carried (blue) pixels`).toBeGreaterThan(200)
+        expect(stats.red, `${plot}: reset (red) pixels`).toBeGreaterThan(200)
+      }
+      await shoot(browser, page, "body", "recall-page")
+      expect(errors).toEqual([])
+      await page.close()
+    })
+  })
+}
