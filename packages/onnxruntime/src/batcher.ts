@@ -200,7 +200,7 @@ const keyOk = (k: unknown): k is StreamKey =>
  * @example
  * declare const vad: StreamingSession<"output">, sr: OrtTensor, frame: OrtTensor
  * const batcher = orThrow(createStreamBatcher({ session: vad, maxBatch: 32, maxWaitMs: 2, shared: { sr } }))
- * const r = await batcher.push("call-1", { input: frame }, { start: true })
+ * const r = await batcher.push("call-1", { frame }, { start: true }) // a session with sileroContext()
  * if (r._tag === "Right") r.right.outputs.output.dispose()
  * @category batching
  * @since 0.3.0

@@ -243,9 +243,12 @@ export interface StatefulSession<O extends string = string> extends Disposable {
  * @example
  * const session = await ort.InferenceSession.create("silero_vad_v5.onnx")
  * const vad = orThrow(
- *   createStatefulSession({ session, backend: ortBackend({ ort }), batchSize: 1, outputs: ["output"] }),
+ *   createStatefulSession({
+ *     session, backend: ortBackend({ ort }), batchSize: 1, outputs: ["output"],
+ *     rules: [sileroContext()], // Silero reads each frame after the previous one's last 64 samples
+ *   }),
  * )
- * const out = orThrow(await vad.run({ input: frame, sr }))
+ * const out = orThrow(await vad.run({ frame, sr })) // frame: [1, 512] float32
  * const speech: number = orThrow(tensorScalar(out.output, "float32"))
  * out.output.dispose()
  * @category sessions

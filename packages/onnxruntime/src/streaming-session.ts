@@ -255,12 +255,15 @@ export interface StreamingSession<O extends string = string> extends Disposable 
  * @example
  * const session = await ort.InferenceSession.create("silero_vad_v5.onnx")
  * const vad = orThrow(
- *   createStreamingSession({ session, ort, backend: ortBackend({ ort }), capacity: 10_000, outputs: ["output"] }),
+ *   createStreamingSession({
+ *     session, ort, backend: ortBackend({ ort }), capacity: 10_000, outputs: ["output"],
+ *     rules: [sileroContext()], // each stream's 64-sample context is stored beside its state
+ *   }),
  * )
  * const sr = new ort.Tensor("int64", BigInt64Array.from([16000n]), [])
  * const outs = orThrow(await vad.run([
- *   { key: "call-1", feeds: { input: frame1 } },
- *   { key: "call-2", feeds: { input: frame2 } },
+ *   { key: "call-1", feeds: { frame: frame1 } },
+ *   { key: "call-2", feeds: { frame: frame2 } },
  * ], { shared: { sr } }))
  * for (const [key, out] of outs) {
  *   console.log(key, orThrow(tensorScalar(out.output, "float32"))) // the stream's speech probability
