@@ -216,29 +216,44 @@ export function definePrimitiveTests<T, In>(test: KitTest<T, In>): void {
         }
       }
     }
-    // The same number of elements in another layout: [4, 6] along axis 0, then [2, 4, 3] along 1.
-    const a: LeafContext = { path: "flat", batchAxis: 0, init: init.zeros }
-    const b: LeafContext = { path: "split", batchAxis: 1, init: init.constant(1) }
-    const first = new HostTensor("float32", [BATCH, 6], valuesFor("float32", 24, 1) as Float32Array)
-    for (let round = 0; round < 3; round++) {
-      const x = kit.backend.fromHost(first, a)
-      const gx = kit.backend.gather(x, [3, 1], a)
-      kit.backend.dispose(gx)
-      kit.backend.dispose(x)
-      const second = new HostTensor(
-        "float32",
-        [2, BATCH, 3],
-        valuesFor("float32", 24, 2) as Float32Array,
-      )
-      const y = kit.backend.fromHost(second, b)
-      const gy = kit.backend.gather(y, [3, null, 1], b)
-      expectTensor(
-        await kit.backend.toHost(gy),
-        referenceGather(second, 1, [3, null, 1], () => 1),
-        "gather of rows [3, null, 1] on leaf split (float32 [2, batch=4, 3], batch axis 1, init constant(1)) after freeing a [4, 6] tensor",
-      )
-      kit.backend.dispose(gy)
-      kit.backend.dispose(y)
+    // The same number of elements in another layout, freed then reused: a tensor gathered from
+    // (so a backend may have cached something per buffer and layout), freed, then one of the
+    // same size in another layout gathered from. Sizes are used by nothing else in this test, so
+    // memory recycled by size comes back to the second tensor.
+    const layouts: [number[], LeafContext, number[], LeafContext][] = [
+      [
+        [BATCH, 16],
+        { path: "flat", batchAxis: 0, init: init.zeros },
+        [16, BATCH, 1],
+        { path: "deep", batchAxis: 1, init: init.constant(1) },
+      ],
+      [
+        [2, BATCH, 5],
+        { path: "split", batchAxis: 1, init: init.zeros },
+        [BATCH, 10],
+        { path: "wide", batchAxis: 0, init: init.constant(1) },
+      ],
+    ]
+    for (const [shapeA, a, shapeB, b] of layouts) {
+      for (let round = 0; round < 3; round++) {
+        const n = sizeOf(shapeA)
+        const x = kit.backend.fromHost(
+          new HostTensor("float32", shapeA, valuesFor("float32", n, 1) as Float32Array),
+          a,
+        )
+        kit.backend.dispose(kit.backend.gather(x, [3, 1], a))
+        kit.backend.dispose(x)
+        const second = new HostTensor("float32", shapeB, valuesFor("float32", n, 2) as Float32Array)
+        const y = kit.backend.fromHost(second, b)
+        const gy = kit.backend.gather(y, [3, null, 1], b)
+        expectTensor(
+          await kit.backend.toHost(gy),
+          referenceGather(second, b.batchAxis, [3, null, 1], () => 1),
+          `${label("gather of rows [3, null, 1]", { leaf: b, shape: shapeB, dtype: "float32" })} after gathering from and freeing a tensor of the same size, ${describeLeaf({ ...a, dtype: "float32", shape: shapeA })}`,
+        )
+        kit.backend.dispose(gy)
+        kit.backend.dispose(y)
+      }
     }
     expectLive(kit.live(), start, "dispose and reuse rounds")
   })
