@@ -51,6 +51,9 @@ export interface KvCacheOptions {
 const MASK = "attention_mask"
 const POSITIONS = "position_ids"
 const CACHE_POSITION = "cache_position"
+const USE_CACHE = "use_cache_branch"
+/** Cross-attention caches of an encoder–decoder: computed on the first step, then kept. */
+const ENCODER_PRESENT = /\.encoder\.(key|value)$/
 
 /** What a session needs to know of its cache: the rule, and for a fixed cache, the writes. */
 export interface CachePlan {
@@ -65,6 +68,19 @@ export interface CachePlan {
   readonly tokens: string
   /** Sizes of named dims the cache sets (a fixed cache's capacity). */
   readonly dims: Readonly<Record<string, number>>
+  /**
+   * Pairs kept once filled (a merged encoder–decoder's `present.N.encoder.*`): adopted on a
+   * step that runs without the cache (`use_cache_branch` false), kept as they are after.
+   */
+  readonly keep: readonly StatePair[]
+}
+
+/** Whether a call runs with its cache (`use_cache_branch`): some row holds a position. */
+export function usesCache(plan: CachePlan, state: Readonly<Record<string, HostTensor>>): boolean {
+  const leaf = state[plan.leaf] as HostTensor
+  return plan.lengthLeaf === undefined
+    ? (leaf.shape[1] as number) > 0
+    : (leaf.data as Int32Array).some((l) => l > 0)
 }
 
 /** Checks the `cache` option against the model and builds its rule. */
@@ -99,7 +115,15 @@ export function planCache(
       `named dims: ${[...named].join(", ") || "none"}`,
     )
   }
-  if (dim === undefined && named.size !== 1) {
+  // Several named dims (an encoder–decoder's self and cross caches): the one of the pairs
+  // that are not cross-attention caches.
+  const own = new Set<string>()
+  for (const p of pairs) {
+    if (ENCODER_PRESENT.test(p.output)) continue
+    for (const d of spec[p.input]?.shape ?? [])
+      if (typeof d === "string" && d !== batchDim) own.add(d)
+  }
+  if (dim === undefined && named.size !== 1 && own.size !== 1) {
     return bad(
       "cache.dim",
       "the cache's sequence dim (the state has no single named dim)",
@@ -107,13 +131,16 @@ export function planCache(
       `named dims: ${[...named].join(", ") || "none"}`,
     )
   }
-  const seq = (dim ?? [...named][0]) as string
+  const seq = (dim ?? (named.size === 1 ? [...named][0] : [...own][0])) as string
   const tokenFeed = tokens ?? "input_ids"
   if (typeof tokenFeed !== "string" || !inputNames.includes(tokenFeed)) {
     return bad("cache.tokens", "a model input whose axis 1 counts the new tokens", tokenFeed)
   }
   const cached = pairs.filter((p) => spec[p.input]?.shape.includes(seq))
-  const derives = [MASK, POSITIONS, CACHE_POSITION].filter((n) => inputNames.includes(n))
+  const derives = [MASK, POSITIONS, CACHE_POSITION, USE_CACHE].filter((n) => inputNames.includes(n))
+  const keep = inputNames.includes(USE_CACHE)
+    ? pairs.filter((p) => ENCODER_PRESENT.test(p.output))
+    : []
   const rule =
     kind === "fixed" ? fixedRule(seq, tokenFeed, derives) : growingRule(seq, tokenFeed, derives)
   return E.right({
@@ -123,6 +150,7 @@ export function planCache(
     blocks: kind === "fixed" ? cached : [],
     lengthLeaf: kind === "fixed" ? LENGTH : undefined,
     tokens: tokenFeed,
+    keep,
     dims: kind === "fixed" ? { [seq]: capacity as number } : {},
   })
 }
@@ -152,8 +180,11 @@ function derived(
   s: number,
   valid: (r: number, j: number) => boolean,
   count: (r: number) => number,
+  useCache: boolean,
 ): Record<string, Host> | StructureMismatchError {
   const out: Record<string, Host> = {}
+  if (names.includes(USE_CACHE))
+    out[USE_CACHE] = new Host("bool", [1], Uint8Array.of(useCache ? 1 : 0))
   if (names.includes(MASK)) {
     const w = past + s
     out[MASK] = int64([rows, w], (i) => {
@@ -203,6 +234,8 @@ function growingRule(dim: string, tokens: string, names: readonly string[]): Inp
         newTokens(call, tokens),
         (r, j) => data[r * past + j] === 1,
         (r) => counts[r] as number,
+        // Any past at all is fed, masked rows included.
+        past > 0,
       )
     },
     next(call) {
@@ -247,6 +280,7 @@ function fixedRule(dim: string, tokens: string, names: readonly string[]): Input
         s,
         (r, j) => j < (lengths[r] as number),
         (r) => lengths[r] as number,
+        lengths.some((l) => l > 0),
       )
     },
     next(call) {

@@ -66,7 +66,10 @@ export function conventionalInput(output: string, inputs: readonly string[]): st
  * Pairs state outputs with state inputs: `explicit` (output → input) first, then the naming
  * conventions of `conventionalInput`. `Left(OptionError)` when an argument is malformed or an
  * explicit name does not exist; `Left(StructureMismatchError)` when two outputs feed one input,
- * or when an input that looks like state is left unpaired.
+ * when an input that looks like state is left unpaired, or when `explicit` crosses the
+ * conventions: `{ hn: "c", cn: "h" }` swaps two pairs the names agree on, which a model whose
+ * two states share a shape would run with, silently wrong. Pass `{ crossedPairs: true }` when the
+ * model's names really lie.
  *
  * @example
  * const pairs = orThrow(pairStateNames(session.inputNames, session.outputNames))
@@ -77,12 +80,15 @@ export function pairStateNames(
   inputs: readonly string[],
   outputs: readonly string[],
   explicit: Readonly<Record<string, string>> = {},
+  options: { readonly crossedPairs?: boolean } = {},
 ): E.Either<PairingError, StatePair[]> {
-  return pairNames(inputs, outputs, explicit, {
-    inputs: "inputs",
-    outputs: "outputs",
-    explicit: "explicit",
-  })
+  return pairNames(
+    inputs,
+    outputs,
+    explicit,
+    { inputs: "inputs", outputs: "outputs", explicit: "explicit" },
+    options.crossedPairs === true,
+  )
 }
 
 /**

@@ -24,7 +24,13 @@ import {
 } from "@statesaver/core"
 import type * as common from "onnxruntime-common"
 import type { InputRule } from "./input-rules.js"
-import { type CachePlan, type KvCacheOptions, type RewindError, rewound } from "./kv-cache.js"
+import {
+  type CachePlan,
+  type KvCacheOptions,
+  type RewindError,
+  rewound,
+  usesCache,
+} from "./kv-cache.js"
 import { type BlockWrite, planWrites, writeBlocks } from "./internal/blocks.js"
 import type { OrtRuntime, OrtTensor } from "./ort-backend.js"
 import { type Rules, deriveInputs, nextState, refuseDerivedFeeds } from "./internal/rules.js"
@@ -66,6 +72,12 @@ export interface StatefulSessionOptions<O extends string = string> {
   readonly batchSize: number
   /** State pairs, output name → input name, that override the naming conventions. */
   readonly pairs?: Readonly<Record<string, string>>
+  /**
+   * Allows `pairs` to swap two pairs the naming conventions agree on (`{ hn: "c", cn: "h" }`),
+   * refused otherwise with a `StructureMismatchError`: with two states of one shape such a swap
+   * runs, silently wrong.
+   */
+  readonly crossedPairs?: boolean
   /** Name of the batch dim in the model's metadata. Default: the first of `batch`, `batch_size`, `N` found. */
   readonly batchDim?: string
   /** Starting sizes of other named dims of the state; absent ones start at 0 (an empty KV cache). */
@@ -428,6 +440,12 @@ class Session<O extends string> implements StatefulSession<O> {
     // A fixed cache keeps its tensors and takes the step's blocks at each row's length.
     const cache = this.#cache
     const blocks = new Set(cache?.blocks.map((p) => p.output))
+    // A merged encoder–decoder's cross-attention caches are kept once the cache is in use.
+    const kept = new Set(
+      cache !== undefined && ruleCall !== undefined && usesCache(cache, ruleCall.state)
+        ? cache.keep.map((p) => p.output)
+        : [],
+    )
     let writes: BlockWrite[] = []
     if (cache !== undefined && blocks.size > 0) {
       const planned = planWrites(
@@ -449,7 +467,7 @@ class Session<O extends string> implements StatefulSession<O> {
     const next = this.#byLeaf.map((leaf, i) =>
       typeof leaf === "string"
         ? (book2[leaf] as OrtTensor)
-        : blocks.has(leaf.output)
+        : blocks.has(leaf.output) || kept.has(leaf.output)
           ? (held[i] as OrtTensor)
           : (outputs[leaf.output] as OrtTensor),
     )

@@ -26,7 +26,7 @@ import type { OrtRuntime, OrtTensor } from "./ort-backend.js"
 import { GuardedStore } from "./internal/busy-guard.js"
 import { type Rules, deriveInputs, nextState } from "./internal/rules.js"
 import type { InputRule } from "./input-rules.js"
-import type { CachePlan, KvCacheOptions } from "./kv-cache.js"
+import { type CachePlan, type KvCacheOptions, usesCache } from "./kv-cache.js"
 import { planWrites, writeBlocks } from "./internal/blocks.js"
 import * as E from "./internal/either.js"
 import { deriveSessionState, setKey } from "./internal/session-state.js"
@@ -112,6 +112,12 @@ export interface StreamingSessionOptions<O extends string = string> extends Pick
   readonly backend: StateBackend<OrtTensor>
   /** State pairs, output name → input name, that override the naming conventions. */
   readonly pairs?: Readonly<Record<string, string>>
+  /**
+   * Allows `pairs` to swap two pairs the naming conventions agree on (`{ hn: "c", cn: "h" }`),
+   * refused otherwise with a `StructureMismatchError`: with two states of one shape such a swap
+   * runs, silently wrong.
+   */
+  readonly crossedPairs?: boolean
   /**
    * Input rules: model inputs computed from per-stream bookkeeping state and the call's feeds
    * (`sileroContext()` for Silero VAD). Their state leaves are stored, evicted and snapshotted
@@ -597,7 +603,12 @@ class Streaming<O extends string> implements StreamingSession<O> {
       // A fixed cache takes the step's blocks into the gathered rows, which go back whole.
       const cache = this.#cache
       const blocks = new Set(cache?.blocks.map((p) => p.output))
-      if (cache !== undefined && blocks.size > 0) {
+      const kept =
+        cache !== undefined && ruleCall !== undefined && usesCache(cache, ruleCall.state)
+          ? cache.keep
+          : []
+      for (const p of kept) blocks.add(p.output)
+      if (cache !== undefined && cache.blocks.length > 0) {
         const planned = planWrites(
           cache,
           store.spec.leaves,
@@ -631,7 +642,7 @@ class Streaming<O extends string> implements StreamingSession<O> {
         forget()
         return scattered
       }
-      for (const p of cache?.blocks ?? []) {
+      for (const p of [...(cache?.blocks ?? []), ...kept]) {
         handed.add(state[p.input] as OrtTensor)
         ;(outputs[p.output] as OrtTensor).dispose()
       }

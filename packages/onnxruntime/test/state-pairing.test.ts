@@ -213,3 +213,32 @@ describe("sessionStateSpec", () => {
     expect(given.spec).toEqual({ state: { shape: [2, "batch", 128], dtype: "float32" } })
   })
 })
+
+describe("crossed pairs", () => {
+  const inputs = ["X", "h", "c"]
+  const outputs = ["Y", "hn", "cn"]
+
+  it("an override that swaps two conventional pairs is refused, naming both", () => {
+    const r = pairStateNames(inputs, outputs, { hn: "c", cn: "h" })
+    expect(r).toMatchObject({
+      _tag: "Left",
+      left: { _tag: "StructureMismatchError", path: "explicit.hn" },
+    })
+    const message = (r as { left: Error }).left.message
+    expect(message).toContain("hn → h and cn → c")
+    expect(message).toContain("crossedPairs: true")
+  })
+
+  it("is allowed when asked for, and overrides that cross nothing stay allowed", () => {
+    expect(
+      orThrow(pairStateNames(inputs, outputs, { hn: "c", cn: "h" }, { crossedPairs: true })),
+    ).toEqual([
+      { input: "c", output: "hn" },
+      { input: "h", output: "cn" },
+    ])
+    expect(orThrow(pairStateNames(inputs, outputs, { hn: "h" }))).toEqual([
+      { input: "h", output: "hn" },
+      { input: "c", output: "cn" },
+    ])
+  })
+})

@@ -205,14 +205,26 @@ describe("StatefulSession on onnxruntime-web (wasm)", () => {
     stateful.dispose()
   })
 
-  it("an explicit pair map overrides the conventions", async () => {
+  it("an explicit pair map overrides the conventions (a crossing only when asked for)", async () => {
     const session = await ort.InferenceSession.create(lstm.bytes)
+    const pairs = { "Y_h.0": "initial_h.1", "Y_h.1": "initial_h.0" }
+    const refused = createStatefulSession({
+      session,
+      backend: ortBackend({ ort }),
+      batchSize: 1,
+      pairs,
+    })
+    expect(refused).toMatchObject({
+      _tag: "Left",
+      left: { _tag: "StructureMismatchError", path: 'pairs["Y_h.0"]' },
+    })
     const stateful = orThrow(
       createStatefulSession({
         session,
         backend: ortBackend({ ort }),
         batchSize: 1,
-        pairs: { "Y_h.0": "initial_h.1", "Y_h.1": "initial_h.0" },
+        pairs,
+        crossedPairs: true,
       }),
     )
     expect(stateful.pairs).toContainEqual({ input: "initial_h.1", output: "Y_h.0" })

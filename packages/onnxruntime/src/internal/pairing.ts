@@ -69,6 +69,7 @@ export function pairNames(
   outputs: unknown,
   explicit: unknown,
   paths: PairingPaths,
+  crossed = false,
 ): E.Either<PairingError, StatePair[]> {
   const ins = checkNames(inputs, paths.inputs)
   if (ins._tag === "Left") return ins
@@ -76,7 +77,7 @@ export function pairNames(
   if (outs._tag === "Left") return outs
   const map = checkNameMap(explicit, paths.explicit)
   if (map._tag === "Left") return map
-  return pairChecked(ins.right, outs.right, map.right, paths.explicit)
+  return pairChecked(ins.right, outs.right, map.right, paths.explicit, crossed)
 }
 
 function pairChecked(
@@ -84,6 +85,7 @@ function pairChecked(
   outputs: readonly string[],
   explicit: Readonly<Record<string, string>>,
   option: string,
+  crossed: boolean,
 ): E.Either<PairingError, StatePair[]> {
   const pairs: StatePair[] = []
   const fed = new Map<string, string>()
@@ -106,6 +108,24 @@ function pairChecked(
           expected: "an input of the model",
           actual: input,
           detail: `inputs: ${inputs.join(", ")}`,
+        }),
+      )
+    }
+  }
+  // An override onto another output's conventional input, while that output is sent to this
+  // one's: two pairs crossed, which a model whose states share a shape runs silently wrong.
+  for (const output of crossed ? [] : Object.keys(explicit)) {
+    const input = explicit[output] as string
+    const mine = conventional(output, inputs)
+    if (mine === undefined || mine === input) continue
+    const other = outputs.find((o) => o !== output && conventional(o, inputs) === input)
+    if (other !== undefined && own(explicit, other) && explicit[other] === mine) {
+      return E.left(
+        new StructureMismatchError({
+          path: optionPath(option, output),
+          expected: `${output} → ${mine} and ${other} → ${input}, as the names say`,
+          actual: `${output} → ${input} and ${other} → ${mine}`,
+          detail: "crossed pairs; pass crossedPairs: true if the model's names really are swapped",
         }),
       )
     }

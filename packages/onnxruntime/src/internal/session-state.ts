@@ -70,11 +70,13 @@ export function deriveSessionState(options: unknown): E.Either<DeriveError, Sess
       new OptionError({ path: "session.run", expected: "a run function", actual: s.run }),
     )
   }
-  const pairs = pairNames(inputNames.right, outputNames.right, options["pairs"], {
-    inputs: "session.inputNames",
-    outputs: "session.outputNames",
-    explicit: "pairs",
-  })
+  const pairs = pairNames(
+    inputNames.right,
+    outputNames.right,
+    options["pairs"],
+    { inputs: "session.inputNames", outputs: "session.outputNames", explicit: "pairs" },
+    options["crossedPairs"] === true,
+  )
   if (pairs._tag === "Left") return pairs
   const specOptions = {
     ...(options["batchDim"] === undefined ? {} : { batchDim: options["batchDim"] }),

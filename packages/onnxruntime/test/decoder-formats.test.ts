@@ -1,0 +1,196 @@
+// Decoder export formats through a StatefulSession with `cache`, each against its no-cache
+// oracle (the same weights run on each row's whole history alone): a merged decoder whose
+// `use_cache_branch` the session derives, an encoder–decoder whose cross-attention cache is kept
+// from the first step, and a hybrid recurrent + attention model.
+import { orThrow } from "@statesaver/core"
+import type * as common from "onnxruntime-common"
+import * as ortNode from "onnxruntime-node"
+import * as ortWeb from "onnxruntime-web"
+import { describe, expect, it } from "vitest"
+import { createStatefulSession, ortBackend } from "../src/index.js"
+import {
+  type EncoderStates,
+  encodeRow,
+  encoderDecoder,
+  hybridDecoder,
+  mergedDecoder,
+  noCacheDecoder,
+  noCacheHybridDecoder,
+  oracleLogits,
+  tinyDecoderConfig,
+  tinyEncoderDecoderConfig,
+  tinyHybridConfig,
+} from "./helpers/decoders.js"
+import type { Runtime } from "./helpers/harness.js"
+import { seededFloats } from "./helpers/onnx-builder.js"
+
+ortWeb.env.wasm.numThreads = 1
+const TOL = 1e-5
+const runtimes: readonly [string, Runtime][] = [
+  ["onnxruntime-node", ortNode as unknown as Runtime],
+  ["onnxruntime-web wasm", ortWeb as unknown as Runtime],
+]
+
+function tokens(n: number, seed: number, vocab: number): number[] {
+  let s = (seed * 2654435761) >>> 0 || 3
+  return Array.from({ length: n }, () => {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0
+    return (s >>> 8) % vocab
+  })
+}
+
+/** The largest difference between a run's logits and the oracle's for each row's last `n`. */
+function gap(
+  logits: Float32Array,
+  expected: readonly Float32Array[],
+  history: readonly number[][],
+  n: number,
+  vocab: number,
+): number {
+  let worst = 0
+  expected.forEach((want, r) => {
+    const T = (history[r] as number[]).length
+    for (let j = 0; j < n * vocab; j++) {
+      const got = logits[r * n * vocab + j] as number
+      worst = Math.max(worst, Math.abs(got - (want[(T - n) * vocab + j] as number)))
+    }
+  })
+  return worst
+}
+
+describe.each(runtimes)("decoder formats on %s", (_, ort) => {
+  it("merged decoder: use_cache_branch derived (off on the empty first step, on after), equal to the oracle", async () => {
+    const cfg = tinyDecoderConfig()
+    const session = await ort.InferenceSession.create(mergedDecoder(cfg))
+    const oracle = await ort.InferenceSession.create(noCacheDecoder(cfg))
+    const s = orThrow(
+      createStatefulSession({
+        session,
+        backend: ortBackend({ ort }),
+        batchSize: 2,
+        cache: { kind: "growing" },
+        outputs: ["logits"],
+      }),
+    )
+    let history: number[][] = [[], []]
+    let worst = 0
+    const step = async (chunk: number[][]) => {
+      const n = (chunk[0] as number[]).length
+      const ids = new ort.Tensor("int64", BigInt64Array.from(chunk.flat(), BigInt), [2, n])
+      // The caller feeds input_ids only: use_cache_branch, the mask and positions are derived.
+      const out = orThrow(await s.run({ input_ids: ids }))
+      history = history.map((h, r) => [...h, ...(chunk[r] as number[])])
+      const expected = await oracleLogits(ort, oracle, history)
+      worst = Math.max(worst, gap(out.logits.data as Float32Array, expected, history, n, cfg.vocab))
+      out.logits.dispose()
+    }
+    await step([tokens(3, 1, cfg.vocab), tokens(3, 2, cfg.vocab)])
+    for (let t = 0; t < 4; t++)
+      await step([tokens(1, 10 + t, cfg.vocab), tokens(1, 20 + t, cfg.vocab)])
+    orThrow(s.reset([0]))
+    history = [[], history[1] as number[]]
+    for (let t = 0; t < 3; t++)
+      await step([tokens(1, 30 + t, cfg.vocab), tokens(1, 40 + t, cfg.vocab)])
+    // Feeding the flag by hand is refused: the session derives it.
+    const flag = new ort.Tensor("bool", Uint8Array.of(1), [1])
+    const ids = new ort.Tensor("int64", new BigInt64Array(2), [2, 1])
+    expect(await s.run({ input_ids: ids, use_cache_branch: flag } as never)).toMatchObject({
+      left: { _tag: "StructureMismatchError", path: "use_cache_branch" },
+    })
+    expect(worst).toBeLessThan(TOL)
+    s.dispose()
+  })
+
+  it("encoder–decoder: the cross-attention cache of the first step is kept, the placeholders after are not adopted", async () => {
+    const cfg = tinyEncoderDecoderConfig()
+    const graphs = encoderDecoder(cfg, { masks: true })
+    const encoder = await ort.InferenceSession.create(graphs.encoder)
+    const decoder = await ort.InferenceSession.create(graphs.decoder)
+    const oracle = await ort.InferenceSession.create(graphs.oracle)
+    const F = 5
+    const enc: EncoderStates[] = []
+    for (let r = 0; r < 2; r++)
+      enc.push(await encodeRow(ort, encoder, seededFloats(F * cfg.featDim, 60 + r, 1), F))
+    const hidden = new Float32Array(2 * F * cfg.hidden)
+    enc.forEach((e, r) => hidden.set(e.data, r * F * cfg.hidden))
+    const backend = ortBackend({ ort })
+    const s = orThrow(
+      createStatefulSession({
+        session: decoder,
+        backend,
+        batchSize: 2,
+        cache: { kind: "growing" },
+        outputs: ["logits"],
+      }),
+    )
+    let history: number[][] = [[], []]
+    let worst = 0
+    const step = async (chunk: number[][]) => {
+      const n = (chunk[0] as number[]).length
+      const out = orThrow(
+        await s.run({
+          input_ids: new ort.Tensor("int64", BigInt64Array.from(chunk.flat(), BigInt), [2, n]),
+          encoder_hidden_states: new ort.Tensor("float32", hidden, [2, F, cfg.hidden]),
+        }),
+      )
+      history = history.map((h, r) => [...h, ...(chunk[r] as number[])])
+      const expected = await oracleLogits(ort, oracle, history, enc)
+      worst = Math.max(worst, gap(out.logits.data as Float32Array, expected, history, n, cfg.vocab))
+      out.logits.dispose()
+    }
+    await step([tokens(2, 3, cfg.vocab), tokens(2, 4, cfg.vocab)])
+    const crossKey = s.state()["past_key_values.0.encoder.key"]
+    expect(crossKey?.dims).toEqual([2, cfg.heads, F, cfg.headDim])
+    const first = Float32Array.from(crossKey?.data as Float32Array)
+    for (let t = 0; t < 4; t++)
+      await step([tokens(1, 50 + t, cfg.vocab), tokens(1, 60 + t, cfg.vocab)])
+    // Kept: the same tensor, the same values, not the [0, heads, 1, dim] placeholders.
+    expect(s.state()["past_key_values.0.encoder.key"]).toBe(crossKey)
+    expect(Float32Array.from(crossKey?.data as Float32Array)).toEqual(first)
+    expect(worst).toBeLessThan(TOL)
+    s.dispose()
+    expect(backend.liveTensors()).toBe(0)
+  })
+
+  it("hybrid recurrent + attention: conv/ssm states and KV caches paired by convention in one state", async () => {
+    const cfg = tinyHybridConfig()
+    const session = await ort.InferenceSession.create(hybridDecoder(cfg))
+    const oracle = await ort.InferenceSession.create(noCacheHybridDecoder(cfg))
+    const s = orThrow(
+      createStatefulSession({
+        session,
+        backend: ortBackend({ ort }),
+        batchSize: 2,
+        cache: { kind: "growing" },
+        outputs: ["logits"],
+      }),
+    )
+    const inputs = s.pairs.map((p) => p.input)
+    expect(inputs).toContain("past_ssm.1")
+    expect(inputs).toContain("past_conv.1")
+    expect(inputs).toContain("past_key_values.0.key")
+    let history: number[][] = [[], []]
+    let worst = 0
+    const step = async (chunk: number[][]) => {
+      const n = (chunk[0] as number[]).length
+      const ids = new ort.Tensor("int64", BigInt64Array.from(chunk.flat(), BigInt), [2, n])
+      const out = orThrow(await s.run({ input_ids: ids }))
+      history = history.map((h, r) => [...h, ...(chunk[r] as number[])])
+      const expected = await oracleLogits(ort, oracle, history)
+      worst = Math.max(worst, gap(out.logits.data as Float32Array, expected, history, n, cfg.vocab))
+      out.logits.dispose()
+    }
+    await step([tokens(3, 5, cfg.vocab), tokens(3, 6, cfg.vocab)])
+    for (let t = 0; t < 3; t++)
+      await step([tokens(1, 70 + t, cfg.vocab), tokens(1, 80 + t, cfg.vocab)])
+    // A reset row starts over: its KV rows masked and its recurrent state at zeros.
+    orThrow(s.reset([1]))
+    history = [history[0] as number[], []]
+    for (let t = 0; t < 3; t++)
+      await step([tokens(1, 90 + t, cfg.vocab), tokens(1, 95 + t, cfg.vocab)])
+    expect(worst).toBeLessThan(TOL)
+    s.dispose()
+  })
+})
+
+void ({} as common.Tensor)
