@@ -20,8 +20,11 @@ export async function startMicrophone(
   const node = new AudioWorkletNode(context, "frames", { processorOptions: { frame } })
   node.port.onmessage = (e: MessageEvent<Float32Array>) => onFrame(e.data)
   source.connect(node)
+  let stopped = false
   return {
     stop() {
+      if (stopped) return
+      stopped = true
       node.port.onmessage = null
       source.disconnect()
       for (const t of media.getTracks()) t.stop()

@@ -334,7 +334,10 @@ function step(s: Stream, p: number): void {
 function finish(s: Stream, vad: StreamingSession<"output">): void {
   if (s.left) return
   s.left = true
-  if (s.audio === undefined) mic?.stop()
+  if (s.audio === undefined) {
+    mic?.stop()
+    mic = undefined
+  }
   const segments = s.tracker.finish()
   if (vad.store.has(s.key)) orThrow(vad.delete(s.key))
   s.segmentsEl.textContent = `speech ${formatSegments(segments, FRAME, SAMPLE_RATE)}`.replace(

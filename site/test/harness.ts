@@ -53,8 +53,12 @@ export async function serveSite(
 
 export const hasChromium = (): boolean => existsSync(CHROMIUM)
 
-export async function launch(): Promise<Browser> {
-  return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true })
+export async function launch(extraArgs: string[] = []): Promise<Browser> {
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: [...CHROMIUM_ARGS, ...extraArgs],
+    headless: true,
+  })
 }
 
 /** Opens a page, collecting its console errors and uncaught exceptions. */

@@ -221,6 +221,58 @@ if (!hasChromium()) {
       await page.close()
     })
 
+    it("streams page, by hand: a microphone and a joined stream come and go during a run", async () => {
+      // Chromium's fake capture device (a beep) stands in for a microphone, granted without asking.
+      const withMic = await launch([
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
+      ])
+      try {
+        const { page, errors } = await open(
+          withMic,
+          `${server.url}streams.html?backend=wasm&pace=realtime&autostart=1&streams=recording`,
+        )
+        const frames = (key: string) =>
+          page.evaluate(
+            (k) =>
+              (
+                globalThis as unknown as {
+                  statesaverDemo: { probabilities: Map<string, number[]> }
+                }
+              ).statesaverDemo.probabilities.get(k)?.length ?? 0,
+            key,
+          )
+        await page.waitForFunction(
+          () => document.getElementById("status")?.dataset["state"] === "running",
+        )
+        await page.click("#mic")
+        await page.click("#join")
+        await page.waitForFunction(
+          () =>
+            ((
+              globalThis as unknown as { statesaverDemo: { probabilities: Map<string, number[]> } }
+            ).statesaverDemo.probabilities.get("microphone")?.length ?? 0) >= 20,
+          null,
+          { timeout: 30_000 },
+        )
+        await page.click('section.card[data-key="microphone"] button')
+        await waitDone(page, 60_000)
+        expect(await page.textContent("#status")).toMatch(/^done: /)
+        const done = await page.$$eval(".segments", (els) =>
+          Object.fromEntries(els.map((e) => [e.dataset["key"], e.dataset["done"]])),
+        )
+        expect(done).toEqual({ recording: "true", microphone: "true", "joined-1": "true" })
+        expect(await frames("microphone")).toBeGreaterThanOrEqual(20)
+        // The joined stream plays 3 s of the recording: 93 frames.
+        expect(await frames("joined-1")).toBe(93)
+        expect(await frames("recording")).toBe(284)
+        expect(errors).toEqual([])
+        await page.close()
+      } finally {
+        await withMic.close()
+      }
+    })
+
     it("recall page on WebGL: the model trained with carried state answers clearly better than the one trained with resets", async () => {
       const { page, errors } = await open(
         browser,
