@@ -10,7 +10,9 @@ import type { HostData } from "./host-tensor.js"
  *
  * @example
  * // Two rows of a [2, 1, 4, 1] cache at lengths 1 and 3 take one new position each.
- * writeBlockTyped(cache, [2, 1, 4, 1], 2, 0, [1, 3], step, [2, 1, 1, 1])
+ * const cache = new Float32Array(8)
+ * writeBlockTyped(cache, [2, 1, 4, 1], 2, 0, [1, 3], Float32Array.of(5, 6), [2, 1, 1, 1])
+ * // cache: [0, 5, 0, 0, 0, 0, 0, 6]
  * @category typed rows
  * @since 0.3.0
  */
