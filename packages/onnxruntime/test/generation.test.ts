@@ -196,22 +196,32 @@ async function reference(ort: Runtime, c = cfg) {
 
 describe.each(runtimes)("generation through select and rewind on %s", (_, ort) => {
   describe.each(kinds)("$name cache", (kind) => {
-    it("greedy decoding of 3 prompts equals greedy search without a cache: tokens and scores", async () => {
+    it("greedy decoding of 3 prompts of different lengths (right-padded, the padding rewound) equals greedy search without a cache: tokens and scores", async () => {
       const STEPS = 16
-      const prompts = [tokens(5, 1), tokens(5, 2), tokens(5, 3)]
+      const prompts = [tokens(5, 1), tokens(3, 2), tokens(4, 3)]
+      const P = 5
       const d = await cachedDecoder(ort, kind, prompts.length)
-      let logits = await d.step(prompts)
+      // One run takes the same number of tokens in every row: pad on the right, read each row's
+      // logits after its last real token (causal: padding after it changes nothing), then drop
+      // the padding from the cache.
+      const padded = prompts.map((p) => [...p, ...Array<number>(P - p.length).fill(0)])
+      let logits = await d.step(padded)
+      let next = prompts.map((p, r) => nextLogProbs(logits, P, r, p.length - 1))
+      for (const [r, p] of prompts.entries())
+        if (p.length < P) orThrow(d.s.rewind([r], P - p.length))
       const generated: number[][] = prompts.map(() => [])
       const scores = prompts.map(() => 0)
       for (let t = 0; t < STEPS; t++) {
-        const n = t === 0 ? 5 : 1
         for (const r of prompts.keys()) {
-          const lp = nextLogProbs(logits, n, r)
+          const lp = next[r] as Float64Array
           const { token } = argmax(lp)
           generated[r]?.push(token)
           scores[r] = (scores[r] as number) + (lp[token] as number)
         }
-        if (t < STEPS - 1) logits = await d.step(generated.map((g) => [g.at(-1) as number]))
+        if (t < STEPS - 1) {
+          logits = await d.step(generated.map((g) => [g.at(-1) as number]))
+          next = prompts.map((_, r) => nextLogProbs(logits, 1, r))
+        }
       }
       const ref = await reference(ort)
       for (const [r, prompt] of prompts.entries()) {
