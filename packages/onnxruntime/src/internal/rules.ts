@@ -261,13 +261,20 @@ export function nextState(
   outputs: Readonly<Record<string, OrtTensor>>,
   backend: string,
 ): E.Either<BackendError, Record<string, OrtTensor>> {
+  // Views of the outputs are made when a rule reads one: most rules read none.
   const hostOutputs: Record<string, HostTensor | undefined> = {}
-  for (const [name, t] of Object.entries(outputs)) {
-    try {
-      hostOutputs[name] = hostView(t, dtypeOfOrt(t.type))
-    } catch {
-      hostOutputs[name] = undefined
-    }
+  for (const name of Object.keys(outputs)) {
+    Object.defineProperty(hostOutputs, name, {
+      enumerable: true,
+      get: () => {
+        const t = outputs[name] as OrtTensor
+        try {
+          return hostView(t, dtypeOfOrt(t.type))
+        } catch {
+          return undefined
+        }
+      },
+    })
   }
   const next: Record<string, OrtTensor> = {}
   for (const rule of rules.list) {
