@@ -48,21 +48,24 @@ export function fillRowsTyped(
   dtype: DType,
 ): void {
   const { outer, rows: n, inner } = layout
+  if (init.kind === "tensor") {
+    // The init tensor's chunks, made on the first row (none for an empty `rows`).
+    let chunks: Fillable[] | undefined
+    for (const r of rows) {
+      chunks ??= rowViews(init.value.data as Fillable, { outer, rows: 1, inner })
+      for (let o = 0; o < outer; o++) setSpan(data, chunks[o] as Fillable, (o * n + r) * inner)
+    }
+    return
+  }
   const value = fillValue(init, dtype)
-  // The init tensor's chunks, made on first use: one view per chunk, whatever the rows.
-  let chunks: Fillable[] | undefined
+  // `!==` bounds: `i` and `o` land exactly on them.
   let i = 0
-  while (i < rows.length) {
+  while (i !== rows.length) {
     const r = rows[i] as number
     const count = runLength(rows, i)
-    for (let o = 0; o < outer; o++) {
+    for (let o = 0; o !== outer; o++) {
       const at = (o * n + r) * inner
-      if (init.kind !== "tensor")
-        (data as Float32Array).fill(value as number, at, at + count * inner)
-      else {
-        chunks ??= rowViews(init.value.data as Fillable, { outer, rows: 1, inner })
-        for (let k = 0; k < count; k++) setSpan(data, chunks[o] as Fillable, at + k * inner)
-      }
+      ;(data as Float32Array).fill(value as number, at, at + count * inner)
     }
     i += count
   }
