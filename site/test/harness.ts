@@ -2,7 +2,7 @@
  * Builds the site, serves the built folder on a free loopback port and opens it in Debian's
  * headless Chromium (the same binary and flags as the packages' browser tests).
  */
-import { existsSync, mkdtempSync } from "node:fs"
+import { existsSync, mkdirSync, mkdtempSync } from "node:fs"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { type Browser, type Page, chromium } from "playwright"
@@ -31,6 +31,7 @@ const configFile = join(siteRoot, "vite.config.ts")
 /** `vite build` of the site into a fresh folder under .tmp/. */
 export async function buildSite(): Promise<string> {
   const parent = join(repoRoot, ".tmp")
+  mkdirSync(parent, { recursive: true })
   const outDir = mkdtempSync(join(parent, "site-"))
   await build({ configFile, logLevel: "warn", build: { outDir, emptyOutDir: true } })
   return outDir
