@@ -124,15 +124,13 @@ async function createVad(
 ): Promise<{ session: ort.InferenceSession; vad: StreamingSession<"output"> }> {
   const session = await ort.InferenceSession.create(
     model,
-    backend === "webgpu" && params.get("gpustate") === "0"
-      ? { executionProviders: ["webgpu"] }
-      : backend === "webgpu"
-        ? {
-            executionProviders: ["webgpu"],
-            // The state output stays on the GPU and is fed back from there; `output` comes back.
-            preferredOutputLocation: stateOutputLocations(MODEL_INPUTS, MODEL_OUTPUTS),
-          }
-        : { executionProviders: ["wasm"] },
+    backend === "webgpu"
+      ? {
+          executionProviders: ["webgpu"],
+          // The state output stays on the GPU and is fed back from there; `output` comes back.
+          preferredOutputLocation: stateOutputLocations(MODEL_INPUTS, MODEL_OUTPUTS),
+        }
+      : { executionProviders: ["wasm"] },
   )
   // Instrumentation for the read-back counter: marks the time ONNX Runtime's run is in flight.
   const run = session.run.bind(session) as (...args: unknown[]) => Promise<unknown>
@@ -145,7 +143,7 @@ async function createVad(
     }
   }
   const stateBackend =
-    backend === "webgpu" && params.get("gpustate") !== "0"
+    backend === "webgpu"
       ? ortBackend({ ort, location: "gpu-buffer", device: await ort.env.webgpu.device })
       : ortBackend({ ort })
   const vad = orThrow(
