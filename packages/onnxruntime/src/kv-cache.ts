@@ -170,15 +170,15 @@ const int64 = (shape: number[], fill: (i: number) => number): Host =>
   )
 
 /**
- * The derived inputs from each row's valid cache positions (`valid(r, j)` for `j < past`), its
- * position count, and `s` new tokens.
+ * The derived inputs from each row's valid cache positions (`mark(mask, r, at)` sets 1 at those
+ * of row r among its `past` entries from `at`), its position count, and `s` new tokens.
  */
 function derived(
   names: readonly string[],
   rows: number,
   past: number,
   s: number,
-  valid: (r: number, j: number) => boolean,
+  mark: (mask: BigInt64Array, r: number, at: number) => void,
   count: (r: number) => number,
   useCache: boolean,
 ): Record<string, Host> | StructureMismatchError {
@@ -186,12 +186,14 @@ function derived(
   if (names.includes(USE_CACHE))
     out[USE_CACHE] = new Host("bool", [1], Uint8Array.of(useCache ? 1 : 0))
   if (names.includes(MASK)) {
+    // Filled in place: the mask spans the whole cache every step, a value per position.
     const w = past + s
-    out[MASK] = int64([rows, w], (i) => {
-      const r = Math.floor(i / w)
-      const j = i % w
-      return j >= past || valid(r, j) ? 1 : 0
-    })
+    const mask = new BigInt64Array(rows * w)
+    for (let r = 0; r < rows; r++) {
+      mark(mask, r, r * w)
+      mask.fill(1n, r * w + past, (r + 1) * w)
+    }
+    out[MASK] = new Host("int64", [rows, w], mask)
   }
   if (names.includes(POSITIONS)) {
     out[POSITIONS] = int64([rows, s], (i) => count(Math.floor(i / s)) + (i % s))
@@ -232,7 +234,9 @@ function growingRule(dim: string, tokens: string, names: readonly string[]): Inp
         call.batchSize,
         past,
         newTokens(call, tokens),
-        (r, j) => data[r * past + j] === 1,
+        (mask, r, at) => {
+          for (let j = 0; j < past; j++) if (data[r * past + j] === 1) mask[at + j] = 1n
+        },
         (r) => counts[r] as number,
         // Any past at all is fed, masked rows included.
         past > 0,
@@ -278,7 +282,7 @@ function fixedRule(dim: string, tokens: string, names: readonly string[]): Input
         call.batchSize,
         capacity,
         s,
-        (r, j) => j < (lengths[r] as number),
+        (mask, r, at) => mask.fill(1n, at, at + (lengths[r] as number)),
         (r) => lengths[r] as number,
         lengths.some((l) => l > 0),
       )
