@@ -152,6 +152,22 @@ const preludes: Readonly<Record<string, Prelude>> = {
   },
   "docs/guide-tfjs.md": { packages: [TFJS, CORE], names: tfjsNames },
   "docs/guide-onnxruntime.md": { packages: [ORT, CORE], names: ortNames },
+  "docs/guide-decoders.md": {
+    packages: [ORT, CORE],
+    names: {
+      ...ortNames,
+      decoder: 'declare const decoder: StatefulSession<"logits">',
+      draft: 'declare const draft: StatefulSession<"logits">',
+      ids: "declare const ids: ort.Tensor",
+      prompt: "declare const prompt: readonly number[]",
+      prompts: "declare const prompts: readonly (readonly number[])[]",
+      suffixes: "declare const suffixes: readonly (readonly number[])[]",
+      bobPrompt: "declare const bobPrompt: readonly number[]",
+      feed: 'declare function feed(dec: StatefulSession<"logits">, chunk: readonly (readonly number[])[]): Promise<Float64Array[][]>',
+      lastOf: "declare function lastOf(rows: Float64Array[][]): Float64Array[]",
+      argmax: "declare function argmax(xs: Float64Array): number",
+    },
+  },
   "docs/writing-a-backend.md": {
     packages: [TESTING, CORE],
     names: hostNames,
