@@ -316,8 +316,20 @@ export function rewound(
   rows: unknown,
   n: unknown,
 ): E.Either<RewindError, { name: string; next: Host }> {
-  if (!Number.isSafeInteger(n) || (n as number) < 0) {
-    return E.left(new OptionError({ path: "n", expected: "a non-negative integer", actual: n }))
+  const isCount = (x: unknown) => Number.isSafeInteger(x) && (x as number) >= 0
+  const perRow = Array.isArray(n)
+  if (
+    perRow
+      ? n.length !== (Array.isArray(rows) ? rows.length : -1) || !n.every(isCount)
+      : !isCount(n)
+  ) {
+    return E.left(
+      new OptionError({
+        path: "n",
+        expected: "a non-negative integer, or one per row of rows",
+        actual: n,
+      }),
+    )
   }
   const batch = leaf.shape[0] as number
   if (!Array.isArray(rows)) {
@@ -342,10 +354,12 @@ export function rewound(
     }
     seen.add(r as number)
   }
-  const k = n as number
+  const order = [...seen]
+  const countOf = (r: number): number => (perRow ? (n[order.indexOf(r)] as number) : (n as number))
   if (plan.lengthLeaf !== undefined) {
     const lengths = Int32Array.from(leaf.data as Int32Array)
     for (const r of seen) {
+      const k = countOf(r)
       if ((lengths[r] as number) < k) {
         return E.left(
           new ShapeMismatchError({
@@ -362,6 +376,7 @@ export function rewound(
   const past = leaf.shape[1] as number
   const mask = Uint8Array.from(leaf.data as Uint8Array)
   for (const r of seen) {
+    const k = countOf(r)
     let count = 0
     for (let j = 0; j < past; j++) count += mask[r * past + j] as number
     if (count < k) {

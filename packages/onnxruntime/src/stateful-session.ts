@@ -225,14 +225,15 @@ export interface StatefulSession<O extends string = string> extends Disposable {
   /** Gathers rows into a new batch: reorder beams, drop finished rows, `null` for a fresh row. */
   select(rows: readonly (number | null)[]): ReturnType<SessionSaver["select"]>
   /**
-   * Drops the last `n` positions of each of `rows` from the KV cache (the `cache` option):
+   * Drops the last `n` positions of each of `rows` (or `n[i]` of `rows[i]`, one count per row)
+   * from the KV cache (the `cache` option), all rows checked first, in one change:
    * speculative-decoding rollback, or editing the end of a conversation. The keys stay where
    * they are; the rows' lengths (fixed) or masks (growing) no longer count them, so the next
    * tokens overwrite them (fixed) or are appended after them, masked out (growing).
    */
   rewind(
     rows: readonly number[],
-    n: number,
+    n: number | readonly number[],
   ): E.Either<RewindError | BusyError | DisposedError | BackendError | TensorCheckError, void>
   /** Copies the state to host memory as snapshot bytes, with the caller's `metadata` strings. */
   snapshot(options?: SnapshotOptions): ReturnType<SessionSaver["snapshot"]>
@@ -519,7 +520,7 @@ class Session<O extends string> implements StatefulSession<O> {
 
   rewind(
     rows: readonly number[],
-    n: number,
+    n: number | readonly number[],
   ): E.Either<RewindError | BusyError | DisposedError | BackendError | TensorCheckError, void> {
     const idle = this.#idle("rewind")
     if (idle !== undefined) return idle

@@ -149,8 +149,7 @@ describe.each(runtimes)("KV caches with lengths on %s", (_, ort) => {
       h.setHistory([r2, [...r0], [...r0]])
       await h.step([[4], [5], [6]])
       // Speculative rollback: row 1 drops its last 2 tokens, row 2 its last one.
-      orThrow(h.s.rewind([1], 2))
-      orThrow(h.s.rewind([2], 1))
+      orThrow(h.s.rewind([1, 2], [2, 1]))
       const hist = h.history()
       h.setHistory([
         hist[0] as number[],
@@ -197,6 +196,10 @@ describe.each(runtimes)("KV caches with lengths on %s", (_, ort) => {
       })
       expect(h.s.rewind([2], 1)).toMatchObject({ _tag: "Left", left: { _tag: "RowIndexError" } })
       expect(h.s.rewind([0, 0], 1)).toMatchObject({ _tag: "Left", left: { _tag: "RowIndexError" } })
+      expect(h.s.rewind([0, 1], [1])).toMatchObject({
+        _tag: "Left",
+        left: { _tag: "OptionError", path: "n" },
+      })
       expect(h.s.rewind([0], -1)).toMatchObject({
         _tag: "Left",
         left: { _tag: "OptionError", path: "n" },
