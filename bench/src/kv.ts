@@ -1,0 +1,338 @@
+/**
+ * KV caches on the CPU runtimes (onnxruntime-node, onnxruntime-web wasm), with a decoder built in
+ * code (2 layers, 4 heads of 16, hidden 64, vocab 64), batch 4, one token per step:
+ *
+ * 1. bytes statesaver copies per token (`backend.bytesCopied()`) with a fixed-capacity cache,
+ *    against the bytes a growing cache's model writes (its whole `present` cache);
+ * 2. tokens/s of the fixed cache against the growing cache at context 64/256/1024, the fixed
+ *    cache either sized to the context (`capacity = context + steps`) or one size for every
+ *    context (`capacity = 1024 + steps`);
+ * 3. a StatefulSession step with derived `attention_mask`/`position_ids` (and the block writes
+ *    of a fixed cache) against a hand-written loop that builds the same inputs and feeds the
+ *    same model.
+ *
+ * Every comparison runs both sides interleaved in one process; one process per runtime.
+ */
+import { spawnSync } from "node:child_process"
+import { fileURLToPath } from "node:url"
+import { orThrow } from "@statesaver/core"
+import {
+  type KvCacheOptions,
+  type OrtBackend,
+  type OrtTensor,
+  type StatefulSession,
+  createStatefulSession,
+  ortBackend,
+} from "@statesaver/onnxruntime"
+import * as ortNode from "onnxruntime-node"
+import * as ortWeb from "onnxruntime-web"
+import type { Runtime } from "../../packages/onnxruntime/test/helpers/harness.js"
+import {
+  fixedCacheDecoder,
+  growingDecoder,
+  tinyDecoderConfig,
+} from "../../packages/onnxruntime/test/helpers/decoders.js"
+import { median } from "./harness.js"
+
+const CONTEXTS = [64, 256, 1024] as const
+const BATCH = 4
+/** Tokens per timed round (the context goes from c to c + STEPS). */
+const STEPS = 32
+const ROUNDS = Number(process.env["STATESAVER_BENCH_ROUNDS"] ?? 15)
+/** One fixed cache for every context: the longest context plus a round. */
+const SHARED = 1024 + STEPS
+const cfg = tinyDecoderConfig({
+  vocab: 64,
+  hidden: 64,
+  heads: 4,
+  headDim: 16,
+  layers: 2,
+  maxPosition: SHARED,
+  seed: 7,
+})
+const { heads: H, headDim: D, layers: L } = cfg
+const PAST = Array.from({ length: L }, (_, l) => [
+  `past_key_values.${l}.key`,
+  `past_key_values.${l}.value`,
+]).flat()
+const PRESENT = PAST.map((p) => p.replace("past_key_values", "present"))
+
+interface Models {
+  readonly fixed: Awaited<ReturnType<Runtime["InferenceSession"]["create"]>>
+  readonly growing: Awaited<ReturnType<Runtime["InferenceSession"]["create"]>>
+}
+
+const tokenIds = (ort: Runtime, n: number, seed: number): OrtTensor =>
+  new ort.Tensor(
+    "int64",
+    BigInt64Array.from({ length: BATCH * n }, (_, i) =>
+      BigInt((i * 7 + seed * 13 + 5) % cfg.vocab),
+    ),
+    [BATCH, n],
+  )
+
+/** A StatefulSession at `context` tokens (one prefill run) and a snapshot to return to it. */
+async function prefilled(
+  ort: Runtime,
+  models: Models,
+  cache: KvCacheOptions,
+  context: number,
+): Promise<{ s: StatefulSession<"logits">; backend: OrtBackend; at: Uint8Array }> {
+  const backend = ortBackend({ ort }) as OrtBackend
+  const session = cache.kind === "fixed" ? models.fixed : models.growing
+  const s = orThrow(
+    createStatefulSession({ session, backend, batchSize: BATCH, cache, outputs: ["logits"] }),
+  ) as StatefulSession<"logits">
+  orThrow(await s.run({ input_ids: tokenIds(ort, context, 1) })).logits.dispose()
+  return { s, backend, at: orThrow(await s.snapshot()) }
+}
+
+/** One token per row through the session. */
+const sessionStep = (ort: Runtime, s: StatefulSession<"logits">) => async (t: number) => {
+  orThrow(await s.run({ input_ids: tokenIds(ort, 1, t) })).logits.dispose()
+}
+
+/** Microseconds per step of STEPS steps, after `rewind` (untimed) returned to the start. */
+async function round(step: (t: number) => Promise<void>, rewind: () => void): Promise<number> {
+  rewind()
+  const t0 = process.hrtime.bigint()
+  for (let t = 0; t < STEPS; t++) await step(t)
+  return Number(process.hrtime.bigint() - t0) / STEPS / 1000
+}
+
+/**
+ * Each side's median µs/step and its median ratio to side 0 over ROUNDS rounds in which every
+ * side runs once (the order rotates): a per-round ratio cancels the machine's load drifting
+ * between rounds.
+ */
+async function interleave(
+  sides: readonly { step: (t: number) => Promise<void>; rewind: () => void }[],
+): Promise<{ us: number[]; ratio: number[] }> {
+  for (const side of sides) for (let w = 0; w < 2; w++) await round(side.step, side.rewind)
+  const times = sides.map(() => [] as number[])
+  for (let r = 0; r < ROUNDS; r++)
+    for (let k = 0; k < sides.length; k++) {
+      const i = (r + k) % sides.length
+      const side = sides[i] as (typeof sides)[number]
+      ;(times[i] as number[]).push(await round(side.step, side.rewind))
+    }
+  const base = times[0] as number[]
+  return {
+    us: times.map(median),
+    ratio: times.map((t) => median(t.map((x, r) => x / (base[r] as number)))),
+  }
+}
+
+const all = Array.from({ length: BATCH }, (_, r) => r)
+
+/** Bytes statesaver copies per token, fixed cache, and what a growing cache's model writes. */
+async function bytesPerToken(ort: Runtime, models: Models): Promise<void> {
+  console.log(
+    `  bytes per token (batch ${BATCH}): statesaver's copies, fixed cache (backend.bytesCopied()) | what a growing cache's model writes (present.*)`,
+  )
+  for (const context of CONTEXTS) {
+    const { s, backend } = await prefilled(
+      ort,
+      models,
+      { kind: "fixed", capacity: SHARED },
+      context,
+    )
+    const before = backend.bytesCopied()
+    for (let t = 0; t < 8; t++) await sessionStep(ort, s)(t)
+    const fixed = (backend.bytesCopied() - before) / 8
+    s.dispose()
+    const growing = 2 * L * BATCH * H * (context + 1) * D * 4
+    console.log(
+      `    context ${String(context).padStart(4)}: fixed ${String(fixed).padStart(6)} B/token   growing ${String(growing).padStart(8)} B/token (${(growing / fixed).toFixed(0)}x)`,
+    )
+  }
+}
+
+/** Tokens/s of the growing cache and of fixed caches, at each context. */
+async function tokensPerSecond(ort: Runtime, models: Models): Promise<void> {
+  console.log(
+    `  tokens/s, batch ${BATCH}, median of ${ROUNDS} rounds of ${STEPS} tokens: growing | fixed, capacity context+${STEPS} | fixed, capacity ${SHARED}; (xN) = fixed/growing tokens/s, median of per-round ratios`,
+  )
+  for (const context of CONTEXTS) {
+    const variants: KvCacheOptions[] = [
+      { kind: "growing" },
+      { kind: "fixed", capacity: context + STEPS },
+      { kind: "fixed", capacity: SHARED },
+    ]
+    const made = []
+    for (const cache of variants) made.push(await prefilled(ort, models, cache, context))
+    const { us, ratio } = await interleave(
+      made.map(({ s, at }) => ({
+        step: sessionStep(ort, s),
+        rewind: () => void orThrow(s.restore(at)),
+      })),
+    )
+    // Tokens/s ratios: the growing cache's time over the fixed cache's.
+    const [g, tight, shared] = us.map((u) => ((BATCH * 1e6) / u).toFixed(0).padStart(6))
+    const speedup = (i: number) => (1 / (ratio[i] as number)).toFixed(2)
+    console.log(
+      `    context ${String(context).padStart(4)}: growing ${g}   fixed ${tight} (x${speedup(1)})   fixed ${SHARED} ${shared} (x${speedup(2)})`,
+    )
+    for (const { s } of made) s.dispose()
+  }
+}
+
+/**
+ * The hand-written fixed-cache loop: cache tensors of `capacity` positions, the mask and
+ * positions built from each row's length, the new keys and values copied in at that length.
+ */
+function handFixed(ort: Runtime, session: Models["fixed"], capacity: number, context: number) {
+  const caches = PAST.map(
+    () =>
+      new ort.Tensor("float32", new Float32Array(BATCH * H * capacity * D), [
+        BATCH,
+        H,
+        capacity,
+        D,
+      ]),
+  )
+  const lengths = new Int32Array(BATCH)
+  const step = async (t: number) => {
+    const w = capacity + 1
+    const mask = new BigInt64Array(BATCH * w)
+    const positions = new BigInt64Array(BATCH)
+    for (let r = 0; r < BATCH; r++) {
+      const len = lengths[r] as number
+      mask.fill(1n, r * w, r * w + len)
+      mask[r * w + capacity] = 1n
+      positions[r] = BigInt(len)
+    }
+    const feeds: Record<string, OrtTensor> = {
+      input_ids: tokenIds(ort, 1, t),
+      attention_mask: new ort.Tensor("int64", mask, [BATCH, w]),
+      position_ids: new ort.Tensor("int64", positions, [BATCH, 1]),
+    }
+    PAST.forEach((name, i) => (feeds[name] = caches[i] as OrtTensor))
+    const out = await session.run(feeds)
+    PRESENT.forEach((name, i) => {
+      const block = (out[name] as OrtTensor).data as Float32Array
+      const cache = (caches[i] as OrtTensor).data as Float32Array
+      for (let r = 0; r < BATCH; r++)
+        for (let h = 0; h < H; h++) {
+          const p = r * H + h
+          cache.set(block.subarray(p * D, (p + 1) * D), (p * capacity + (lengths[r] as number)) * D)
+        }
+    })
+    for (const v of Object.values(out)) v.dispose()
+    for (let r = 0; r < BATCH; r++) lengths[r] = (lengths[r] as number) + 1
+  }
+  return { step, rewind: () => lengths.fill(context) }
+}
+
+/** The hand-written growing-cache loop: presents fed back, a mask of ones, positions = past. */
+function handGrowing(ort: Runtime, session: Models["growing"], start: readonly OrtTensor[]) {
+  let past = [...start]
+  const context = start[0]?.dims[2] as number
+  let length = context
+  const step = async (t: number) => {
+    const w = length + 1
+    const feeds: Record<string, OrtTensor> = {
+      input_ids: tokenIds(ort, 1, t),
+      attention_mask: new ort.Tensor("int64", new BigInt64Array(BATCH * w).fill(1n), [BATCH, w]),
+      position_ids: new ort.Tensor("int64", new BigInt64Array(BATCH).fill(BigInt(length)), [
+        BATCH,
+        1,
+      ]),
+    }
+    PAST.forEach((name, i) => (feeds[name] = past[i] as OrtTensor))
+    const out = await session.run(feeds)
+    const next = PRESENT.map((name) => out[name] as OrtTensor)
+    for (const p of past) if (!start.includes(p)) p.dispose()
+    past = next
+    ;(out["logits"] as OrtTensor).dispose()
+    length++
+  }
+  const rewind = () => {
+    for (const p of past) if (!start.includes(p)) p.dispose()
+    past = [...start]
+    length = context
+  }
+  return { step, rewind }
+}
+
+/** A session step with derived inputs against the hand-written loop, each cache kind. */
+async function derivedOverhead(ort: Runtime, models: Models): Promise<void> {
+  console.log(
+    `  StatefulSession step (derived inputs) vs hand-written loop (same inputs, same model), batch ${BATCH}: ratio = ours / hand, target <= 1.03`,
+  )
+  for (const context of CONTEXTS) {
+    const capacity = context + STEPS
+    const line: string[] = []
+    for (const cache of [{ kind: "growing" }, { kind: "fixed", capacity }] as KvCacheOptions[]) {
+      const { s, at } = await prefilled(ort, models, cache, context)
+      let hand: { step: (t: number) => Promise<void>; rewind: () => void }
+      let start: OrtTensor[] = []
+      if (cache.kind === "fixed") hand = handFixed(ort, models.fixed, capacity, context)
+      else {
+        // The same prefilled cache, as the hand-written loop's own tensors.
+        start = PAST.map((name) => {
+          const t = s.state()[name] as OrtTensor
+          return new ort.Tensor("float32", (t.data as Float32Array).slice(), t.dims)
+        })
+        hand = handGrowing(ort, models.growing, start)
+      }
+      const ours = {
+        step: sessionStep(ort, s),
+        rewind:
+          cache.kind === "fixed"
+            ? () => {
+                const held = (s.state()["cache_length"]?.data as Int32Array)[0] as number
+                orThrow(s.rewind(all, held - context))
+              }
+            : () => void orThrow(s.restore(at)),
+      }
+      const { us, ratio } = await interleave([hand, ours])
+      const [h, o] = us.map((u) => u.toFixed(0).padStart(5))
+      line.push(`${cache.kind} ${h} / ${o} µs, ratio ${(ratio[1] as number).toFixed(3)}`)
+      s.dispose()
+      hand.rewind()
+      for (const t of start) t.dispose()
+    }
+    console.log(`    context ${String(context).padStart(4)}: ${line.join("   ")}`)
+  }
+}
+
+async function bench(label: string, ort: Runtime, provider: string): Promise<void> {
+  const options = { executionProviders: [provider], intraOpNumThreads: 1, interOpNumThreads: 1 }
+  const models: Models = {
+    fixed: await ort.InferenceSession.create(fixedCacheDecoder(cfg), options),
+    growing: await ort.InferenceSession.create(growingDecoder(cfg), options),
+  }
+  console.log(`${label}`)
+  const parts = (process.env["STATESAVER_BENCH_KV"] ?? "bytes,tps,derived").split(",")
+  if (parts.includes("bytes")) await bytesPerToken(ort, models)
+  if (parts.includes("tps")) await tokensPerSecond(ort, models)
+  if (parts.includes("derived")) await derivedOverhead(ort, models)
+}
+
+/** Runs the KV-cache benchmarks, one child process per runtime. */
+export async function main(): Promise<void> {
+  process.env["ORT_DISABLE_TELEMETRY"] ??= "1"
+  const only = process.env["STATESAVER_BENCH_RUNTIME"]
+  if (only === undefined) {
+    console.log(
+      `KV caches: decoder ${L} layers x ${H} heads x ${D}, hidden ${cfg.hidden}, vocab ${cfg.vocab}; batch ${BATCH}, 1 token per step, 1 thread`,
+    )
+    for (const runtime of ["node", "web"]) {
+      const child = spawnSync(
+        process.execPath,
+        ["--import", "tsx", fileURLToPath(import.meta.url)],
+        { encoding: "utf8", env: { ...process.env, STATESAVER_BENCH_RUNTIME: runtime } },
+      )
+      process.stdout.write(child.stdout)
+      if (child.status !== 0) process.stderr.write(child.stderr)
+    }
+    return
+  }
+  if (only === "web") {
+    ortWeb.env.wasm.numThreads = 1
+    await bench("onnxruntime-web (wasm)", ortWeb as unknown as Runtime, "wasm")
+  } else await bench("onnxruntime-node (cpu)", ortNode as unknown as Runtime, "cpu")
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) await main()
