@@ -13,6 +13,7 @@ const descriptor = {
             i: { type: "int64", id: 3 },
             s: { type: "bytes", id: 4 },
             t: { type: "TensorProto", id: 5 },
+            g: { type: "GraphProto", id: 6 },
             floats: { rule: "repeated", type: "float", id: 7 },
             ints: { rule: "repeated", type: "int64", id: 8 },
             type: { type: "int32", id: 20 },
