@@ -9,6 +9,9 @@ import {
   OptionError,
   RowIndexError,
   ShapeMismatchError,
+  type Snapshot,
+  SnapshotFormatError,
+  decodeSnapshot,
   StructureMismatchError,
   allocateData,
 } from "@statesaver/core"
@@ -396,4 +399,39 @@ export function rewound(
     }
   }
   return E.right({ name: CACHE_MASK, next: new Host("uint8", [batch, past], mask) })
+}
+
+/**
+ * A snapshot's cache bookkeeping, checked before a restore changes anything: a fixed cache's
+ * lengths within `[0, capacity]`, a growing cache's mask of 0s and 1s. Returns the decoded
+ * snapshot (restored as is), or the `SnapshotFormatError` naming the leaf and the row.
+ */
+export function checkRestored(
+  plan: CachePlan,
+  given: Uint8Array | Snapshot,
+): E.Either<SnapshotFormatError, Uint8Array | Snapshot> {
+  const decoded = given instanceof Uint8Array ? decodeSnapshot(given) : E.right(given)
+  if (decoded._tag === "Left") return decoded
+  const snap = decoded.right
+  const t = snap.tensors instanceof Map ? snap.tensors.get(plan.leaf) : undefined
+  // A snapshot without the leaf, or of another shape, is refused by the restore itself.
+  if (t === undefined) return E.right(snap)
+  const capacity = plan.dims[plan.dim]
+  const values = Array.from(t.data as ArrayLike<number>)
+  const bad = values.findIndex((v) =>
+    capacity === undefined ? v !== 0 && v !== 1 : !(v >= 0 && v <= capacity),
+  )
+  if (bad < 0) return E.right(snap)
+  const row = capacity === undefined ? Math.floor(bad / ((t.shape[1] as number) || 1)) : bad
+  return E.left(
+    new SnapshotFormatError({
+      path: plan.leaf,
+      expected:
+        capacity === undefined
+          ? "a mask of 0s and 1s"
+          : `lengths in [0, ${capacity}] (the capacity)`,
+      actual: values[bad],
+      detail: `row ${row}`,
+    }),
+  )
 }

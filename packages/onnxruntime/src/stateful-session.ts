@@ -28,6 +28,7 @@ import {
   type CachePlan,
   type KvCacheOptions,
   type RewindError,
+  checkRestored,
   rewound,
   usesCache,
 } from "./kv-cache.js"
@@ -551,7 +552,11 @@ class Session<O extends string> implements StatefulSession<O> {
   }
 
   restore(bytes: Uint8Array | Snapshot): ReturnType<SessionSaver["restore"]> {
-    return this.#idle("restore") ?? this.#saver.restore(bytes)
+    const idle = this.#idle("restore")
+    if (idle !== undefined) return idle
+    const cache = this.#cache
+    const checked = cache === undefined ? E.right(bytes) : checkRestored(cache, bytes)
+    return checked._tag === "Left" ? checked : this.#saver.restore(checked.right)
   }
 
   dispose(): void {

@@ -26,7 +26,7 @@ import type { OrtRuntime, OrtTensor } from "./ort-backend.js"
 import { GuardedStore } from "./internal/busy-guard.js"
 import { type Rules, deriveInputs, nextState } from "./internal/rules.js"
 import type { InputRule } from "./input-rules.js"
-import { type CachePlan, type KvCacheOptions, usesCache } from "./kv-cache.js"
+import { type CachePlan, type KvCacheOptions, checkRestored, usesCache } from "./kv-cache.js"
 import { planWrites, writeBlocks } from "./internal/blocks.js"
 import * as E from "./internal/either.js"
 import { deriveSessionState, setKey } from "./internal/session-state.js"
@@ -695,7 +695,11 @@ class Streaming<O extends string> implements StreamingSession<O> {
   }
 
   restore(key: StreamKey, bytes: Uint8Array | Snapshot): ReturnType<SessionStore["restore"]> {
-    return this.#idle("restore") ?? this.#store.restore(key, bytes)
+    const idle = this.#idle("restore")
+    if (idle !== undefined) return idle
+    const cache = this.#cache
+    const checked = cache === undefined ? E.right(bytes) : checkRestored(cache, bytes)
+    return checked._tag === "Left" ? checked : this.#store.restore(key, checked.right)
   }
 
   flush(): Promise<void> {

@@ -1,7 +1,13 @@
 // KV caches held by a StatefulSession with per-row lengths: fixed-capacity (written in place at
 // each row's length) and growing (adopted, with a per-row mask). Oracle: the same weights run
 // without any cache on each row's whole history alone (helpers/decoders.ts `noCacheDecoder`).
-import { type StreamKey, orThrow } from "@statesaver/core"
+import {
+  HostTensor,
+  type StreamKey,
+  decodeSnapshot,
+  encodeSnapshot,
+  orThrow,
+} from "@statesaver/core"
 import type * as common from "onnxruntime-common"
 import * as ortNode from "onnxruntime-node"
 import * as ortWeb from "onnxruntime-web"
@@ -217,6 +223,24 @@ describe.each(runtimes)("KV caches with lengths on %s", (_, ort) => {
         })
         expect((over as { left: Error }).left.message).toContain("capacity")
       }
+      // A snapshot whose lengths (or mask) are out of range: refused, naming the leaf.
+      const snap = orThrow(decodeSnapshot(before))
+      const leaf = kind.name === "fixed" ? "cache_length" : "cache_mask"
+      const t = snap.tensors.get(leaf) as HostTensor
+      const data = t.data.slice() as Int32Array
+      data[1] = kind.name === "fixed" ? CAPACITY + 1 : 2
+      const forged = encodeSnapshot({
+        ...snap,
+        tensors: new Map([...snap.tensors, [leaf, new HostTensor(t.dtype, t.shape, data)]]),
+      })
+      expect(h.s.restore(forged)).toMatchObject({
+        _tag: "Left",
+        left: {
+          _tag: "SnapshotFormatError",
+          path: leaf,
+          detail: kind.name === "fixed" ? "row 1" : "row 0",
+        },
+      })
       expect(orThrow(await h.s.snapshot())).toEqual(before)
       h.s.dispose()
     })
