@@ -23,6 +23,11 @@ import { SCRIPTS, type ScriptRunner, runScript } from "./internal/scripts.js"
  */
 export interface TierStore {
   has(key: StreamKey): boolean
+  /**
+   * Whether the store holds the key, without running its idle sweep (a `StateStore` has it).
+   * Without it the tier uses `has`.
+   */
+  holds?(key: StreamKey): boolean
   delete(key: StreamKey): boolean
   snapshot(key: StreamKey): Promise<E.Either<StateError, Uint8Array>>
   restore(key: StreamKey, snapshot: Uint8Array): E.Either<StateError, unknown>
@@ -450,16 +455,49 @@ class Tier implements RedisTier {
     return this.#held.get(key)?.steps
   }
 
+  /**
+   * Whether the store holds the key. Not `has`: a store's `has` runs its idle sweep, which would
+   * evict streams between the checks of `prepare` and the run.
+   */
+  #present(store: TierStore, key: StreamKey): boolean {
+    return typeof store.holds === "function" ? store.holds(key) : store.has(key)
+  }
+
   /** Drops a stream from the store and from the tier, without writing it. */
   #drop(key: StreamKey): void {
     if (this.#held.delete(key)) this.#emit({ type: "held", streams: this.#held.size })
     const store = this.#store
-    if (store?.has(key)) store.delete(key)
+    if (store !== undefined && this.#present(store, key)) store.delete(key)
   }
 
   async prepare(requests: readonly TierRequest[]): Promise<E.Either<PrepareError, number>[]> {
     const store = this.#store
     if (store === undefined) return requests.map(() => E.left(notAttached()))
+    const out = await this.#prepareOnce(requests, store)
+    // Loading a stream into the store can evict idle ones (their onEvict writes them back): a
+    // stream made ready above and evicted since is made ready again, from what was written.
+    for (let pass = 0; pass < 3; pass++) {
+      const again: number[] = []
+      for (let i = 0; i < requests.length; i++) {
+        const key = (requests[i] as TierRequest).key
+        if (out[i]?._tag !== "Right") continue
+        const held = this.#held.get(key)
+        if (held === undefined || !(held.fresh || this.#present(store, key))) again.push(i)
+      }
+      if (again.length === 0) break
+      const redo = await this.#prepareOnce(
+        again.map((i) => ({ key: (requests[i] as TierRequest).key })),
+        store,
+      )
+      for (const [n, i] of again.entries()) out[i] = redo[n] as E.Either<PrepareError, number>
+    }
+    return out
+  }
+
+  async #prepareOnce(
+    requests: readonly TierRequest[],
+    store: TierStore,
+  ): Promise<E.Either<PrepareError, number>[]> {
     const out: E.Either<PrepareError, number>[] = new Array(requests.length)
     const misses: { i: number; key: StreamKey; start: boolean }[] = []
     const renewals: { i: number; key: StreamKey; held: Held }[] = []
@@ -467,8 +505,11 @@ class Tier implements RedisTier {
     // rows reached the host, and refuses the key until then. Let that write-back finish first.
     const evicting = requests.some((r) => {
       const key: unknown = (r as { key?: unknown } | null)?.key
-      const held = keyOk(key) ? this.#held.get(key) : undefined
-      return held !== undefined && !held.fresh && !store.has(key as StreamKey)
+      if (!keyOk(key)) return false
+      const held = this.#held.get(key)
+      return (
+        this.#evicting.has(key) || (held !== undefined && !held.fresh && !this.#present(store, key))
+      )
     })
     if (evicting) {
       await store.flush().catch((e: unknown) => {
@@ -495,7 +536,7 @@ class Tier implements RedisTier {
       const pending = this.#evicting.get(key)
       if (pending !== undefined) await pending
       const held = this.#held.get(key)
-      if (held !== undefined && !start && (held.fresh || store.has(key))) {
+      if (held !== undefined && !start && (held.fresh || this.#present(store, key))) {
         if (now - held.renewedAt > this.#c.leaseMs / 2) renewals.push({ i, key, held })
         else out[i] = E.right(held.steps)
         continue
@@ -577,7 +618,7 @@ class Tier implements RedisTier {
             )
             return
           }
-        } else if (store.has(key)) {
+        } else if (this.#present(store, key)) {
           // START on a stream held by the store: back to init.
           store.delete(key)
         }
@@ -766,7 +807,7 @@ class Tier implements RedisTier {
     for (const key of keys) {
       const held = this.#held.get(key)
       if (held === undefined) continue
-      if (held.fresh && !store.has(key)) {
+      if (held.fresh && !this.#present(store, key)) {
         // Started but never run: nothing to write; Redis already has no state for it.
         if (release) {
           this.#held.delete(key)

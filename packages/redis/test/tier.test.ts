@@ -220,6 +220,36 @@ describeRedis("redis tier", () => {
       expect(stateOf(b.store, keys[0] as string)).toEqual(alone([0.5]))
     })
 
+    it("a held stream evicted while another is loaded into its batch is made ready again from its write-back", async () => {
+      const other = worker(await topo.connect())
+      const x = fresh("lru-x")
+      orThrow((await other.tier.prepare([{ key: x, start: true }]))[0] as never)
+      runStep(other.store, [x], [0.3])
+      await other.tier.advanced([x])
+      orThrow(await other.tier.end(x))
+      // Capacity 2, nothing written by checkpoints: y only reaches Redis by its eviction.
+      const a = worker(await topo.connect(), { checkpoint: { everySteps: 100 } }, 2)
+      const [y, z] = [fresh("lru-y"), fresh("lru-z")]
+      for (const [i, k] of [y, z].entries()) {
+        orThrow((await a.tier.prepare([{ key: k, start: true }]))[0] as never)
+        runStep(a.store, [k], [0.1 * (i + 1)])
+        await a.tier.advanced([k])
+      }
+      // y is the least recently used: loading x into the store evicts it.
+      const ready = await a.tier.prepare([{ key: y }, { key: x }])
+      expect(ready).toEqual([
+        { _tag: "Right", right: 1 },
+        { _tag: "Right", right: 1 },
+      ])
+      runStep(a.store, [y, x], [0.5, 0.7])
+      expect(await a.tier.advanced([y, x])).toEqual([
+        { _tag: "Right", right: 2 },
+        { _tag: "Right", right: 2 },
+      ])
+      expect(stateOf(a.store, y)).toEqual(alone([0.1, 0.5]))
+      expect(stateOf(a.store, x)).toEqual(alone([0.3, 0.7]))
+    })
+
     it("refuses a corrupt snapshot in Redis with a SnapshotFormatError naming the stream, and keeps it", async () => {
       const key = fresh("corrupt")
       const a = worker(await topo.connect())
