@@ -8,7 +8,7 @@
 // guard. So this script loads the `Stryker` class from its own module, by file (the package's
 // `exports` map does not list it), and runs it on Node 20: the whole run works there.
 import { createRequire } from "node:module"
-import { dirname, join } from "node:path"
+import { dirname, join, relative } from "node:path"
 import { pathToFileURL } from "node:url"
 import { root } from "./workspace.mjs"
 
@@ -48,5 +48,5 @@ const score = (/** @type {typeof results} */ rs) => {
   )
 }
 for (const file of [...new Set(results.map((r) => r.fileName))].sort())
-  console.log(`${file}: ${score(results.filter((r) => r.fileName === file))}`)
+  console.log(`${relative(root, file)}: ${score(results.filter((r) => r.fileName === file))}`)
 console.log(`\nmutation score: ${score(results)}`)
