@@ -100,6 +100,8 @@ export function tfjsBackend(options: TfjsBackendOptions = {}): TfjsBackend {
       const axis = leaf.batchAxis
       const n = dst.shape[axis] as number
       const m = src.shape[axis] as number
+      // Nothing to write into a 0-sized tensor (and tfjs-wasm's gather mis-shapes one).
+      if (dst.size === 0) return
       tf.tidy(() => {
         // Row j of the result is row i of src when rows[i] === j, else row j of dst (offset by m).
         const index = Int32Array.from({ length: n }, (_, j) => m + j)

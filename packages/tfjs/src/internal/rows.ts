@@ -89,6 +89,13 @@ export function gatherRows(
   batchAxis: number,
 ): tf.Tensor {
   const n = src.shape[batchAxis] as number
+  if (src.size === 0) {
+    // A 0-sized axis (an empty KV cache) has no values to move; tfjs-wasm's gather would return
+    // its kernel's collapsed shape here.
+    const shape = [...src.shape]
+    shape[batchAxis] = rows.length
+    return tf.zeros(shape, src.dtype)
+  }
   if (!rows.includes(null)) return tf.gather(src, tf.tensor1d(rows as number[], "int32"), batchAxis)
   // One init row appended at index n serves every null entry.
   const row = initRow(init, src.dtype as DType, src.rank, batchAxis)
