@@ -2,6 +2,12 @@ import { readFileSync, readdirSync } from "node:fs"
 import { join } from "node:path"
 import { fileURLToPath } from "node:url"
 import { type Plugin, defaultClientConditions, defineConfig } from "vite"
+import {
+  fixedCacheDecoder,
+  growingDecoder,
+  noCacheDecoder,
+  tinyDecoderConfig,
+} from "../packages/onnxruntime/test/helpers/decoders.js"
 
 const here = (p: string) => fileURLToPath(new URL(p, import.meta.url))
 
@@ -49,8 +55,36 @@ function guideList(): Plugin {
   }
 }
 
+/**
+ * `virtual:tiny-decoder`: the decoding page's models, written at build time by the same builder
+ * as the onnxruntime tests and `examples/src/decoding.ts` (2 layers of real attention, random
+ * weights): one graph over a fixed-capacity cache, one over a growing cache, and the same weights
+ * without a cache, which the page checks its results against.
+ */
+function tinyDecoder(): Plugin {
+  const id = "virtual:tiny-decoder"
+  const resolved = `\0${id}`
+  return {
+    name: "statesaver-tiny-decoder",
+    resolveId: (source) => (source === id ? resolved : undefined),
+    load(source) {
+      if (source !== resolved) return undefined
+      const config = tinyDecoderConfig()
+      const bytes = (model: Uint8Array) =>
+        `bytes(${JSON.stringify(Buffer.from(model).toString("base64"))})`
+      return [
+        "const bytes = (b64) => Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))",
+        `export const config = ${JSON.stringify(config)}`,
+        `export const fixedCacheModel = ${bytes(fixedCacheDecoder(config))}`,
+        `export const growingCacheModel = ${bytes(growingDecoder(config))}`,
+        `export const noCacheModel = ${bytes(noCacheDecoder(config))}`,
+      ].join("\n")
+    },
+  }
+}
+
 export default defineConfig({
-  plugins: [guideList()],
+  plugins: [guideList(), tinyDecoder()],
   root: here("."),
   // Relative asset paths: the folder works from any path of any static host.
   base: "./",
@@ -70,6 +104,7 @@ export default defineConfig({
         index: here("index.html"),
         streams: here("streams.html"),
         recall: here("recall.html"),
+        decoding: here("decoding.html"),
       },
     },
   },

@@ -4,6 +4,7 @@ export function siteHeader(current: string): void {
     ["index.html", "statesaver"],
     ["streams.html", "Many streams, one model"],
     ["recall.html", "Carried vs reset"],
+    ["decoding.html", "Decoding with a cache"],
   ] as const
   const header = document.createElement("header")
   header.className = "site"

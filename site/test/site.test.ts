@@ -15,6 +15,7 @@ import {
   siteRoot,
 } from "./harness.js"
 import { pixelStats } from "./pixels.js"
+import { type Reference, decodingReference } from "./decoding-reference.js"
 import { expectedSegments, parseSegments, speech } from "./reference.js"
 
 const screenshots = join(repoRoot, ".tmp/site-screenshots")
@@ -28,9 +29,11 @@ afterAll(() => {
 })
 
 describe("site build", () => {
-  it("writes the three pages, with the model, the audio and ONNX Runtime's wasm as files of the folder", () => {
+  it("writes the four pages, with the model, the audio and ONNX Runtime's wasm as files of the folder", () => {
     const files = readdirSync(outDir)
-    expect(files).toEqual(expect.arrayContaining(["index.html", "streams.html", "recall.html"]))
+    expect(files).toEqual(
+      expect.arrayContaining(["index.html", "streams.html", "recall.html", "decoding.html"]),
+    )
     const assets = readdirSync(join(outDir, "assets"))
     for (const pattern of [
       /^silero_vad_v5-.*\.onnx$/,
@@ -89,7 +92,7 @@ if (!hasChromium()) {
       await server?.close()
     })
 
-    it("landing page: links to both pages, every guide in docs/ and the API reference", async () => {
+    it("landing page: links to the three pages, every guide in docs/ and the API reference", async () => {
       const { page, errors } = await open(browser, `${server.url}index.html`)
       const guides = await page.$$eval("#guides a", (as) =>
         as.map((a) => [a.getAttribute("href"), a.textContent]),
@@ -123,6 +126,10 @@ if (!hasChromium()) {
       await page.click("text=Many streams, one model")
       await page.waitForURL(/streams\.html$/)
       expect(await page.textContent("h1")).toBe("Many streams, one model")
+      await page.goBack()
+      await page.click("text=Decoding with a cache")
+      await page.waitForURL(/decoding\.html$/)
+      expect(await page.textContent("h1")).toBe("Decoding with a cache")
       expect(errors).toEqual([])
       await page.close()
     })
@@ -300,6 +307,180 @@ if (!hasChromium()) {
       await shoot(browser, page, "body", "recall-page")
       expect(errors).toEqual([])
       await page.close()
+    })
+
+    describe("decoding page", () => {
+      const GREEDY_PROMPTS = [
+        [3, 1, 4, 1, 5],
+        [2, 7, 1],
+        [1, 4, 1, 4, 2, 1, 3],
+      ]
+      const BEAM_PROMPT = [9, 2, 6, 5, 3, 5]
+      const STEPS = 12
+      const WIDTH = 4
+      const CAPACITY = 64
+      /** Sums of natural-log probabilities: cached on wasm or WebGPU vs no cache on Node. */
+      const SCORE_TOL = 1e-4
+      /** Bytes of one token's keys and values: 2 layers × (key, value) × 2 heads × 8 × float32. */
+      const KV_BYTES_PER_TOKEN = 2 * 2 * 2 * 8 * 4
+
+      let reference: Reference
+      let expected: {
+        greedy: Awaited<ReturnType<Reference["greedy"]>>[]
+        beam: Awaited<ReturnType<Reference["beam"]>>
+      }
+      beforeAll(async () => {
+        reference = await decodingReference()
+        expected = {
+          greedy: await Promise.all(GREEDY_PROMPTS.map((p) => reference.greedy(p, STEPS))),
+          beam: await reference.beam(BEAM_PROMPT, WIDTH, STEPS),
+        }
+      })
+      afterAll(async () => {
+        await reference?.release()
+      })
+
+      interface Shown {
+        cache: string
+        greedy: { prompt: number[]; tokens: number[]; logProb: number; lengths: number[] }[]
+        beams: { tokens: number[]; logProb: number }[]
+        steps: { parents: number[]; lengths: number[]; positions: number }[]
+        runs: number
+        tokens: number
+        stateReads: number
+        logitReads: number
+        worstDelta: number
+        timings: Record<
+          "fixed" | "growing",
+          { tokensPerSecond: number; stateReadsPerToken: number; bytesCopiedPerToken: number }
+        >
+      }
+
+      /** Opens the page, waits for its run, and returns what it showed. */
+      async function run(query: string) {
+        const { page, errors } = await open(browser, `${server.url}decoding.html?${query}`)
+        await waitDone(page, 120_000)
+        expect(await page.textContent("#status")).toMatch(/^done: /)
+        const shown = await page.evaluate(() => {
+          const demo = (
+            globalThis as unknown as { statesaverDemo: { last: Record<string, unknown> } }
+          ).statesaverDemo.last
+          const timings = demo["timings"] as Record<string, Record<string, unknown>>
+          // Maps do not cross to Node: the timing fields the tests read.
+          return {
+            ...demo,
+            timings: Object.fromEntries(
+              Object.entries(timings).map(([k, t]) => [k, { ...t, msByLength: undefined }]),
+            ),
+          }
+        })
+        return { page, errors, shown: shown as unknown as Shown }
+      }
+
+      /** The page's greedy and beam outputs equal the Node reference's, token for token. */
+      function expectReference(shown: Shown): void {
+        expect(expected.beam.gap, "beam ranking decided well beyond float error").toBeGreaterThan(
+          1e-3,
+        )
+        shown.greedy.forEach((row, r) => {
+          const want = expected.greedy[r] as (typeof expected.greedy)[number]
+          expect(want.gap, "greedy choices decided well beyond float error").toBeGreaterThan(1e-3)
+          expect(row.prompt).toEqual(GREEDY_PROMPTS[r])
+          expect(row.tokens, `greedy row ${r}`).toEqual(want.tokens)
+          expect(Math.abs(row.logProb - want.score)).toBeLessThan(SCORE_TOL)
+        })
+        expect(shown.greedy).toHaveLength(GREEDY_PROMPTS.length)
+        expect(shown.beams.map((b) => b.tokens)).toEqual(expected.beam.beams.map((b) => b.tokens))
+        shown.beams.forEach((b, i) => {
+          expect(Math.abs(b.logProb - (expected.beam.beams[i]?.score as number))).toBeLessThan(
+            SCORE_TOL,
+          )
+        })
+        expect(shown.steps.map((s) => s.parents)).toEqual(expected.beam.parents)
+        // Cache lengths read from the session: prompt, then one more per step, per row.
+        shown.greedy.forEach((row) =>
+          expect(row.lengths).toEqual(
+            Array.from({ length: STEPS + 1 }, (_, t) => row.prompt.length + t),
+          ),
+        )
+        shown.steps.forEach((s, t) =>
+          expect(s.lengths).toEqual(Array(WIDTH).fill(BEAM_PROMPT.length + t + 1)),
+        )
+      }
+
+      it("on wasm with a fixed cache: greedy and beam search (width 4) equal the Node reference without a cache, per-step lengths and select rows shown, plots drawn", async () => {
+        const { page, errors, shown } = await run("backend=wasm&cache=fixed&autostart=1&rounds=2")
+        expect(shown.cache).toBe("fixed")
+        expectReference(shown)
+        expect(shown.steps.map((s) => s.positions)).toEqual(Array(STEPS).fill(CAPACITY))
+        // One prefill and 12 steps of greedy, one prefill and 12 steps of beam search.
+        expect(shown.runs).toBe(26)
+        // The tables show the same tokens.
+        const greedyText = await page.$$eval("#greedy tr[data-row]", (trs) =>
+          trs.map((tr) => tr.children[1]?.textContent),
+        )
+        expect(greedyText).toEqual(expected.greedy.map((g) => g.tokens.join(" ")))
+        const beamText = await page.$$eval("#beam-result tr", (trs) =>
+          trs.slice(1).map((tr) => tr.children[1]?.textContent),
+        )
+        expect(beamText).toEqual(expected.beam.beams.map((b) => `[${b.tokens.join(" ")}]`))
+        const selects = await page.$$eval("#beams tr.select td", (tds) =>
+          tds.slice(1).map((td) => td.textContent),
+        )
+        expect(selects).toEqual(expected.beam.parents.map((p) => p.join(" ")))
+        // A fixed cache copies each new token's keys and values into place; a growing one none.
+        expect(shown.timings.fixed.bytesCopiedPerToken).toBe(KV_BYTES_PER_TOKEN)
+        expect(shown.timings.growing.bytesCopiedPerToken).toBe(0)
+        for (const kind of ["fixed", "growing"] as const)
+          expect(shown.timings[kind].tokensPerSecond).toBeGreaterThan(0)
+        console.info(
+          `decoding page (wasm): fixed ${shown.timings.fixed.tokensPerSecond.toFixed(0)} tokens/s, growing ${shown.timings.growing.tokensPerSecond.toFixed(0)} tokens/s; largest log p difference from no cache in the page ${shown.worstDelta.toExponential(1)}`,
+        )
+        const beams = await shoot(browser, page, "#beams", "decoding-beams")
+        expect(beams.blue + beams.red + beams.green, "beam cells (colored)").toBeGreaterThan(2000)
+        const scores = await shoot(browser, page, "#score-plot", "decoding-scores")
+        expect(scores.blue, "best beam's score line (blue)").toBeGreaterThan(100)
+        const timing = await shoot(browser, page, "#timing-plot", "decoding-timing")
+        expect(timing.blue, "fixed cache (blue) pixels").toBeGreaterThan(200)
+        expect(timing.red, "growing cache (red) pixels").toBeGreaterThan(200)
+        await shoot(browser, page, "body", "decoding-wasm-page")
+        expect(errors).toEqual([])
+        await page.close()
+      })
+
+      it("on wasm with a growing cache: the same tokens, the cache grown one position per step", async () => {
+        const { page, errors, shown } = await run(
+          "backend=wasm&cache=growing&autostart=1&rounds=1&until=12",
+        )
+        expect(shown.cache).toBe("growing")
+        expectReference(shown)
+        expect(shown.steps.map((s) => s.positions)).toEqual(
+          Array.from({ length: STEPS }, (_, t) => BEAM_PROMPT.length + t + 1),
+        )
+        expect(errors).toEqual([])
+        await page.close()
+      })
+
+      it("on WebGPU with a fixed cache: the same tokens, and the cache is never read back to the CPU; only the logits are, in every run", async () => {
+        const { page, errors, shown } = await run(
+          "backend=webgpu&cache=fixed&autostart=1&rounds=1&until=24",
+        )
+        expect(await page.textContent("#status")).toMatch(/ on webgpu /)
+        expectReference(shown)
+        expect(shown.stateReads).toBe(0)
+        expect(await page.textContent("#state-reads")).toBe("0")
+        for (const kind of ["fixed", "growing"] as const)
+          expect(shown.timings[kind].stateReadsPerToken, kind).toBe(0)
+        // The counter sees reads: ONNX Runtime brings the logits back in every run.
+        expect(shown.logitReads).toBeGreaterThanOrEqual(shown.runs)
+        expect(shown.timings.fixed.bytesCopiedPerToken).toBe(KV_BYTES_PER_TOKEN)
+        expect(await page.isVisible("#gpu-note")).toBe(true)
+        const timing = await shoot(browser, page, "#timing-plot", "decoding-webgpu-timing")
+        expect(timing.blue, "fixed cache (blue) pixels").toBeGreaterThan(100)
+        await shoot(browser, page, "body", "decoding-webgpu-page")
+        expect(errors.filter((e) => !e.includes("VerifyEachNodeIsAssignedToAnEp"))).toEqual([])
+        await page.close()
+      })
     })
   })
 }
