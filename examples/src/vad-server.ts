@@ -16,9 +16,11 @@ import { createServer } from "node:http"
 import { type StateError, orThrow } from "@statesaver/core"
 import {
   type Feeds,
+  type InputRule,
   createStreamBatcher,
   createStreamingSession,
   ortBackend,
+  sileroContext,
 } from "@statesaver/onnxruntime"
 import { type RedisTier, createRedisTier } from "@statesaver/redis"
 import * as ort from "onnxruntime-node"
@@ -29,11 +31,15 @@ import { vadMetrics } from "./vad-metrics.js"
 export const FRAME = 512
 
 /**
- * The model feeds of one 32 ms frame: the one place that knows Silero's input layout (today
- * `input [1, 512]`; a model that carries its 64-sample context changes only this).
+ * How a 32 ms frame reaches Silero, in one place: the caller feeds the 512 new samples as `frame`
+ * and the session's rule prepends the stream's last 64 samples (per-stream state, stored and
+ * moved with the model's own), as Silero's authors feed it.
  */
+export const vadRules = (): InputRule[] => [sileroContext()]
+
+/** The feeds of one frame (see `vadRules`). */
 export function feedFrame(samples: Float32Array): Feeds {
-  return { input: new ort.Tensor("float32", samples, [1, FRAME]) }
+  return { frame: new ort.Tensor("float32", samples, [1, FRAME]) }
 }
 
 export interface ServerOptions {
@@ -42,6 +48,8 @@ export interface ServerOptions {
   /** Streams a worker keeps; idle ones are written back and released. */
   readonly capacity: number
   readonly idleTtlMs: number
+  /** Worker processes sharing the port: more than one hands each frame to any of them. */
+  readonly workers: number
 }
 
 const STATUS: Record<string, number> = {
@@ -72,7 +80,11 @@ export async function worker(options: ServerOptions): Promise<() => Promise<void
         client,
         prefix: "vad:",
         leaseMs: 2_000,
-        // A client whose connection moves to another worker waits for this one to let go.
+        // Workers sharing a port get a stream's frames in any order of connections, not by
+        // stream: each step is written and released, so whichever worker gets the next frame
+        // takes it. One process with Redis keeps its streams (faster; written per checkpoint).
+        hold: options.workers <= 1,
+        // A stream whose lease a dead worker still holds is waited for.
         acquireTimeoutMs: 5_000,
         onMetric: metrics.onTier,
       }),
@@ -86,6 +98,7 @@ export async function worker(options: ServerOptions): Promise<() => Promise<void
       capacity: options.capacity,
       idleTtlMs: options.idleTtlMs,
       outputs: ["output"],
+      rules: vadRules(),
       ...(tier === undefined ? {} : { onEvict: tier.onEvict }),
     }),
   )
@@ -162,7 +175,7 @@ export async function worker(options: ServerOptions): Promise<() => Promise<void
   }
 }
 
-function parse(argv: readonly string[]): ServerOptions & { workers: number } {
+function parse(argv: readonly string[]): ServerOptions {
   const arg = (name: string) => {
     const i = argv.indexOf(`--${name}`)
     return i < 0 ? undefined : argv[i + 1]

@@ -190,6 +190,12 @@ type Job<O extends string> =
       readonly run: () => Promise<void>
     }
 
+/** `setImmediate` where the runtime has it (Node, Bun, Deno), not in browsers. */
+const immediate = {
+  set: (globalThis as { setImmediate?: (f: () => void) => unknown }).setImmediate,
+  clear: (globalThis as { clearImmediate?: (h: unknown) => void }).clearImmediate,
+}
+
 const keyOk = (k: unknown): k is StreamKey =>
   typeof k === "string" || (typeof k === "number" && Number.isFinite(k))
 
@@ -343,7 +349,8 @@ class Batcher<O extends string> implements StreamBatcher<O> {
   readonly #queues = new Map<StreamKey, Job<O>[]>()
   #waiting = 0
   #running = false
-  #timer: ReturnType<typeof setTimeout> | undefined
+  /** The pending start of a cycle, and how to cancel it. */
+  #timer: (() => void) | undefined
   #sweep: ReturnType<typeof setInterval> | undefined
   #closed = false
   #closing: Promise<E.Either<StateError, void>> | undefined
@@ -416,12 +423,21 @@ class Batcher<O extends string> implements StreamBatcher<O> {
     if (this.#running) return
     if (this.#timer !== undefined) {
       if (ms > 0) return
-      clearTimeout(this.#timer)
+      this.#timer()
     }
-    this.#timer = setTimeout(() => {
+    const fire = () => {
       this.#timer = undefined
       void this.#cycle()
-    }, ms)
+    }
+    // A full batch runs at once: setTimeout(0) waits a millisecond or more, a run of a small
+    // model takes a few.
+    if (ms === 0 && typeof immediate.set === "function" && typeof immediate.clear === "function") {
+      const handle = immediate.set(fire)
+      this.#timer = () => immediate.clear?.(handle)
+      return
+    }
+    const handle = setTimeout(fire, ms)
+    this.#timer = () => clearTimeout(handle)
   }
 
   push(

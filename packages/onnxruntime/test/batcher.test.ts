@@ -104,6 +104,20 @@ describe("createStreamBatcher", () => {
     orThrow(await b.close())
   })
 
+  it("runs a full batch at once, without waiting for maxWaitMs", async () => {
+    const session = streaming()
+    const b = orThrow(
+      createStreamBatcher({ session, shared: { sr }, maxBatch: 2, maxWaitMs: 600_000 }),
+    )
+    // With the wait honoured this would hang past the test's timeout.
+    const rs = await Promise.all(
+      [0, 1].map((s) => b.push(`full${s}`, { frame: frame(s, 0) }, { start: true })),
+    )
+    expect(rs.map((r) => orThrow(r).step)).toEqual([0, 0])
+    for (const r of rs) orThrow(r).outputs.output.dispose()
+    orThrow(await b.close())
+  })
+
   it("runs a stream's frames in order, never two in one run", async () => {
     const events: BatcherEvent[] = []
     const b = orThrow(

@@ -212,7 +212,10 @@ export interface RedisTier {
    * a retry starts again from the acknowledged state in Redis.
    */
   advanced(keys: readonly StreamKey[]): Promise<E.Either<WriteError, number>[]>
-  /** The stream ended here: written back, released and dropped from the store. */
+  /**
+   * The stream ended here: written back, released and dropped from the store. With
+   * `hold: false` a stream is released by each step already: ending one not held here succeeds.
+   */
   end(key: StreamKey): Promise<E.Either<WriteError, void>>
   /** Forgets a stream here and in Redis (its fencing counter stays). Resolves to whether it existed. */
   delete(key: StreamKey): Promise<E.Either<PrepareError, boolean>>
@@ -902,6 +905,7 @@ class Tier implements RedisTier {
   async end(key: StreamKey): Promise<E.Either<WriteError, void>> {
     const held = this.#held.get(key)
     if (held === undefined) {
+      if (!this.#c.hold && keyOk(key)) return E.right(undefined)
       return E.left(
         new KeyError({
           path: keyOk(key) ? streamPath(key) : "",

@@ -348,6 +348,8 @@ describeRedis("redis tier", () => {
         expect(await w.tier.advanced([key])).toEqual([{ _tag: "Right", right: i + 1 }])
         expect(w.store.has(key)).toBe(false)
       }
+      // Its last step released it already: ending it (a push with end: true) succeeds.
+      expect(await ws[1]?.tier.end(key)).toEqual({ _tag: "Right", right: undefined })
       const last = worker(await topo.connect())
       await last.tier.prepare([{ key } as { key: StreamKey }])
       expect(stateOf(last.store, key)).toEqual(alone(inputs))
