@@ -171,10 +171,12 @@ describeRedis("streams across worker processes", () => {
 
   describe.each(["single", "cluster"] as const)("on %s", (name) => {
     let topo: Topology
-    let workers: WorkerProcess[] = []
+    /** Every worker started here: a failed test leaves none running. */
+    const workers: WorkerProcess[] = []
     const start = async (tier: WorkerConfig["tier"]) => {
-      workers = await startWorkers(WORKERS, { model: model.path, ...topo.target, tier })
-      return workers
+      const started = await startWorkers(WORKERS, { model: model.path, ...topo.target, tier })
+      workers.push(...started)
+      return started
     }
     beforeAll(async () => {
       topo = await startTopology(name)

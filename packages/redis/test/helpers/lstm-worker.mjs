@@ -58,4 +58,6 @@ process.on("message", async (/** @type {any} */ m) => {
     process.exit(0)
   }
 })
+// The test process went away (finished, failed or killed): so does this worker.
+process.on("disconnect", () => process.exit(0))
 send({ type: "ready" })
