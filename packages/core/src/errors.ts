@@ -37,7 +37,8 @@ export abstract class StateError extends Error {
   declare readonly detail: string | undefined
 
   constructor(message: string, fields: ErrorFields) {
-    super(message, fields.cause === undefined ? undefined : { cause: fields.cause })
+    // `cause` is set only when the fields have one.
+    super(message, fields)
     this.path = fields.path ?? ""
     this.expected = fields.expected
     this.actual = fields.actual

@@ -1,3 +1,4 @@
+import { writeBlockTyped } from "./block-rows.js"
 import type { LeafContext, StateBackend, TensorInfo } from "./backend.js"
 import { DisposedError } from "./errors.js"
 import {
@@ -214,6 +215,11 @@ export function hostBackend(options: HostBackendOptions = {}): HostBackend {
     fill(t, rows, leaf) {
       const { data, shape, dtype } = live(t)
       fillRowsTyped(data, rowLayout(shape, leaf.batchAxis), rows, leaf.init, dtype)
+    },
+    writeAt(dst, axis, offsets, src, leaf) {
+      const to = live(dst)
+      const from = live(src)
+      writeBlockTyped(to.data, to.shape, axis, leaf.batchAxis, offsets, from.data, from.shape)
     },
     adopt(current, next) {
       const kept = live(next)

@@ -94,16 +94,17 @@ export interface SnapshotOptions {
 const RESERVED = ["format", "version", "batch_dim", "batch_size", "leaves"]
 
 /**
- * The first problem of caller metadata as `[key, expected, actual]`, or `undefined` when it is
+ * The first problem of caller metadata as `[path, expected, actual]` (`metadata.frame`), or `undefined` when it is
  * a record of strings under keys statesaver does not use.
  */
 /** @internal */
 export const metadataProblem = (m: unknown): [string, string, unknown] | undefined => {
   if (m === undefined) return undefined
-  if (!isPlainRecord(m)) return ["", "a record of strings", m]
+  if (!isPlainRecord(m)) return ["metadata", "a record of strings", m]
   for (const k in m) {
-    if (RESERVED.includes(k)) return [k, `a key other than ${RESERVED.join(", ")}`, k]
-    if (typeof m[k] !== "string") return [k, "a string", m[k]]
+    const at = `metadata.${k}`
+    if (RESERVED.includes(k)) return [at, `a key other than ${RESERVED.join(", ")}`, k]
+    if (typeof m[k] !== "string") return [at, "a string", m[k]]
   }
   return undefined
 }

@@ -31,7 +31,7 @@ import {
 import * as E from "./internal/either.js"
 import { fail } from "./internal/fail.js"
 import { isSize } from "./internal/predicates.js"
-import { encodeState, snapshotOptionError } from "./internal/encode.js"
+import { encodeState } from "./internal/encode.js"
 import { leafShape } from "./internal/leaf-shape.js"
 import { checkBackendOption, unsupportedDType } from "./internal/options.js"
 import { checkSnapshot, toSnapshot } from "./internal/snapshot-check.js"
@@ -78,7 +78,7 @@ export type RowsError = DisposedError | RowIndexError | BackendError
  * @category saver
  * @since 0.2.0
  */
-export type SnapshotError = DisposedError | OptionError | BackendError | SnapshotFormatError
+export type SnapshotError = DisposedError | BackendError | SnapshotFormatError
 
 /**
  * Errors `restore` can return: the bytes, their spec, or a leaf that does not fit.
@@ -385,8 +385,6 @@ class Saver<T, In> implements StateSaver<T, In> {
 
   async snapshot(options?: SnapshotOptions): Promise<E.Either<SnapshotError, Uint8Array>> {
     if (this.#disposed) return E.left(disposed())
-    const bad = snapshotOptionError(options)
-    if (bad) return E.left(bad)
     const { backend } = this
     const held = this.#held
     // Every copy starts before the first await, so later mutations cannot reach the snapshot.

@@ -7,6 +7,7 @@ import {
   KeyError,
   OptionError,
   ShapeMismatchError,
+  SnapshotFormatError,
   type SpecError,
   type TensorCheckError,
   showValue,
@@ -21,7 +22,7 @@ import {
   allocateLeaves,
 } from "./internal/checks.js"
 import * as E from "./internal/either.js"
-import { encodeState, snapshotOptionError } from "./internal/encode.js"
+import { encodeState } from "./internal/encode.js"
 import { type SnapshotCheckError, checkSnapshot, toSnapshot } from "./internal/snapshot-check.js"
 import { type StoreLimits, checkStoreOptions } from "./internal/store-options.js"
 import type { Snapshot, SnapshotMetadata, SnapshotOptions } from "./snapshot.js"
@@ -77,7 +78,7 @@ export type StoreResetError = DisposedError | KeyError
  * @category store
  * @since 0.2.0
  */
-export type StoreSnapshotError = DisposedError | KeyError | OptionError | BackendError
+export type StoreSnapshotError = DisposedError | KeyError | BackendError | SnapshotFormatError
 
 /**
  * Errors `StateStore.restore` can return: the key, the bytes and their spec, the `clock`, a
@@ -944,8 +945,6 @@ class Store<T, In> implements StateStore<T, In> {
   ): Promise<E.Either<StoreSnapshotError, Uint8Array>> {
     const live = this.#live()
     if (live._tag === "Left") return live
-    const bad = snapshotOptionError(options)
-    if (bad) return E.left(bad)
     if (!keyOk(key)) {
       return E.left(new KeyError({ expected: "a string or finite number key", actual: key }))
     }
@@ -991,7 +990,13 @@ class Store<T, In> implements StateStore<T, In> {
       }
       hosts.push(s.value)
     }
-    return E.right(encodeState(this.spec, 1, hosts, options?.metadata))
+    try {
+      return E.right(encodeState(this.spec, 1, hosts, options?.metadata))
+    } catch (e) {
+      // Metadata that is not strings, or that reuses a statesaver key.
+      if (e instanceof SnapshotFormatError) return E.left(e)
+      throw e
+    }
   }
 
   restore(

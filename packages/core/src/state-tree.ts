@@ -190,13 +190,31 @@ const mismatch = (path: PathSegment[], expected: string, actual: string): Struct
   error(StructureMismatchError, formatPath(path), expected, actual)
 
 /** A node as error messages describe it: `null`, "a leaf", "an array of length 2", "a record with keys [...]". */
-export const describeNode = (node: unknown, isLeaf: IsLeaf): string => {
-  if (node === null || node === undefined) return String(node)
-  if (isLeaf(node)) return "a leaf"
-  if (isArray(node)) return `an array of length ${node.length}`
-  if (isPlainRecord(node)) return `a record with keys ${JSON.stringify(sortedKeys(node))}`
-  return "a leaf"
-}
+export const describeNode = (node: unknown, isLeaf: IsLeaf): string =>
+  node === null || node === undefined
+    ? String(node)
+    : isLeaf(node)
+      ? describeDef(LEAF)
+      : isArray(node)
+        ? describeDef({ kind: "array", items: node })
+        : isPlainRecord(node)
+          ? describeDef({ kind: "record", keys: sortedKeys(node) })
+          : describeDef(LEAF)
+
+const LEAF = { kind: "leaf" } as const
+
+/** What a tree def (or a node of that kind) looks like, in errors. */
+export const describeDef = (
+  d:
+    | { kind: "leaf" }
+    | { kind: "array"; items: readonly unknown[] }
+    | { kind: "record"; keys: readonly string[] },
+): string =>
+  d.kind === "leaf"
+    ? "a leaf"
+    : d.kind === "array"
+      ? `an array of length ${d.items.length}`
+      : `a record with keys ${JSON.stringify(d.keys)}`
 
 /**
  * Checks that `actual` has the structure of `expected` (same arrays lengths, same record keys,

@@ -81,17 +81,17 @@ describe("snapshot metadata", () => {
     ["a non-string value", { frame: 1200 }, "metadata.frame", "a string"],
     ["a value that is not a record", ["a"], "metadata", "a record of strings"],
   ])(
-    "refuses %s with an OptionError before copying anything",
+    "refuses %s with a SnapshotFormatError naming it, state unchanged",
     async (_, metadata, path, expected) => {
       const saver = saverWith(3)
       const before = orThrow(await saver.snapshot())
       const e = leftOf(await saver.snapshot({ metadata: metadata as never }))
-      expect(e).toMatchObject({ _tag: "OptionError", path, expected })
+      expect(e).toMatchObject({ _tag: "SnapshotFormatError", path, expected })
       expect(orThrow(await saver.snapshot())).toEqual(before)
       const store = orThrow(createStateStore({ spec, backend: hostBackend(), capacity: 1 }))
       orThrow(store.gather(["k"]))
       expect(leftOf(await store.snapshot("k", { metadata: metadata as never }))).toMatchObject({
-        _tag: "OptionError",
+        _tag: "SnapshotFormatError",
         path,
       })
       store.dispose()
@@ -102,7 +102,7 @@ describe("snapshot metadata", () => {
     const saver = saverWith(1)
     const decoded = orThrow(decodeSnapshot(orThrow(await saver.snapshot())))
     expect(() => encodeSnapshot({ ...decoded, metadata: { leaves: "x" } })).toThrow(
-      expect.objectContaining({ _tag: "SnapshotFormatError", path: "leaves" }),
+      expect.objectContaining({ _tag: "SnapshotFormatError", path: "metadata.leaves" }),
     )
     // Forge bytes whose __metadata__ holds a number: a foreign writer's mistake.
     const bytes = encodeSnapshot({ ...decoded, metadata: { frame: "12" } })
@@ -112,7 +112,7 @@ describe("snapshot metadata", () => {
     forged.set(new TextEncoder().encode('"frame":12  '), at)
     expect(leftOf(decodeSnapshot(forged))).toMatchObject({
       _tag: "SnapshotFormatError",
-      path: "frame",
+      path: "metadata.frame",
       expected: "a string",
       actual: 12,
     })
@@ -129,7 +129,7 @@ describe("snapshot metadata", () => {
     const bytes = orThrow(await vad.snapshot())
     const e = leftOf(saverWith(0).restore(bytes))
     expect(e).toMatchObject({ _tag: "SnapshotFormatError", path: "[0][0]" })
-    expect(e.message).toContain("the snapshot's leaves are state")
+    expect(e.message).toContain("the snapshot holds state")
   })
 })
 

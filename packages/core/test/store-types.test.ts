@@ -49,10 +49,10 @@ describe("StateStore results name exactly the errors each call can return", () =
     >()
   })
 
-  test("reset touches no backend; snapshot checks its metadata option", () => {
+  test("reset touches no backend; snapshot refuses bad metadata as the format would", () => {
     expectTypeOf<LeftOf<ReturnType<S["reset"]>>>().toEqualTypeOf<DisposedError | KeyError>()
     expectTypeOf<LeftOf<ReturnType<S["snapshot"]>>>().toEqualTypeOf<
-      DisposedError | KeyError | OptionError | BackendError
+      DisposedError | KeyError | BackendError | SnapshotFormatError
     >()
   })
 

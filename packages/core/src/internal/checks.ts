@@ -18,6 +18,7 @@ import {
   type PathSegment,
   type StateTree,
   type TreeDef,
+  describeDef,
   describeNode,
   formatPath,
   isDefaultLeaf,
@@ -33,7 +34,7 @@ export const contextOf = (leaf: ResolvedLeaf): LeafContext => ({
   path: leaf.pathString,
   batchAxis: leaf.batchAxis,
   init: leaf.init,
-  host: leaf.spec.host === true,
+  host: !!leaf.spec.host,
 })
 
 /** The one `Right(undefined)`: successful calls on the hot path allocate no result. */
@@ -243,13 +244,6 @@ function leavesAlong<T>(def: TreeDef, tree: unknown): T[] | Departure {
   const bad = walk(def, tree)
   return bad ?? out
 }
-
-const describeDef = (d: TreeDef): string =>
-  d.kind === "leaf"
-    ? "a leaf"
-    : d.kind === "array"
-      ? `an array of length ${d.items.length}`
-      : `a record with keys ${JSON.stringify(d.keys)}`
 
 /** Shared by specs without named dims: `checkInfo` never writes to it for them. */
 const NO_NAMES = new Map<string, { size: number; path: string }>()

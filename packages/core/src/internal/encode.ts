@@ -1,24 +1,6 @@
-import { OptionError } from "../errors.js"
 import type { HostTensor } from "../host-tensor.js"
-import {
-  type SnapshotMetadata,
-  type SnapshotOptions,
-  encodeSnapshot,
-  metadataProblem,
-} from "../snapshot.js"
+import { type SnapshotMetadata, encodeSnapshot } from "../snapshot.js"
 import type { ResolvedSpec } from "../state-spec.js"
-import { error } from "./fail.js"
-
-/** The `OptionError` for bad `snapshot` options, checked before any copy starts. */
-export const snapshotOptionError = (
-  options: SnapshotOptions | undefined,
-): OptionError | undefined => {
-  const bad = metadataProblem(options?.metadata)
-  if (bad) {
-    return error(OptionError, bad[0] ? `metadata.${bad[0]}` : "metadata", bad[1], bad[2])
-  }
-  return undefined
-}
 
 /** Encodes host copies of a state's leaves (in spec order) as snapshot bytes. */
 export function encodeState(

@@ -83,7 +83,7 @@ export function checkSnapshot(
       missing?.pathString ?? extra?.path,
       missing ? "a tensor for this leaf" : "only leaves of this spec",
       missing ? "none" : `extra leaf ${extra?.path}`,
-      `the snapshot's leaves are ${held.join(", ")}${snap.leaves.length > 9 ? ", …" : ""}`,
+      `the snapshot holds ${held.join(", ")}${snap.leaves.length > 9 ? "…" : ""}`,
     )
   }
   const named = new Map<string, { size: number; path: string }>()

@@ -3,7 +3,7 @@ import type { StateBackend } from "../backend.js"
 import { defineContractTests } from "./contract.js"
 import { defineFaultTests } from "./faults.js"
 import { type ConformanceOptions, kitTest } from "./harness.js"
-import { definePrimitiveTests } from "./primitives.js"
+import { definePrimitiveTests, defineWriteAtTests } from "./primitives.js"
 import { defineDTypeTests, defineLoopTests, defineOwnershipTests } from "./saver.js"
 import { defineStoreTests } from "./store.js"
 
@@ -38,5 +38,6 @@ export function describeBackendConformance<
     defineLoopTests(test)
     defineContractTests(test)
     definePrimitiveTests(test)
+    defineWriteAtTests(test)
   })
 }

@@ -162,6 +162,17 @@ export function trackOwnership<T, In>(
       ),
     scatter: (dst, rows, src, leaf) => backend.scatter(dst, rows, src, leaf),
     fill: (t, rows, leaf) => backend.fill(t, rows, leaf),
+    ...(backend.writeAt === undefined
+      ? {}
+      : {
+          writeAt: (
+            dst: T,
+            axis: number,
+            offsets: readonly number[],
+            src: T | In,
+            leaf: LeafContext,
+          ) => backend.writeAt?.(dst, axis, offsets, src, leaf),
+        }),
     adopt: (held, next, leaf) => {
       const kept = backend.adopt(held, next, leaf)
       for (const t of [held, next]) {

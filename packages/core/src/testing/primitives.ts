@@ -88,6 +88,31 @@ function referenceScatter(
   return out
 }
 
+/**
+ * `dst` with `src` written along `axis` at row `r`'s offset `offsets[r]`, element by element
+ * (the reference for `writeAt`).
+ */
+function referenceWrite(
+  dst: HostTensor,
+  axis: number,
+  batchAxis: number,
+  offsets: readonly number[],
+  src: HostTensor,
+): HostTensor {
+  const out = new HostTensor(dst.dtype, dst.shape, dst.data.slice() as never)
+  const o = out.data as unknown as (number | bigint)[]
+  const s = src.data as unknown as (number | bigint)[]
+  const strides = (shape: readonly number[]) => shape.map((_, i) => sizeOf(shape.slice(i + 1)))
+  const dstStrides = strides(dst.shape)
+  const srcStrides = strides(src.shape)
+  for (let flat = 0; flat < s.length; flat++) {
+    const idx = src.shape.map((d, i) => Math.floor(flat / (srcStrides[i] as number)) % d)
+    idx[axis] = (idx[axis] as number) + (offsets[idx[batchAxis] as number] as number)
+    o[idx.reduce((acc, v, i) => acc + v * (dstStrides[i] as number), 0)] = s[flat] as number
+  }
+  return out
+}
+
 /** The dtypes to run a primitive test on: float32, and int64 when it is under test. */
 const dtypesOf = <T, In>(kit: Kit<T, In>): DType[] =>
   kit.dtypes.includes("int64") ? ["float32", "int64"] : ["float32"]
@@ -362,5 +387,47 @@ export function definePrimitiveTests<T, In>(test: KitTest<T, In>): void {
       label("fill of rows [0, 2]", c),
     ).toEqual(new Array(3).fill((1n << 62n) + 1n))
     for (const x of [t, g]) kit.backend.dispose(x)
+  })
+}
+
+/**
+ * `writeAt`, when the backend has it: blocks along a non-batch axis at per-row offsets, for the
+ * batch axis before and after the written axis, block sizes 1 and 2, on float32 (and int64).
+ */
+export function defineWriteAtTests<T, In>(test: KitTest<T, In>): void {
+  test("contract: writeAt writes a block at each row's offset along a non-batch axis, nothing else", async (kit) => {
+    const writeAt = kit.backend.writeAt?.bind(kit.backend)
+    if (writeAt === undefined) kit.skip("the backend has no writeAt (no fixed-capacity caches)")
+    const start = kit.live()
+    const layouts: { shape: number[]; batchAxis: number; axis: number; k: number }[] = [
+      { shape: [BATCH, 2, 6, 3], batchAxis: 0, axis: 2, k: 1 }, // a KV cache, one new position
+      { shape: [BATCH, 2, 6, 3], batchAxis: 0, axis: 2, k: 2 },
+      { shape: [BATCH, 5], batchAxis: 0, axis: 1, k: 3 },
+      { shape: [6, BATCH, 3], batchAxis: 1, axis: 0, k: 2 }, // the batch after the written axis
+    ]
+    for (const dtype of dtypesOf(kit)) {
+      for (const { shape, batchAxis, axis, k } of layouts) {
+        const size = shape[axis] as number
+        const offsets = Array.from({ length: BATCH }, (_, r) => (r * 2 + 1) % (size - k + 1))
+        const leaf: LeafContext = { path: "cache", batchAxis, init: init.zeros }
+        const what = `writeAt of ${k} along axis ${axis} at offsets [${offsets.join(", ")}] on ${describeLeaf({ ...leaf, dtype, shape })}`
+        const dstHost = new HostTensor(dtype, shape, valuesFor(dtype, sizeOf(shape), 5) as never)
+        const srcShape = shape.map((d, i) => (i === axis ? k : d))
+        const srcHost = new HostTensor(
+          dtype,
+          srcShape,
+          valuesFor(dtype, sizeOf(srcShape), 9) as never,
+        )
+        const dst = kit.backend.fromHost(dstHost, leaf)
+        const src = kit.backend.fromHost(srcHost, leaf)
+        ;(writeAt as NonNullable<typeof writeAt>)(dst, axis, offsets, src, leaf)
+        const expected = referenceWrite(dstHost, axis, batchAxis, offsets, srcHost)
+        expectTensor(await kit.backend.toHost(dst), expected, what)
+        expectTensor(await kit.backend.toHost(src), srcHost, `${what}: its source after the call`)
+        kit.backend.dispose(src)
+        kit.backend.dispose(dst)
+      }
+    }
+    expectLive(kit.live(), start, "writeAt on every layout")
   })
 }
