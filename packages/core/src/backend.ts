@@ -132,7 +132,9 @@ export interface StateBackend<T, In = T> {
   allocate(shape: readonly number[], dtype: DType, leaf: LeafContext): T
   /**
    * A new tensor whose row `i` is row `rows[i]` of `src`, or `leaf.init` where `rows[i]` is
-   * `null`. `rows` is not empty; its entries may repeat and come in any order. The result never
+   * `null`. `rows` is not empty; its entries may repeat and come in any order. `src` may have
+   * 0-sized axes (an empty KV cache): the result has `src`'s shape with `rows.length` at the
+   * batch axis all the same. The result never
    * shares memory with `src`, even when `rows` is `[0, 1, ..., n-1]`: core copies a leaf this way
    * and then writes to one copy or frees the other. `src` is left unchanged and alive.
    */
