@@ -409,7 +409,7 @@ if (!hasChromium()) {
       }
 
       it("on wasm with a fixed cache: greedy and beam search (width 4) equal the Node reference without a cache, per-step lengths and select rows shown, plots drawn", async () => {
-        const { page, errors, shown } = await run("backend=wasm&cache=fixed&autostart=1&rounds=2")
+        const { page, errors, shown } = await run("backend=wasm&cache=fixed&autostart=1&rounds=1")
         expect(shown.cache).toBe("fixed")
         expectReference(shown)
         expect(shown.steps.map((s) => s.positions)).toEqual(Array(STEPS).fill(CAPACITY))
@@ -463,7 +463,7 @@ if (!hasChromium()) {
 
       it("on WebGPU with a fixed cache: the same tokens, and the cache is never read back to the CPU; only the logits are, in every run", async () => {
         const { page, errors, shown } = await run(
-          "backend=webgpu&cache=fixed&autostart=1&rounds=1&until=24",
+          "backend=webgpu&cache=fixed&autostart=1&rounds=1&until=16",
         )
         expect(await page.textContent("#status")).toMatch(/ on webgpu /)
         expectReference(shown)
