@@ -92,6 +92,11 @@ export interface InputRule {
    * `RuleCall.feeds`: a KV cache reads `input_ids` to count the new tokens. CPU tensors only.
    */
   readonly reads?: readonly string[]
+  /**
+   * Model outputs `next` reads, as host views in its `outputs` (CPU outputs only; a device
+   * output reads as `undefined`). Default none.
+   */
+  readonly outputs?: readonly string[]
   /** Bookkeeping leaves by name; the names must differ from the model's state inputs. */
   readonly state?: Readonly<Record<string, RuleLeaf>>
   /**
@@ -103,7 +108,7 @@ export interface InputRule {
   derive(call: RuleCall): Readonly<Record<string, HostTensor>> | RuleError
   /**
    * The bookkeeping leaves after a successful run, as new host tensors (never the ones in
-   * `call.state`). `outputs` are the run's outputs, host views of those on the CPU.
+   * `call.state`). `outputs` holds host views of the outputs the rule lists in `outputs`.
    */
   next(
     call: RuleCall & { readonly outputs: Readonly<Record<string, HostTensor | undefined>> },

@@ -100,6 +100,12 @@ export function checkRules(
       }
       reads.add(name)
     }
+    if (
+      rule.outputs !== undefined &&
+      (!Array.isArray(rule.outputs) || !rule.outputs.every((n) => typeof n === "string"))
+    ) {
+      return bad(`${at}.outputs`, "an array of model output names", rule.outputs)
+    }
     if (rule.state !== undefined && !isRecord(rule.state)) {
       return bad(`${at}.state`, "a record of bookkeeping leaves { row, dtype, init? }", rule.state)
     }
@@ -261,23 +267,18 @@ export function nextState(
   outputs: Readonly<Record<string, OrtTensor>>,
   backend: string,
 ): E.Either<BackendError, Record<string, OrtTensor>> {
-  // Views of the outputs are made when a rule reads one: most rules read none.
-  const hostOutputs: Record<string, HostTensor | undefined> = {}
-  for (const name of Object.keys(outputs)) {
-    Object.defineProperty(hostOutputs, name, {
-      enumerable: true,
-      get: () => {
-        const t = outputs[name] as OrtTensor
-        try {
-          return hostView(t, dtypeOfOrt(t.type))
-        } catch {
-          return undefined
-        }
-      },
-    })
-  }
   const next: Record<string, OrtTensor> = {}
   for (const rule of rules.list) {
+    // Host views of the outputs the rule reads (most read none).
+    const hostOutputs: Record<string, HostTensor | undefined> = {}
+    for (const name of rule.outputs ?? []) {
+      const t = outputs[name]
+      try {
+        hostOutputs[name] = t === undefined ? undefined : hostView(t, dtypeOfOrt(t.type))
+      } catch {
+        hostOutputs[name] = undefined
+      }
+    }
     let out: Readonly<Record<string, HostTensor>>
     try {
       out = rule.next({ ...call, outputs: hostOutputs })
