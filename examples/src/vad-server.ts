@@ -12,7 +12,7 @@
  * stream is leased elsewhere), 429 (queue full), 503 (Redis unreachable).
  */
 import cluster from "node:cluster"
-import { createServer } from "node:http"
+import { type ServerResponse, createServer } from "node:http"
 import { type StateError, orThrow } from "@statesaver/core"
 import {
   type Feeds,
@@ -115,7 +115,7 @@ export async function worker(options: ServerOptions): Promise<() => Promise<void
     }),
   )
 
-  const fail = (res: import("node:http").ServerResponse, e: StateError) => {
+  const fail = (res: ServerResponse, e: StateError) => {
     res.writeHead(STATUS[e._tag] ?? 400, { "content-type": "application/json" })
     res.end(JSON.stringify({ error: e._tag, message: e.message }))
   }
