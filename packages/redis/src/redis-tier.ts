@@ -12,7 +12,8 @@ import {
 import { RESP_TYPES } from "redis"
 import { LeaseError } from "./errors.js"
 import * as E from "./internal/either.js"
-import { SCRIPTS, type ScriptRunner, runScript } from "./internal/scripts.js"
+import { SCRIPTS, type Script, type ScriptRunner, runScript } from "./internal/scripts.js"
+import { keySlot } from "./internal/slot.js"
 
 /**
  * What the tier needs of a store: a core `StateStore`, or the `store` of an ONNX Runtime
@@ -333,6 +334,7 @@ export function createRedisTier(options: RedisTierOptions): E.Either<OptionError
       timeout,
       onMetric: options.onMetric,
       clock: options.clock ?? Date.now,
+      cluster: "masters" in client,
     }),
   )
 }
@@ -347,10 +349,40 @@ interface Config {
   readonly timeout: number
   readonly onMetric: ((event: TierEvent) => void) | undefined
   readonly clock: () => number
+  /** A cluster client: one script call serves only streams whose keys share a slot. */
+  readonly cluster: boolean
 }
 
 /** A write's outcome before it is turned into a result. */
 type Written = "ok" | LeaseError | BackendError
+
+/** One stream's part of a write script call. */
+interface WriteItem {
+  readonly key: StreamKey
+  readonly token: number
+  readonly mode: "write" | "renew" | "release" | "forget"
+  readonly bytes?: Uint8Array | undefined
+  readonly steps: number
+  readonly release: boolean
+}
+
+/** One stream's entry in a script's reply, or the failure of the call that carried it. */
+type Reply =
+  { readonly ok: true; readonly entry: unknown[] } | { readonly ok: false; readonly cause: unknown }
+
+interface Acquired {
+  readonly token: number
+  readonly data: Uint8Array | undefined
+  readonly steps: number
+}
+
+/**
+ * Most streams per script call: a call runs atomically on its node, so a bounded one keeps
+ * other clients' commands from waiting long behind it.
+ */
+const STREAMS_PER_CALL = 100
+
+const crossSlot = (e: unknown): boolean => e instanceof Error && e.message.startsWith("CROSSSLOT")
 
 class Tier implements RedisTier {
   readonly #client: ScriptRunner
@@ -362,11 +394,14 @@ class Tier implements RedisTier {
   /** Evicted streams whose write-back failed (Redis unreachable): kept here, retried by flush. */
   readonly #parked = new Map<StreamKey, Parked>()
   #errors: StateError[] = []
+  /** Group script calls by slot: on a cluster, or once a server refused keys of several slots. */
+  #bySlot: boolean
   readonly owner: string
 
   constructor(client: ScriptRunner, config: Config) {
     this.#client = client
     this.#c = config
+    this.#bySlot = config.cluster
     this.owner = config.owner
   }
 
@@ -388,6 +423,64 @@ class Tier implements RedisTier {
   #keys(key: StreamKey): string[] {
     const tag = `${this.#c.prefix}{${typeof key === "string" ? "s" : "n"}:${String(key)}}`
     return [tag, `${tag}:lease`]
+  }
+
+  /**
+   * Runs `script` for many streams, with `head` then each stream's `each(n)` as its arguments:
+   * one call per group of streams whose keys share a slot (all of them on a single server), at
+   * most STREAMS_PER_CALL streams per call, every call issued at once. Never throws.
+   */
+  async #runMany(
+    script: Script,
+    streams: readonly StreamKey[],
+    head: readonly string[],
+    each: (n: number) => readonly (string | Buffer)[],
+  ): Promise<Reply[]> {
+    const out: Reply[] = new Array(streams.length)
+    const keys = streams.map((k) => this.#keys(k))
+    const run = async (indices: readonly number[]): Promise<void> => {
+      const groups: number[][] = []
+      if (this.#bySlot) {
+        const bySlot = new Map<number, number[]>()
+        for (const n of indices) {
+          const slot = keySlot((keys[n] as string[])[0] as string)
+          const g = bySlot.get(slot)
+          if (g === undefined) bySlot.set(slot, [n])
+          else g.push(n)
+        }
+        groups.push(...bySlot.values())
+      } else groups.push(indices as number[])
+      const calls: number[][] = []
+      for (const g of groups)
+        for (let at = 0; at < g.length; at += STREAMS_PER_CALL)
+          calls.push(g.slice(at, at + STREAMS_PER_CALL))
+      const refused: number[] = []
+      await Promise.all(
+        calls.map(async (call) => {
+          const callKeys: string[] = []
+          const args: (string | Buffer)[] = [...head]
+          for (const n of call) {
+            callKeys.push(...(keys[n] as string[]))
+            args.push(...each(n))
+          }
+          try {
+            const reply = (await runScript(this.#client, script, callKeys, args)) as unknown[]
+            for (const [j, n] of call.entries()) out[n] = { ok: true, entry: reply[j] as unknown[] }
+          } catch (cause) {
+            // A server in cluster mode behind a plain client refuses keys of several slots
+            // before running anything: from then on, calls are grouped by slot.
+            if (!this.#bySlot && call.length > 1 && crossSlot(cause)) refused.push(...call)
+            else for (const n of call) out[n] = { ok: false, cause }
+          }
+        }),
+      )
+      if (refused.length > 0) {
+        this.#bySlot = true
+        await run(refused)
+      }
+    }
+    await run(streams.map((_, n) => n))
+    return out
   }
 
   #backendError(operation: string, key: StreamKey | undefined, cause: unknown): BackendError {
@@ -559,8 +652,14 @@ class Tier implements RedisTier {
   ): Promise<void> {
     if (items.length === 0) return
     const now = this.#c.clock()
-    const results = await Promise.all(
-      items.map(({ key, held }) => this.#script(key, held.token, "renew", undefined, 0, false)),
+    const results = await this.#writeAll(
+      items.map(({ key, held }) => ({
+        key,
+        token: held.token,
+        mode: "renew" as const,
+        steps: 0,
+        release: false,
+      })),
     )
     for (let n = 0; n < items.length; n++) {
       const { i, key, held } = items[n] as (typeof items)[number]
@@ -583,59 +682,70 @@ class Tier implements RedisTier {
     if (items.length === 0) return
     const t0 = performance.now()
     let found = 0
-    await Promise.all(
-      items.map(async ({ i, key, start }) => {
-        const parked = this.#parked.get(key)
-        if (parked !== undefined && !start) {
-          out[i] = await this.#unpark(key, parked, store)
-          return
+    const unparking: Promise<void>[] = []
+    const fromRedis: typeof items = []
+    for (const it of items) {
+      const parked = this.#parked.get(it.key)
+      if (parked !== undefined && !it.start) {
+        unparking.push(
+          this.#unpark(it.key, parked, store).then((r) => {
+            out[it.i] = r
+          }),
+        )
+        continue
+      }
+      if (parked !== undefined) this.#parked.delete(it.key)
+      fromRedis.push(it)
+    }
+    const [got] = await Promise.all([this.#acquireMany(fromRedis), Promise.all(unparking)])
+    const now = this.#c.clock()
+    const releases: WriteItem[] = []
+    for (let n = 0; n < fromRedis.length; n++) {
+      const { i, key } = fromRedis[n] as (typeof fromRedis)[number]
+      const g = got[n] as E.Either<PrepareError, Acquired>
+      if (g._tag === "Left") {
+        out[i] = g
+        continue
+      }
+      const { token, data, steps } = g.right
+      if (data !== undefined) {
+        found++
+        const restored = store.restore(key, data)
+        if (restored._tag === "Left") {
+          // Not silently reset: the stream keeps its bytes in Redis, the lease is let go.
+          releases.push({ key, token, mode: "release", steps: 0, release: true })
+          const inner = restored.left
+          out[i] = E.left(
+            inner._tag === "BusyError" || inner._tag === "BackendError"
+              ? inner
+              : this.#fail(
+                  "load",
+                  new SnapshotFormatError({
+                    path: streamPath(key),
+                    expected: "a snapshot of the store's spec",
+                    actual: `${inner._tag}: ${inner.message}`,
+                    detail: `the state stored in Redis for stream ${streamPath(key)} was not restored`,
+                    cause: inner,
+                  }),
+                ),
+          )
+          continue
         }
-        if (parked !== undefined) this.#parked.delete(key)
-        const got = await this.#acquireOne(key, start)
-        if (got._tag === "Left") {
-          out[i] = got
-          return
-        }
-        const { token, data, steps } = got.right
-        const now = this.#c.clock()
-        if (data !== undefined) {
-          found++
-          const restored = store.restore(key, data)
-          if (restored._tag === "Left") {
-            // Not silently reset: the stream keeps its bytes in Redis, the lease is let go.
-            await this.#script(key, token, "release", undefined, 0, true)
-            const inner = restored.left
-            out[i] = E.left(
-              inner._tag === "BusyError" || inner._tag === "BackendError"
-                ? inner
-                : this.#fail(
-                    "load",
-                    new SnapshotFormatError({
-                      path: streamPath(key),
-                      expected: "a snapshot of the store's spec",
-                      actual: `${inner._tag}: ${inner.message}`,
-                      detail: `the state stored in Redis for stream ${streamPath(key)} was not restored`,
-                      cause: inner,
-                    }),
-                  ),
-            )
-            return
-          }
-        } else if (this.#present(store, key)) {
-          // START on a stream held by the store: back to init.
-          store.delete(key)
-        }
-        this.#held.set(key, {
-          token,
-          steps,
-          acked: steps,
-          ackedAt: now,
-          renewedAt: now,
-          fresh: data === undefined,
-        })
-        out[i] = E.right(steps)
-      }),
-    )
+      } else if (this.#present(store, key)) {
+        // START on a stream held by the store: back to init.
+        store.delete(key)
+      }
+      this.#held.set(key, {
+        token,
+        steps,
+        acked: steps,
+        ackedAt: now,
+        renewedAt: now,
+        fresh: data === undefined,
+      })
+      out[i] = E.right(steps)
+    }
+    if (releases.length > 0) await this.#writeAll(releases)
     this.#emit({ type: "load", streams: items.length, found, ms: performance.now() - t0 })
     this.#emit({ type: "held", streams: this.#held.size })
   }
@@ -667,102 +777,125 @@ class Tier implements RedisTier {
     return E.right(parked.steps)
   }
 
-  async #acquireOne(
-    key: StreamKey,
-    start: boolean,
-  ): Promise<
-    E.Either<PrepareError, { token: number; data: Uint8Array | undefined; steps: number }>
-  > {
+  async #acquireOne(key: StreamKey, start: boolean): Promise<E.Either<PrepareError, Acquired>> {
+    return (await this.#acquireMany([{ key, start }]))[0] as E.Either<PrepareError, Acquired>
+  }
+
+  /**
+   * Takes the leases of many streams, batched; a stream leased by another worker is retried
+   * until the acquire timeout. Resolves to each stream's token and stored state, or its error.
+   */
+  async #acquireMany(
+    items: readonly { key: StreamKey; start: boolean }[],
+  ): Promise<E.Either<PrepareError, Acquired>[]> {
+    const out: E.Either<PrepareError, Acquired>[] = new Array(items.length)
     const deadline = performance.now() + this.#c.timeout
-    const [hash, lease] = this.#keys(key)
-    for (;;) {
-      let reply: unknown
-      try {
-        reply = await runScript(
-          this.#client,
-          SCRIPTS.acquire,
-          [hash as string, lease as string],
-          [this.#c.owner, String(this.#c.leaseMs), start ? "1" : "0"],
-        )
-      } catch (cause) {
-        return E.left(this.#backendError("acquire", key, cause))
+    let pending = items.map((_, n) => n)
+    while (pending.length > 0) {
+      const replies = await this.#runMany(
+        SCRIPTS.acquire,
+        pending.map((n) => (items[n] as (typeof items)[number]).key),
+        [this.#c.owner, String(this.#c.leaseMs)],
+        (j) => [(items[pending[j] as number] as (typeof items)[number]).start ? "1" : "0"],
+      )
+      const again: number[] = []
+      let wait = 25
+      for (const [j, rep] of replies.entries()) {
+        const n = pending[j] as number
+        const key = (items[n] as (typeof items)[number]).key
+        if (!rep.ok) {
+          out[n] = E.left(this.#backendError("acquire", key, rep.cause))
+          continue
+        }
+        const r = rep.entry
+        const status = text(r[0])
+        if (status === "OK") {
+          const data = r[2] instanceof Uint8Array ? new Uint8Array(r[2]) : undefined
+          out[n] = E.right({ token: num(r[1]), data, steps: num(r[3]) })
+          continue
+        }
+        if (status === "UNKNOWN") {
+          out[n] = E.left(
+            this.#fail(
+              "acquire",
+              new KeyError({
+                path: streamPath(key),
+                expected: "a stream held here or stored in Redis, or start: true for a new stream",
+                actual: key,
+              }),
+            ),
+          )
+          continue
+        }
+        const holder = text(r[1])
+        const left = deadline - performance.now()
+        if (left <= 0) {
+          this.#emit({ type: "leaseConflict", key, holder })
+          out[n] = E.left(
+            this.#fail(
+              "acquire",
+              new LeaseError({ path: streamPath(key), token: 0, current: num(r[2]), holder }),
+            ),
+          )
+          continue
+        }
+        again.push(n)
+        wait = Math.min(wait, Math.max(1, Math.min(left, num(r[3]))))
       }
-      const r = reply as unknown[]
-      const status = text(r[0])
-      if (status === "OK") {
-        const data = r[2] instanceof Uint8Array ? new Uint8Array(r[2]) : undefined
-        return E.right({ token: num(r[1]), data, steps: num(r[3]) })
-      }
-      if (status === "UNKNOWN") {
-        return E.left(
-          this.#fail(
-            "acquire",
-            new KeyError({
-              path: streamPath(key),
-              expected: "a stream held here or stored in Redis, or start: true for a new stream",
-              actual: key,
-            }),
-          ),
-        )
-      }
-      const holder = text(r[1])
-      const left = deadline - performance.now()
-      if (left <= 0) {
-        this.#emit({ type: "leaseConflict", key, holder })
-        return E.left(
-          this.#fail(
-            "acquire",
-            new LeaseError({ path: streamPath(key), token: 0, current: num(r[2]), holder }),
-          ),
-        )
-      }
-      await sleep(Math.max(1, Math.min(left, num(r[3]), 25)))
+      if (again.length > 0) await sleep(wait)
+      pending = again
     }
+    return out
   }
 
   /** Runs the write script for one stream; never throws. */
   async #script(
     key: StreamKey,
     token: number,
-    mode: "write" | "renew" | "release" | "forget",
+    mode: WriteItem["mode"],
     bytes: Uint8Array | undefined,
     steps: number,
     release: boolean,
   ): Promise<Written> {
-    const [hash, lease] = this.#keys(key)
-    let reply: unknown
-    try {
-      reply = await runScript(
-        this.#client,
-        SCRIPTS.write,
-        [hash as string, lease as string],
-        [
-          this.#c.owner,
-          String(token),
-          String(this.#c.leaseMs),
-          mode,
-          bytes === undefined ? "" : asBuffer(bytes),
-          String(steps),
-          release ? "1" : "0",
-        ],
-      )
-    } catch (cause) {
-      return this.#backendError(mode, key, cause)
-    }
-    const r = reply as unknown[]
-    if (text(r[0]) === "OK") return "ok"
-    const holder = r[2] instanceof Uint8Array ? text(r[2]) : undefined
-    this.#emit({ type: "leaseConflict", key, holder })
-    return this.#fail(
-      mode,
-      new LeaseError({
-        path: streamPath(key),
-        token,
-        current: num(r[1]),
-        holder,
-        detail: "a newer fencing token was granted: this worker's copy was dropped",
-      }),
+    return (await this.#writeAll([{ key, token, mode, bytes, steps, release }]))[0] as Written
+  }
+
+  /** Runs the write script for many streams, batched; each is refused or written alone. Never throws. */
+  async #writeAll(items: readonly WriteItem[]): Promise<Written[]> {
+    if (items.length === 0) return []
+    const replies = await this.#runMany(
+      SCRIPTS.write,
+      items.map((it) => it.key),
+      [this.#c.owner, String(this.#c.leaseMs)],
+      (n) => {
+        const it = items[n] as WriteItem
+        return [
+          String(it.token),
+          it.mode,
+          it.bytes === undefined ? "" : asBuffer(it.bytes),
+          String(it.steps),
+          it.release ? "1" : "0",
+        ]
+      },
     )
+    return replies.map((rep, n) => {
+      const { key, token, mode } = items[n] as WriteItem
+      if (!rep.ok) return this.#backendError(mode, key, rep.cause)
+      const r = rep.entry
+      if (text(r[0]) === "OK") return "ok"
+      const holder = r[2] instanceof Uint8Array ? text(r[2]) : undefined
+      this.#emit({ type: "leaseConflict", key, holder })
+      return this.#fail(
+        mode,
+        new LeaseError({
+          path: streamPath(key),
+          token,
+          current: num(r[1]),
+          holder,
+          detail: "a newer fencing token was granted: this worker's copy was dropped",
+        }),
+      )
+    })
   }
 
   /** Writes several streams, pipelined (each script call goes out without waiting for the others). */
@@ -772,8 +905,8 @@ class Tier implements RedisTier {
   ): Promise<Written[]> {
     if (items.length === 0) return []
     const t0 = performance.now()
-    const results = await Promise.all(
-      items.map((it) => this.#script(it.key, it.token, "write", it.bytes, it.steps, release)),
+    const results = await this.#writeAll(
+      items.map((it) => ({ ...it, mode: "write" as const, release })),
     )
     let bytes = 0
     let streams = 0
@@ -807,6 +940,7 @@ class Tier implements RedisTier {
       steps: number
       snap: ReturnType<TierStore["snapshot"]>
     }[] = []
+    const unrun: WriteItem[] = []
     for (const key of keys) {
       const held = this.#held.get(key)
       if (held === undefined) continue
@@ -814,13 +948,13 @@ class Tier implements RedisTier {
         // Started but never run: nothing to write; Redis already has no state for it.
         if (release) {
           this.#held.delete(key)
-          const w = await this.#script(key, held.token, "release", undefined, 0, true)
-          out.set(key, w === "ok" ? E.right(undefined) : E.left(w))
+          unrun.push({ key, token: held.token, mode: "release", steps: 0, release: true })
         } else out.set(key, E.right(undefined))
         continue
       }
       items.push({ key, held, steps: held.steps, snap: store.snapshot(key) })
     }
+    const released = this.#writeAll(unrun)
     const snaps = await Promise.all(items.map((it) => it.snap))
     const writes: { key: StreamKey; token: number; bytes: Uint8Array; steps: number }[] = []
     const which: (typeof items)[number][] = []
@@ -834,7 +968,12 @@ class Tier implements RedisTier {
       writes.push({ key: it.key, token: it.held.token, bytes: s.right, steps: it.steps })
       which.push(it)
     }
-    const results = await this.#writeMany(writes, { release, reason })
+    const [results, releases] = await Promise.all([
+      this.#writeMany(writes, { release, reason }),
+      released,
+    ])
+    for (const [n, w] of releases.entries())
+      out.set((unrun[n] as WriteItem).key, w === "ok" ? E.right(undefined) : E.left(w))
     const now = this.#c.clock()
     for (let n = 0; n < which.length; n++) {
       const it = which[n] as (typeof which)[number]
@@ -948,16 +1087,24 @@ class Tier implements RedisTier {
     }
     const written = await this.#writeBack(due, { release: false, reason: "checkpoint" })
     for (const w of written.values()) if (w._tag === "Left") this.#errors.push(w.left)
-    const renewed = await Promise.all(
-      renew.map(async (key) => {
-        const held = this.#held.get(key)
-        if (held === undefined) return
-        const w = await this.#script(key, held.token, "renew", undefined, 0, false)
-        if (w === "ok") held.renewedAt = now
-        else if (w instanceof LeaseError) this.#drop(key)
-      }),
+    const renewing = renew.flatMap((key) => {
+      const held = this.#held.get(key)
+      return held === undefined ? [] : [{ key, held }]
+    })
+    const renewed = await this.#writeAll(
+      renewing.map(({ key, held }) => ({
+        key,
+        token: held.token,
+        mode: "renew" as const,
+        steps: 0,
+        release: false,
+      })),
     )
-    void renewed
+    for (const [n, w] of renewed.entries()) {
+      const { key, held } = renewing[n] as (typeof renewing)[number]
+      if (w === "ok") held.renewedAt = now
+      else if (w instanceof LeaseError && this.#held.get(key) === held) this.#drop(key)
+    }
     await this.#retryParked()
   }
 

@@ -3,6 +3,7 @@ import { type StreamKey, orThrow } from "@statesaver/core"
 import { RESP_TYPES } from "redis"
 import { afterAll, beforeAll, describe, expect, it } from "vitest"
 import { LeaseError, type TierEvent, createRedisTier, streamPath } from "../src/index.js"
+import { keySlot } from "../src/internal/slot.js"
 import {
   type Client,
   type Topology,
@@ -20,6 +21,25 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms))
 let unique = 0
 /** A key no other test uses (the servers live for the whole file). */
 const fresh = (name: string): string => `${name}-${++unique}`
+
+/**
+ * The client, recording each script call the tier makes through it (how many streams, which
+ * slots); every call goes on to the real server.
+ */
+function counting(client: Client, calls: { streams: number; slots: Set<number> }[]): Client {
+  const wrapped = Object.create(client) as Client
+  wrapped.withTypeMapping = (mapping) => {
+    const inner = client.withTypeMapping(mapping)
+    return {
+      evalSha: (sha, o) => {
+        calls.push({ streams: o.keys.length / 2, slots: new Set(o.keys.map(keySlot)) })
+        return inner.evalSha(sha, o)
+      },
+      eval: (source, o) => inner.eval(source, o),
+    }
+  }
+  return wrapped
+}
 
 /** Left of an Either, or a failure. */
 function leftOf<L>(e: { _tag: "Left"; left: L } | { _tag: "Right" }): L {
@@ -187,6 +207,61 @@ describeRedis("redis tier", () => {
       const c = worker(await topo.connect())
       expect((await c.tier.prepare([{ key }]))[0]).toEqual({ _tag: "Right", right: 2 })
       expect(stateOf(c.store, key)).toEqual(alone([0.5, 1]))
+    })
+
+    it("writes a batch in one script call per slot: a fenced stream in it is refused alone, the others are written", async () => {
+      const calls: { streams: number; slots: Set<number> }[] = []
+      // A hash tag ends at the key's first "}": these four streams share a slot on a cluster.
+      const group = fresh("batch")
+      const same = [0, 1, 2, 3].map((i) => `${group}}${i}`)
+      const keys = [...same, ...[0, 1, 2].map((i) => fresh(`spread${i}`))]
+      const fencedKey = same[1] as string
+      const firstInputs = keys.map((_, i) => i / 10)
+      const a = worker(counting(await topo.connect(), calls), { owner: "paused", leaseMs: 150 })
+      for (const r of await a.tier.prepare(keys.map((key) => ({ key, start: true })))) orThrow(r)
+      runStep(a.store, keys, firstInputs)
+      for (const r of await a.tier.advanced(keys)) orThrow(r)
+      // `a` pauses past its leases; `b` takes one stream of the group over and advances it.
+      await sleep(250)
+      const b = worker(await topo.connect(), { owner: "taker" })
+      expect((await b.tier.prepare([{ key: fencedKey }]))[0]).toEqual({ _tag: "Right", right: 1 })
+      runStep(b.store, [fencedKey], [1])
+      orThrow((await b.tier.advanced([fencedKey]))[0] as never)
+      calls.length = 0
+      runStep(
+        a.store,
+        keys,
+        keys.map(() => -0.5),
+      )
+      const results = await a.tier.advanced(keys)
+      if (topo.name === "single") expect(calls.map((c) => c.streams)).toEqual([keys.length])
+      else {
+        expect(calls.map((c) => c.streams).sort()).toEqual([1, 1, 1, 4])
+        for (const c of calls) expect(c.slots.size).toBe(1)
+      }
+      for (const [i, key] of keys.entries()) {
+        if (key !== fencedKey) {
+          expect(results[i]).toEqual({ _tag: "Right", right: 2 })
+          continue
+        }
+        const e = leftOf(results[i] as never) as LeaseError
+        expect(e).toBeInstanceOf(LeaseError)
+        expect(e.path).toBe(streamPath(key))
+        expect(e.holder).toBe("taker")
+        expect(e.token).toBeLessThan(e.current)
+      }
+      expect(a.store.has(fencedKey)).toBe(false)
+      expect(a.tier.held().sort()).toEqual(keys.filter((k) => k !== fencedKey).sort())
+      orThrow(await a.tier.close())
+      orThrow(await b.tier.close())
+      // Redis has b's state for the fenced stream and a's for every other one.
+      const c = worker(await topo.connect())
+      const loaded = await c.tier.prepare(keys.map((key) => ({ key })))
+      expect(loaded.every((r) => r._tag === "Right" && r.right === 2)).toBe(true)
+      for (const [i, key] of keys.entries()) {
+        const second = key === fencedKey ? 1 : -0.5
+        expect(stateOf(c.store, key)).toEqual(alone([firstInputs[i] as number, second]))
+      }
     })
 
     it("waits for a dead worker's lease to run out with acquireTimeoutMs", async () => {

@@ -1,63 +1,79 @@
-// The Lua scripts that own a stream's keys in Redis. Each runs atomically on the node that holds
-// the stream's slot: KEYS[1] is the stream's hash (fields `data`, `steps`, `fence`), KEYS[2] its
-// lease (`<token>:<owner>`, expiring after the lease time). Both keys share a hash tag.
+// The Lua scripts that own streams' keys in Redis. One call serves several streams: KEYS holds,
+// for each stream in turn, its hash (fields `data`, `steps`, `fence`) and its lease
+// (`<token>:<owner>`, expiring after the lease time); a stream's two keys share a hash tag, and on
+// a cluster every stream of one call shares a slot. Each stream is decided alone (a refused
+// stream leaves the others of its call written) and the call replies with one entry per stream.
 import { createHash } from "node:crypto"
 
 /**
- * ARGV: owner, leaseMs, start ("1"/"0"). Grants a new fencing token unless another owner holds
- * the lease. Without start, a stream with no stored state is unknown (nothing is created).
- * Replies {"OK", token, data|false, steps} | {"LEASED", holder, token, pttl} | {"UNKNOWN"}.
+ * ARGV: owner, leaseMs, then one start flag ("1"/"0") per stream. Grants each stream a new
+ * fencing token unless another owner holds its lease. Without start, a stream with no stored
+ * state is unknown (nothing is created). Each entry is {"OK", token, data|false, steps} |
+ * {"LEASED", holder, token, pttl} | {"UNKNOWN"}.
  */
 const ACQUIRE = `
-local cur = redis.call('GET', KEYS[2])
-if cur then
-  local tok, own = string.match(cur, '^(%d+):(.*)$')
-  if own ~= ARGV[1] then
-    return {'LEASED', own, tonumber(tok), redis.call('PTTL', KEYS[2])}
+local owner, ms = ARGV[1], ARGV[2]
+local out = {}
+for i = 1, #KEYS / 2 do
+  local hash, lease, start = KEYS[2 * i - 1], KEYS[2 * i], ARGV[2 + i]
+  local cur = redis.call('GET', lease)
+  local tok, own
+  if cur then tok, own = string.match(cur, '^(%d+):(.*)$') end
+  if cur and own ~= owner then
+    out[i] = {'LEASED', own, tonumber(tok), redis.call('PTTL', lease)}
+  elseif start ~= '1' and redis.call('HEXISTS', hash, 'data') == 0 then
+    out[i] = {'UNKNOWN'}
+  else
+    local token = redis.call('HINCRBY', hash, 'fence', 1)
+    redis.call('SET', lease, token .. ':' .. owner, 'PX', ms)
+    if start == '1' then
+      redis.call('HDEL', hash, 'data', 'steps')
+      out[i] = {'OK', token, false, 0}
+    else
+      local v = redis.call('HMGET', hash, 'data', 'steps')
+      out[i] = {'OK', token, v[1], tonumber(v[2] or '0')}
+    end
   end
 end
-if ARGV[3] ~= '1' and redis.call('HEXISTS', KEYS[1], 'data') == 0 then
-  return {'UNKNOWN'}
-end
-local token = redis.call('HINCRBY', KEYS[1], 'fence', 1)
-redis.call('SET', KEYS[2], token .. ':' .. ARGV[1], 'PX', ARGV[2])
-if ARGV[3] == '1' then
-  redis.call('HDEL', KEYS[1], 'data', 'steps')
-  return {'OK', token, false, 0}
-end
-local v = redis.call('HMGET', KEYS[1], 'data', 'steps')
-return {'OK', token, v[1], tonumber(v[2] or '0')}
+return out
 `
 
 /**
- * ARGV: owner, token, leaseMs, mode ("write" | "renew" | "release" | "forget"), data, steps,
- * release ("1"/"0"). Refused unless the token is the newest granted (a hash that vanished, as
- * after a restart without persistence, takes the writer's token). "write" stores data and steps;
- * "forget" drops them (keeping the fence). The lease is renewed, or deleted on release/forget.
- * Replies {"OK"} | {"FENCED", fence, holder|false}.
+ * ARGV: owner, leaseMs, then five per stream: token, mode ("write" | "renew" | "release" |
+ * "forget"), data, steps, release ("1"/"0"). A stream is refused unless its token is the newest
+ * granted (a hash that vanished, as after a restart without persistence, takes the writer's
+ * token). "write" stores data and steps; "forget" drops them (keeping the fence). The lease is
+ * renewed, or deleted on release/forget. Each entry is {"OK"} | {"FENCED", fence, holder|false}.
  */
 const WRITE = `
-local fence = tonumber(redis.call('HGET', KEYS[1], 'fence') or '0')
-local token = tonumber(ARGV[2])
-if token < fence then
-  local cur = redis.call('GET', KEYS[2])
-  local holder = false
-  if cur then holder = string.match(cur, '^%d+:(.*)$') end
-  return {'FENCED', fence, holder}
+local owner, ms = ARGV[1], ARGV[2]
+local out = {}
+for i = 1, #KEYS / 2 do
+  local hash, lease, a = KEYS[2 * i - 1], KEYS[2 * i], 2 + 5 * (i - 1)
+  local fence = tonumber(redis.call('HGET', hash, 'fence') or '0')
+  local token = tonumber(ARGV[a + 1])
+  if token < fence then
+    local cur = redis.call('GET', lease)
+    local holder = false
+    if cur then holder = string.match(cur, '^%d+:(.*)$') end
+    out[i] = {'FENCED', fence, holder}
+  else
+    if token > fence then redis.call('HSET', hash, 'fence', token) end
+    local mode = ARGV[a + 2]
+    if mode == 'write' then
+      redis.call('HSET', hash, 'data', ARGV[a + 3], 'steps', ARGV[a + 4])
+    elseif mode == 'forget' then
+      redis.call('HDEL', hash, 'data', 'steps')
+    end
+    if mode == 'release' or mode == 'forget' or ARGV[a + 5] == '1' then
+      redis.call('DEL', lease)
+    else
+      redis.call('SET', lease, ARGV[a + 1] .. ':' .. owner, 'PX', ms)
+    end
+    out[i] = {'OK'}
+  end
 end
-if token > fence then redis.call('HSET', KEYS[1], 'fence', token) end
-local mode = ARGV[4]
-if mode == 'write' then
-  redis.call('HSET', KEYS[1], 'data', ARGV[5], 'steps', ARGV[6])
-elseif mode == 'forget' then
-  redis.call('HDEL', KEYS[1], 'data', 'steps')
-end
-if mode == 'release' or mode == 'forget' or ARGV[7] == '1' then
-  redis.call('DEL', KEYS[2])
-else
-  redis.call('SET', KEYS[2], ARGV[2] .. ':' .. ARGV[1], 'PX', ARGV[3])
-end
-return {'OK'}
+return out
 `
 
 export interface Script {
