@@ -370,6 +370,15 @@ interface WriteItem {
 type Reply =
   { readonly ok: true; readonly entry: unknown[] } | { readonly ok: false; readonly cause: unknown }
 
+/** An evicted stream's write, waiting for its turn's batch. */
+interface EvictItem {
+  readonly key: StreamKey
+  readonly token: number
+  readonly bytes: Uint8Array
+  readonly steps: number
+  readonly resolve: (w: Written) => void
+}
+
 interface Acquired {
   readonly token: number
   readonly data: Uint8Array | undefined
@@ -394,6 +403,8 @@ class Tier implements RedisTier {
   /** Evicted streams whose write-back failed (Redis unreachable): kept here, retried by flush. */
   readonly #parked = new Map<StreamKey, Parked>()
   #errors: StateError[] = []
+  /** Evicted streams waiting for this turn's batched write. */
+  #evictBatch: EvictItem[] | undefined
   /** Group script calls by slot: on a cluster, or once a server refused keys of several slots. */
   #bySlot: boolean
   readonly owner: string
@@ -428,13 +439,16 @@ class Tier implements RedisTier {
   /**
    * Runs `script` for many streams, with `head` then each stream's `each(n)` as its arguments:
    * one call per group of streams whose keys share a slot (all of them on a single server), at
-   * most STREAMS_PER_CALL streams per call, every call issued at once. Never throws.
+   * most STREAMS_PER_CALL streams per call, every call issued at once. `settled` sees each
+   * stream's reply as soon as its call answers (work on it overlaps the calls still in flight).
+   * Never throws.
    */
   async #runMany(
     script: Script,
     streams: readonly StreamKey[],
     head: readonly string[],
     each: (n: number) => readonly (string | Buffer)[],
+    settled?: (n: number, reply: Reply) => void,
   ): Promise<Reply[]> {
     const out: Reply[] = new Array(streams.length)
     const keys = streams.map((k) => this.#keys(k))
@@ -466,11 +480,15 @@ class Tier implements RedisTier {
           try {
             const reply = (await runScript(this.#client, script, callKeys, args)) as unknown[]
             for (const [j, n] of call.entries()) out[n] = { ok: true, entry: reply[j] as unknown[] }
+            if (settled !== undefined) for (const n of call) settled(n, out[n] as Reply)
           } catch (cause) {
             // A server in cluster mode behind a plain client refuses keys of several slots
             // before running anything: from then on, calls are grouped by slot.
             if (!this.#bySlot && call.length > 1 && crossSlot(cause)) refused.push(...call)
-            else for (const n of call) out[n] = { ok: false, cause }
+            else {
+              for (const n of call) out[n] = { ok: false, cause }
+              if (settled !== undefined) for (const n of call) settled(n, out[n] as Reply)
+            }
           }
         }),
       )
@@ -505,10 +523,12 @@ class Tier implements RedisTier {
     if (held === undefined) return
     this.#held.delete(key)
     this.#emit({ type: "held", streams: this.#held.size })
-    const done = this.#writeMany([{ key, token: held.token, bytes: snapshot, steps: held.steps }], {
-      release: true,
-      reason: "evict",
-    }).then(([w]) => {
+    const done = this.#evictWrite({
+      key,
+      token: held.token,
+      bytes: snapshot,
+      steps: held.steps,
+    }).then((w) => {
       if (w === "ok") return
       if (w instanceof BackendError) {
         // Kept until Redis answers again: `prepare` serves it from here, `flush` retries it.
@@ -519,6 +539,32 @@ class Tier implements RedisTier {
     this.#evicting.set(key, done)
     await done.finally(() => {
       if (this.#evicting.get(key) === done) this.#evicting.delete(key)
+    })
+  }
+
+  /**
+   * Queues an evicted stream's write: the streams one store operation evicts reach `onEvict` in
+   * the same turn and are written together.
+   */
+  #evictWrite(item: {
+    key: StreamKey
+    token: number
+    bytes: Uint8Array
+    steps: number
+  }): Promise<Written> {
+    return new Promise((resolve) => {
+      let batch = this.#evictBatch
+      if (batch === undefined) {
+        const queued: EvictItem[] = []
+        this.#evictBatch = batch = queued
+        queueMicrotask(() => {
+          this.#evictBatch = undefined
+          void this.#writeMany(queued, { release: true, reason: "evict" }).then((ws) => {
+            for (const [n, w] of ws.entries()) queued[n]?.resolve(w)
+          })
+        })
+      }
+      batch.push({ ...item, resolve })
     })
   }
 
@@ -697,15 +743,13 @@ class Tier implements RedisTier {
       if (parked !== undefined) this.#parked.delete(it.key)
       fromRedis.push(it)
     }
-    const [got] = await Promise.all([this.#acquireMany(fromRedis), Promise.all(unparking)])
-    const now = this.#c.clock()
     const releases: WriteItem[] = []
-    for (let n = 0; n < fromRedis.length; n++) {
+    // Each stream is restored as soon as its call answers, while later calls are in flight.
+    const settle = (n: number, g: E.Either<PrepareError, Acquired>): void => {
       const { i, key } = fromRedis[n] as (typeof fromRedis)[number]
-      const g = got[n] as E.Either<PrepareError, Acquired>
       if (g._tag === "Left") {
         out[i] = g
-        continue
+        return
       }
       const { token, data, steps } = g.right
       if (data !== undefined) {
@@ -729,12 +773,13 @@ class Tier implements RedisTier {
                   }),
                 ),
           )
-          continue
+          return
         }
       } else if (this.#present(store, key)) {
         // START on a stream held by the store: back to init.
         store.delete(key)
       }
+      const now = this.#c.clock()
       this.#held.set(key, {
         token,
         steps,
@@ -745,6 +790,7 @@ class Tier implements RedisTier {
       })
       out[i] = E.right(steps)
     }
+    await Promise.all([this.#acquireMany(fromRedis, settle), Promise.all(unparking)])
     if (releases.length > 0) await this.#writeAll(releases)
     this.#emit({ type: "load", streams: items.length, found, ms: performance.now() - t0 })
     this.#emit({ type: "held", streams: this.#held.size })
@@ -783,65 +829,73 @@ class Tier implements RedisTier {
 
   /**
    * Takes the leases of many streams, batched; a stream leased by another worker is retried
-   * until the acquire timeout. Resolves to each stream's token and stored state, or its error.
+   * until the acquire timeout. Resolves to each stream's token and stored state, or its error;
+   * `ready` sees each stream's outcome as soon as it is final.
    */
   async #acquireMany(
     items: readonly { key: StreamKey; start: boolean }[],
+    ready?: (n: number, got: E.Either<PrepareError, Acquired>) => void,
   ): Promise<E.Either<PrepareError, Acquired>[]> {
     const out: E.Either<PrepareError, Acquired>[] = new Array(items.length)
     const deadline = performance.now() + this.#c.timeout
     let pending = items.map((_, n) => n)
     while (pending.length > 0) {
-      const replies = await this.#runMany(
-        SCRIPTS.acquire,
-        pending.map((n) => (items[n] as (typeof items)[number]).key),
-        [this.#c.owner, String(this.#c.leaseMs)],
-        (j) => [(items[pending[j] as number] as (typeof items)[number]).start ? "1" : "0"],
-      )
+      const asked = pending
       const again: number[] = []
       let wait = 25
-      for (const [j, rep] of replies.entries()) {
-        const n = pending[j] as number
-        const key = (items[n] as (typeof items)[number]).key
-        if (!rep.ok) {
-          out[n] = E.left(this.#backendError("acquire", key, rep.cause))
-          continue
-        }
-        const r = rep.entry
-        const status = text(r[0])
-        if (status === "OK") {
-          const data = r[2] instanceof Uint8Array ? new Uint8Array(r[2]) : undefined
-          out[n] = E.right({ token: num(r[1]), data, steps: num(r[3]) })
-          continue
-        }
-        if (status === "UNKNOWN") {
-          out[n] = E.left(
-            this.#fail(
-              "acquire",
-              new KeyError({
-                path: streamPath(key),
-                expected: "a stream held here or stored in Redis, or start: true for a new stream",
-                actual: key,
-              }),
-            ),
-          )
-          continue
-        }
-        const holder = text(r[1])
-        const left = deadline - performance.now()
-        if (left <= 0) {
-          this.#emit({ type: "leaseConflict", key, holder })
-          out[n] = E.left(
-            this.#fail(
-              "acquire",
-              new LeaseError({ path: streamPath(key), token: 0, current: num(r[2]), holder }),
-            ),
-          )
-          continue
-        }
-        again.push(n)
-        wait = Math.min(wait, Math.max(1, Math.min(left, num(r[3]))))
+      const final = (n: number, got: E.Either<PrepareError, Acquired>) => {
+        out[n] = got
+        ready?.(n, got)
       }
+      await this.#runMany(
+        SCRIPTS.acquire,
+        asked.map((n) => (items[n] as (typeof items)[number]).key),
+        [this.#c.owner, String(this.#c.leaseMs)],
+        (j) => [(items[asked[j] as number] as (typeof items)[number]).start ? "1" : "0"],
+        (j, rep) => {
+          const n = asked[j] as number
+          const key = (items[n] as (typeof items)[number]).key
+          if (!rep.ok) return final(n, E.left(this.#backendError("acquire", key, rep.cause)))
+          const r = rep.entry
+          const status = text(r[0])
+          if (status === "OK") {
+            const data = r[2] instanceof Uint8Array ? new Uint8Array(r[2]) : undefined
+            return final(n, E.right({ token: num(r[1]), data, steps: num(r[3]) }))
+          }
+          if (status === "UNKNOWN") {
+            return final(
+              n,
+              E.left(
+                this.#fail(
+                  "acquire",
+                  new KeyError({
+                    path: streamPath(key),
+                    expected:
+                      "a stream held here or stored in Redis, or start: true for a new stream",
+                    actual: key,
+                  }),
+                ),
+              ),
+            )
+          }
+          const holder = text(r[1])
+          const left = deadline - performance.now()
+          if (left <= 0) {
+            this.#emit({ type: "leaseConflict", key, holder })
+            return final(
+              n,
+              E.left(
+                this.#fail(
+                  "acquire",
+                  new LeaseError({ path: streamPath(key), token: 0, current: num(r[2]), holder }),
+                ),
+              ),
+            )
+          }
+          again.push(n)
+          wait = Math.min(wait, Math.max(1, Math.min(left, num(r[3]))))
+        },
+      )
       if (again.length > 0) await sleep(wait)
       pending = again
     }

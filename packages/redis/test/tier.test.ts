@@ -264,6 +264,39 @@ describeRedis("redis tier", () => {
       }
     })
 
+    it("writes the streams one gather evicts in one script call, and another worker loads each", async () => {
+      const calls: { streams: number; slots: Set<number> }[] = []
+      const group = fresh("evicted")
+      const old = [0, 1, 2].map((i) => `${group}}old${i}`)
+      const next = [0, 1, 2].map((i) => `${group}}new${i}`)
+      const a = worker(
+        counting(await topo.connect(), calls),
+        { checkpoint: { everySteps: 100 } },
+        3,
+      )
+      for (const r of await a.tier.prepare(old.map((key) => ({ key, start: true })))) orThrow(r)
+      for (const xs of [
+        [0.1, 0.2, 0.3],
+        [-0.4, 0.5, -0.6],
+      ]) {
+        runStep(a.store, old, xs)
+        for (const r of await a.tier.advanced(old)) orThrow(r)
+      }
+      for (const r of await a.tier.prepare(next.map((key) => ({ key, start: true })))) orThrow(r)
+      calls.length = 0
+      // The store holds three streams: this gather evicts the three old ones at once.
+      runStep(a.store, next, [1, 1, 1])
+      await a.store.flush()
+      expect(calls.map((c) => c.streams)).toEqual([3])
+      expect(a.tier.held().sort()).toEqual([...next].sort())
+      const b = worker(await topo.connect())
+      const loaded = await b.tier.prepare(old.map((key) => ({ key })))
+      expect(loaded).toEqual(old.map(() => ({ _tag: "Right", right: 2 })))
+      expect(stateOf(b.store, old[0] as string)).toEqual(alone([0.1, -0.4]))
+      expect(stateOf(b.store, old[1] as string)).toEqual(alone([0.2, 0.5]))
+      expect(stateOf(b.store, old[2] as string)).toEqual(alone([0.3, -0.6]))
+    })
+
     it("waits for a dead worker's lease to run out with acquireTimeoutMs", async () => {
       const key = fresh("dead")
       const a = worker(await topo.connect(), { leaseMs: 200 })
