@@ -1,7 +1,7 @@
 /**
  * The Redis tier against the raw client: 1,000 streams of a 2-layer LSTM(128) state written back
- * (`tier.close()`: snapshot, fenced write, release) and loaded by another worker
- * (`tier.prepare()`: fenced acquire, restore into its store), against the same snapshot bytes
+ * (`tier.close()`: snapshots, batched fenced writes and releases) and loaded by another worker
+ * (`tier.prepare()`: batched fenced acquires, restores into its store), against the same snapshot bytes
  * written with HSET and read with HGET by node-redis, pipelined (all commands issued in one
  * tick). A redis-server on a loopback port, started here; both sides interleaved in rounds.
  */
@@ -122,7 +122,7 @@ export async function main(): Promise<void> {
       `Redis tier: ${STREAMS} streams of a 2-layer LSTM(128) state (${perStream} B each), written back and loaded by another worker (redis-server on loopback; median of ${ROUNDS} rounds; target ratio >= 0.8)`,
     )
     console.log(
-      `  raw client (HSET + HGET, pipelined) ${median(rawMs).toFixed(1).padStart(7)} ms   tier (close + prepare: snapshots, fenced Lua writes and loads, restores) ${median(tierMs).toFixed(1).padStart(7)} ms   ratio ${paired.toFixed(2)}`,
+      `  raw client (HSET + HGET, pipelined) ${median(rawMs).toFixed(1).padStart(7)} ms   tier (close + prepare: snapshots, batched fenced Lua writes and loads, restores) ${median(tierMs).toFixed(1).padStart(7)} ms   ratio ${paired.toFixed(2)}`,
     )
     const io = median(tierMs.map((x, r) => x - (codecMs[r] as number)))
     console.log(
