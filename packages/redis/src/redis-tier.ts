@@ -477,19 +477,30 @@ class Tier implements RedisTier {
             callKeys.push(...(keys[n] as string[]))
             args.push(...each(n))
           }
+          let reply: unknown
+          let failure: { cause: unknown } | undefined
           try {
-            const reply = (await runScript(this.#client, script, callKeys, args)) as unknown[]
-            for (const [j, n] of call.entries()) out[n] = { ok: true, entry: reply[j] as unknown[] }
-            if (settled !== undefined) for (const n of call) settled(n, out[n] as Reply)
+            reply = await runScript(this.#client, script, callKeys, args)
           } catch (cause) {
             // A server in cluster mode behind a plain client refuses keys of several slots
             // before running anything: from then on, calls are grouped by slot.
-            if (!this.#bySlot && call.length > 1 && crossSlot(cause)) refused.push(...call)
-            else {
-              for (const n of call) out[n] = { ok: false, cause }
-              if (settled !== undefined) for (const n of call) settled(n, out[n] as Reply)
+            if (!this.#bySlot && call.length > 1 && crossSlot(cause)) {
+              refused.push(...call)
+              return
             }
+            failure = { cause }
           }
+          for (const [j, n] of call.entries()) {
+            const entry: unknown = Array.isArray(reply) ? reply[j] : undefined
+            out[n] =
+              failure === undefined && Array.isArray(entry)
+                ? { ok: true, entry }
+                : {
+                    ok: false,
+                    cause: failure?.cause ?? new Error(`unexpected reply to ${script.sha}`),
+                  }
+          }
+          if (settled !== undefined) for (const n of call) settled(n, out[n] as Reply)
         }),
       )
       if (refused.length > 0) {

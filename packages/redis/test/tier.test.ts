@@ -297,6 +297,34 @@ describeRedis("redis tier", () => {
       expect(stateOf(b.store, old[2] as string)).toEqual(alone([0.3, -0.6]))
     })
 
+    // Only a cluster refuses keys of several slots in one call.
+    if (name === "cluster")
+      it("with a client that does not say it is a cluster: Redis refuses the first cross-slot call and the tier groups by slot from then on", async () => {
+        const calls: { streams: number; slots: Set<number> }[] = []
+        const cluster = await topo.connect()
+        const plain: Client = {
+          withTypeMapping: (m) => cluster.withTypeMapping(m),
+          destroy: () => undefined,
+        }
+        const keys = [0, 1, 2, 3, 4, 5].map((i) => fresh(`plain${i}`))
+        const slots = new Set(keys.map((k) => keySlot(`statesaver:{s:${k}}`)))
+        expect(slots.size).toBeGreaterThan(1)
+        const a = worker(counting(plain, calls))
+        const started = await a.tier.prepare(keys.map((key) => ({ key, start: true })))
+        expect(started).toEqual(keys.map(() => ({ _tag: "Right", right: 0 })))
+        expect(calls[0]?.streams).toBe(keys.length)
+        expect(calls.slice(1).every((c) => c.slots.size === 1)).toBe(true)
+        expect(calls.slice(1).reduce((n, c) => n + c.streams, 0)).toBe(keys.length)
+        calls.length = 0
+        runStep(
+          a.store,
+          keys,
+          keys.map(() => 0.5),
+        )
+        for (const r of await a.tier.advanced(keys)) expect(r).toEqual({ _tag: "Right", right: 1 })
+        expect(calls.every((c) => c.slots.size === 1)).toBe(true)
+      })
+
     it("waits for a dead worker's lease to run out with acquireTimeoutMs", async () => {
       const key = fresh("dead")
       const a = worker(await topo.connect(), { leaseMs: 200 })
