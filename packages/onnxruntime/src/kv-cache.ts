@@ -145,7 +145,9 @@ export function planCache(
     ? pairs.filter((p) => ENCODER_PRESENT.test(p.output))
     : []
   const rule =
-    kind === "fixed" ? fixedRule(seq, tokenFeed, derives) : growingRule(seq, tokenFeed, derives)
+    kind === "fixed"
+      ? fixedRule(seq, tokenFeed, derives)
+      : growingRule(seq, tokenFeed, derives, keep[0]?.input)
   return E.right({
     rule,
     dim: seq,
@@ -217,7 +219,12 @@ function derived(
   return out
 }
 
-function growingRule(dim: string, tokens: string, names: readonly string[]): InputRule {
+function growingRule(
+  dim: string,
+  tokens: string,
+  names: readonly string[],
+  kept: string | undefined,
+): InputRule {
   return {
     name: "kvCache",
     inputs: names,
@@ -232,6 +239,18 @@ function growingRule(dim: string, tokens: string, names: readonly string[]): Inp
         for (let j = 0; j < past; j++) c += data[r * past + j] as number
         return c
       })
+      const empty = counts.indexOf(0)
+      if (kept !== undefined && past > 0 && empty >= 0) {
+        // The cross-attention cache is computed on a step without the cache, for every row at
+        // once: a fresh or reset row among rows that have one would attend to zeros.
+        return new StructureMismatchError({
+          path: kept,
+          expected: "an encoder cache in every row (each filled by the batch's first step)",
+          actual: `none in row ${empty}`,
+          detail:
+            "a fresh or reset row of an encoder-decoder cannot join rows under way: reset every row, or run it in a session of its own",
+        })
+      }
       return derived(
         names,
         call.batchSize,

@@ -148,6 +148,29 @@ describe.each(runtimes)("decoder formats on %s", (_, ort) => {
     expect(s.state()["past_key_values.0.encoder.key"]).toBe(crossKey)
     expect(Float32Array.from(crossKey?.data as Float32Array)).toEqual(first)
     expect(worst).toBeLessThan(TOL)
+    // A reset row has no encoder cache while the other row's is under way: refused, unchanged.
+    const before = orThrow(await s.snapshot())
+    orThrow(s.reset([1]))
+    const refused = await s.run({
+      input_ids: new ort.Tensor("int64", new BigInt64Array(2), [2, 1]),
+      encoder_hidden_states: new ort.Tensor("float32", hidden, [2, F, cfg.hidden]),
+    })
+    expect(refused).toMatchObject({
+      _tag: "Left",
+      left: {
+        _tag: "StructureMismatchError",
+        path: "past_key_values.0.encoder.key",
+        actual: "none in row 1",
+      },
+    })
+    orThrow(s.restore(before))
+    expect(orThrow(await s.snapshot())).toEqual(before)
+    // Every row reset: the next step runs without the cache and fills the encoder caches again.
+    orThrow(s.reset())
+    history = [[], []]
+    await step([tokens(2, 7, cfg.vocab), tokens(2, 8, cfg.vocab)])
+    await step([tokens(1, 9, cfg.vocab), tokens(1, 10, cfg.vocab)])
+    expect(worst).toBeLessThan(TOL)
     s.dispose()
     expect(backend.liveTensors()).toBe(0)
   })

@@ -247,6 +247,45 @@ describe.each(runtimes)("KV caches with lengths on %s", (_, ort) => {
   })
 })
 
+describe.each(["fixed", "growing"] as const)(
+  "1,000 beam tokens (%s cache, onnxruntime-node)",
+  (kindName) => {
+    it("live tensors stay flat while beams are reordered and forked with select at every step", async () => {
+      const ort = ortNode as unknown as Runtime
+      const long = tinyDecoderConfig({ maxPosition: 1100 })
+      const bytes = kindName === "fixed" ? fixedCacheDecoder(long) : growingDecoder(long)
+      const cache: KvCacheOptions =
+        kindName === "fixed" ? { kind: "fixed", capacity: 1024 } : { kind: "growing" }
+      const backend = ortBackend({ ort }) as OrtBackend
+      const s = orThrow(
+        createStatefulSession({
+          session: await ort.InferenceSession.create(bytes),
+          backend,
+          batchSize: 4,
+          cache,
+          outputs: ["logits"],
+        }),
+      )
+      const ids = (t: number) =>
+        new ort.Tensor("int64", BigInt64Array.from(tokens(4, t), BigInt), [4, 1])
+      let live = -1
+      for (let t = 0; t < 1000; t++) {
+        const out = orThrow(await s.run({ input_ids: ids(t) }))
+        out.logits.dispose()
+        // A beam step: reorder, fork and drop rows, as beam search does.
+        orThrow(s.select([(t + 1) % 4, (t + 1) % 4, t % 4, (t + 3) % 4]))
+        if (t === 0) live = backend.liveTensors()
+        else expect(backend.liveTensors(), `after token ${t}`).toBe(live)
+      }
+      expect(s.dims()).toEqual(
+        kindName === "fixed" ? { capacity: 1024 } : { past_sequence_length: 1000 },
+      )
+      s.dispose()
+      expect(backend.liveTensors()).toBe(0)
+    })
+  },
+)
+
 describe("many conversations in one StreamingSession (fixed cache)", () => {
   const kind = kinds[0] as Kind
   it("conversations at different lengths share each run, join, leave and are evicted; each equals the oracle alone", async () => {
