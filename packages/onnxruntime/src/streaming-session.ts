@@ -31,7 +31,7 @@ import { planWrites, writeBlocks } from "./internal/blocks.js"
 import * as E from "./internal/either.js"
 import { deriveSessionState, setKey } from "./internal/session-state.js"
 import { readOutputs, splitOutputs, stackFeeds } from "./internal/stream-batch.js"
-import { isRecord } from "./internal/validate.js"
+import { isRecord, own } from "./internal/validate.js"
 import {
   type FeedLayout,
   checkCall,
@@ -370,6 +370,9 @@ export function createStreamingSession<const O extends string = string>(
   return E.right(streaming)
 }
 
+/** The block outputs of a session without a cache: none. */
+const NO_NAMES: Set<string> = new Set()
+
 function pick<O extends object, K extends keyof O>(o: O, keys: readonly K[]): Partial<Pick<O, K>> {
   const out: Partial<Pick<O, K>> = {}
   for (const k of keys) if (o[k] !== undefined) out[k] = o[k]
@@ -512,7 +515,9 @@ class Streaming<O extends string> implements StreamingSession<O> {
     const gathered = store.gather(keys)
     if (gathered._tag === "Left") return gathered
     const state = gathered.right as Readonly<Record<string, OrtTensor>>
-    const { feeds, stacked } = stackFeeds(this.#ort, shared, batched, this.batchAxes)
+    const stackedFeeds = stackFeeds(this.#ort, shared, batched, this.batchAxes)
+    const { stacked } = stackedFeeds
+    let feeds = stackedFeeds.feeds
     const rules = this.#layout.rules
     let ruleCall: Parameters<typeof nextState>[2] | undefined
     if (rules.list.length > 0) {
@@ -537,8 +542,14 @@ class Streaming<O extends string> implements StreamingSession<O> {
         return derived
       }
       ruleCall = derived.right.call
-      for (const name in rules.feeds) delete feeds[name]
-      for (const [name, t] of Object.entries(derived.right.inputs)) {
+      // The model's feeds: the rules' own feeds left out (a fresh object, not `delete`, which
+      // would slow every later lookup in it), their inputs put in.
+      const modelFeeds: Record<string, OrtTensor> = {}
+      for (const name in feeds)
+        if (!own(rules.feeds, name)) setKey(modelFeeds, name, feeds[name] as OrtTensor)
+      feeds = modelFeeds
+      for (const name in derived.right.inputs) {
+        const t = derived.right.inputs[name] as OrtTensor
         setKey(feeds, name, t)
         stacked.push(t)
       }
@@ -602,7 +613,7 @@ class Streaming<O extends string> implements StreamingSession<O> {
       }
       // A fixed cache takes the step's blocks into the gathered rows, which go back whole.
       const cache = this.#cache
-      const blocks = new Set(cache?.blocks.map((p) => p.output))
+      const blocks = cache === undefined ? NO_NAMES : new Set(cache.blocks.map((p) => p.output))
       const kept =
         cache !== undefined && ruleCall !== undefined && usesCache(cache, ruleCall.state)
           ? cache.keep
