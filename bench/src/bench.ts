@@ -4,7 +4,17 @@ import { existsSync } from "node:fs"
 // Before any runtime is imported: onnxruntime-node otherwise writes a telemetry database.
 process.env["ORT_DISABLE_TELEMETRY"] ??= "1"
 
-const suites = ["core", "store", "tfjs", "ort", "store-vad", "batcher", "redis-tier", "kv"]
+const suites = [
+  "core",
+  "store",
+  "tfjs",
+  "ort",
+  "store-vad",
+  "batcher",
+  "redis-tier",
+  "kv",
+  "decoders",
+]
 for (const name of suites) {
   const file = new URL(`./${name}.ts`, import.meta.url)
   if (!existsSync(file)) continue

@@ -1,0 +1,461 @@
+/**
+ * Decoders on the CPU runtimes (onnxruntime-node, onnxruntime-web wasm), with the decoder of
+ * `kv.ts` (2 layers, 4 heads of 16, hidden 64, vocab 64, real attention), one token per step:
+ *
+ * 1. continuous batching: 16 conversations at different lengths (16 to 226 tokens) on a
+ *    fixed-capacity cache, through one `StreamingSession` run per step, against 16
+ *    `StatefulSession`s (batch 1) run one after another, and against a hand-batched ceiling (one
+ *    `InferenceSession.run` per step over the 16 rows, masks, positions and block writes written
+ *    by hand): tokens/s and the ratio to the ceiling;
+ * 2. a beam-search step (beam 4, context 256): the beams' caches reordered with `select`, then
+ *    one token per beam, against the common hand-written way (the cache's data reordered on the
+ *    host into new tensors, then the same run), on a growing and on a fixed-capacity cache.
+ *
+ * Each comparison runs its sides interleaved in one process, every round starting from the same
+ * state (restored or rewound outside the timing); ratios are medians of per-round ratios.
+ */
+import { spawnSync } from "node:child_process"
+import { fileURLToPath } from "node:url"
+import { orThrow } from "@statesaver/core"
+import {
+  type KvCacheOptions,
+  type OrtTensor,
+  type StatefulSession,
+  type StreamingSession,
+  createStatefulSession,
+  createStreamingSession,
+  ortBackend,
+} from "@statesaver/onnxruntime"
+import * as ortNode from "onnxruntime-node"
+import * as ortWeb from "onnxruntime-web"
+import type { Runtime } from "../../packages/onnxruntime/test/helpers/harness.js"
+import {
+  fixedCacheDecoder,
+  growingDecoder,
+  tinyDecoderConfig,
+} from "../../packages/onnxruntime/test/helpers/decoders.js"
+import { median } from "./harness.js"
+
+/** Tokens per timed round. */
+const STEPS = 32
+const ROUNDS = Number(process.env["STATESAVER_BENCH_ROUNDS"] ?? 15)
+const CONTEXT = 256
+const CAPACITY = CONTEXT + STEPS
+const CHATS = 16
+const BEAM = 4
+/** Conversation i holds 16 + 14 i tokens when a round starts. */
+const START = Array.from({ length: CHATS }, (_, i) => 16 + 14 * i)
+const cfg = tinyDecoderConfig({
+  vocab: 64,
+  hidden: 64,
+  heads: 4,
+  headDim: 16,
+  layers: 2,
+  maxPosition: CAPACITY,
+  seed: 7,
+})
+const { heads: H, headDim: D, layers: L, vocab: V } = cfg
+const PAST = Array.from({ length: L }, (_, l) => [
+  `past_key_values.${l}.key`,
+  `past_key_values.${l}.value`,
+]).flat()
+const PRESENT = PAST.map((p) => p.replace("past_key_values", "present"))
+
+type Session = Awaited<ReturnType<Runtime["InferenceSession"]["create"]>>
+interface Side {
+  readonly step: (t: number) => Promise<void>
+  readonly rewind: () => void
+}
+
+/** Token of row `row` at step `t`. */
+const token = (row: number, t: number): bigint => BigInt((row * 7 + t * 13 + 5) % V)
+const ids = (ort: Runtime, rows: number, t: number): OrtTensor =>
+  new ort.Tensor(
+    "int64",
+    BigInt64Array.from({ length: rows }, (_, r) => token(r, t)),
+    [rows, 1],
+  )
+const prompt = (ort: Runtime, n: number, seed: number): OrtTensor =>
+  new ort.Tensor(
+    "int64",
+    BigInt64Array.from({ length: n }, (_, i) => BigInt((i * 5 + seed * 11 + 3) % V)),
+    [1, n],
+  )
+
+/** Microseconds per step of STEPS steps, after an untimed `rewind`. */
+async function round(side: Side): Promise<number> {
+  side.rewind()
+  const t0 = process.hrtime.bigint()
+  for (let t = 0; t < STEPS; t++) await side.step(t)
+  return Number(process.hrtime.bigint() - t0) / STEPS / 1000
+}
+
+/** Each side's median µs/step and the median of its per-round ratios to side 0 (order rotates). */
+async function interleave(sides: readonly Side[]): Promise<{ us: number[]; ratio: number[] }> {
+  for (const side of sides) for (let w = 0; w < 2; w++) await round(side)
+  const times = sides.map(() => [] as number[])
+  for (let r = 0; r < ROUNDS; r++)
+    for (let k = 0; k < sides.length; k++) {
+      const i = (r + k) % sides.length
+      ;(times[i] as number[]).push(await round(sides[i] as Side))
+    }
+  const base = times[0] as number[]
+  return {
+    us: times.map(median),
+    ratio: times.map((t) => median(t.map((x, r) => x / (base[r] as number)))),
+  }
+}
+
+/**
+ * The hand-written fixed-cache loop over `rows` rows: cache tensors of CAPACITY positions, the
+ * mask and positions built from each row's length, the new keys and values copied in at that
+ * length. `reorder(t)`, if given, is the beam parents of step `t`: the cache's rows and lengths
+ * are gathered on the host into new arrays before the run.
+ */
+function handFixed(
+  ort: Runtime,
+  session: Session,
+  rows: number,
+  fill: (leaf: number) => Float32Array,
+  start: readonly number[],
+  reorder?: (t: number) => readonly number[],
+) {
+  const size = rows * H * CAPACITY * D
+  const initial = PAST.map((_, i) => fill(i))
+  let caches = initial.map((d) => d.slice())
+  let lengths = Int32Array.from(start)
+  const rowSize = H * CAPACITY * D
+  const w = CAPACITY + 1
+  let last = new Float32Array(0)
+  const step = async (t: number) => {
+    if (reorder !== undefined) {
+      const parents = reorder(t)
+      caches = caches.map((old) => {
+        const next = new Float32Array(size)
+        parents.forEach((p, r) =>
+          next.set(old.subarray(p * rowSize, (p + 1) * rowSize), r * rowSize),
+        )
+        return next
+      })
+      lengths = Int32Array.from(parents, (p) => lengths[p] as number)
+    }
+    const mask = new BigInt64Array(rows * w)
+    const positions = new BigInt64Array(rows)
+    for (let r = 0; r < rows; r++) {
+      const len = lengths[r] as number
+      mask.fill(1n, r * w, r * w + len)
+      mask[r * w + CAPACITY] = 1n
+      positions[r] = BigInt(len)
+    }
+    const feeds: Record<string, OrtTensor> = {
+      input_ids: ids(ort, rows, t),
+      attention_mask: new ort.Tensor("int64", mask, [rows, w]),
+      position_ids: new ort.Tensor("int64", positions, [rows, 1]),
+    }
+    PAST.forEach(
+      (name, i) =>
+        (feeds[name] = new ort.Tensor("float32", caches[i] as Float32Array, [
+          rows,
+          H,
+          CAPACITY,
+          D,
+        ])),
+    )
+    const out = await session.run(feeds)
+    PRESENT.forEach((name, i) => {
+      const block = (out[name] as OrtTensor).data as Float32Array
+      const cache = caches[i] as Float32Array
+      for (let r = 0; r < rows; r++)
+        for (let h = 0; h < H; h++) {
+          const p = r * H + h
+          cache.set(block.subarray(p * D, (p + 1) * D), (p * CAPACITY + (lengths[r] as number)) * D)
+        }
+    })
+    last = (out["logits"] as OrtTensor).data as Float32Array
+    for (const v of Object.values(out)) v.dispose()
+    for (let r = 0; r < rows; r++) lengths[r] = (lengths[r] as number) + 1
+  }
+  return {
+    step,
+    rewind: () => {
+      caches = initial.map((d) => d.slice())
+      lengths = Int32Array.from(start)
+    },
+    logits: () => last,
+  }
+}
+
+/** Largest difference between two logits arrays. */
+const maxDiff = (a: Float32Array, b: Float32Array): number =>
+  a.length !== b.length
+    ? Infinity
+    : a.reduce((m, x, i) => Math.max(m, Math.abs(x - (b[i] as number))), 0)
+
+/** 16 conversations: one StreamingSession run per step, 16 StatefulSessions, the hand ceiling. */
+async function continuousBatching(ort: Runtime, fixed: Session): Promise<void> {
+  const cache: KvCacheOptions = { kind: "fixed", capacity: CAPACITY }
+  const keys = START.map((_, i) => `chat-${i}`)
+  // One by one: a StatefulSession of batch 1 per conversation, prefilled with its prompt.
+  const alone: { s: StatefulSession<"logits">; at: Uint8Array }[] = []
+  for (const [i, n] of START.entries()) {
+    const s = orThrow(
+      createStatefulSession({
+        session: fixed,
+        backend: ortBackend({ ort }),
+        batchSize: 1,
+        cache,
+        outputs: ["logits"],
+      }),
+    ) as StatefulSession<"logits">
+    orThrow(await s.run({ input_ids: prompt(ort, n, i) })).logits.dispose()
+    alone.push({ s, at: orThrow(await s.snapshot()) })
+  }
+  // Continuous batching: every conversation in one StreamingSession, each prefilled alone.
+  const chats = orThrow(
+    createStreamingSession({
+      session: fixed,
+      ort,
+      backend: ortBackend({ ort }),
+      capacity: CHATS,
+      cache,
+      outputs: ["logits"],
+    }),
+  ) as StreamingSession<"logits">
+  for (const [i, key] of keys.entries())
+    for (const out of orThrow(
+      await chats.run([{ key, feeds: { input_ids: prompt(ort, START[i] as number, i) } }]),
+    ).values())
+      out.logits.dispose()
+  const held: Uint8Array[] = []
+  for (const key of keys) held.push(orThrow(await chats.snapshot(key)))
+
+  let aloneLogits: Float32Array[] = []
+  const oneByOne: Side = {
+    rewind: () => {
+      for (const { s, at } of alone) orThrow(s.restore(at))
+    },
+    step: async (t) => {
+      aloneLogits = []
+      for (const [i, { s }] of alone.entries()) {
+        const out = orThrow(
+          await s.run({ input_ids: new ort.Tensor("int64", [token(i, t)], [1, 1]) }),
+        )
+        aloneLogits.push(out.logits.data as Float32Array)
+        out.logits.dispose()
+      }
+    },
+  }
+  let batchedLogits: Float32Array[] = []
+  const batched: Side = {
+    rewind: () => {
+      for (const [i, key] of keys.entries()) orThrow(chats.restore(key, held[i] as Uint8Array))
+    },
+    step: async (t) => {
+      const outs = orThrow(
+        await chats.run(
+          keys.map((key, i) => ({
+            key,
+            feeds: { input_ids: new ort.Tensor("int64", [token(i, t)], [1, 1]) },
+          })),
+        ),
+      )
+      batchedLogits = []
+      for (const out of outs.values()) {
+        batchedLogits.push(out.logits.data as Float32Array)
+        out.logits.dispose()
+      }
+    },
+  }
+  // The ceiling starts from the same caches, copied out of the one-by-one sessions.
+  const rowSize = H * CAPACITY * D
+  const hand = handFixed(
+    ort,
+    fixed,
+    CHATS,
+    (leaf) => {
+      const data = new Float32Array(CHATS * rowSize)
+      alone.forEach(({ s }, r) =>
+        data.set(s.state()[PAST[leaf] as string]?.data as Float32Array, r * rowSize),
+      )
+      return data
+    },
+    START,
+  )
+
+  // The three sides compute the same logits (checked on a first step from the start).
+  for (const side of [hand, oneByOne, batched]) {
+    side.rewind()
+    await side.step(0)
+  }
+  const ceiling = hand.logits()
+  const row = (r: number) => ceiling.subarray(r * V, (r + 1) * V)
+  const diff = Math.max(
+    ...keys.map((_, r) =>
+      Math.max(
+        maxDiff(row(r), aloneLogits[r] as Float32Array),
+        maxDiff(row(r), batchedLogits[r] as Float32Array),
+      ),
+    ),
+  )
+
+  const { us, ratio } = await interleave([hand, batched, oneByOne])
+  const tps = us.map((u) => ((CHATS * 1e6) / u).toFixed(0).padStart(6))
+  const toCeiling = (i: number) => (1 / (ratio[i] as number)).toFixed(3)
+  console.log(
+    `  continuous batching, ${CHATS} conversations (${START[0]}..${START.at(-1)} tokens, fixed cache of ${CAPACITY}), tokens/s, median of ${ROUNDS} rounds of ${STEPS} steps; (xN) = tokens/s / the ceiling's, median of per-round ratios, target >= 0.95`,
+  )
+  console.log(
+    `    hand-batched ceiling ${tps[0]}   StreamingSession ${tps[1]} (x${toCeiling(1)})   ${CHATS} StatefulSessions one by one ${tps[2]} (x${toCeiling(2)})   [logits agree within ${diff.toExponential(1)}]`,
+  )
+  chats.dispose()
+  for (const { s } of alone) s.dispose()
+}
+
+/** Beam parents of step `t`: the best beam forks, the worst is dropped, the order rotates. */
+const parents = (t: number): number[] => {
+  const k = t % BEAM
+  return [k, k, (k + 1) % BEAM, (k + 2) % BEAM]
+}
+
+/** The hand-written growing-cache beam loop: the cache's rows gathered on the host, then a run. */
+function handGrowingBeam(ort: Runtime, session: Session, start: readonly OrtTensor[]) {
+  let past = [...start]
+  let length = CONTEXT
+  let last = new Float32Array(0)
+  const step = async (t: number) => {
+    const order = parents(t)
+    const rowSize = H * length * D
+    const reordered = past.map((old) => {
+      const data = old.data as Float32Array
+      const next = new Float32Array(BEAM * rowSize)
+      order.forEach((p, r) => next.set(data.subarray(p * rowSize, (p + 1) * rowSize), r * rowSize))
+      return new ort.Tensor("float32", next, old.dims)
+    })
+    for (const p of past) if (!start.includes(p)) p.dispose()
+    const w = length + 1
+    const feeds: Record<string, OrtTensor> = {
+      input_ids: ids(ort, BEAM, t),
+      attention_mask: new ort.Tensor("int64", new BigInt64Array(BEAM * w).fill(1n), [BEAM, w]),
+      position_ids: new ort.Tensor("int64", new BigInt64Array(BEAM).fill(BigInt(length)), [
+        BEAM,
+        1,
+      ]),
+    }
+    PAST.forEach((name, i) => (feeds[name] = reordered[i] as OrtTensor))
+    const out = await session.run(feeds)
+    past = PRESENT.map((name) => out[name] as OrtTensor)
+    last = (out["logits"] as OrtTensor).data as Float32Array
+    ;(out["logits"] as OrtTensor).dispose()
+    length++
+  }
+  const rewind = () => {
+    for (const p of past) if (!start.includes(p)) p.dispose()
+    past = [...start]
+    length = CONTEXT
+  }
+  return { step, rewind, logits: () => last }
+}
+
+/** A beam step: `select` then one token per beam, against the hand-written host reorder. */
+async function beamStep(ort: Runtime, models: Record<"fixed" | "growing", Session>) {
+  console.log(
+    `  beam search step, beam ${BEAM}, context ${CONTEXT} -> ${CONTEXT + STEPS}: hand-written host reorder / select, µs per step, ratio = select time / hand time (median of per-round ratios), target <= 1.03`,
+  )
+  const line: string[] = []
+  for (const cache of [
+    { kind: "growing" },
+    { kind: "fixed", capacity: CAPACITY },
+  ] as KvCacheOptions[]) {
+    const s = orThrow(
+      createStatefulSession({
+        session: models[cache.kind],
+        backend: ortBackend({ ort }),
+        batchSize: 1,
+        cache,
+        outputs: ["logits"],
+      }),
+    ) as StatefulSession<"logits">
+    orThrow(await s.run({ input_ids: prompt(ort, CONTEXT, 1) })).logits.dispose()
+    orThrow(s.select([0, 0, 0, 0]))
+    const at = orThrow(await s.snapshot())
+    let ourLogits = new Float32Array(0)
+    const ours: Side = {
+      rewind: () => void orThrow(s.restore(at)),
+      step: async (t) => {
+        orThrow(s.select(parents(t)))
+        const out = orThrow(await s.run({ input_ids: ids(ort, BEAM, t) }))
+        ourLogits = out.logits.data as Float32Array
+        out.logits.dispose()
+      },
+    }
+    // The hand-written loop starts from copies of the same cache.
+    const copies = PAST.map((name) => {
+      const t = s.state()[name] as OrtTensor
+      return new ort.Tensor("float32", (t.data as Float32Array).slice(), t.dims)
+    })
+    const hand =
+      cache.kind === "growing"
+        ? handGrowingBeam(ort, models.growing, copies)
+        : handFixed(
+            ort,
+            models.fixed,
+            BEAM,
+            (leaf) => copies[leaf]?.data as Float32Array,
+            Array<number>(BEAM).fill(CONTEXT),
+            parents,
+          )
+    // Both ways compute the same logits over a whole round.
+    for (const side of [hand, ours]) {
+      side.rewind()
+      for (let t = 0; t < STEPS; t++) await side.step(t)
+    }
+    const diff = maxDiff(hand.logits(), ourLogits)
+    const { us, ratio } = await interleave([hand, ours])
+    const [h, o] = us.map((u) => u.toFixed(0).padStart(5))
+    line.push(
+      `${cache.kind} ${h} / ${o} µs, ratio ${(ratio[1] as number).toFixed(3)} [logits agree within ${diff.toExponential(1)}]`,
+    )
+    hand.rewind()
+    s.dispose()
+  }
+  console.log(`    ${line.join("   ")}`)
+}
+
+async function bench(label: string, ort: Runtime, provider: string): Promise<void> {
+  const options = { executionProviders: [provider], intraOpNumThreads: 1, interOpNumThreads: 1 }
+  const models = {
+    fixed: await ort.InferenceSession.create(fixedCacheDecoder(cfg), options),
+    growing: await ort.InferenceSession.create(growingDecoder(cfg), options),
+  }
+  console.log(label)
+  const parts = (process.env["STATESAVER_BENCH_DECODERS"] ?? "batching,beam").split(",")
+  if (parts.includes("batching")) await continuousBatching(ort, models.fixed)
+  if (parts.includes("beam")) await beamStep(ort, models)
+}
+
+/** Runs the decoder benchmarks, one child process per runtime. */
+export async function main(): Promise<void> {
+  process.env["ORT_DISABLE_TELEMETRY"] ??= "1"
+  const only = process.env["STATESAVER_BENCH_RUNTIME"]
+  if (only === undefined) {
+    console.log(
+      `Decoders: decoder ${L} layers x ${H} heads x ${D}, hidden ${cfg.hidden}, vocab ${V}; 1 token per step, 1 thread`,
+    )
+    for (const runtime of ["node", "web"]) {
+      const child = spawnSync(
+        process.execPath,
+        ["--import", "tsx", fileURLToPath(import.meta.url)],
+        { encoding: "utf8", env: { ...process.env, STATESAVER_BENCH_RUNTIME: runtime } },
+      )
+      process.stdout.write(child.stdout)
+      if (child.status !== 0) process.stderr.write(child.stderr)
+    }
+    return
+  }
+  if (only === "web") {
+    ortWeb.env.wasm.numThreads = 1
+    await bench("onnxruntime-web (wasm)", ortWeb as unknown as Runtime, "wasm")
+  } else await bench("onnxruntime-node (cpu)", ortNode as unknown as Runtime, "cpu")
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) await main()
