@@ -126,7 +126,7 @@ function handFixed(
   let lengths = Int32Array.from(start)
   const rowSize = H * CAPACITY * D
   const w = CAPACITY + 1
-  let last = new Float32Array(0)
+  let last: Float32Array = new Float32Array(0)
   const step = async (t: number) => {
     if (reorder !== undefined) {
       const parents = reorder(t)
@@ -321,7 +321,7 @@ const parents = (t: number): number[] => {
 function handGrowingBeam(ort: Runtime, session: Session, start: readonly OrtTensor[]) {
   let past = [...start]
   let length = CONTEXT
-  let last = new Float32Array(0)
+  let last: Float32Array = new Float32Array(0)
   const step = async (t: number) => {
     const order = parents(t)
     const rowSize = H * length * D
@@ -378,7 +378,7 @@ async function beamStep(ort: Runtime, models: Record<"fixed" | "growing", Sessio
     orThrow(await s.run({ input_ids: prompt(ort, CONTEXT, 1) })).logits.dispose()
     orThrow(s.select([0, 0, 0, 0]))
     const at = orThrow(await s.snapshot())
-    let ourLogits = new Float32Array(0)
+    let ourLogits: Float32Array = new Float32Array(0)
     const ours: Side = {
       rewind: () => void orThrow(s.restore(at)),
       step: async (t) => {
