@@ -286,6 +286,9 @@ export function createStatefulSession<const O extends string = string>(
   return E.right(new Session<O>(session, pairs, saver.right, outputs, rules, callerInputs, cache))
 }
 
+/** No output names (a session without a cache, or nothing kept). */
+const NO_NAMES: ReadonlySet<string> = new Set()
+
 class Session<O extends string> implements StatefulSession<O> {
   #inFlight = false
   #disposed = false
@@ -388,28 +391,35 @@ class Session<O extends string> implements StatefulSession<O> {
       )
     }
     const held = this.#saver.leaves()
-    const merged: Record<string, OrtTensor> = copyFeeds(checked.right)
+    const rules = this.#rules
+    // The rules' own feeds are not the model's.
+    const merged: Record<string, OrtTensor> = copyFeeds(checked.right, rules.feeds)
     const book: Record<string, OrtTensor> = {}
     this.#byLeaf.forEach((leaf, i) => {
       if (typeof leaf === "string") book[leaf] = held[i] as OrtTensor
       else setKey(merged, leaf.input, held[i] as OrtTensor)
     })
-    const rules = this.#rules
     let ruleCall: Parameters<typeof nextState>[2] | undefined
     if (rules.list.length > 0) {
+      // Sizes of the named dims, read off the held leaves (`dims()` would check each again).
+      const dims: Record<string, number> = {}
+      this.#saver.spec.leaves.forEach((leaf, i) => {
+        for (const [axis, name] of leaf.growing)
+          dims[name] = (held[i] as OrtTensor).dims[axis] as number
+      })
       const derived = deriveInputs(
         rules,
         this.#ort,
         checked.right,
         book,
         this.#saver.batchSize,
-        this.#saver.dims(),
+        dims,
         this.#saver.backend.name,
       )
       if (derived._tag === "Left") return derived
       ruleCall = derived.right.call
-      for (const name in rules.feeds) delete merged[name]
-      for (const [name, t] of Object.entries(derived.right.inputs)) setKey(merged, name, t)
+      for (const name in derived.right.inputs)
+        setKey(merged, name, derived.right.inputs[name] as OrtTensor)
     }
     this.#inFlight = true
     let outputs: Record<string, OrtTensor>
@@ -441,13 +451,15 @@ class Session<O extends string> implements StatefulSession<O> {
     }
     // A fixed cache keeps its tensors and takes the step's blocks at each row's length.
     const cache = this.#cache
-    const blocks = new Set(cache?.blocks.map((p) => p.output))
+    const blocks = cache === undefined ? NO_NAMES : new Set(cache.blocks.map((p) => p.output))
     // A merged encoder–decoder's cross-attention caches are kept once the cache is in use.
-    const kept = new Set(
-      cache !== undefined && ruleCall !== undefined && usesCache(cache, ruleCall.state)
-        ? cache.keep.map((p) => p.output)
-        : [],
-    )
+    const kept =
+      cache !== undefined &&
+      cache.keep.length > 0 &&
+      ruleCall !== undefined &&
+      usesCache(cache, ruleCall.state)
+        ? new Set(cache.keep.map((p) => p.output))
+        : NO_NAMES
     let writes: BlockWrite[] = []
     if (cache !== undefined && blocks.size > 0) {
       const planned = planWrites(
