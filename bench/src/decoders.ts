@@ -34,7 +34,7 @@ import {
   growingDecoder,
   tinyDecoderConfig,
 } from "../../packages/onnxruntime/test/helpers/decoders.js"
-import { median } from "./harness.js"
+import { compareSync, median } from "./harness.js"
 
 /** Tokens per timed round. */
 const STEPS = 32
@@ -412,8 +412,27 @@ async function beamStep(ort: Runtime, models: Record<"fixed" | "growing", Sessio
     const diff = maxDiff(hand.logits(), ourLogits)
     const { us, ratio } = await interleave([hand, ours])
     const [h, o] = us.map((u) => u.toFixed(0).padStart(5))
+    // The reorder alone (no run): select against the host gather of the same cache tensors.
+    orThrow(s.restore(at))
+    let k = 0
+    const alone = compareSync(
+      "",
+      () => {
+        const order = parents(k++)
+        return copies.map((old) => {
+          const data = old.data as Float32Array
+          const rowSize = data.length / BEAM
+          const next = new Float32Array(data.length)
+          order.forEach((p, r) =>
+            next.set(data.subarray(p * rowSize, (p + 1) * rowSize), r * rowSize),
+          )
+          return new ort.Tensor("float32", next, old.dims)
+        })
+      },
+      () => orThrow(s.select(parents(k++))),
+    )
     line.push(
-      `${cache.kind} ${h} / ${o} µs, ratio ${(ratio[1] as number).toFixed(3)} [logits agree within ${diff.toExponential(1)}]`,
+      `${cache.kind} ${h} / ${o} µs, ratio ${(ratio[1] as number).toFixed(3)}; the reorder alone ${(alone.baselineNs / 1000).toFixed(0)} / ${(alone.subjectNs / 1000).toFixed(0)} µs, ratio ${(1 / alone.throughputRatio).toFixed(2)} [logits agree within ${diff.toExponential(1)}]`,
     )
     hand.rewind()
     s.dispose()
