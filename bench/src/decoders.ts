@@ -19,6 +19,7 @@ import { fileURLToPath } from "node:url"
 import { orThrow } from "@statesaver/core"
 import {
   type KvCacheOptions,
+  type OrtBackend,
   type OrtTensor,
   type StatefulSession,
   type StreamingSession,
@@ -196,26 +197,28 @@ async function continuousBatching(ort: Runtime, fixed: Session): Promise<void> {
   const cache: KvCacheOptions = { kind: "fixed", capacity: CAPACITY }
   const keys = START.map((_, i) => `chat-${i}`)
   // One by one: a StatefulSession of batch 1 per conversation, prefilled with its prompt.
-  const alone: { s: StatefulSession<"logits">; at: Uint8Array }[] = []
+  const alone: { s: StatefulSession<"logits">; at: Uint8Array; backend: OrtBackend }[] = []
   for (const [i, n] of START.entries()) {
+    const backend = ortBackend({ ort }) as OrtBackend
     const s = orThrow(
       createStatefulSession({
         session: fixed,
-        backend: ortBackend({ ort }),
+        backend,
         batchSize: 1,
         cache,
         outputs: ["logits"],
       }),
     ) as StatefulSession<"logits">
     orThrow(await s.run({ input_ids: prompt(ort, n, i) })).logits.dispose()
-    alone.push({ s, at: orThrow(await s.snapshot()) })
+    alone.push({ s, at: orThrow(await s.snapshot()), backend })
   }
   // Continuous batching: every conversation in one StreamingSession, each prefilled alone.
+  const chatsBackend = ortBackend({ ort }) as OrtBackend
   const chats = orThrow(
     createStreamingSession({
       session: fixed,
       ort,
-      backend: ortBackend({ ort }),
+      backend: chatsBackend,
       capacity: CHATS,
       cache,
       outputs: ["logits"],
@@ -282,11 +285,21 @@ async function continuousBatching(ort: Runtime, fixed: Session): Promise<void> {
     START,
   )
 
-  // The three sides compute the same logits (checked on a first step from the start).
+  // The three sides compute the same logits (checked on a first step from the start); bytes
+  // statesaver copies in that step.
+  const copied = () => [
+    chatsBackend.bytesCopied(),
+    alone.reduce((sum, { backend }) => sum + backend.bytesCopied(), 0),
+  ]
+  const copies: number[] = []
   for (const side of [hand, oneByOne, batched]) {
     side.rewind()
+    const before = copied()
     await side.step(0)
+    copies.push(...copied().map((x, i) => x - (before[i] as number)))
   }
+  const streamingBytes = copies[4] as number
+  const aloneBytes = copies[3] as number
   const ceiling = hand.logits()
   const row = (r: number) => ceiling.subarray(r * V, (r + 1) * V)
   const diff = Math.max(
@@ -306,6 +319,9 @@ async function continuousBatching(ort: Runtime, fixed: Session): Promise<void> {
   )
   console.log(
     `    hand-batched ceiling ${tps[0]}   StreamingSession ${tps[1]} (x${toCeiling(1)})   ${CHATS} StatefulSessions one by one ${tps[2]} (x${toCeiling(2)})   [logits agree within ${diff.toExponential(1)}]`,
+  )
+  console.log(
+    `    bytes statesaver copies per step: StreamingSession ${streamingBytes} B (gather and scatter of every conversation's cache), one by one ${aloneBytes} B; the ceiling writes ${CHATS * PAST.length * H * D * 4} B (the new positions)`,
   )
   chats.dispose()
   for (const { s } of alone) s.dispose()
