@@ -58,6 +58,40 @@ function gap(
   return worst
 }
 
+/**
+ * Steps a session two rows at a time and tracks each row's history and the largest gap to the
+ * oracle run on each row's whole history alone. `extra` adds feeds (an encoder's states).
+ */
+function tracker(
+  ort: Runtime,
+  s: { run: (feeds: never) => Promise<unknown> },
+  oracle: common.InferenceSession,
+  vocab: number,
+  extra: () => Record<string, common.Tensor> = () => ({}),
+  encoderStates?: readonly EncoderStates[],
+) {
+  let history: number[][] = [[], []]
+  let worst = 0
+  return {
+    async step(chunk: number[][]) {
+      const n = (chunk[0] as number[]).length
+      const ids = new ort.Tensor("int64", BigInt64Array.from(chunk.flat(), BigInt), [2, n])
+      // The caller feeds input_ids (and any extra): masks, positions and flags are derived.
+      const result = await s.run({ input_ids: ids, ...extra() } as never)
+      const out = orThrow(result as Parameters<typeof orThrow>[0]) as { logits: common.Tensor }
+      history = history.map((h, r) => [...h, ...(chunk[r] as number[])])
+      const expected = await oracleLogits(ort, oracle, history, encoderStates)
+      worst = Math.max(worst, gap(out.logits.data as Float32Array, expected, history, n, vocab))
+      out.logits.dispose()
+    },
+    /** Row `r` starts over (after a reset of that row). */
+    restart(rows: readonly number[]) {
+      history = history.map((h, r) => (rows.includes(r) ? [] : h))
+    },
+    worst: () => worst,
+  }
+}
+
 describe.each(runtimes)("decoder formats on %s", (_, ort) => {
   it("merged decoder: use_cache_branch derived (off on the empty first step, on after), equal to the oracle", async () => {
     const cfg = tinyDecoderConfig()
@@ -72,23 +106,12 @@ describe.each(runtimes)("decoder formats on %s", (_, ort) => {
         outputs: ["logits"],
       }),
     )
-    let history: number[][] = [[], []]
-    let worst = 0
-    const step = async (chunk: number[][]) => {
-      const n = (chunk[0] as number[]).length
-      const ids = new ort.Tensor("int64", BigInt64Array.from(chunk.flat(), BigInt), [2, n])
-      // The caller feeds input_ids only: use_cache_branch, the mask and positions are derived.
-      const out = orThrow(await s.run({ input_ids: ids }))
-      history = history.map((h, r) => [...h, ...(chunk[r] as number[])])
-      const expected = await oracleLogits(ort, oracle, history)
-      worst = Math.max(worst, gap(out.logits.data as Float32Array, expected, history, n, cfg.vocab))
-      out.logits.dispose()
-    }
+    const { step, restart, worst } = tracker(ort, s, oracle, cfg.vocab)
     await step([tokens(3, 1, cfg.vocab), tokens(3, 2, cfg.vocab)])
     for (let t = 0; t < 4; t++)
       await step([tokens(1, 10 + t, cfg.vocab), tokens(1, 20 + t, cfg.vocab)])
     orThrow(s.reset([0]))
-    history = [[], history[1] as number[]]
+    restart([0])
     for (let t = 0; t < 3; t++)
       await step([tokens(1, 30 + t, cfg.vocab), tokens(1, 40 + t, cfg.vocab)])
     // Feeding the flag by hand is refused: the session derives it.
@@ -97,7 +120,7 @@ describe.each(runtimes)("decoder formats on %s", (_, ort) => {
     expect(await s.run({ input_ids: ids, use_cache_branch: flag } as never)).toMatchObject({
       left: { _tag: "StructureMismatchError", path: "use_cache_branch" },
     })
-    expect(worst).toBeLessThan(TOL)
+    expect(worst()).toBeLessThan(TOL)
     s.dispose()
   })
 
@@ -123,21 +146,10 @@ describe.each(runtimes)("decoder formats on %s", (_, ort) => {
         outputs: ["logits"],
       }),
     )
-    let history: number[][] = [[], []]
-    let worst = 0
-    const step = async (chunk: number[][]) => {
-      const n = (chunk[0] as number[]).length
-      const out = orThrow(
-        await s.run({
-          input_ids: new ort.Tensor("int64", BigInt64Array.from(chunk.flat(), BigInt), [2, n]),
-          encoder_hidden_states: new ort.Tensor("float32", hidden, [2, F, cfg.hidden]),
-        }),
-      )
-      history = history.map((h, r) => [...h, ...(chunk[r] as number[])])
-      const expected = await oracleLogits(ort, oracle, history, enc)
-      worst = Math.max(worst, gap(out.logits.data as Float32Array, expected, history, n, cfg.vocab))
-      out.logits.dispose()
-    }
+    const encoderStates = () => ({
+      encoder_hidden_states: new ort.Tensor("float32", hidden, [2, F, cfg.hidden]),
+    })
+    const { step, restart, worst } = tracker(ort, s, oracle, cfg.vocab, encoderStates, enc)
     await step([tokens(2, 3, cfg.vocab), tokens(2, 4, cfg.vocab)])
     const crossKey = s.state()["past_key_values.0.encoder.key"]
     expect(crossKey?.dims).toEqual([2, cfg.heads, F, cfg.headDim])
@@ -147,13 +159,13 @@ describe.each(runtimes)("decoder formats on %s", (_, ort) => {
     // Kept: the same tensor, the same values, not the [0, heads, 1, dim] placeholders.
     expect(s.state()["past_key_values.0.encoder.key"]).toBe(crossKey)
     expect(Float32Array.from(crossKey?.data as Float32Array)).toEqual(first)
-    expect(worst).toBeLessThan(TOL)
+    expect(worst()).toBeLessThan(TOL)
     // A reset row has no encoder cache while the other row's is under way: refused, unchanged.
     const before = orThrow(await s.snapshot())
     orThrow(s.reset([1]))
     const refused = await s.run({
       input_ids: new ort.Tensor("int64", new BigInt64Array(2), [2, 1]),
-      encoder_hidden_states: new ort.Tensor("float32", hidden, [2, F, cfg.hidden]),
+      ...encoderStates(),
     })
     expect(refused).toMatchObject({
       _tag: "Left",
@@ -167,10 +179,10 @@ describe.each(runtimes)("decoder formats on %s", (_, ort) => {
     expect(orThrow(await s.snapshot())).toEqual(before)
     // Every row reset: the next step runs without the cache and fills the encoder caches again.
     orThrow(s.reset())
-    history = [[], []]
+    restart([0, 1])
     await step([tokens(2, 7, cfg.vocab), tokens(2, 8, cfg.vocab)])
     await step([tokens(1, 9, cfg.vocab), tokens(1, 10, cfg.vocab)])
-    expect(worst).toBeLessThan(TOL)
+    expect(worst()).toBeLessThan(TOL)
     s.dispose()
     expect(backend.liveTensors()).toBe(0)
   })
@@ -192,26 +204,16 @@ describe.each(runtimes)("decoder formats on %s", (_, ort) => {
     expect(inputs).toContain("past_ssm.1")
     expect(inputs).toContain("past_conv.1")
     expect(inputs).toContain("past_key_values.0.key")
-    let history: number[][] = [[], []]
-    let worst = 0
-    const step = async (chunk: number[][]) => {
-      const n = (chunk[0] as number[]).length
-      const ids = new ort.Tensor("int64", BigInt64Array.from(chunk.flat(), BigInt), [2, n])
-      const out = orThrow(await s.run({ input_ids: ids }))
-      history = history.map((h, r) => [...h, ...(chunk[r] as number[])])
-      const expected = await oracleLogits(ort, oracle, history)
-      worst = Math.max(worst, gap(out.logits.data as Float32Array, expected, history, n, cfg.vocab))
-      out.logits.dispose()
-    }
+    const { step, restart, worst } = tracker(ort, s, oracle, cfg.vocab)
     await step([tokens(3, 5, cfg.vocab), tokens(3, 6, cfg.vocab)])
     for (let t = 0; t < 3; t++)
       await step([tokens(1, 70 + t, cfg.vocab), tokens(1, 80 + t, cfg.vocab)])
     // A reset row starts over: its KV rows masked and its recurrent state at zeros.
     orThrow(s.reset([1]))
-    history = [history[0] as number[], []]
+    restart([1])
     for (let t = 0; t < 3; t++)
       await step([tokens(1, 90 + t, cfg.vocab), tokens(1, 95 + t, cfg.vocab)])
-    expect(worst).toBeLessThan(TOL)
+    expect(worst()).toBeLessThan(TOL)
     s.dispose()
   })
 })
