@@ -7,11 +7,13 @@ import {
   type DTypeMismatchError,
   type Dim,
   HostTensor,
+  OptionError,
   type Init,
   ShapeMismatchError,
   type StructureMismatchError,
   allocateData,
 } from "@statesaver/core"
+import { isRecord } from "./internal/validate.js"
 
 /**
  * A bookkeeping leaf of an input rule: one row's shape (the session adds its batch dim in
@@ -140,7 +142,8 @@ export interface SileroContextOptions {
  * samples of the stream's previous frame followed by the new frame (64 + 512 = 576 samples at
  * 16 kHz), and the context is per-stream state, carried, reset, selected, stored, evicted and
  * snapshotted with the model's `state`. The caller feeds `frame` ([rows, 512] float32) instead
- * of `input`; a fresh or reset stream's context is zeros.
+ * of `input`; a fresh or reset stream's context is zeros. Throws an `OptionError` naming a bad
+ * option (sizes that are not positive integers, a context longer than the frame, empty names).
  *
  * @example
  * const vad = orThrow(createStreamingSession({
@@ -153,10 +156,33 @@ export interface SileroContextOptions {
  * @since 0.3.0
  */
 export function sileroContext(options: SileroContextOptions = {}): InputRule {
-  const context = options.context ?? 64
-  const frame = options.frame ?? 512
-  const input = options.input ?? "input"
-  const feed = options.feed ?? "frame"
+  if (!isRecord(options as unknown)) {
+    throw new OptionError({ path: "options", expected: "sileroContext options", actual: options })
+  }
+  const given = options as Partial<Record<keyof SileroContextOptions, unknown>>
+  const sizes = { context: given.context ?? 64, frame: given.frame ?? 512 }
+  const names = { input: given.input ?? "input", feed: given.feed ?? "frame" }
+  for (const [path, n] of Object.entries(sizes)) {
+    if (!Number.isSafeInteger(n) || (n as number) < 1) {
+      throw new OptionError({ path, expected: "a positive integer number of samples", actual: n })
+    }
+  }
+  for (const [path, name] of Object.entries(names)) {
+    if (typeof name !== "string" || name === "") {
+      throw new OptionError({ path, expected: "a non-empty name", actual: name })
+    }
+  }
+  const context = sizes.context as number
+  const frame = sizes.frame as number
+  const input = names.input as string
+  const feed = names.feed as string
+  if (frame < context) {
+    throw new OptionError({
+      path: "context",
+      expected: `at most the frame's ${frame} samples`,
+      actual: context,
+    })
+  }
   const width = context + frame
   return {
     name: "sileroContext",

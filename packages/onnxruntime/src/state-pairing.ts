@@ -9,9 +9,9 @@ import {
   type StructureMismatchError,
 } from "@statesaver/core"
 import type * as common from "onnxruntime-common"
-import type * as E from "./internal/either.js"
+import * as E from "./internal/either.js"
 import { conventional, pairNames, sessionSpec } from "./internal/pairing.js"
-import { checkNames } from "./internal/validate.js"
+import { checkNames, isRecord } from "./internal/validate.js"
 
 /**
  * A state output and the input it feeds on the next run.
@@ -82,6 +82,16 @@ export function pairStateNames(
   explicit: Readonly<Record<string, string>> = {},
   options: { readonly crossedPairs?: boolean } = {},
 ): E.Either<PairingError, StatePair[]> {
+  const crossed: unknown = isRecord(options) ? options.crossedPairs : options
+  if (!isRecord(options) || (crossed !== undefined && typeof crossed !== "boolean")) {
+    return E.left(
+      new OptionError({
+        path: isRecord(options) ? "options.crossedPairs" : "options",
+        expected: isRecord(options) ? "a boolean" : "pairing options { crossedPairs? }",
+        actual: crossed,
+      }),
+    )
+  }
   return pairNames(
     inputs,
     outputs,

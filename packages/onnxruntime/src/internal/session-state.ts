@@ -70,12 +70,16 @@ export function deriveSessionState(options: unknown): E.Either<DeriveError, Sess
       new OptionError({ path: "session.run", expected: "a run function", actual: s.run }),
     )
   }
+  const crossed = options["crossedPairs"]
+  if (crossed !== undefined && typeof crossed !== "boolean") {
+    return E.left(new OptionError({ path: "crossedPairs", expected: "a boolean", actual: crossed }))
+  }
   const pairs = pairNames(
     inputNames.right,
     outputNames.right,
     options["pairs"],
     { inputs: "session.inputNames", outputs: "session.outputNames", explicit: "pairs" },
-    options["crossedPairs"] === true,
+    crossed === true,
   )
   if (pairs._tag === "Left") return pairs
   const specOptions = {
