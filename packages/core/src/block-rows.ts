@@ -1,6 +1,45 @@
 import { type HostData, sizeOf } from "./host-tensor.js"
 
 /**
+ * The contiguous spans a block write copies (see `writeBlockTyped`), in elements: `visit(from,
+ * to, count)` copies `count` elements from `src[from]` to `dst[to]`. One span per row, head and
+ * new position of a KV cache `[batch, heads, capacity, dim]`; for a layout whose batch axis comes
+ * after the written axis, one per run of a row's elements. Backends whose copies are spans (a
+ * GPU's `copyBufferToBuffer`) walk these instead of copying typed arrays.
+ *
+ * @example
+ * const spans: number[][] = []
+ * forEachBlockSpan([2, 1, 4, 1], 2, 0, [1, 3], [2, 1, 1, 1], (from, to, count) => spans.push([from, to, count]))
+ * // spans: [[0, 1, 1], [1, 7, 1]]
+ * @category typed rows
+ * @since 0.3.0
+ */
+export function forEachBlockSpan(
+  dstShape: readonly number[],
+  axis: number,
+  batchAxis: number,
+  offsets: readonly number[],
+  srcShape: readonly number[],
+  visit: (from: number, to: number, count: number) => void,
+): void {
+  const size = (from: number, to?: number) => sizeOf(dstShape.slice(from, to))
+  const inner = size(axis + 1)
+  const before = batchAxis < axis
+  // Elements of one row in a row: a whole position when the batch axis comes first.
+  const run = before ? inner : size(batchAxis + 1)
+  const per = size(batchAxis + 1, axis)
+  const rows = dstShape[batchAxis] as number
+  const n = dstShape[axis] as number
+  const k = srcShape[axis] as number
+  for (let p = 0; p < size(0, axis); p++)
+    for (let j = 0; j < k; j++)
+      for (let e = 0; e < inner; e += run) {
+        const row = (before ? Math.floor(p / per) : e / run) % rows
+        visit((p * k + j) * inner + e, (p * n + (offsets[row] as number) + j) * inner + e, run)
+      }
+}
+
+/**
  * Writes `src` into `dst` along `axis` at a per-row offset: for every row `r` (along
  * `batchAxis`), positions `offsets[r]` to `offsets[r] + k - 1` of `dst` along `axis` get
  * positions `0` to `k - 1` of row `r` of `src`, where `k = srcShape[axis]`. `srcShape` is
@@ -25,23 +64,7 @@ export function writeBlockTyped(
   src: HostData,
   srcShape: readonly number[],
 ): void {
-  const size = (from: number, to: number) => sizeOf(dstShape.slice(from, to))
-  const inner = size(axis + 1, dstShape.length)
-  const before = batchAxis < axis
-  // Elements of one row in a row: a whole position when the batch axis comes first.
-  const run = before ? inner : size(batchAxis + 1, dstShape.length)
-  const per = size(batchAxis + 1, axis)
-  const rows = dstShape[batchAxis] as number
-  const n = dstShape[axis] as number
-  const k = srcShape[axis] as number
-  for (let p = 0; p < size(0, axis); p++)
-    for (let j = 0; j < k; j++)
-      for (let e = 0; e < inner; e += run) {
-        const row = (before ? Math.floor(p / per) : e / run) % rows
-        const from = (p * k + j) * inner + e
-        ;(dst as Float32Array).set(
-          (src as Float32Array).subarray(from, from + run),
-          (p * n + (offsets[row] as number) + j) * inner + e,
-        )
-      }
+  forEachBlockSpan(dstShape, axis, batchAxis, offsets, srcShape, (from, to, count) =>
+    (dst as Float32Array).set((src as Float32Array).subarray(from, from + count), to),
+  )
 }

@@ -1,4 +1,4 @@
-import { writeBlockTyped } from "./block-rows.js"
+import { forEachBlockSpan } from "./block-rows.js"
 import type { LeafContext, StateBackend, TensorInfo } from "./backend.js"
 import { DisposedError } from "./errors.js"
 import {
@@ -219,7 +219,10 @@ export function hostBackend(options: HostBackendOptions = {}): HostBackend {
     writeAt(dst, axis, offsets, src, leaf) {
       const to = live(dst)
       const from = live(src)
-      writeBlockTyped(to.data, to.shape, axis, leaf.batchAxis, offsets, from.data, from.shape)
+      // writeBlockTyped, inline: one function fewer in every bundle that holds the host backend.
+      forEachBlockSpan(to.shape, axis, leaf.batchAxis, offsets, from.shape, (f, t, c) =>
+        (to.data as Float32Array).set((from.data as Float32Array).subarray(f, f + c), t),
+      )
     },
     adopt(current, next) {
       const kept = live(next)

@@ -68,7 +68,7 @@ export type {
 } from "./backend.js"
 
 export { fillRowsTyped, gatherRowsTyped, rowLayout, scatterRowsTyped } from "./typed-rows.js"
-export { writeBlockTyped } from "./block-rows.js"
+export { forEachBlockSpan, writeBlockTyped } from "./block-rows.js"
 export type { RowLayout } from "./typed-rows.js"
 
 export { hostBackend } from "./host-backend.js"

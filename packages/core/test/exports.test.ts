@@ -37,6 +37,7 @@ describe("public exports", () => {
       "flatten",
       "float16BitsToFloat32",
       "float32ToFloat16Bits",
+      "forEachBlockSpan",
       "formatPath",
       "gatherRowsTyped",
       "gruSpec",

@@ -12,6 +12,7 @@ import {
   gatherRowsTyped,
   rowLayout,
   scatterRowsTyped,
+  forEachBlockSpan,
   sizeOf,
   writeBlockTyped,
 } from "@statesaver/core"
@@ -319,15 +320,15 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
         counters.copied += sizeOf(src.dims) * byteSize(dtype)
         return
       }
-      const spans = blockSpans(dst.dims, axis, leaf.batchAxis, offsets, src.dims)
-      gpu.copySpans(
-        bufferOf(dst),
-        bufferOf(src),
-        spans.from,
-        spans.to,
-        spans.counts,
-        byteSize(dtype),
-      )
+      const from: number[] = []
+      const to: number[] = []
+      const counts: number[] = []
+      forEachBlockSpan(dst.dims, axis, leaf.batchAxis, offsets, src.dims, (f, t, c) => {
+        from.push(f)
+        to.push(t)
+        counts.push(c)
+      })
+      gpu.copySpans(bufferOf(dst), bufferOf(src), from, to, counts, byteSize(dtype))
     },
     toHost(t) {
       const dtype = dtypeOfOrt(t.type)
@@ -350,49 +351,4 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
     liveGpuBuffers: () => counters.gpuBuffers,
     bytesCopied: () => counters.copied,
   }
-}
-
-/**
- * The contiguous spans (in elements) a block write copies: one per row and head of a KV cache
- * when the batch axis comes before the written axis, else one per element.
- */
-function blockSpans(
-  dstShape: readonly number[],
-  axis: number,
-  batchAxis: number,
-  offsets: readonly number[],
-  srcShape: readonly number[],
-): { from: number[]; to: number[]; counts: number[] } {
-  let inner = 1
-  for (let i = axis + 1; i < dstShape.length; i++) inner *= dstShape[i] as number
-  let prefixes = 1
-  for (let i = 0; i < axis; i++) prefixes *= dstShape[i] as number
-  const capacity = dstShape[axis] as number
-  const k = srcShape[axis] as number
-  const rows = dstShape[batchAxis] as number
-  const from: number[] = []
-  const to: number[] = []
-  const counts: number[] = []
-  if (batchAxis < axis) {
-    let per = 1
-    for (let i = batchAxis + 1; i < axis; i++) per *= dstShape[i] as number
-    for (let p = 0; p < prefixes; p++) {
-      const row = Math.floor(p / per) % rows
-      from.push(p * k * inner)
-      to.push((p * capacity + (offsets[row] as number)) * inner)
-      counts.push(k * inner)
-    }
-    return { from, to, counts }
-  }
-  let rowStride = 1
-  for (let i = batchAxis + 1; i < dstShape.length; i++) rowStride *= dstShape[i] as number
-  for (let p = 0; p < prefixes; p++)
-    for (let j = 0; j < k; j++)
-      for (let e = 0; e < inner; e++) {
-        const row = Math.floor(e / rowStride) % rows
-        from.push((p * k + j) * inner + e)
-        to.push((p * capacity + (offsets[row] as number) + j) * inner + e)
-        counts.push(1)
-      }
-  return { from, to, counts }
 }
