@@ -32,7 +32,13 @@ import {
   rewound,
   usesCache,
 } from "./kv-cache.js"
-import { type BlockWrite, planWrites, writeBlocks } from "./internal/blocks.js"
+import {
+  type BlockTarget,
+  type BlockWrite,
+  blockTargets,
+  planWrites,
+  writeBlocks,
+} from "./internal/blocks.js"
 import type { OrtRuntime, OrtTensor } from "./ort-backend.js"
 import { type Rules, deriveInputs, nextState, refuseDerivedFeeds } from "./internal/rules.js"
 import { GuardedSaver } from "./internal/busy-guard.js"
@@ -306,6 +312,8 @@ class Session<O extends string> implements StatefulSession<O> {
   readonly #rules: Rules
   readonly #ort: OrtRuntime
   readonly #cache: CachePlan | undefined
+  /** A fixed cache's block outputs and the leaves they are written into. */
+  readonly #blockTargets: readonly BlockTarget[]
   readonly saver: SessionSaver
 
   constructor(
@@ -318,6 +326,7 @@ class Session<O extends string> implements StatefulSession<O> {
     cache: CachePlan | undefined,
   ) {
     this.#cache = cache
+    this.#blockTargets = cache === undefined ? [] : blockTargets(cache, saver.spec.leaves)
     this.#saver = saver
     this.#stateInputs = new Set(pairs.map((p) => p.input))
     this.#outputs = outputs
@@ -463,12 +472,8 @@ class Session<O extends string> implements StatefulSession<O> {
     let writes: BlockWrite[] = []
     if (cache !== undefined && blocks.size > 0) {
       const planned = planWrites(
-        cache,
-        this.#saver.spec.leaves,
-        (input) =>
-          held[
-            this.#byLeaf.findIndex((l) => typeof l !== "string" && l.input === input)
-          ] as OrtTensor,
+        this.#blockTargets,
+        (target) => held[target.index] as OrtTensor,
         outputs,
         (ruleCall?.feeds[cache.tokens]?.shape[1] ?? 0) as number,
       )

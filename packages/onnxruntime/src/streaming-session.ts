@@ -27,7 +27,7 @@ import { GuardedStore } from "./internal/busy-guard.js"
 import { type Rules, deriveInputs, nextState } from "./internal/rules.js"
 import type { InputRule } from "./input-rules.js"
 import { type CachePlan, type KvCacheOptions, checkRestored, usesCache } from "./kv-cache.js"
-import { planWrites, writeBlocks } from "./internal/blocks.js"
+import { type BlockTarget, blockTargets, planWrites, writeBlocks } from "./internal/blocks.js"
 import * as E from "./internal/either.js"
 import { deriveSessionState, setKey } from "./internal/session-state.js"
 import { readOutputs, splitOutputs, stackFeeds } from "./internal/stream-batch.js"
@@ -434,6 +434,8 @@ class Streaming<O extends string> implements StreamingSession<O> {
   readonly #kept: ReadonlySet<string>
   readonly #layout: FeedLayout
   readonly #cache: CachePlan | undefined
+  /** A fixed cache's block outputs and the leaves they are written into. */
+  readonly #blockTargets: readonly BlockTarget[]
   readonly store: SessionStore
 
   constructor(
@@ -451,6 +453,8 @@ class Streaming<O extends string> implements StreamingSession<O> {
     },
   ) {
     this.#cache = caller.cache
+    this.#blockTargets =
+      caller.cache === undefined ? [] : blockTargets(caller.cache, store.spec.leaves)
     this.#ort = ort
     this.#store = store
     this.#clock = clock
@@ -621,9 +625,8 @@ class Streaming<O extends string> implements StreamingSession<O> {
       for (const p of kept) blocks.add(p.output)
       if (cache !== undefined && cache.blocks.length > 0) {
         const planned = planWrites(
-          cache,
-          store.spec.leaves,
-          (input) => state[input] as OrtTensor,
+          this.#blockTargets,
+          (target) => state[target.input] as OrtTensor,
           outputs,
           (ruleCall?.feeds[cache.tokens]?.shape[1] ?? 0) as number,
         )

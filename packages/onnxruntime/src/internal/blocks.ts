@@ -22,22 +22,40 @@ export interface BlockWrite {
   readonly leaf: LeafContext
 }
 
+/** Where a block output goes: the cache leaf (its index in spec order), and its cache axis. */
+export interface BlockTarget {
+  readonly input: string
+  readonly output: string
+  readonly index: number
+  readonly axis: number
+  readonly leaf: LeafContext
+}
+
+/** A fixed cache's block targets, found once when the session is made. */
+export function blockTargets(plan: CachePlan, leaves: readonly ResolvedLeaf[]): BlockTarget[] {
+  return plan.blocks.map(({ input, output }) => {
+    const index = leaves.findIndex((l) => l.path[0] === input)
+    const leaf = leaves[index] as ResolvedLeaf
+    const axis = [...leaf.growing].find(([, name]) => name === plan.dim)?.[0] as number
+    const context = { path: leaf.pathString, batchAxis: leaf.batchAxis, init: leaf.init }
+    return { input, output, index, axis, leaf: context }
+  })
+}
+
 /**
- * The writes of a fixed cache's block outputs into the held cache leaves (`held(input)`), each
+ * The writes of a fixed cache's block outputs into the held cache leaves (`held(target)`), each
  * checked first: the cache's dtype, and its shape but `new` positions along the cache's dim.
  */
 export function planWrites(
-  plan: CachePlan,
-  leaves: readonly ResolvedLeaf[],
-  held: (input: string) => OrtTensor,
+  targets: readonly BlockTarget[],
+  held: (target: BlockTarget) => OrtTensor,
   outputs: Readonly<Record<string, OrtTensor>>,
   newTokens: number,
 ): E.Either<ShapeMismatchError | DTypeMismatchError, BlockWrite[]> {
   const writes: BlockWrite[] = []
-  for (const { input, output } of plan.blocks) {
-    const leaf = leaves.find((l) => l.path[0] === input) as ResolvedLeaf
-    const axis = [...leaf.growing].find(([, name]) => name === plan.dim)?.[0] as number
-    const dst = held(input)
+  for (const target of targets) {
+    const { input, output, axis, leaf } = target
+    const dst = held(target)
     const block = outputs[output] as OrtTensor
     if (block.type !== dst.type) {
       return E.left(
@@ -60,12 +78,7 @@ export function planWrites(
         }),
       )
     }
-    writes.push({
-      dst,
-      block,
-      axis,
-      leaf: { path: leaf.pathString, batchAxis: leaf.batchAxis, init: leaf.init },
-    })
+    writes.push({ dst, block, axis, leaf })
   }
   return E.right(writes)
 }
