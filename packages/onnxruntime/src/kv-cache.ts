@@ -76,7 +76,21 @@ export interface CachePlan {
    * step that runs without the cache (`use_cache_branch` false), kept as they are after.
    */
   readonly keep: readonly StatePair[]
+  /** Outputs of `blocks`; and of `blocks` and `keep` together. */
+  readonly blockOutputs: ReadonlySet<string>
+  readonly blockOrKeptOutputs: ReadonlySet<string>
 }
+
+/**
+ * The state outputs a step does not adopt: a fixed cache's blocks (written in place instead),
+ * and the kept cross-attention caches once the cache is in use.
+ */
+export const notAdopted = (plan: CachePlan, call: RuleCall): ReadonlySet<string> =>
+  plan.keep.length > 0 && usesCache(plan, call.state) ? plan.blockOrKeptOutputs : plan.blockOutputs
+
+/** Each row's length before the step: where a fixed cache's blocks go. */
+export const blockOffsets = (plan: CachePlan, call: RuleCall): number[] =>
+  plan.lengthLeaf === undefined ? [] : Array.from(call.state[plan.lengthLeaf]?.data as Int32Array)
 
 /** Whether a call runs with its cache (`use_cache_branch`): some row holds a position. */
 export function usesCache(plan: CachePlan, state: Readonly<Record<string, HostTensor>>): boolean {
@@ -144,6 +158,7 @@ export function planCache(
   const keep = inputNames.includes(USE_CACHE)
     ? pairs.filter((p) => ENCODER_PRESENT.test(p.output))
     : []
+  const blocks = kind === "fixed" ? cached : []
   const rule =
     kind === "fixed"
       ? fixedRule(seq, tokenFeed, derives)
@@ -152,10 +167,12 @@ export function planCache(
     rule,
     dim: seq,
     leaf: kind === "fixed" ? LENGTH : CACHE_MASK,
-    blocks: kind === "fixed" ? cached : [],
+    blocks,
     lengthLeaf: kind === "fixed" ? LENGTH : undefined,
     tokens: tokenFeed,
     keep,
+    blockOutputs: new Set(blocks.map((p) => p.output)),
+    blockOrKeptOutputs: new Set([...blocks, ...keep].map((p) => p.output)),
     dims: kind === "fixed" ? { [seq]: capacity as number } : {},
   })
 }

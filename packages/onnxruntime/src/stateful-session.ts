@@ -29,8 +29,9 @@ import {
   type KvCacheOptions,
   type RewindError,
   checkRestored,
+  blockOffsets,
+  notAdopted,
   rewound,
-  usesCache,
 } from "./kv-cache.js"
 import {
   type BlockTarget,
@@ -458,19 +459,13 @@ class Session<O extends string> implements StatefulSession<O> {
       }
       book2 = made.right
     }
-    // A fixed cache keeps its tensors and takes the step's blocks at each row's length.
+    // A fixed cache keeps its tensors and takes the step's blocks at each row's length; a merged
+    // encoder–decoder keeps its cross-attention caches once the cache is in use.
     const cache = this.#cache
-    const blocks = cache === undefined ? NO_NAMES : new Set(cache.blocks.map((p) => p.output))
-    // A merged encoder–decoder's cross-attention caches are kept once the cache is in use.
-    const kept =
-      cache !== undefined &&
-      cache.keep.length > 0 &&
-      ruleCall !== undefined &&
-      usesCache(cache, ruleCall.state)
-        ? new Set(cache.keep.map((p) => p.output))
-        : NO_NAMES
+    const skipped =
+      cache === undefined || ruleCall === undefined ? NO_NAMES : notAdopted(cache, ruleCall)
     let writes: BlockWrite[] = []
-    if (cache !== undefined && blocks.size > 0) {
+    if (cache !== undefined && cache.blocks.length > 0) {
       const planned = planWrites(
         this.#blockTargets,
         (target) => held[target.index] as OrtTensor,
@@ -486,14 +481,12 @@ class Session<O extends string> implements StatefulSession<O> {
     const next = this.#byLeaf.map((leaf, i) =>
       typeof leaf === "string"
         ? (book2[leaf] as OrtTensor)
-        : blocks.has(leaf.output) || kept.has(leaf.output)
+        : skipped.has(leaf.output)
           ? (held[i] as OrtTensor)
           : (outputs[leaf.output] as OrtTensor),
     )
     const offsets =
-      cache?.lengthLeaf === undefined
-        ? []
-        : Array.from(ruleCall?.state[cache.lengthLeaf]?.data as Int32Array)
+      cache === undefined || ruleCall === undefined ? [] : blockOffsets(cache, ruleCall)
     const saved = this.#saver.saveLeaves(next)
     if (saved._tag === "Left") {
       // Nothing of a failed run reaches the caller: every output is freed.

@@ -26,7 +26,13 @@ import type { OrtRuntime, OrtTensor } from "./ort-backend.js"
 import { GuardedStore } from "./internal/busy-guard.js"
 import { type Rules, deriveInputs, nextState } from "./internal/rules.js"
 import type { InputRule } from "./input-rules.js"
-import { type CachePlan, type KvCacheOptions, checkRestored, usesCache } from "./kv-cache.js"
+import {
+  type CachePlan,
+  type KvCacheOptions,
+  blockOffsets,
+  checkRestored,
+  notAdopted,
+} from "./kv-cache.js"
 import { type BlockTarget, blockTargets, planWrites, writeBlocks } from "./internal/blocks.js"
 import * as E from "./internal/either.js"
 import { deriveSessionState, setKey } from "./internal/session-state.js"
@@ -371,7 +377,7 @@ export function createStreamingSession<const O extends string = string>(
 }
 
 /** The block outputs of a session without a cache: none. */
-const NO_NAMES: Set<string> = new Set()
+const NO_NAMES: ReadonlySet<string> = new Set()
 
 function pick<O extends object, K extends keyof O>(o: O, keys: readonly K[]): Partial<Pick<O, K>> {
   const out: Partial<Pick<O, K>> = {}
@@ -617,13 +623,9 @@ class Streaming<O extends string> implements StreamingSession<O> {
       }
       // A fixed cache takes the step's blocks into the gathered rows, which go back whole.
       const cache = this.#cache
-      const blocks = cache === undefined ? NO_NAMES : new Set(cache.blocks.map((p) => p.output))
-      const kept =
-        cache !== undefined && ruleCall !== undefined && usesCache(cache, ruleCall.state)
-          ? cache.keep
-          : []
-      for (const p of kept) blocks.add(p.output)
-      if (cache !== undefined && cache.blocks.length > 0) {
+      const skipped =
+        cache === undefined || ruleCall === undefined ? NO_NAMES : notAdopted(cache, ruleCall)
+      if (cache !== undefined && ruleCall !== undefined && cache.blocks.length > 0) {
         const planned = planWrites(
           this.#blockTargets,
           (target) => state[target.input] as OrtTensor,
@@ -635,8 +637,7 @@ class Streaming<O extends string> implements StreamingSession<O> {
           forget()
           return planned
         }
-        const offsets = Array.from(ruleCall?.state[cache.lengthLeaf as string]?.data as Int32Array)
-        const written = writeBlocks(store.backend, planned.right, offsets)
+        const written = writeBlocks(store.backend, planned.right, blockOffsets(cache, ruleCall))
         if (written._tag === "Left") {
           cleanup(outputs)
           forget()
@@ -647,7 +648,7 @@ class Streaming<O extends string> implements StreamingSession<O> {
         setKey(
           next,
           input,
-          blocks.has(output) ? (state[input] as OrtTensor) : (outputs[output] as OrtTensor),
+          skipped.has(output) ? (state[input] as OrtTensor) : (outputs[output] as OrtTensor),
         )
       }
       const scattered = store.scatter(keys, next as StateTree<OrtTensor>)
@@ -656,9 +657,10 @@ class Streaming<O extends string> implements StreamingSession<O> {
         forget()
         return scattered
       }
-      for (const p of [...(cache?.blocks ?? []), ...kept]) {
-        handed.add(state[p.input] as OrtTensor)
-        ;(outputs[p.output] as OrtTensor).dispose()
+      for (const { input, output } of this.pairs) {
+        if (!skipped.has(output)) continue
+        handed.add(state[input] as OrtTensor)
+        ;(outputs[output] as OrtTensor).dispose()
       }
       // The store owns (and has freed) the state outputs; the listed ones are split or handed
       // over, the others freed.
