@@ -14,8 +14,6 @@
  * Each comparison runs its sides interleaved in one process, every round starting from the same
  * state (restored or rewound outside the timing); ratios are medians of per-round ratios.
  */
-import { spawnSync } from "node:child_process"
-import { fileURLToPath } from "node:url"
 import { orThrow } from "@statesaver/core"
 import {
   type KvCacheOptions,
@@ -27,15 +25,14 @@ import {
   createStreamingSession,
   ortBackend,
 } from "@statesaver/onnxruntime"
-import * as ortNode from "onnxruntime-node"
-import * as ortWeb from "onnxruntime-web"
 import type { Runtime } from "../../packages/onnxruntime/test/helpers/harness.js"
 import {
   fixedCacheDecoder,
   growingDecoder,
   tinyDecoderConfig,
 } from "../../packages/onnxruntime/test/helpers/decoders.js"
-import { compareSync, median } from "./harness.js"
+import { compareSync } from "./harness.js"
+import { cacheNames, interleave, perRuntime, type Side } from "./decoder-steps.js"
 
 /** Tokens per timed round. */
 const STEPS = 32
@@ -56,17 +53,9 @@ const cfg = tinyDecoderConfig({
   seed: 7,
 })
 const { heads: H, headDim: D, layers: L, vocab: V } = cfg
-const PAST = Array.from({ length: L }, (_, l) => [
-  `past_key_values.${l}.key`,
-  `past_key_values.${l}.value`,
-]).flat()
-const PRESENT = PAST.map((p) => p.replace("past_key_values", "present"))
+const { past: PAST, present: PRESENT } = cacheNames(L)
 
 type Session = Awaited<ReturnType<Runtime["InferenceSession"]["create"]>>
-interface Side {
-  readonly step: (t: number) => Promise<void>
-  readonly rewind: () => void
-}
 
 /** Token of row `row` at step `t`. */
 const token = (row: number, t: number): bigint => BigInt((row * 7 + t * 13 + 5) % V)
@@ -82,30 +71,6 @@ const prompt = (ort: Runtime, n: number, seed: number): OrtTensor =>
     BigInt64Array.from({ length: n }, (_, i) => BigInt((i * 5 + seed * 11 + 3) % V)),
     [1, n],
   )
-
-/** Microseconds per step of STEPS steps, after an untimed `rewind`. */
-async function round(side: Side): Promise<number> {
-  side.rewind()
-  const t0 = process.hrtime.bigint()
-  for (let t = 0; t < STEPS; t++) await side.step(t)
-  return Number(process.hrtime.bigint() - t0) / STEPS / 1000
-}
-
-/** Each side's median µs/step and the median of its per-round ratios to side 0 (order rotates). */
-async function interleave(sides: readonly Side[]): Promise<{ us: number[]; ratio: number[] }> {
-  for (const side of sides) for (let w = 0; w < 2; w++) await round(side)
-  const times = sides.map(() => [] as number[])
-  for (let r = 0; r < ROUNDS; r++)
-    for (let k = 0; k < sides.length; k++) {
-      const i = (r + k) % sides.length
-      ;(times[i] as number[]).push(await round(sides[i] as Side))
-    }
-  const base = times[0] as number[]
-  return {
-    us: times.map(median),
-    ratio: times.map((t) => median(t.map((x, r) => x / (base[r] as number)))),
-  }
-}
 
 /**
  * The hand-written fixed-cache loop over `rows` rows: cache tensors of CAPACITY positions, the
@@ -311,7 +276,7 @@ async function continuousBatching(ort: Runtime, fixed: Session): Promise<void> {
     ),
   )
 
-  const { us, ratio } = await interleave([hand, batched, oneByOne])
+  const { us, ratio } = await interleave([hand, batched, oneByOne], STEPS, ROUNDS)
   const tps = us.map((u) => ((CHATS * 1e6) / u).toFixed(0).padStart(6))
   const toCeiling = (i: number) => (1 / (ratio[i] as number)).toFixed(3)
   console.log(
@@ -426,7 +391,7 @@ async function beamStep(ort: Runtime, models: Record<"fixed" | "growing", Sessio
       for (let t = 0; t < STEPS; t++) await side.step(t)
     }
     const diff = maxDiff(hand.logits(), ourLogits)
-    const { us, ratio } = await interleave([hand, ours])
+    const { us, ratio } = await interleave([hand, ours], STEPS, ROUNDS)
     const [h, o] = us.map((u) => u.toFixed(0).padStart(5))
     // The reorder alone (no run): select against the host gather of the same cache tensors.
     orThrow(s.restore(at))
@@ -470,27 +435,11 @@ async function bench(label: string, ort: Runtime, provider: string): Promise<voi
 
 /** Runs the decoder benchmarks, one child process per runtime. */
 export async function main(): Promise<void> {
-  process.env["ORT_DISABLE_TELEMETRY"] ??= "1"
-  const only = process.env["STATESAVER_BENCH_RUNTIME"]
-  if (only === undefined) {
-    console.log(
-      `Decoders: decoder ${L} layers x ${H} heads x ${D}, hidden ${cfg.hidden}, vocab ${V}; 1 token per step, 1 thread`,
-    )
-    for (const runtime of ["node", "web"]) {
-      const child = spawnSync(
-        process.execPath,
-        ["--import", "tsx", fileURLToPath(import.meta.url)],
-        { encoding: "utf8", env: { ...process.env, STATESAVER_BENCH_RUNTIME: runtime } },
-      )
-      process.stdout.write(child.stdout)
-      if (child.status !== 0) process.stderr.write(child.stderr)
-    }
-    return
-  }
-  if (only === "web") {
-    ortWeb.env.wasm.numThreads = 1
-    await bench("onnxruntime-web (wasm)", ortWeb as unknown as Runtime, "wasm")
-  } else await bench("onnxruntime-node (cpu)", ortNode as unknown as Runtime, "cpu")
+  await perRuntime(
+    import.meta.url,
+    `Decoders: decoder ${L} layers x ${H} heads x ${D}, hidden ${cfg.hidden}, vocab ${V}; 1 token per step, 1 thread`,
+    bench,
+  )
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) await main()

@@ -13,8 +13,6 @@
  *
  * Every comparison runs both sides interleaved in one process; one process per runtime.
  */
-import { spawnSync } from "node:child_process"
-import { fileURLToPath } from "node:url"
 import { orThrow } from "@statesaver/core"
 import {
   type KvCacheOptions,
@@ -24,15 +22,13 @@ import {
   createStatefulSession,
   ortBackend,
 } from "@statesaver/onnxruntime"
-import * as ortNode from "onnxruntime-node"
-import * as ortWeb from "onnxruntime-web"
 import type { Runtime } from "../../packages/onnxruntime/test/helpers/harness.js"
 import {
   fixedCacheDecoder,
   growingDecoder,
   tinyDecoderConfig,
 } from "../../packages/onnxruntime/test/helpers/decoders.js"
-import { median } from "./harness.js"
+import { cacheNames, interleave, perRuntime } from "./decoder-steps.js"
 
 const CONTEXTS = [64, 256, 1024] as const
 const BATCH = 4
@@ -51,11 +47,7 @@ const cfg = tinyDecoderConfig({
   seed: 7,
 })
 const { heads: H, headDim: D, layers: L } = cfg
-const PAST = Array.from({ length: L }, (_, l) => [
-  `past_key_values.${l}.key`,
-  `past_key_values.${l}.value`,
-]).flat()
-const PRESENT = PAST.map((p) => p.replace("past_key_values", "present"))
+const { past: PAST, present: PRESENT } = cacheNames(L)
 
 interface Models {
   readonly fixed: Awaited<ReturnType<Runtime["InferenceSession"]["create"]>>
@@ -90,37 +82,6 @@ async function prefilled(
 /** One token per row through the session. */
 const sessionStep = (ort: Runtime, s: StatefulSession<"logits">) => async (t: number) => {
   orThrow(await s.run({ input_ids: tokenIds(ort, 1, t) })).logits.dispose()
-}
-
-/** Microseconds per step of STEPS steps, after `rewind` (untimed) returned to the start. */
-async function round(step: (t: number) => Promise<void>, rewind: () => void): Promise<number> {
-  rewind()
-  const t0 = process.hrtime.bigint()
-  for (let t = 0; t < STEPS; t++) await step(t)
-  return Number(process.hrtime.bigint() - t0) / STEPS / 1000
-}
-
-/**
- * Each side's median µs/step and its median ratio to side 0 over ROUNDS rounds in which every
- * side runs once (the order rotates): a per-round ratio cancels the machine's load drifting
- * between rounds.
- */
-async function interleave(
-  sides: readonly { step: (t: number) => Promise<void>; rewind: () => void }[],
-): Promise<{ us: number[]; ratio: number[] }> {
-  for (const side of sides) for (let w = 0; w < 2; w++) await round(side.step, side.rewind)
-  const times = sides.map(() => [] as number[])
-  for (let r = 0; r < ROUNDS; r++)
-    for (let k = 0; k < sides.length; k++) {
-      const i = (r + k) % sides.length
-      const side = sides[i] as (typeof sides)[number]
-      ;(times[i] as number[]).push(await round(side.step, side.rewind))
-    }
-  const base = times[0] as number[]
-  return {
-    us: times.map(median),
-    ratio: times.map((t) => median(t.map((x, r) => x / (base[r] as number)))),
-  }
 }
 
 const all = Array.from({ length: BATCH }, (_, r) => r)
@@ -166,6 +127,8 @@ async function tokensPerSecond(ort: Runtime, models: Models): Promise<void> {
         step: sessionStep(ort, s),
         rewind: () => void orThrow(s.restore(at)),
       })),
+      STEPS,
+      ROUNDS,
     )
     // Tokens/s ratios: the growing cache's time over the fixed cache's.
     const [g, tight, shared] = us.map((u) => ((BATCH * 1e6) / u).toFixed(0).padStart(6))
@@ -286,7 +249,7 @@ async function derivedOverhead(ort: Runtime, models: Models): Promise<void> {
               }
             : () => void orThrow(s.restore(at)),
       }
-      const { us, ratio } = await interleave([hand, ours])
+      const { us, ratio } = await interleave([hand, ours], STEPS, ROUNDS)
       const [h, o] = us.map((u) => u.toFixed(0).padStart(5))
       line.push(`${cache.kind} ${h} / ${o} µs, ratio ${(ratio[1] as number).toFixed(3)}`)
       s.dispose()
@@ -312,27 +275,11 @@ async function bench(label: string, ort: Runtime, provider: string): Promise<voi
 
 /** Runs the KV-cache benchmarks, one child process per runtime. */
 export async function main(): Promise<void> {
-  process.env["ORT_DISABLE_TELEMETRY"] ??= "1"
-  const only = process.env["STATESAVER_BENCH_RUNTIME"]
-  if (only === undefined) {
-    console.log(
-      `KV caches: decoder ${L} layers x ${H} heads x ${D}, hidden ${cfg.hidden}, vocab ${cfg.vocab}; batch ${BATCH}, 1 token per step, 1 thread`,
-    )
-    for (const runtime of ["node", "web"]) {
-      const child = spawnSync(
-        process.execPath,
-        ["--import", "tsx", fileURLToPath(import.meta.url)],
-        { encoding: "utf8", env: { ...process.env, STATESAVER_BENCH_RUNTIME: runtime } },
-      )
-      process.stdout.write(child.stdout)
-      if (child.status !== 0) process.stderr.write(child.stderr)
-    }
-    return
-  }
-  if (only === "web") {
-    ortWeb.env.wasm.numThreads = 1
-    await bench("onnxruntime-web (wasm)", ortWeb as unknown as Runtime, "wasm")
-  } else await bench("onnxruntime-node (cpu)", ortNode as unknown as Runtime, "cpu")
+  await perRuntime(
+    import.meta.url,
+    `KV caches: decoder ${L} layers x ${H} heads x ${D}, hidden ${cfg.hidden}, vocab ${cfg.vocab}; batch ${BATCH}, 1 token per step, 1 thread`,
+    bench,
+  )
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) await main()

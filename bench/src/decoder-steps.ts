@@ -1,0 +1,86 @@
+/**
+ * What the decoder benchmarks share: the cache's input and output names, interleaved rounds of
+ * steps with medians of per-round ratios, and a run per ONNX Runtime in a child process each.
+ */
+import { spawnSync } from "node:child_process"
+import { fileURLToPath } from "node:url"
+import * as ortNode from "onnxruntime-node"
+import * as ortWeb from "onnxruntime-web"
+import type { Runtime } from "../../packages/onnxruntime/test/helpers/harness.js"
+import { median } from "./harness.js"
+
+/** `past_key_values.N.key/value` of `layers` layers, and the `present.N.*` outputs they pair with. */
+export function cacheNames(layers: number): { past: string[]; present: string[] } {
+  const past = Array.from({ length: layers }, (_, l) => [
+    `past_key_values.${l}.key`,
+    `past_key_values.${l}.value`,
+  ]).flat()
+  return { past, present: past.map((p) => p.replace("past_key_values", "present")) }
+}
+
+/** One way of running steps: `rewind` (untimed) returns it to its start. */
+export interface Side {
+  readonly step: (t: number) => Promise<void>
+  readonly rewind: () => void
+}
+
+/** Microseconds per step of `steps` steps, after an untimed `rewind`. */
+async function round(side: Side, steps: number): Promise<number> {
+  side.rewind()
+  const t0 = process.hrtime.bigint()
+  for (let t = 0; t < steps; t++) await side.step(t)
+  return Number(process.hrtime.bigint() - t0) / steps / 1000
+}
+
+/**
+ * Each side's median µs/step and its median ratio to side 0 over `rounds` rounds in which every
+ * side runs once (the order rotates): a per-round ratio cancels the machine's load drifting
+ * between rounds.
+ */
+export async function interleave(
+  sides: readonly Side[],
+  steps: number,
+  rounds: number,
+): Promise<{ us: number[]; ratio: number[] }> {
+  for (const side of sides) for (let w = 0; w < 2; w++) await round(side, steps)
+  const times = sides.map(() => [] as number[])
+  for (let r = 0; r < rounds; r++)
+    for (let k = 0; k < sides.length; k++) {
+      const i = (r + k) % sides.length
+      ;(times[i] as number[]).push(await round(sides[i] as Side, steps))
+    }
+  const base = times[0] as number[]
+  return {
+    us: times.map(median),
+    ratio: times.map((t) => median(t.map((x, r) => x / (base[r] as number)))),
+  }
+}
+
+/**
+ * Runs `bench` on onnxruntime-node and onnxruntime-web (wasm, one thread), each in a child
+ * process of `moduleUrl` (the two runtimes do not share a process well), after printing `title`.
+ */
+export async function perRuntime(
+  moduleUrl: string,
+  title: string,
+  bench: (label: string, ort: Runtime, provider: string) => Promise<void>,
+): Promise<void> {
+  process.env["ORT_DISABLE_TELEMETRY"] ??= "1"
+  const only = process.env["STATESAVER_BENCH_RUNTIME"]
+  if (only === undefined) {
+    console.log(title)
+    for (const runtime of ["node", "web"]) {
+      const child = spawnSync(process.execPath, ["--import", "tsx", fileURLToPath(moduleUrl)], {
+        encoding: "utf8",
+        env: { ...process.env, STATESAVER_BENCH_RUNTIME: runtime },
+      })
+      process.stdout.write(child.stdout)
+      if (child.status !== 0) process.stderr.write(child.stderr)
+    }
+    return
+  }
+  if (only === "web") {
+    ortWeb.env.wasm.numThreads = 1
+    await bench("onnxruntime-web (wasm)", ortWeb as unknown as Runtime, "wasm")
+  } else await bench("onnxruntime-node (cpu)", ortNode as unknown as Runtime, "cpu")
+}
