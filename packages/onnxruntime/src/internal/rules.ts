@@ -166,6 +166,10 @@ function hostView(t: OrtTensor, dtype: DType): HostTensor | undefined {
   return new HostTensor(dtype, t.dims, t.data as HostTensor["data"])
 }
 
+/** A runtime tensor sharing a host tensor's data (the rule made it for this call). */
+const ortTensor = (ort: OrtRuntime, t: HostTensor): OrtTensor =>
+  new ort.Tensor(t.dtype as "float32", t.data as Float32Array, t.shape)
+
 const RULE_ERRORS: ReadonlySet<string> = new Set([
   "ShapeMismatchError",
   "DTypeMismatchError",
@@ -253,7 +257,7 @@ export function deriveInputs(
           }),
         )
       }
-      inputs[name] = new ort.Tensor(t.dtype as "float32", t.data as Float32Array, t.shape)
+      inputs[name] = ortTensor(ort, t)
     }
   }
   return E.right({ inputs, call: view })
@@ -296,7 +300,7 @@ export function nextState(
           }),
         )
       }
-      next[name] = new ort.Tensor(t.dtype as "float32", t.data as Float32Array, t.shape)
+      next[name] = ortTensor(ort, t)
     }
   }
   return E.right(next)
