@@ -13,6 +13,7 @@
 import { orThrow } from "@statesaver/core"
 import { type StatefulSession, createStatefulSession, ortBackend } from "@statesaver/onnxruntime"
 import * as ort from "onnxruntime-node"
+import { argmax, logSoftmax, withoutCache } from "./logits.js"
 
 interface HandDecoderConfig {
   readonly vocab: number
@@ -43,18 +44,6 @@ async function loadHandDecoders(): Promise<HandDecoders> {
 type Decoder = StatefulSession<"logits">
 
 const CAPACITY = 64
-
-function logSoftmax(logits: Float32Array): Float64Array {
-  const max = logits.reduce((a, b) => Math.max(a, b), -Infinity)
-  const lse = max + Math.log(logits.reduce((s, x) => s + Math.exp(x - max), 0))
-  return Float64Array.from(logits, (x) => x - lse)
-}
-
-const argmax = (xs: ArrayLike<number>): number => {
-  let best = 0
-  for (let i = 1; i < xs.length; i++) if ((xs[i] as number) > (xs[best] as number)) best = i
-  return best
-}
 
 /** Feeds one chunk per row (all of one length): each row's log-probabilities after its last token. */
 async function feed(dec: Decoder, chunk: readonly (readonly number[])[]): Promise<Float64Array[]> {
@@ -127,27 +116,6 @@ async function beamSearch(
       )
   }
   return beams
-}
-
-/** The same weights without a cache: log-probabilities after each position of a whole sequence. */
-async function withoutCache(bytes: Uint8Array) {
-  const session = await ort.InferenceSession.create(bytes)
-  return async (seq: readonly number[]): Promise<Float64Array[]> => {
-    const T = seq.length
-    const int64 = (values: Iterable<number>) =>
-      new ort.Tensor("int64", BigInt64Array.from(values, BigInt), [1, T])
-    const out = await session.run({
-      input_ids: int64(seq),
-      attention_mask: int64(seq.map(() => 1)),
-      position_ids: int64(seq.keys()),
-    })
-    const logits = out["logits"] as ort.Tensor
-    const data = logits.data as Float32Array
-    const V = data.length / T
-    const rows = seq.map((_, t) => logSoftmax(data.subarray(t * V, (t + 1) * V)))
-    logits.dispose()
-    return rows
-  }
 }
 
 const show = (tokens: readonly number[]) => `[${tokens.join(" ")}]`

@@ -21,21 +21,11 @@ import {
   ortBackend,
 } from "@statesaver/onnxruntime"
 import * as ort from "onnxruntime-node"
+import { argmax, logSoftmax, withoutCache } from "./logits.js"
 import { type DecoderConfig, loadDecoders } from "./tiny-decoder.js"
 
 /** A session over a decoder, handing back its logits. */
 type Decoder = StatefulSession<"logits">
-
-/** Natural-log softmax of one position's logits, in float64. */
-function logSoftmax(logits: Float32Array): Float64Array {
-  const max = logits.reduce((a, b) => Math.max(a, b), -Infinity)
-  const lse = max + Math.log(logits.reduce((s, x) => s + Math.exp(x - max), 0))
-  return Float64Array.from(logits, (x) => x - lse)
-}
-
-/** The index of the largest value (the first among equals). */
-const argmax = (xs: Float64Array): number =>
-  xs.reduce((best, x, i) => (x > (xs[best] as number) ? i : best), 0)
 
 /**
  * Runs one chunk of new tokens per row, all of one length. The session derives the attention
@@ -186,27 +176,6 @@ async function speculative(
 }
 
 // ---------------------------------------------------------------------------------------------
-
-/** The same weights without a cache: next-token log-probabilities after each position. */
-async function withoutCache(bytes: Uint8Array) {
-  const session = await ort.InferenceSession.create(bytes)
-  return async (seq: readonly number[]): Promise<Float64Array[]> => {
-    const T = seq.length
-    const int64 = (values: Iterable<number>) =>
-      new ort.Tensor("int64", BigInt64Array.from(values, BigInt), [1, T])
-    const out = await session.run({
-      input_ids: int64(seq),
-      attention_mask: int64(seq.map(() => 1)),
-      position_ids: int64(seq.keys()),
-    })
-    const logits = out["logits"] as ort.Tensor
-    const data = logits.data as Float32Array
-    const V = data.length / T
-    const rows = seq.map((_, t) => logSoftmax(data.subarray(t * V, (t + 1) * V)))
-    logits.dispose()
-    return rows
-  }
-}
 
 /**
  * Checks a continuation against a run without a cache on the whole sequence: the score
