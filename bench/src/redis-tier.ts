@@ -65,7 +65,7 @@ export async function main(): Promise<void> {
     }
     orThrow(a.store.scatter(keys, batch))
     for (const r of await a.tier.advanced(keys)) orThrow(r)
-    const bytes = await Promise.all(keys.map(async (k) => orThrow(await a.store.snapshot(k))))
+    const bytes = orThrow(await a.store.snapshotMany(keys))
     const perStream = bytes[0]?.byteLength ?? 0
 
     const raw = client.withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer })
@@ -85,11 +85,17 @@ export async function main(): Promise<void> {
       if (b.store.size !== STREAMS || a.store.size !== 0) throw new Error("streams not moved")
       ;[a, b] = [b, a]
     }
-    // The store's own share: the same snapshots and restores without Redis.
+    // The store's own share: the same snapshots and restores without Redis (one
+    // `snapshotMany`, and one `restoreMany` per script call's worth of streams, as the tier does).
     const spare = worker().store
     const codecRound = async () => {
-      const snaps = await Promise.all(keys.map((k) => a.store.snapshot(k)))
-      for (const [i, k] of keys.entries()) orThrow(spare.restore(k, orThrow(snaps[i] as never)))
+      const snaps = orThrow(await a.store.snapshotMany(keys))
+      for (let at = 0; at < keys.length; at += 100) {
+        const part = keys.slice(at, at + 100)
+        orThrow(
+          spare.restoreMany(part.map((key, i) => ({ key, snapshot: snaps[at + i] as Uint8Array }))),
+        )
+      }
       for (const k of keys) spare.delete(k)
     }
     const time = async (f: () => Promise<void>) => {

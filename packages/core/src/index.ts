@@ -100,4 +100,5 @@ export type {
   StoreRestoreError,
   StoreSnapshotError,
   StreamKey,
+  StreamSnapshot,
 } from "./state-store.js"

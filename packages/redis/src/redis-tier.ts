@@ -32,6 +32,18 @@ export interface TierStore {
   delete(key: StreamKey): boolean
   snapshot(key: StreamKey): Promise<E.Either<StateError, Uint8Array>>
   restore(key: StreamKey, snapshot: Uint8Array): E.Either<StateError, unknown>
+  /**
+   * Many streams' snapshots in one call (a `StateStore` has it); without it the tier calls
+   * `snapshot` per stream.
+   */
+  snapshotMany?(keys: readonly StreamKey[]): Promise<E.Either<StateError, Uint8Array[]>>
+  /**
+   * Many streams' restores in one call, all or none (a `StateStore` has it); without it, or
+   * when it refuses a call, the tier restores stream by stream.
+   */
+  restoreMany?(
+    items: readonly { key: StreamKey; snapshot: Uint8Array }[],
+  ): E.Either<StateError, unknown>
   /** Waits for the store's `onEvict` calls (the tier's write-backs) to settle. */
   flush(): Promise<void>
 }
@@ -738,7 +750,7 @@ class Tier implements RedisTier {
   ): Promise<void> {
     if (items.length === 0) return
     const t0 = performance.now()
-    let found = 0
+    let loaded = 0
     const unparking: Promise<void>[] = []
     const fromRedis: typeof items = []
     for (const it of items) {
@@ -755,41 +767,8 @@ class Tier implements RedisTier {
       fromRedis.push(it)
     }
     const releases: WriteItem[] = []
-    // Each stream is restored as soon as its call answers, while later calls are in flight.
-    const settle = (n: number, g: E.Either<PrepareError, Acquired>): void => {
+    const hold = (n: number, { token, data, steps }: Acquired): void => {
       const { i, key } = fromRedis[n] as (typeof fromRedis)[number]
-      if (g._tag === "Left") {
-        out[i] = g
-        return
-      }
-      const { token, data, steps } = g.right
-      if (data !== undefined) {
-        found++
-        const restored = store.restore(key, data)
-        if (restored._tag === "Left") {
-          // Not silently reset: the stream keeps its bytes in Redis, the lease is let go.
-          releases.push({ key, token, mode: "release", steps: 0, release: true })
-          const inner = restored.left
-          out[i] = E.left(
-            inner._tag === "BusyError" || inner._tag === "BackendError"
-              ? inner
-              : this.#fail(
-                  "load",
-                  new SnapshotFormatError({
-                    path: streamPath(key),
-                    expected: "a snapshot of the store's spec",
-                    actual: `${inner._tag}: ${inner.message}`,
-                    detail: `the state stored in Redis for stream ${streamPath(key)} was not restored`,
-                    cause: inner,
-                  }),
-                ),
-          )
-          return
-        }
-      } else if (this.#present(store, key)) {
-        // START on a stream held by the store: back to init.
-        store.delete(key)
-      }
       const now = this.#c.clock()
       this.#held.set(key, {
         token,
@@ -801,9 +780,72 @@ class Tier implements RedisTier {
       })
       out[i] = E.right(steps)
     }
+    const restoreOne = (n: number, got: Acquired): void => {
+      const { i, key } = fromRedis[n] as (typeof fromRedis)[number]
+      const restored = store.restore(key, got.data as Uint8Array)
+      if (restored._tag === "Right") return hold(n, got)
+      // Not silently reset: the stream keeps its bytes in Redis, the lease is let go.
+      releases.push({ key, token: got.token, mode: "release", steps: 0, release: true })
+      const inner = restored.left
+      out[i] = E.left(
+        inner._tag === "BusyError" || inner._tag === "BackendError"
+          ? inner
+          : this.#fail(
+              "load",
+              new SnapshotFormatError({
+                path: streamPath(key),
+                expected: "a snapshot of the store's spec",
+                actual: `${inner._tag}: ${inner.message}`,
+                detail: `the state stored in Redis for stream ${streamPath(key)} was not restored`,
+                cause: inner,
+              }),
+            ),
+      )
+    }
+    // The streams found in Redis are restored a call's worth at a time, as soon as the call
+    // answers, while later calls are in flight: `#runMany` settles one call's streams in one
+    // synchronous loop, and the microtask queued by the first of them restores them all (one
+    // `restoreMany`; stream by stream when the store has none or refuses the batch, so that
+    // each stream gets its own error).
+    let found: { n: number; got: Acquired }[] = []
+    const restoreFound = (): void => {
+      const todo = found
+      found = []
+      if (todo.length === 0) return
+      const many =
+        todo.length > 1 && store.restoreMany !== undefined
+          ? store.restoreMany(
+              todo.map(({ n, got }) => ({
+                key: (fromRedis[n] as (typeof fromRedis)[number]).key,
+                snapshot: got.data as Uint8Array,
+              })),
+            )
+          : undefined
+      for (const { n, got } of todo) {
+        if (many?._tag === "Right") hold(n, got)
+        else restoreOne(n, got)
+      }
+    }
+    const settle = (n: number, g: E.Either<PrepareError, Acquired>): void => {
+      const { i, key } = fromRedis[n] as (typeof fromRedis)[number]
+      if (g._tag === "Left") {
+        out[i] = g
+        return
+      }
+      if (g.right.data !== undefined) {
+        loaded++
+        if (found.length === 0) queueMicrotask(restoreFound)
+        found.push({ n, got: g.right })
+        return
+      }
+      // START on a stream held by the store: back to init.
+      if (this.#present(store, key)) store.delete(key)
+      hold(n, g.right)
+    }
     await Promise.all([this.#acquireMany(fromRedis, settle), Promise.all(unparking)])
+    restoreFound()
     if (releases.length > 0) await this.#writeAll(releases)
-    this.#emit({ type: "load", streams: items.length, found, ms: performance.now() - t0 })
+    this.#emit({ type: "load", streams: items.length, found: loaded, ms: performance.now() - t0 })
     this.#emit({ type: "held", streams: this.#held.size })
   }
 
@@ -999,12 +1041,7 @@ class Tier implements RedisTier {
       for (const key of keys) out.set(key, E.left(notAttached()))
       return out
     }
-    const items: {
-      key: StreamKey
-      held: Held
-      steps: number
-      snap: ReturnType<TierStore["snapshot"]>
-    }[] = []
+    const items: { key: StreamKey; held: Held; steps: number }[] = []
     const unrun: WriteItem[] = []
     for (const key of keys) {
       const held = this.#held.get(key)
@@ -1017,10 +1054,13 @@ class Tier implements RedisTier {
         } else out.set(key, E.right(undefined))
         continue
       }
-      items.push({ key, held, steps: held.steps, snap: store.snapshot(key) })
+      items.push({ key, held, steps: held.steps })
     }
     const released = this.#writeAll(unrun)
-    const snaps = await Promise.all(items.map((it) => it.snap))
+    const snaps = await snapshotAll(
+      store,
+      items.map((it) => it.key),
+    )
     const writes: { key: StreamKey; token: number; bytes: Uint8Array; steps: number }[] = []
     const which: (typeof items)[number][] = []
     for (let n = 0; n < items.length; n++) {
@@ -1225,6 +1265,20 @@ class Tier implements RedisTier {
   close(): Promise<E.Either<FlushError, void>> {
     return this.#flush(true)
   }
+}
+
+/**
+ * Each key's snapshot, read now (before the first await): one `snapshotMany` call when the store
+ * has it (its error, if it fails, is every key's), else one `snapshot` per key.
+ */
+async function snapshotAll(
+  store: TierStore,
+  keys: readonly StreamKey[],
+): Promise<E.Either<StateError, Uint8Array>[]> {
+  if (keys.length === 0) return []
+  if (store.snapshotMany === undefined) return Promise.all(keys.map((k) => store.snapshot(k)))
+  const got = await store.snapshotMany(keys)
+  return got._tag === "Right" ? got.right.map((b) => E.right(b)) : keys.map(() => got)
 }
 
 function notAttached(): OptionError {

@@ -410,6 +410,45 @@ describeRedis("redis tier", () => {
       expect(await raw.exists(`${hash}:lease`)).toBe(0)
     })
 
+    it("loads many streams in one call: a corrupt one fails alone, the others are restored bit-exactly", async () => {
+      const keys = Array.from({ length: 6 }, (_, i) => fresh(`many${i}`))
+      const a = worker(await topo.connect())
+      for (const r of await a.tier.prepare(keys.map((key) => ({ key, start: true })))) orThrow(r)
+      runStep(a.store, keys, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+      for (const r of await a.tier.advanced(keys)) orThrow(r)
+      runStep(a.store, keys, [-0.5, 0.25, -0.125, 1, 0.75, -1])
+      for (const r of await a.tier.advanced(keys)) orThrow(r)
+      orThrow(await a.tier.close())
+      const raw = topo.raw().withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer })
+      const bad = keys[3] as string
+      const stored = (await raw.hGet(`statesaver:{s:${bad}}`, "data")) as Buffer
+      // Same length, a header byte changed: only a full decode can tell.
+      const corrupt = Buffer.from(stored)
+      corrupt[20] = 0x7b
+      await raw.hSet(`statesaver:{s:${bad}}`, "data", corrupt)
+      const b = worker(await topo.connect())
+      const got = await b.tier.prepare(keys.map((key) => ({ key })))
+      for (const [i, key] of keys.entries()) {
+        if (key === bad) {
+          const e = leftOf(got[i] as never) as Error & { _tag: string; path: string }
+          expect(e._tag).toBe("SnapshotFormatError")
+          expect(e.path).toBe(streamPath(key))
+          expect(b.store.has(key)).toBe(false)
+          continue
+        }
+        expect(got[i]).toEqual({ _tag: "Right", right: 2 })
+        const xs = [
+          [0.1, -0.5],
+          [0.2, 0.25],
+          [0.3, -0.125],
+          [0.4, 1],
+          [0.5, 0.75],
+          [0.6, -1],
+        ][i] as number[]
+        expect(stateOf(b.store, key)).toEqual(alone(xs))
+      }
+    })
+
     it("refuses a snapshot of another spec with a SnapshotFormatError naming the stream", async () => {
       const key = fresh("foreign")
       const a = worker(await topo.connect())

@@ -10,6 +10,7 @@ import {
   type StateStore,
   type StateTree,
   type StreamKey,
+  type StreamSnapshot,
 } from "@statesaver/core"
 import type { OrtTensor } from "../ort-backend.js"
 import type { BusyGuarded } from "../stateful-session.js"
@@ -210,6 +211,18 @@ export class GuardedStore implements SessionStoreType {
     snapshot: Uint8Array | Snapshot,
   ): ReturnType<SessionStoreType["restore"]> {
     return refused(this.#owner, "StateStore", "restore") ?? this.#store.restore(key, snapshot)
+  }
+
+  snapshotMany(
+    keys: readonly StreamKey[],
+    options?: SnapshotOptions,
+  ): ReturnType<SessionStoreType["snapshotMany"]> {
+    const no = refused(this.#owner, "StateStore", "snapshotMany")
+    return no === undefined ? this.#store.snapshotMany(keys, options) : Promise.resolve(no)
+  }
+
+  restoreMany(items: readonly StreamSnapshot[]): ReturnType<SessionStoreType["restoreMany"]> {
+    return refused(this.#owner, "StateStore", "restoreMany") ?? this.#store.restoreMany(items)
   }
 
   /** Throws `BusyError` while a run is in flight (the result is a plain count). */
