@@ -1,7 +1,8 @@
 // Decoder export formats through a StatefulSession with `cache`, each against its no-cache
 // oracle (the same weights run on each row's whole history alone): a merged decoder whose
-// `use_cache_branch` the session derives, an encoder–decoder whose cross-attention cache is kept
-// from the first step, and a hybrid recurrent + attention model.
+// `use_cache_branch` the session derives, over a growing and over a fixed-capacity cache, an
+// encoder–decoder whose cross-attention cache is kept from the first step, and a hybrid
+// recurrent + attention model.
 import { orThrow } from "@statesaver/core"
 import type * as common from "onnxruntime-common"
 import * as ortNode from "onnxruntime-node"
@@ -13,7 +14,9 @@ import {
   encodeRow,
   encoderDecoder,
   hybridDecoder,
+  decoderStatePairs,
   mergedDecoder,
+  mergedFixedDecoder,
   noCacheDecoder,
   noCacheHybridDecoder,
   oracleLogits,
@@ -88,6 +91,11 @@ function tracker(
     restart(rows: readonly number[]) {
       history = history.map((h, r) => (rows.includes(r) ? [] : h))
     },
+    /** The last `n` tokens of `rows` are dropped (after a rewind of those rows). */
+    rewind(rows: readonly number[], n: number) {
+      history = history.map((h, r) => (rows.includes(r) ? h.slice(0, h.length - n) : h))
+    },
+    lengths: () => history.map((h) => h.length),
     worst: () => worst,
   }
 }
@@ -122,6 +130,118 @@ describe.each(runtimes)("decoder formats on %s", (_, ort) => {
     })
     expect(worst()).toBeLessThan(TOL)
     s.dispose()
+  })
+
+  it("merged decoder over a fixed cache, fed by hand: the flag off ignores the cache even where the mask is 1, on reads it", async () => {
+    const cfg = tinyDecoderConfig()
+    const session = await ort.InferenceSession.create(mergedFixedDecoder(cfg))
+    const oracle = await ort.InferenceSession.create(noCacheDecoder(cfg))
+    const [capacity, n] = [6, 3]
+    const rows = [tokens(n, 7, cfg.vocab), tokens(n, 8, cfg.vocab)]
+    const i64 = (values: readonly number[], dims: number[]) =>
+      new ort.Tensor("int64", BigInt64Array.from(values, BigInt), dims)
+    const feeds = (flag: number, maskWidth: number): Record<string, common.Tensor> => ({
+      input_ids: i64(rows.flat(), [2, n]),
+      position_ids: i64([0, 1, 2, 0, 1, 2], [2, n]),
+      attention_mask: i64(new Array<number>(2 * maskWidth).fill(1), [2, maskWidth]),
+      use_cache_branch: new ort.Tensor("bool", Uint8Array.of(flag), [1]),
+      ...Object.fromEntries(
+        decoderStatePairs(cfg.layers).map((p, i) => [
+          p.input,
+          new ort.Tensor(
+            "float32",
+            seededFloats(2 * cfg.heads * capacity * cfg.headDim, 90 + i, 3),
+            [2, cfg.heads, capacity, cfg.headDim],
+          ),
+        ]),
+      ),
+    })
+    const expected = await oracleLogits(ort, oracle, rows)
+    const logitsOf = async (f: Record<string, common.Tensor>) => {
+      const out = await session.run(f)
+      expect(out["present.1.value"]?.dims).toEqual([2, cfg.heads, n, cfg.headDim])
+      return Float32Array.from(out.logits?.data as Float32Array)
+    }
+    // Off: the window is the last n mask columns, whether the mask spans the cache or not.
+    for (const width of [capacity + n, n])
+      expect(gap(await logitsOf(feeds(0, width)), expected, rows, n, cfg.vocab)).toBeLessThan(TOL)
+    // On: the unmasked garbage is attended to.
+    expect(
+      gap(await logitsOf(feeds(1, capacity + n)), expected, rows, n, cfg.vocab),
+    ).toBeGreaterThan(1e-2)
+  })
+
+  it("merged decoder over a fixed cache: use_cache_branch derived (off while every row is empty, on after), a padded prompt rewound and a row reset mid-flight equal to the oracle", async () => {
+    const cfg = tinyDecoderConfig()
+    const capacity = 16
+    const inner = await ort.InferenceSession.create(mergedFixedDecoder(cfg))
+    const oracle = await ort.InferenceSession.create(noCacheDecoder(cfg))
+    // The flag each run was given, as the model received it.
+    const flags: number[] = []
+    const session = {
+      inputNames: inner.inputNames,
+      outputNames: inner.outputNames,
+      inputMetadata: inner.inputMetadata,
+      outputMetadata: inner.outputMetadata,
+      run: (feeds: Record<string, common.Tensor>, ...rest: unknown[]) => {
+        flags.push(Number((feeds.use_cache_branch?.data as Uint8Array)[0]))
+        return (inner.run as (...a: unknown[]) => Promise<unknown>)(feeds, ...rest)
+      },
+    } as unknown as common.InferenceSession
+    const backend = ortBackend({ ort })
+    const s = orThrow(
+      createStatefulSession({
+        session,
+        backend,
+        batchSize: 2,
+        cache: { kind: "fixed", capacity },
+        outputs: ["logits"],
+      }),
+    )
+    const kv = decoderStatePairs(cfg.layers)
+    expect(s.pairs.map((p) => p.input).sort()).toEqual(kv.map((p) => p.input).sort())
+    const { step, restart, rewind, lengths, worst } = tracker(ort, s, oracle, cfg.vocab)
+    const lengthLeaf = () => Array.from(s.state()["cache_length"]?.data as Int32Array)
+    // Prompts of 4 and 2 tokens, row 1 right-padded to 4 and rewound by its 2 pads.
+    await step([tokens(4, 1, cfg.vocab), [...tokens(2, 2, cfg.vocab), 0, 0]])
+    orThrow(s.rewind([1], 2))
+    rewind([1], 2)
+    expect(lengthLeaf()).toEqual([4, 2])
+    for (let t = 0; t < 4; t++)
+      await step([tokens(1, 10 + t, cfg.vocab), tokens(1, 20 + t, cfg.vocab)])
+    // Row 0 starts over while row 1 goes on: the flag stays on, row 0's cache is masked.
+    orThrow(s.reset([0]))
+    restart([0])
+    for (let t = 0; t < 3; t++)
+      await step([tokens(1, 30 + t, cfg.vocab), tokens(1, 40 + t, cfg.vocab)])
+    expect(lengthLeaf()).toEqual([3, 9])
+    expect(lengths()).toEqual([3, 9])
+    // Every row reset: the cache holds the old keys, but the next prompt runs with the flag off.
+    orThrow(s.reset())
+    restart([0, 1])
+    await step([tokens(3, 5, cfg.vocab), tokens(3, 6, cfg.vocab)])
+    await step([tokens(1, 50, cfg.vocab), tokens(1, 60, cfg.vocab)])
+    expect(flags).toEqual([0, 1, 1, 1, 1, 1, 1, 1, 0, 1])
+    expect(lengthLeaf()).toEqual([4, 4])
+    for (const p of kv)
+      expect(s.state()[p.input]?.dims).toEqual([2, cfg.heads, capacity, cfg.headDim])
+    expect(worst()).toBeLessThan(TOL)
+    // Feeding the flag by hand is refused before anything runs: the state is unchanged.
+    const before = orThrow(await s.snapshot())
+    for (const value of [0, 1]) {
+      const refused = await s.run({
+        input_ids: new ort.Tensor("int64", new BigInt64Array(2), [2, 1]),
+        use_cache_branch: new ort.Tensor("bool", Uint8Array.of(value), [1]),
+      } as never)
+      expect(refused).toMatchObject({
+        _tag: "Left",
+        left: { _tag: "StructureMismatchError", path: "use_cache_branch" },
+      })
+    }
+    expect(flags.length).toBe(10)
+    expect(orThrow(await s.snapshot())).toEqual(before)
+    s.dispose()
+    expect(backend.liveTensors()).toBe(0)
   })
 
   it("encoder–decoder: the cross-attention cache of the first step is kept, the placeholders after are not adopted", async () => {

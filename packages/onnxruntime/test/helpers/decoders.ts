@@ -399,7 +399,7 @@ function visibility(n: Net, mask: string, s: string, T: string): string {
 }
 
 /** How a decoder-only graph takes its past. */
-type PastMode = "growing" | "fixed" | "none" | "merged"
+type PastMode = "growing" | "fixed" | "none" | "merged" | "merged-fixed"
 
 function decoderGraph(cfg: DecoderConfig | HybridConfig, mode: PastMode): Uint8Array {
   const weights = modelWeights(cfg)
@@ -410,10 +410,12 @@ function decoderGraph(cfg: DecoderConfig | HybridConfig, mode: PastMode): Uint8A
   const rec = new Set("recurrentLayers" in cfg ? cfg.recurrentLayers : [])
   const B = "batch_size"
   const ids = g.input("input_ids", "int64", [B, "sequence_length"])
-  const total = mode === "fixed" ? "capacity + sequence_length" : "total_sequence_length"
-  const mask = g.input("attention_mask", "int64", [B, total])
+  // A fixed cache takes the whole cache and outputs only this run's keys and values.
+  const fixed = mode === "fixed" || mode === "merged-fixed"
+  const total = fixed ? "capacity + sequence_length" : "total_sequence_length"
+  let mask = g.input("attention_mask", "int64", [B, total])
   const positions = g.input("position_ids", "int64", [B, "sequence_length"])
-  const pastLen = mode === "fixed" ? "capacity" : "past_sequence_length"
+  const pastLen = fixed ? "capacity" : "past_sequence_length"
   const past = new Map<string, string>()
   if (mode !== "none")
     for (let l = 0; l < cfg.layers; l++) {
@@ -428,7 +430,7 @@ function decoderGraph(cfg: DecoderConfig | HybridConfig, mode: PastMode): Uint8A
   const attentionLayers = range(cfg.layers).filter((l) => !rec.has(l))
 
   // Merged decoders: the flag chooses the given past or an empty one.
-  if (mode === "merged") {
+  if (mode === "merged" || mode === "merged-fixed") {
     const flag = g.input("use_cache_branch", "bool", [1])
     const withPast = g.subgraph("with_past")
     const noPast = g.subgraph("no_past")
@@ -443,6 +445,14 @@ function decoderGraph(cfg: DecoderConfig | HybridConfig, mode: PastMode): Uint8A
         noPast.output(new Net(noPast).slice(given, 0, 0, 2), "float32", undefined)
       }
     g.node("If", [flag], outs, { then_branch: { g: withPast }, else_branch: { g: noPast } })
+    if (mode === "merged-fixed") {
+      // The mask spans the whole cache either way: keep its last (chosen past + s) columns, so
+      // with the flag off the window is the new tokens alone. (A Slice on shapes, not a second
+      // `If` output: the mask stays where it was fed.)
+      const T0 = n.dim(mask, 1)
+      const chosen = past.get(`${KVS[0]}${attentionLayers[0]}`) as string
+      mask = n.slice(mask, n.sub(T0, n.add(n.dim(chosen, 2), n.dim(ids, 1))), T0, 1)
+    }
   }
 
   const s = n.dim(ids, 1)
@@ -478,13 +488,13 @@ function decoderGraph(cfg: DecoderConfig | HybridConfig, mode: PastMode): Uint8A
     } else {
       const sw = lw.self as AttentionWeights
       const q = p.heads(x, sw.q)
-      const newNames = mode === "fixed" ? [presentName(l, "key"), presentName(l, "value")] : []
+      const newNames = fixed ? [presentName(l, "key"), presentName(l, "value")] : []
       const k = p.heads(x, sw.k, newNames[0])
       const v = p.heads(x, sw.v, newNames[1])
       let K = k
       let V = v
       if (mode !== "none") {
-        const grow = mode !== "fixed"
+        const grow = !fixed
         const cat = (kv: KV, t: string) =>
           n.op(
             "Concat",
@@ -630,8 +640,20 @@ export function mergedDecoder(cfg: DecoderConfig): Uint8Array {
 }
 
 /**
- * The no-cache oracle of {@link growingDecoder}, {@link fixedCacheDecoder} and
- * {@link mergedDecoder} built from the same config: a graph variant without past inputs or
+ * Optimum's `decoder_model_merged` over a preallocated cache: the inputs and outputs of
+ * {@link fixedCacheDecoder} plus `use_cache_branch` bool [1]. False: the cache is ignored
+ * (whatever it holds) and the window is this run's tokens alone, the last s columns of
+ * `attention_mask` (which may span `capacity + s` or only `s`); true: the whole cache is used,
+ * masked by `attention_mask` as in {@link fixedCacheDecoder}. The choice is an `If` node as in
+ * {@link mergedDecoder}, so the WebGPU EP runs it with nothing read back.
+ */
+export function mergedFixedDecoder(cfg: DecoderConfig): Uint8Array {
+  return decoderGraph(cfg, "merged-fixed")
+}
+
+/**
+ * The no-cache oracle of {@link growingDecoder}, {@link fixedCacheDecoder},
+ * {@link mergedDecoder} and {@link mergedFixedDecoder} built from the same config: a graph variant without past inputs or
  * presents. Inputs `input_ids`, `attention_mask` [b, s], `position_ids`; output `logits`.
  */
 export function noCacheDecoder(cfg: DecoderConfig): Uint8Array {
