@@ -19,6 +19,7 @@ import {
 import {
   fixedCacheDecoder,
   growingDecoder,
+  mergedFixedDecoder,
   noCacheDecoder,
   oracleLogits,
   tinyDecoderConfig,
@@ -292,6 +293,68 @@ describe("fixed-capacity KV cache on WebGPU", () => {
       expect(h.backend.liveGpuBuffers()).toBe(0)
       await h.gpu.release()
     }, 300_000)
+})
+
+// Optimum's merged layout (`use_cache_branch` chooses, inside the model, between the cache and
+// none) over a preallocated cache: the session derives the flag, off while every row is empty.
+describe("merged decoder over a fixed-capacity cache on WebGPU", () => {
+  it("use_cache_branch derived: a right-padded prompt (flag off) rewound and a row reset mid-flight equal the oracle at every step; 100 steady tokens read nothing back and create no cache-sized buffer", async () => {
+    const h = await harness(
+      mergedFixedDecoder(cfg),
+      { kind: "fixed", capacity: CAPACITY },
+      "gpu-buffer",
+    )
+    expect(h.gpu.session.inputNames).toContain("use_cache_branch")
+    const lengths = () => Array.from(h.s.state()["cache_length"]?.data as Int32Array)
+    // Prompts of 5 and 3 tokens, row 1 right-padded to 5, then rewound by its 2 pads.
+    await h.step([tokens(5, 11), [...tokens(3, 12), 0, 0]])
+    orThrow(h.s.rewind([1], 2))
+    h.setHistory([h.history()[0] as number[], (h.history()[1] as number[]).slice(0, 3)])
+    for (let t = 0; t < 3; t++) await h.step(h.next(t))
+    // Row 1 starts over while row 0 goes on.
+    orThrow(h.s.reset([1]))
+    h.setHistory([h.history()[0] as number[], []])
+    for (let t = 3; t < 6; t++) await h.step(h.next(t))
+    expect(lengths()).toEqual([11, 3])
+    for (const name of PAST) {
+      const t = h.s.state()[name] as OrtTensor
+      expect(t.location).toBe("gpu-buffer")
+      expect(t.dims).toEqual([2, H, CAPACITY, D])
+    }
+    const held: { logits: OrtTensor; history: number[][]; n: number }[] = []
+    const counter = countGpu()
+    const runsBefore = h.gpu.runs()
+    const copiedBefore = h.backend.bytesCopied()
+    const liveBefore = h.backend.liveGpuBuffers()
+    try {
+      // Logits stay on the GPU and are read after the counted window.
+      for (let t = 0; t < 100; t++) held.push(await h.run(h.next(100 + t)))
+    } finally {
+      counter.restore()
+    }
+    const copied = (h.backend.bytesCopied() - copiedBefore) / 100
+    expect(h.gpu.runs() - runsBefore).toBe(100)
+    expect(h.backend.liveGpuBuffers()).toBe(liveBefore)
+    const big = counter.created().filter((size) => size >= kvBytes(2))
+    const sizes = new Map<number, number>()
+    for (const x of counter.created()) sizes.set(x, (sizes.get(x) ?? 0) + 1)
+    for (const { logits: t, history, n } of held) {
+      await h.check((await t.getData()) as Float32Array, history, n)
+      t.dispose()
+    }
+    console.log(
+      `merged decoder, fixed cache, logits to gpu-buffer, 100 tokens at batch 2 (KV leaf ${kvBytes(2)} B): mapAsync ${counter.reads() / 100} per token; createBuffer ${counter.created().length / 100} per token (${[...sizes].map(([k, v]) => `${v}x${k} B`).join(", ") || "none"}), >= the KV leaf: ${big.length}; statesaver copied ${copied} B per token; max |logit - oracle| ${h.worst()}`,
+    )
+    expect(counter.reads()).toBe(0)
+    expect(big).toEqual([])
+    expect(copied).toBe(PAST.length * kvBytes(2, 1))
+    expect(h.worst()).toBeLessThanOrEqual(TOL)
+    expect(lengths()).toEqual([111, 103])
+    expect(h.history().map((x) => x.length)).toEqual([111, 103])
+    h.s.dispose()
+    expect(h.backend.liveGpuBuffers()).toBe(0)
+    await h.gpu.release()
+  }, 300_000)
 })
 
 describe("growing KV cache on WebGPU", () => {
