@@ -189,6 +189,16 @@ export interface StateBackend<T, In = T> {
    */
   writeAt?(dst: T, axis: number, offsets: readonly number[], src: T | In, leaf: LeafContext): void
   /**
+   * Optional. A tensor sharing rows `start` to `start + count - 1` of `src` (along
+   * `leaf.batchAxis`) without a copy, or `undefined` when the backend cannot share them (rows
+   * that are not one contiguous run of `src`'s memory, as when a dim before the batch axis is
+   * larger than 1; device memory). Writes through it change `src`. Core disposes it with
+   * `dispose`, which must free nothing of `src`. A `StateStore` uses it for
+   * `gather(keys, { views: true })`, so that a step over streams held side by side copies no
+   * state out of the store and back.
+   */
+  view?(src: T, start: number, count: number, leaf: LeafContext): T | undefined
+  /**
    * Frees `t`: a tensor core owned (held, a temporary of its own, or one given to `scatter`).
    * Core calls it exactly once per such tensor; never for the tensors it hands to `adopt`,
    * unless `adopt` threw.

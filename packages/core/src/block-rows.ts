@@ -31,7 +31,8 @@ export function forEachBlockSpan(
   const rows = dstShape[batchAxis] as number
   const n = dstShape[axis] as number
   const k = srcShape[axis] as number
-  for (let p = 0; p < size(0, axis); p++)
+  const outer = size(0, axis)
+  for (let p = 0; p < outer; p++)
     for (let j = 0; j < k; j++)
       for (let e = 0; e < inner; e += run) {
         const row = (before ? Math.floor(p / per) : e / run) % rows

@@ -184,12 +184,22 @@ const CACHE_MASK = "cache_mask"
 const newTokens = (call: RuleCall, tokens: string): number =>
   ((call.feeds[tokens] as HostTensor).shape[1] ?? 0) as number
 
-const int64 = (shape: number[], fill: (i: number) => number): Host =>
-  new Host(
-    "int64",
-    shape,
-    BigInt64Array.from({ length: shape.reduce((a, b) => a * b, 1) }, (_, i) => BigInt(fill(i))),
-  )
+const int64 = (shape: number[], fill: (i: number) => number): Host => {
+  const data = new BigInt64Array(shape.reduce((a, b) => a * b, 1))
+  for (let i = 0; i < data.length; i++) data[i] = BigInt(fill(i))
+  return new Host("int64", shape, data)
+}
+
+/** Ones to copy from: `BigInt64Array.fill` stores element by element, `set` copies bytes. */
+let ONES = new BigInt64Array(0)
+
+/** Sets `mask[from, to)` to 1. */
+function ones(mask: BigInt64Array, from: number, to: number): void {
+  if (to <= from) return
+  if (ONES.length < to - from)
+    ONES = new BigInt64Array(Math.max(to - from, 2 * ONES.length)).fill(1n)
+  mask.set(ONES.subarray(0, to - from), from)
+}
 
 /**
  * The derived inputs from each row's valid cache positions (`mark(mask, r, at)` sets 1 at those
@@ -213,7 +223,7 @@ function derived(
     const mask = new BigInt64Array(rows * w)
     for (let r = 0; r < rows; r++) {
       mark(mask, r, r * w)
-      mask.fill(1n, r * w + past, (r + 1) * w)
+      ones(mask, r * w + past, (r + 1) * w)
     }
     out[MASK] = new Host("int64", [rows, w], mask)
   }
@@ -321,7 +331,7 @@ function fixedRule(dim: string, tokens: string, names: readonly string[]): Input
         call.batchSize,
         capacity,
         s,
-        (mask, r, at) => mask.fill(1n, at, at + (lengths[r] as number)),
+        (mask, r, at) => ones(mask, at, at + (lengths[r] as number)),
         (r) => lengths[r] as number,
         lengths.some((l) => l > 0),
       )

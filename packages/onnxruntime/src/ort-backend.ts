@@ -344,6 +344,26 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
       if (!onGpu || leaf.host) return own(cpuTensor(host.dtype, host.shape, data))
       return own(gpu.fromHost(host.dtype, host.shape, data))
     },
+    view(src, start, count, leaf) {
+      // CPU rows only, and only where they are one run of memory (every dim before the batch
+      // axis is 1): a subarray of the same buffer, counted nowhere, freed as a wrapper.
+      if (isGpu(src)) return undefined
+      const dims = src.dims
+      let row = 1
+      for (let a = 0; a < dims.length; a++) {
+        const d = dims[a] as number
+        if (a < leaf.batchAxis && d !== 1) return undefined
+        if (a > leaf.batchAxis) row *= d
+      }
+      const data = src.data as Float32Array
+      const shape = [...dims]
+      shape[leaf.batchAxis] = count
+      return new ort.Tensor(
+        src.type as "float32",
+        data.subarray(start * row, (start + count) * row),
+        shape,
+      )
+    },
     dispose(t) {
       free(t)
     },

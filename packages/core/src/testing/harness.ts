@@ -173,6 +173,14 @@ export function trackOwnership<T, In>(
             leaf: LeafContext,
           ) => backend.writeAt?.(dst, axis, offsets, src, leaf),
         }),
+    ...(backend.view === undefined
+      ? {}
+      : {
+          view: (src: T, start: number, count: number, leaf: LeafContext) => {
+            const v = backend.view?.(src, start, count, leaf)
+            return v === undefined ? v : received(v, `view of ${count} rows ${at(leaf)}`)
+          },
+        }),
     adopt: (held, next, leaf) => {
       const kept = backend.adopt(held, next, leaf)
       for (const t of [held, next]) {

@@ -431,3 +431,52 @@ export function defineWriteAtTests<T, In>(test: KitTest<T, In>): void {
     expectLive(kit.live(), start, "writeAt on every layout")
   })
 }
+
+/**
+ * `view`, when the backend has it: a view shows its rows, writes through it reach the source,
+ * freeing it frees nothing of the source; rows that are not one run of memory are refused
+ * (`undefined`) or shown right.
+ */
+export function defineViewTests<T, In>(test: KitTest<T, In>): void {
+  test("contract: view shares rows of its source; writes go through; freeing it keeps the source", async (kit) => {
+    const view = kit.backend.view?.bind(kit.backend)
+    if (view === undefined) kit.skip("the backend has no view (stores copy rows out and back)")
+    const start = kit.live()
+    const layouts: { shape: number[]; batchAxis: number }[] = [
+      { shape: [BATCH, 2, 3], batchAxis: 0 },
+      { shape: [1, BATCH, 3], batchAxis: 1 }, // one run of memory: the dim before is 1
+      { shape: [2, BATCH, 3], batchAxis: 1 }, // rows in two runs: undefined, or shown right
+    ]
+    for (const dtype of dtypesOf(kit)) {
+      for (const { shape, batchAxis } of layouts) {
+        const leaf: LeafContext = { path: "state", batchAxis, init: init.zeros }
+        const what = `view of rows 1..2 of ${describeLeaf({ ...leaf, dtype, shape })}`
+        const host = new HostTensor(dtype, shape, valuesFor(dtype, sizeOf(shape), 3) as never)
+        const src = kit.backend.fromHost(host, leaf)
+        const v = (view as NonNullable<typeof view>)(src, 1, 2, leaf)
+        if (v === undefined) {
+          kit.backend.dispose(src)
+          continue
+        }
+        const rows = referenceGather(host, batchAxis, [1, 2], () => 0)
+        expect(kit.backend.describe(v), what).toEqual({ shape: rows.shape, dtype })
+        expectTensor(await kit.backend.toHost(v), rows, what)
+        // A write into row 0 of the view is row 1 of the source.
+        const rowShape = shape.map((d, a) => (a === batchAxis ? 1 : d))
+        const row = new HostTensor(dtype, rowShape, valuesFor(dtype, sizeOf(rowShape), 11) as never)
+        const rowTensor = kit.backend.fromHost(row, leaf)
+        kit.backend.scatter(v, [0], rowTensor, leaf)
+        kit.backend.dispose(rowTensor)
+        kit.backend.dispose(v)
+        const expected = referenceScatter(host, batchAxis, [1], row)
+        expectTensor(
+          await kit.backend.toHost(src),
+          expected,
+          `${what}: its source after a write and a free`,
+        )
+        kit.backend.dispose(src)
+      }
+    }
+    expectLive(kit.live(), start, "view on every layout")
+  })
+}
