@@ -163,6 +163,35 @@ for (const [runtimeName, ort] of runtimes) {
       streaming.dispose()
       expect(backend.liveTensors()).toBe(0)
     })
+
+    it("each stream's output is its rows of the run's output: a view when nothing comes before the batch axis, a copy otherwise; freeing one keeps the others", async () => {
+      const session = await ort.InferenceSession.create(model)
+      const streaming = orThrow(
+        createStreamingSession({ session, ort, backend: ortBackend({ ort }) }),
+      )
+      const alone = orThrow(createStreamingSession({ session, ort, backend: ortBackend({ ort }) }))
+      for (const steps of [1, 3]) {
+        const feeds = ["a", "b", "c"].map((key, i) => ({
+          key,
+          feeds: { X: x(ort, steps, 40 + i) },
+        }))
+        const outs = orThrow(await streaming.run(feeds))
+        const [a, b, c] = ["a", "b", "c"].map((k) => outs.get(k)?.["Y"] as OrtTensor)
+        const buffers = [a, b, c].map((t) => (t?.data as Float32Array).buffer)
+        // Y is [steps, batch, hidden]: one run of memory per stream only for one step.
+        expect(new Set(buffers).size, `steps ${steps}`).toBe(steps === 1 ? 1 : 3)
+        a?.dispose()
+        for (const [i, key] of ["b", "c"].entries()) {
+          const ref = orThrow(await alone.run([feeds[i + 1] as (typeof feeds)[number]]))
+          expectNear(outs.get(key)?.["Y"], ref.get(key)?.["Y"], `${key}, steps ${steps}`)
+          disposeAll(ref)
+        }
+        b?.dispose()
+        c?.dispose()
+      }
+      streaming.dispose()
+      alone.dispose()
+    })
   })
 }
 

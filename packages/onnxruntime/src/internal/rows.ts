@@ -45,7 +45,10 @@ export function stackRows(
   return out
 }
 
-/** Row `row` of `data` (laid out as `dims`, rows along `axis`), keeping `axis` with size 1. */
+/**
+ * Row `row` of `data` (laid out as `dims`, rows along `axis`), keeping `axis` with size 1: a
+ * view of `data` when the row is one run of it (nothing before the axis), else a copy.
+ */
 export function sliceRow(
   data: TensorData,
   dims: readonly number[],
@@ -53,6 +56,8 @@ export function sliceRow(
   row: number,
 ): TensorData {
   const { outer, rows, inner } = rowLayout(dims, axis)
+  if (outer === 1 && !Array.isArray(data))
+    return (data as Typed).subarray(row * inner, (row + 1) * inner)
   const out = allocLike(data, outer * inner)
   for (let o = 0; o < outer; o++) copy(out, o * inner, data, (o * rows + row) * inner, inner)
   return out

@@ -170,7 +170,11 @@ export function checkCall(
   const list: StreamFeeds[] = []
   for (const { key, feeds } of entries) {
     const k = key as StreamKey
-    const checked = checkFeedRecord(feeds, formatPath([k]), (n) => feedPath(k, n))
+    const checked = checkFeedRecord(
+      feeds,
+      () => formatPath([k]),
+      (n) => feedPath(k, n),
+    )
     if (checked._tag === "Left") return checked
     list.push({ key: k, feeds: checked.right })
   }
@@ -228,51 +232,71 @@ function checkStacked(
   let first: { key: StreamKey; t: OrtTensor } | undefined
   for (const { key, feeds } of list) {
     const t = own(feeds, name) ? feeds[name] : undefined
-    const path = feedPath(key, name)
-    if (t === undefined) {
-      return E.left(
-        new StructureMismatchError({ path, expected: `a feed for input ${name}`, actual: "none" }),
-      )
-    }
-    if (t.dims.length <= axis) {
-      return E.left(
-        new ShapeMismatchError({
-          path,
-          expected: `rank > ${axis}`,
-          actual: t.dims,
-          detail: `batch axis ${axis}`,
-        }),
-      )
-    }
-    if (t.dims[axis] !== 1) {
-      return E.left(
-        new BatchSizeMismatchError({ path, expected: 1, actual: t.dims[axis] as number, axis }),
-      )
-    }
-    if (list.length > 1 && t.location !== "cpu") {
-      return E.left(
-        new StructureMismatchError({ path, expected: "a CPU tensor to stack", actual: t.location }),
-      )
-    }
-    if (first === undefined) first = { key, t }
-    else {
-      if (t.type !== first.t.type)
-        return E.left(new DTypeMismatchError({ path, expected: first.t.type, actual: t.type }))
-      const dims = first.t.dims
-      if (t.dims.length !== dims.length || t.dims.some((d, i) => d !== dims[i])) {
-        return E.left(
-          new ShapeMismatchError({
-            path,
-            expected: dims,
-            actual: t.dims,
-            detail: `every stream's ${name} must have the shape of stream ${JSON.stringify(first.key)}'s`,
-          }),
-        )
-      }
-    }
-    parts.push(t)
+    const bad = checkPart(name, axis, key, t, list.length, first)
+    if (bad !== undefined) return E.left(bad)
+    if (first === undefined) first = { key, t: t as OrtTensor }
+    parts.push(t as OrtTensor)
   }
   return E.right(parts)
+}
+
+/** The error refusing stream `key`'s feed `t` of a stacked input, or undefined. */
+function checkPart(
+  name: string,
+  axis: number,
+  key: StreamKey,
+  t: OrtTensor | undefined,
+  streams: number,
+  first: { key: StreamKey; t: OrtTensor } | undefined,
+): FeedError | undefined {
+  {
+    // Named only for an error: a path per stream and call would cost every run.
+    const path = (): string => feedPath(key, name)
+    if (t === undefined) {
+      return new StructureMismatchError({
+        path: path(),
+        expected: `a feed for input ${name}`,
+        actual: "none",
+      })
+    }
+    if (t.dims.length <= axis) {
+      return new ShapeMismatchError({
+        path: path(),
+        expected: `rank > ${axis}`,
+        actual: t.dims,
+        detail: `batch axis ${axis}`,
+      })
+    }
+    if (t.dims[axis] !== 1) {
+      return new BatchSizeMismatchError({
+        path: path(),
+        expected: 1,
+        actual: t.dims[axis] as number,
+        axis,
+      })
+    }
+    if (streams > 1 && t.location !== "cpu") {
+      return new StructureMismatchError({
+        path: path(),
+        expected: "a CPU tensor to stack",
+        actual: t.location,
+      })
+    }
+    if (first !== undefined) {
+      if (t.type !== first.t.type)
+        return new DTypeMismatchError({ path: path(), expected: first.t.type, actual: t.type })
+      const dims = first.t.dims
+      if (t.dims.length !== dims.length || t.dims.some((d, i) => d !== dims[i])) {
+        return new ShapeMismatchError({
+          path: path(),
+          expected: dims,
+          actual: t.dims,
+          detail: `every stream's ${name} must have the shape of stream ${JSON.stringify(first.key)}'s`,
+        })
+      }
+    }
+  }
+  return undefined
 }
 
 /** The one value of a per-call input: given once, or equal in every stream that gives it. */

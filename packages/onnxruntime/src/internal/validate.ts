@@ -42,16 +42,18 @@ export const own = (o: object, key: string): boolean => Object.prototype.hasOwnP
 
 /**
  * Checks a record of feeds: a plain object whose values are live ORT tensors. `where` is the
- * path of the record itself, `at(name)` the path of one feed.
+ * path of the record itself (or makes it, for an error only), `at(name)` the path of one feed.
  */
 export function checkFeedRecord(
   feeds: unknown,
-  where: string,
+  where: string | (() => string),
   at: (name: string) => string,
   what = "feeds: a record of ORT tensors by input name",
 ): E.Either<StructureMismatchError | DisposedError, Readonly<Record<string, OrtTensor>>> {
-  if (!isRecord(feeds))
-    return E.left(new StructureMismatchError({ path: where, expected: what, actual: feeds }))
+  if (!isRecord(feeds)) {
+    const path = typeof where === "string" ? where : where()
+    return E.left(new StructureMismatchError({ path, expected: what, actual: feeds }))
+  }
   for (const name of Object.keys(feeds)) {
     const t = feeds[name]
     if (!isOrtTensor(t)) {
