@@ -238,6 +238,21 @@ export interface StateStore<T, In = T> extends Disposable {
    * snapshot's metadata, in item order.
    */
   restoreMany(items: readonly StreamSnapshot[]): E.Either<StoreRestoreError, SnapshotMetadata[]>
+  /**
+   * Sets each stream of `to` to a copy of the state of `from` (which must be held), row by row on
+   * the backend (nothing read to the host): a prompt's state shared by many streams, or beams
+   * spread over streams. New keys are added (which may evict the least recently used streams,
+   * never `from`); held ones are overwritten; `from` itself in `to` stays as it is. Counts as a
+   * use of `from` and of every key of `to`. Atomic: on `Left` no stream changed. Keys as for
+   * `gather` (errors name them `from`, `to[2]`); `to` and `from` together fit in `capacity`.
+   */
+  fork(from: StreamKey, to: readonly StreamKey[]): E.Either<GatherError, void>
+  /**
+   * Copies the keys' rows into a new batch as `gather` does, without counting as a use: every
+   * key must be held, and no stream is added, evicted or reordered (a read before a `scatter`
+   * that may not happen). The returned tensors are the caller's.
+   */
+  peek(keys: readonly StreamKey[]): E.Either<DisposedError | KeyError | BackendError, StateTree<T>>
   /** Evicts streams idle past `idleTtlMs` now. Returns how many. */
   sweep(): number
   /**
@@ -1147,6 +1162,83 @@ class Store<T, In> implements StateStore<T, In> {
     return this.#restoreItems(items, true)
   }
 
+  fork(from: StreamKey, to: readonly StreamKey[]): E.Either<GatherError, void> {
+    const live = this.#live()
+    if (live._tag === "Left") return live
+    const source = keyOk(from) ? this.#entries.get(from) : undefined
+    if (source === undefined) {
+      return E.left(
+        new KeyError({
+          expected: keyOk(from) ? "a key held by the store" : "a string or finite number key",
+          actual: from,
+          detail: "from",
+        }),
+      )
+    }
+    const checked = this.#check(to, false)
+    if (checked._tag === "Left") return E.left(named(checked.left, "to"))
+    const { entries, fresh } = checked.right
+    if (!entries.includes(source) && to.length >= this.#capacity) {
+      return E.left(
+        new KeyError({
+          expected: `at most ${this.#capacity - 1} keys besides from (the capacity is ${this.#capacity})`,
+          actual: to,
+          detail: `${to.length} keys in to`,
+        }),
+      )
+    }
+    const now = this.#now()
+    if (now._tag === "Left") return now
+    const plan = this.#plan("fork", fresh, this.#stampAll([source, ...entries]), now.right)
+    if (plan._tag === "Left") return plan
+    // The slot of each key of `to` but `from`, in order; new keys get the slots `#commit` gives.
+    const slots: number[] = []
+    const targets: (Entry | undefined)[] = []
+    for (let k = 0, f = 0; k < to.length; k++) {
+      const e = entries[k]
+      if (e === source) continue
+      slots.push(e?.slot ?? this.#freeSlot(plan.right, f++))
+      targets.push(e)
+    }
+    let grown: T[] | undefined
+    if (source.atInit || slots.length === 0) {
+      // A stream at init is copied by marking the targets at init: no rows to move.
+      const prepared = this.#prepare(plan.right)
+      if (prepared._tag === "Left") return prepared
+      grown = prepared.right
+    } else {
+      const made = this.#copyRows(slots.map(() => source.slot))
+      if (made._tag === "Left") return made
+      const inPlace = new Set<number>()
+      for (const e of targets) if (e !== undefined && !e.atInit) inPlace.add(e.slot)
+      for (const v of plan.right.victims) if (!v.entry.atInit) inPlace.add(v.entry.slot)
+      const written = this.#writeAtomically(plan.right, slots, made.right, inPlace)
+      if (written._tag === "Left") return written
+      grown = written.right
+    }
+    const added = this.#commit(plan.right, grown, fresh, now.right)
+    const all: Entry[] = [source]
+    for (let k = 0, f = 0; k < targets.length; k++) {
+      const e = targets[k] ?? (added[f++] as Entry)
+      e.atInit = source.atInit
+      all.push(e)
+    }
+    this.#version++
+    this.#touch(all, now.right)
+    return RIGHT
+  }
+
+  peek(
+    keys: readonly StreamKey[],
+  ): E.Either<DisposedError | KeyError | BackendError, StateTree<T>> {
+    const live = this.#live()
+    if (live._tag === "Left") return live
+    const checked = this.#check(keys, true)
+    if (checked._tag === "Left") return checked
+    const batch = this.#copyRows(checked.right.rows)
+    return batch._tag === "Left" ? batch : E.right(unflatten(this.spec.def, batch.right))
+  }
+
   /** `restoreMany`; errors of a snapshot name its item when `named`. */
   #restoreItems(
     items: readonly StreamSnapshot[],
@@ -1332,6 +1424,15 @@ function beingEvicted(k: StreamKey, i: number | undefined): KeyError {
     expected: "a key that is not being evicted",
     actual: k,
     detail: `${i === undefined ? "" : `keys[${i}]: `}the stream was evicted and its onEvict callback is still running, so gathering it would start it at init; await store.flush() first (then restore it from the snapshot onEvict received)`,
+  })
+}
+
+/** The same `KeyError` naming the call's argument: `to[2]` rather than `keys[2]`, `to` when it had no detail. */
+function named(e: KeyError, name: string): KeyError {
+  return new KeyError({
+    expected: e.expected,
+    actual: e.actual,
+    detail: e.detail === undefined ? name : e.detail.replace(/\bkeys\[/g, `${name}[`),
   })
 }
 

@@ -6,10 +6,11 @@ import {
   type DTypeMismatchError,
   type Dim,
   DisposedError,
+  HostTensor,
   type Init,
   KeyError,
   OptionError,
-  type ShapeMismatchError,
+  ShapeMismatchError,
   type Snapshot,
   type SnapshotOptions,
   type StateBackend,
@@ -18,8 +19,10 @@ import {
   type StateTree,
   type StreamKey,
   type StructureMismatchError,
+  type TensorCheckError,
   createStateStore,
   disposeTree,
+  formatPath,
 } from "@statesaver/core"
 import type * as common from "onnxruntime-common"
 import type { OrtRuntime, OrtTensor } from "./ort-backend.js"
@@ -32,6 +35,7 @@ import {
   blockOffsets,
   checkRestored,
   notAdopted,
+  rewound,
 } from "./kv-cache.js"
 import { type BlockTarget, blockTargets, planWrites, writeBlocks } from "./internal/blocks.js"
 import * as E from "./internal/either.js"
@@ -56,9 +60,9 @@ import type {
 
 /**
  * The store of a `StreamingSession`: a `StateStore` whose calls that return an `Either`
- * (`gather`, `scatter`, `reset`, `snapshot`, `restore`) return `Left(BusyError)` while a run is in
- * flight, and whose `delete` and `sweep` throw it then. Reads (`has`, `keys`, `size`) are
- * answered; `dispose` disposes the session.
+ * (`gather`, `scatter`, `reset`, `fork`, `snapshot`, `restore`) return `Left(BusyError)` while a
+ * run is in flight, and whose `delete` and `sweep` throw it then. Reads (`has`, `keys`, `size`)
+ * are answered; `dispose` disposes the session.
  *
  * @category sessions
  * @since 0.2.0
@@ -229,6 +233,60 @@ export interface StreamingSession<O extends string = string> extends Disposable 
   /** Sets the streams' state back to init before their next run (the keys must be held). */
   reset(keys: readonly StreamKey[]): ReturnType<SessionStore["reset"]>
   /**
+   * Gives each stream of `to` a copy of the whole state of stream `from` (model state, cache,
+   * cache lengths, rule state), copied row by row on the backend with nothing read to the host:
+   * a prompt run once and continued by many conversations, or beams spread over streams. New
+   * keys are added (which may evict the least recently used streams, never `from`), held ones
+   * are overwritten, and `from` in `to` stays as it is. Atomic: an unknown `from`, a malformed
+   * or repeated key of `to`, or more keys than `capacity` is a `KeyError` whose `detail` names
+   * `from` or `to[i]`, and no stream changed.
+   *
+   * @example
+   * const chats = orThrow(
+   *   createStreamingSession({
+   *     session, ort, backend: ortBackend({ ort }), cache: { kind: "fixed", capacity: 512 },
+   *     outputs: ["logits"],
+   *   }),
+   * )
+   * const ids = new ort.Tensor("int64", BigInt64Array.from([5n, 9n, 2n]), [1, 3])
+   * const outs = orThrow(await chats.run([{ key: "system", feeds: { input_ids: ids } }]))
+   * for (const out of outs.values()) out.logits.dispose()
+   * // The system prompt's cache, computed once, starts four conversations.
+   * orThrow(chats.fork("system", ["alice", "bob", "carol", "dave"]))
+   * @category sessions
+   * @since 0.3.0
+   */
+  fork(from: StreamKey, to: readonly StreamKey[]): ReturnType<SessionStore["fork"]>
+  /**
+   * Drops the last `n` positions of the cache of each stream of `keys` (or `n[i]` of `keys[i]`),
+   * every stream checked first, in one change, as `StatefulSession.rewind` does for rows:
+   * speculative-decoding rollback, or editing the end of a conversation. The keys must be held
+   * (`KeyError`, its `detail` naming `keys[i]`); a stream holding fewer than its `n` positions
+   * is a `ShapeMismatchError` whose path names the stream (`alice.cache_length`); a bad `n` an
+   * `OptionError` at `n`; a session without the `cache` option an `OptionError` at `cache`. On
+   * `Left` no stream changed.
+   *
+   * @example
+   * declare const chats: StreamingSession<"logits">
+   * // The draft's last 3 tokens in "alice" were rejected, 1 in "bob".
+   * orThrow(chats.rewind(["alice", "bob"], [3, 1]))
+   * @category sessions
+   * @since 0.3.0
+   */
+  rewind(
+    keys: readonly StreamKey[],
+    n: number | readonly number[],
+  ): E.Either<
+    | OptionError
+    | KeyError
+    | ShapeMismatchError
+    | BusyError
+    | DisposedError
+    | BackendError
+    | TensorCheckError,
+    void
+  >
+  /**
    * Forgets a stream (it ended); `onEvict` is not called. Synchronous: returns `Right` of whether
    * it was held.
    */
@@ -374,6 +432,15 @@ export function createStreamingSession<const O extends string = string>(
   })
   if (sweepEveryMs !== undefined) streaming.sweepEvery(sweepEveryMs)
   return E.right(streaming)
+}
+
+/** The positions row `row` of a cache's bookkeeping leaf holds: its length, or its mask's ones. */
+function positions(plan: CachePlan, leaf: HostTensor, row: number): number {
+  if (plan.lengthLeaf !== undefined) return (leaf.data as Int32Array)[row] as number
+  const past = leaf.shape[1] as number
+  let count = 0
+  for (let j = 0; j < past; j++) count += (leaf.data as Uint8Array)[row * past + j] as number
+  return count
 }
 
 /** The block outputs of a session without a cache: none. */
@@ -681,6 +748,99 @@ class Streaming<O extends string> implements StreamingSession<O> {
 
   reset(keys: readonly StreamKey[]): ReturnType<SessionStore["reset"]> {
     return this.#idle("reset") ?? this.#store.reset(keys)
+  }
+
+  fork(from: StreamKey, to: readonly StreamKey[]): ReturnType<SessionStore["fork"]> {
+    return this.#idle("fork") ?? this.#store.fork(from, to)
+  }
+
+  rewind(
+    keys: readonly StreamKey[],
+    n: number | readonly number[],
+  ): ReturnType<StreamingSession["rewind"]> {
+    const idle = this.#idle("rewind")
+    if (idle !== undefined) return idle
+    const cache = this.#cache
+    if (cache === undefined) {
+      return E.left(
+        new OptionError({
+          path: "cache",
+          expected: "a session created with the cache option",
+          actual: undefined,
+        }),
+      )
+    }
+    const isCount = (x: unknown) => Number.isSafeInteger(x) && (x as number) >= 0
+    const perKey = Array.isArray(n)
+    if (
+      perKey
+        ? n.length !== (Array.isArray(keys) ? keys.length : -1) || !n.every(isCount)
+        : !isCount(n)
+    ) {
+      return E.left(
+        new OptionError({
+          path: "n",
+          expected: "a non-negative integer, or one per key of keys",
+          actual: n,
+        }),
+      )
+    }
+    if (keys.length === 0) return E.right(undefined)
+    const store = this.#store
+    // Read without counting as a use: a refused rewind leaves even the streams' recency as it was.
+    const gathered = store.peek(keys)
+    if (gathered._tag === "Left") return gathered
+    const counts = keys.map((_, i) => (perKey ? (n[i] as number) : (n as number)))
+    if (counts.every((k) => k === 0)) {
+      disposeTree(store.backend, gathered.right)
+      return E.right(undefined)
+    }
+    const state = gathered.right as Record<string, OrtTensor>
+    const leaf = state[cache.leaf] as OrtTensor
+    const view = new HostTensor(leaf.type as "int32", leaf.dims, leaf.data as Int32Array)
+    for (const [i, key] of keys.entries()) {
+      const holds = positions(cache, view, i)
+      const k = counts[i] as number
+      if (holds < k) {
+        disposeTree(store.backend, gathered.right)
+        return E.left(
+          new ShapeMismatchError({
+            path: formatPath([key, cache.leaf]),
+            expected: `at least ${k} positions to rewind`,
+            actual: holds,
+            detail: `keys[${i}]`,
+          }),
+        )
+      }
+    }
+    const made = rewound(
+      cache,
+      view,
+      keys.map((_, i) => i),
+      counts,
+    )
+    if (made._tag === "Left") {
+      // Not reached: the rows are 0..k-1, `n` and each stream's positions were checked above.
+      disposeTree(store.backend, gathered.right)
+      return E.left(made.left as OptionError | ShapeMismatchError)
+    }
+    const host = made.right.next
+    const replaced = new this.#ort.Tensor(
+      host.dtype as "int32",
+      host.data as Int32Array,
+      host.shape,
+    )
+    const next: Record<string, OrtTensor> = {}
+    for (const name in state)
+      setKey(next, name, name === cache.leaf ? replaced : (state[name] as OrtTensor))
+    const scattered = store.scatter(keys, next as StateTree<OrtTensor>)
+    if (scattered._tag === "Left") {
+      replaced.dispose()
+      disposeTree(store.backend, gathered.right)
+      return scattered
+    }
+    store.backend.dispose(leaf)
+    return E.right(undefined)
   }
 
   delete(key: StreamKey): E.Either<BusyError | DisposedError | KeyError, boolean> {

@@ -2,13 +2,9 @@
 // (width 4, the beams' caches reordered with `select` each step), prefix sharing (a prompt's
 // cache computed once and forked with `select([0, 0, 0, 0])`) and speculative decoding (a draft's
 // tokens accepted up to the first mismatch, the rest dropped with `rewind`).
-// Oracle: reference searches that never hold a cache. At every step they run the same weights
-// without any cache (helpers/decoders.ts `noCacheDecoder`) on each whole sequence alone, and they
-// recompute each sequence's score from that run instead of accumulating it. The cached searches
-// must give the same tokens and scores within 1e-4 (sums of natural-log probabilities).
-//
-// Beam scores are plain sums of log-probabilities, not length-normalised: every beam has the same
-// length (no end token), so normalising would not change the ranking.
+// Oracle: reference searches that never hold a cache (helpers/search.ts): at every step they run
+// the same weights without any cache on each whole sequence alone. The cached searches must give
+// the same tokens and scores within 1e-4 (sums of natural-log probabilities).
 import { orThrow } from "@statesaver/core"
 import * as ortNode from "onnxruntime-node"
 import * as ortWeb from "onnxruntime-web"
@@ -23,11 +19,10 @@ import {
   type DecoderConfig,
   fixedCacheDecoder,
   growingDecoder,
-  noCacheDecoder,
-  oracleLogits,
   tinyDecoderConfig,
 } from "./helpers/decoders.js"
 import type { Runtime } from "./helpers/harness.js"
+import { argmax, best, logSoftmax, referenceSearch } from "./helpers/search.js"
 
 ortWeb.env.wasm.numThreads = 1
 
@@ -57,45 +52,6 @@ function tokens(n: number, seed: number): number[] {
     s = (Math.imul(s, 1103515245) + 12345) >>> 0
     return (s >>> 8) % V
   })
-}
-
-/** Natural-log softmax of `V` logits starting at `offset`, in float64. */
-function logSoftmax(logits: Float32Array, offset: number): Float64Array {
-  let max = -Infinity
-  for (let v = 0; v < V; v++) max = Math.max(max, logits[offset + v] as number)
-  let sum = 0
-  for (let v = 0; v < V; v++) sum += Math.exp((logits[offset + v] as number) - max)
-  const lse = max + Math.log(sum)
-  return Float64Array.from({ length: V }, (_, v) => (logits[offset + v] as number) - lse)
-}
-
-/** The best entry (the lowest index among equals) and its lead over the runner-up. */
-function argmax(lp: Float64Array): { token: number; gap: number } {
-  let token = 0
-  for (let v = 1; v < V; v++) if ((lp[v] as number) > (lp[token] as number)) token = v
-  let second = -Infinity
-  for (let v = 0; v < V; v++) if (v !== token) second = Math.max(second, lp[v] as number)
-  return { token, gap: (lp[token] as number) - second }
-}
-
-interface Candidate {
-  readonly parent: number
-  readonly token: number
-  readonly score: number
-}
-
-/**
- * The `width` best continuations: by score, then parent, then token. Also the lead of the last
- * kept over the first dropped, so a test can show its ranking is not decided within tolerance.
- */
-function best(candidates: Candidate[], width: number): { kept: Candidate[]; gap: number } {
-  const sorted = [...candidates].sort(
-    (a, b) => b.score - a.score || a.parent - b.parent || a.token - b.token,
-  )
-  const kept = sorted.slice(0, width)
-  const last = kept[width - 1] as Candidate
-  const next = sorted[width]
-  return { kept, gap: next === undefined ? Infinity : last.score - next.score }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -128,69 +84,10 @@ async function cachedDecoder(ort: Runtime, kind: Kind, batchSize: number, c = cf
 
 /** Log-probabilities of the next token after position `i` of row `r` of `[rows, n, V]` logits. */
 const nextLogProbs = (logits: Float32Array, n: number, r: number, i = n - 1) =>
-  logSoftmax(logits, (r * n + i) * V)
+  logSoftmax(logits, (r * n + i) * V, V)
 
-// ---------------------------------------------------------------------------------------------
-// The reference side: no cache, every sequence run whole
-
-async function reference(ort: Runtime, c = cfg) {
-  const oracle = await ort.InferenceSession.create(noCacheDecoder(c))
-  /**
-   * Each sequence run alone from position 0: the log-probabilities of the token after it, and
-   * its score, the log-probability of its tokens from `from` on (recomputed, not accumulated).
-   */
-  const run = async (seqs: readonly (readonly number[])[], from: number) => {
-    const logits = await oracleLogits(ort, oracle, seqs)
-    return seqs.map((seq, r) => {
-      const l = logits[r] as Float32Array
-      let score = 0
-      for (let t = from; t < seq.length; t++)
-        score += logSoftmax(l, (t - 1) * V)[seq[t] as number] as number
-      return { next: logSoftmax(l, (seq.length - 1) * V), score }
-    })
-  }
-  const one = async (seq: readonly number[], from: number) =>
-    (await run([seq], from))[0] as { next: Float64Array; score: number }
-  /** Greedy continuation of `prompt` by `steps` tokens: the tokens, score and smallest lead. */
-  const greedy = async (prompt: readonly number[], steps: number) => {
-    const seq = [...prompt]
-    let gap = Infinity
-    for (let t = 0; t < steps; t++) {
-      const top = argmax((await one(seq, seq.length)).next)
-      gap = Math.min(gap, top.gap)
-      seq.push(top.token)
-    }
-    const { score } = await one(seq, prompt.length)
-    return { tokens: seq.slice(prompt.length), score, gap }
-  }
-  /** Beam search of `width` beams for `steps` tokens after `prompt`. */
-  const beam = async (prompt: readonly number[], width: number, steps: number) => {
-    let beams: number[][] = [[]]
-    let gap = Infinity
-    for (let t = 0; t < steps; t++) {
-      const runs = await run(
-        beams.map((b) => [...prompt, ...b]),
-        prompt.length,
-      )
-      const candidates = runs.flatMap(({ next, score }, parent) =>
-        Array.from({ length: V }, (_, token) => ({
-          parent,
-          token,
-          score: score + (next[token] as number),
-        })),
-      )
-      const chosen = best(candidates, width)
-      gap = Math.min(gap, chosen.gap)
-      beams = chosen.kept.map((k) => [...(beams[k.parent] as number[]), k.token])
-    }
-    const runs = await run(
-      beams.map((b) => [...prompt, ...b]),
-      prompt.length,
-    )
-    return { beams, scores: runs.map((r) => r.score), gap }
-  }
-  return { greedy, beam }
-}
+/** The reference side: no cache, every sequence run whole. */
+const reference = (ort: Runtime, c = cfg) => referenceSearch(ort, c)
 
 // ---------------------------------------------------------------------------------------------
 

@@ -225,6 +225,14 @@ export class GuardedStore implements SessionStoreType {
     return refused(this.#owner, "StateStore", "restoreMany") ?? this.#store.restoreMany(items)
   }
 
+  fork(from: StreamKey, to: readonly StreamKey[]): ReturnType<SessionStoreType["fork"]> {
+    return refused(this.#owner, "StateStore", "fork") ?? this.#store.fork(from, to)
+  }
+
+  peek(keys: readonly StreamKey[]): ReturnType<SessionStoreType["peek"]> {
+    return refused(this.#owner, "StateStore", "peek") ?? this.#store.peek(keys)
+  }
+
   /** Throws `BusyError` while a run is in flight (the result is a plain count). */
   sweep(): number {
     if (this.#owner.disposed()) return 0
