@@ -93,6 +93,7 @@ export { createStateStore, disposeTree } from "./state-store.js"
 export type {
   CreateStoreError,
   GatherError,
+  GatherOptions,
   ScatterError,
   StateStore,
   StateStoreOptions,

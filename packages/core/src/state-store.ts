@@ -16,6 +16,7 @@ import {
 } from "./errors.js"
 import { HostTensor, dtypeByteSize } from "./host-tensor.js"
 import {
+  allRows,
   attempt,
   buildPerLeaf,
   checkTensors,
@@ -108,6 +109,20 @@ export type StoreRestoreError =
   DisposedError | KeyError | OptionError | BusyError | SnapshotCheckError | BackendError
 
 /**
+ * Options of `StateStore.gather`.
+ *
+ * @category store
+ * @since 0.3.0
+ */
+export interface GatherOptions {
+  /**
+   * Views of the store's rows instead of copies where the keys' rows lie side by side (see
+   * `StateStore.gather`). Default false.
+   */
+  readonly views?: boolean
+}
+
+/**
  * One stream's snapshot for `StateStore.restoreMany`.
  *
  * @category store
@@ -188,8 +203,14 @@ export interface StateStore<T, In = T> extends Disposable {
    * Stacks the keys' rows into a new batch, in key order; a new key starts at `init`. The returned
    * tensors are the caller's: pass them to `scatter`, or free them (`disposeTree`). A key whose
    * `onEvict` is still running is refused with a `KeyError` (it would silently start at init).
+   *
+   * With `{ views: true }`, when every key is held, off init, and the keys' slots follow each
+   * other in key order, a leaf whose backend has `view` comes back as a view of the store's rows
+   * instead of a copy: writes to it change the streams' state, and it is valid only until the
+   * next call that changes the store. Giving it back to `scatter` for the same keys copies
+   * nothing; freeing it frees nothing of the store. A session does this for each step.
    */
-  gather(keys: readonly StreamKey[]): E.Either<GatherError, StateTree<T>>
+  gather(keys: readonly StreamKey[], options?: GatherOptions): E.Either<GatherError, StateTree<T>>
   /**
    * Writes row `i` of `next` back to `keys[i]`, which must be held. On `Right` the store took
    * ownership of `next` and freed it; on `Left` it is still the caller's.
@@ -349,8 +370,16 @@ const RIGHT: E.Either<never, void> = E.right(undefined)
 
 const NO_VICTIMS: Plan = { victims: [], growTo: 0 }
 
+/** Whether slots follow each other: `slots[i] = slots[0] + i`. */
+function inOrder(slots: readonly number[]): boolean {
+  for (let i = 1; i < slots.length; i++) if (slots[i] !== (slots[0] as number) + i) return false
+  return true
+}
+
 class Store<T, In> implements StateStore<T, In> {
   readonly #entries = new Map<StreamKey, Entry>()
+  /** Views `gather` handed out, with the slab and rows they show. */
+  readonly #views = new WeakMap<object, { slab: unknown; start: number; count: number }>()
   #head: Entry | undefined
   #tail: Entry | undefined
   /** Free slots; popped from the end, so the lowest slot is handed out first. */
@@ -777,6 +806,43 @@ class Store<T, In> implements StateStore<T, In> {
     return E.right(out)
   }
 
+  /**
+   * Views of `count` rows of each slab from slot `start` where the backend shares them, copies
+   * of `rows` elsewhere; each view is recorded, so that `scatter` knows it.
+   */
+  #viewRows(
+    start: number,
+    count: number,
+    rows: readonly (number | null)[],
+  ): E.Either<BackendError, T[]> {
+    const view = this.backend.view
+    if (view === undefined) return this.#copyRows(rows)
+    const slabs = this.#slabs
+    const contexts = this.#contexts
+    const out: T[] = new Array(contexts.length)
+    for (let i = 0; i < contexts.length; i++) {
+      const ctx = contexts[i] as LeafContext
+      const slab = slabs[i] as T
+      let operation = "view"
+      try {
+        const v = view.call(this.backend, slab, start, count, ctx)
+        if (v !== undefined) {
+          this.#views.set(v as object, { slab, start, count })
+          out[i] = v
+          continue
+        }
+        operation = "gather"
+        out[i] = this.backend.gather(slab, rows, ctx)
+      } catch (e) {
+        disposeQuietly(this.backend, out.slice(0, i))
+        return E.left(
+          new BackendError({ backend: this.backend.name, operation, path: ctx.path, cause: e }),
+        )
+      }
+    }
+    return E.right(out)
+  }
+
   /** Host copies of the given slots' rows (init where null), one per leaf. */
   async #readRows(rows: readonly (number | null)[]): Promise<E.Either<BackendError, HostTensor[]>> {
     const copied = this.#copyRows(rows)
@@ -864,9 +930,11 @@ class Store<T, In> implements StateStore<T, In> {
     slabs: readonly T[],
     slots: readonly number[],
     src: readonly (T | In)[],
+    skip?: readonly boolean[],
   ): { failed: BackendError; leaf: number } | undefined {
     const contexts = this.#contexts
     for (let i = 0; i < contexts.length; i++) {
+      if (skip?.[i] === true) continue
       const ctx = contexts[i] as LeafContext
       try {
         this.backend.scatter(slabs[i] as T, slots, src[i] as T | In, ctx)
@@ -980,17 +1048,20 @@ class Store<T, In> implements StateStore<T, In> {
     return this.#free[this.#free.length - 1 - (g - grown)] as number
   }
 
-  gather(keys: readonly StreamKey[]): E.Either<GatherError, StateTree<T>> {
+  gather(keys: readonly StreamKey[], options?: GatherOptions): E.Either<GatherError, StateTree<T>> {
     const live = this.#live()
     if (live._tag === "Left") return live
     const checked = this.#resolve(keys, false)
     if (checked._tag === "Left") return checked
     const now = this.#now()
     if (now._tag === "Left") return now
-    const { entries, fresh, rows } = checked.right
+    const { entries, fresh, rows, slots } = checked.right
     if (fresh.length === 0 && !this.#idleDue(now.right)) {
-      // Hot path: every key held, nothing to evict. Only copies: nothing to undo on failure.
-      const batch = this.#copyRows(rows)
+      // Hot path: every key held, nothing to evict. Only copies (or views): nothing to undo.
+      const batch =
+        options?.views === true && !checked.right.anyAtInit && inOrder(slots)
+          ? this.#viewRows(slots[0] as number, slots.length, rows)
+          : this.#copyRows(rows)
       if (batch._tag === "Left") return batch
       this.#touch(entries, now.right, checked.right)
       return E.right(unflatten(this.spec.def, batch.right))
@@ -1052,17 +1123,47 @@ class Store<T, In> implements StateStore<T, In> {
     const now = this.#now()
     if (now._tag === "Left") return now
     const { entries, slots } = checked.right
+    // Views of this store's rows: given back to the rows they show, nothing to write; written
+    // elsewhere, copied first (the write could overwrite rows the view still has to give).
+    let src: readonly (T | In)[] = leaves
+    let skip: boolean[] | undefined
+    let viewCopies: T[] | undefined
+    for (let i = 0; i < leaves.length; i++) {
+      const seen = this.#views.get(leaves[i] as object)
+      if (seen === undefined || seen.slab !== this.#slabs[i]) continue
+      if (seen.start === slots[0] && seen.count === slots.length && inOrder(slots)) {
+        skip ??= new Array<boolean>(leaves.length).fill(false)
+        skip[i] = true
+        continue
+      }
+      const ctx = this.#contexts[i] as LeafContext
+      const copy = attempt(this.backend, "gather", ctx.path, () =>
+        this.backend.gather(leaves[i] as T, allRows(slots.length), ctx),
+      )
+      if (copy._tag === "Left") {
+        if (viewCopies) disposeQuietly(this.backend, viewCopies)
+        return copy
+      }
+      ;(viewCopies ??= []).push(copy.right)
+      if (src === leaves) src = leaves.slice()
+      ;(src as (T | In)[])[i] = copy.right
+    }
     let plan = NO_VICTIMS
     if (this.#idleDue(now.right)) {
       plan = { victims: this.#idle(now.right, this.#stampAll(entries)).victims, growTo: 0 }
       const copied = this.#copyVictims(plan.victims)
-      if (copied._tag === "Left") return copied
+      if (copied._tag === "Left") {
+        if (viewCopies) disposeQuietly(this.backend, viewCopies)
+        return copied
+      }
     }
-    const failed = this.#writeRows(this.#slabs, slots, leaves)
+    const failed = this.#writeRows(this.#slabs, slots, src, skip)
     if (failed !== undefined) {
+      if (viewCopies) disposeQuietly(this.backend, viewCopies)
       this.#dropCopies(plan.victims)
       return E.left(failed.failed)
     }
+    if (viewCopies) disposeQuietly(this.backend, viewCopies)
     disposeQuietly(this.backend, leaves as T[])
     if (checked.right.anyAtInit) {
       for (const e of entries) (e as Entry).atInit = false

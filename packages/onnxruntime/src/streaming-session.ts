@@ -156,7 +156,9 @@ export interface StreamingSessionOptions<O extends string = string> extends Pick
    * The non-state outputs `run` hands back per stream (checked against `session.outputNames` at
    * creation), which types its result: `outputs: ["output"]` makes each stream's `output` an
    * `OrtTensor`. Outputs not listed are disposed after each run, never split or read back.
-   * Default: every non-state output, typed by `string`.
+   * Default: every non-state output, typed by `string`. A stream's output whose batch axis comes
+   * first is a view of the run's output (no copy): the streams' outputs of one run share memory,
+   * each its own rows.
    */
   readonly outputs?: readonly O[]
   /**
@@ -444,6 +446,8 @@ function positions(plan: CachePlan, leaf: HostTensor, row: number): number {
 }
 
 /** The block outputs of a session without a cache: none. */
+const VIEWS = { views: true } as const
+
 const NO_NAMES: ReadonlySet<string> = new Set()
 
 function pick<O extends object, K extends keyof O>(o: O, keys: readonly K[]): Partial<Pick<O, K>> {
@@ -589,7 +593,9 @@ class Streaming<O extends string> implements StreamingSession<O> {
     // Keys new to the store are forgotten again if the run fails. (`has` would evict a returning
     // idle stream of this very call, which `gather` keeps: `holds` evicts nothing.)
     const fresh = keys.filter((k) => !store.holds(k))
-    const gathered = store.gather(keys)
+    // Streams held side by side are fed as views of the store's rows: nothing copied out and
+    // back (a fixed cache's blocks are written straight into the store).
+    const gathered = store.gather(keys, VIEWS)
     if (gathered._tag === "Left") return gathered
     const state = gathered.right as Readonly<Record<string, OrtTensor>>
     const stackedFeeds = stackFeeds(this.#ort, shared, batched, this.batchAxes)

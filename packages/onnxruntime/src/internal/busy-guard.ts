@@ -9,6 +9,7 @@ import {
   type StateSaver,
   type StateStore,
   type StateTree,
+  type GatherOptions,
   type StreamKey,
   type StreamSnapshot,
 } from "@statesaver/core"
@@ -179,8 +180,11 @@ export class GuardedStore implements SessionStoreType {
     return this.#owner.disposed() ? [] : this.#store.keys()
   }
 
-  gather(keys: readonly StreamKey[]): ReturnType<SessionStoreType["gather"]> {
-    return refused(this.#owner, "StateStore", "gather") ?? this.#store.gather(keys)
+  gather(
+    keys: readonly StreamKey[],
+    options?: GatherOptions,
+  ): ReturnType<SessionStoreType["gather"]> {
+    return refused(this.#owner, "StateStore", "gather") ?? this.#store.gather(keys, options)
   }
 
   scatter(

@@ -1,0 +1,172 @@
+/**
+ * `gather(keys, { views: true })`: streams held side by side come back as views of the store's
+ * rows (writes reach the store, nothing is copied out), `scatter` of those views to the same keys
+ * writes nothing, and every other case falls back to copies with the same results.
+ */
+import { describe, expect, it } from "vitest"
+import {
+  type HostBackend,
+  HostTensor,
+  type StateSpec,
+  type StateStore,
+  type StreamKey,
+  createStateStore,
+  hostBackend,
+  orThrow,
+} from "@statesaver/core"
+
+/** The host backend with `view` (a subarray of the source) and counts of its row copies. */
+function viewingHost() {
+  const inner = hostBackend()
+  const calls = { view: 0, gather: 0, scatter: 0 }
+  const backend: HostBackend = {
+    ...inner,
+    gather(src, rows, leaf) {
+      calls.gather++
+      return inner.gather(src, rows, leaf)
+    },
+    scatter(dst, rows, src, leaf) {
+      calls.scatter++
+      inner.scatter(dst, rows, src, leaf)
+    },
+    view(src, start, count, leaf) {
+      calls.view++
+      const before = src.shape.slice(0, leaf.batchAxis).reduce((a, b) => a * b, 1)
+      if (before !== 1) return undefined
+      const row = src.shape.slice(leaf.batchAxis + 1).reduce((a, b) => a * b, 1)
+      const shape = src.shape.map((d, a) => (a === leaf.batchAxis ? count : d))
+      return new HostTensor(
+        src.dtype,
+        shape,
+        (src.data as Float32Array).subarray(start * row, (start + count) * row),
+      )
+    },
+  }
+  return { backend, calls }
+}
+
+const spec: StateSpec = {
+  h: { shape: ["batch", 3], dtype: "float32" },
+  // Rows of `c` are two runs of memory: never a view.
+  c: { shape: [2, "batch", 2], dtype: "float32" },
+}
+
+interface Batch {
+  h: HostTensor<"float32">
+  c: HostTensor<"float32">
+}
+
+/** Gives each key distinct rows (value k*10 + element) by a plain gather and scatter. */
+function fill(store: StateStore<HostTensor>, keys: StreamKey[], base: number): void {
+  const b = orThrow(store.gather(keys)) as unknown as Batch
+  b.h.data.forEach((_, i, d) => (d[i] = base + i))
+  b.c.data.forEach((_, i, d) => (d[i] = -base - i))
+  orThrow(store.scatter(keys, b as never))
+}
+
+/** Each key's rows as plain arrays, read by copies. */
+function rowsOf(store: StateStore<HostTensor>, keys: StreamKey[]): number[][] {
+  return keys.map((k) => {
+    const b = orThrow(store.gather([k])) as unknown as Batch
+    const out = [...b.h.data, ...b.c.data]
+    store.backend.dispose(b.h)
+    store.backend.dispose(b.c)
+    return out
+  })
+}
+
+describe("gather with views", () => {
+  it("streams side by side: h is a view (writes reach the store), c a copy; scatter back writes only c", () => {
+    const { backend, calls } = viewingHost()
+    const store = orThrow(createStateStore({ spec, backend, initialSlots: 4 }))
+    fill(store, ["a", "b", "c"], 100)
+    const before = rowsOf(store, ["a", "b", "c"])
+    const live = backend.liveTensors()
+    const b = orThrow(store.gather(["b", "c"], { views: true })) as unknown as Batch
+    // h shares the rows of slots 1 and 2: a write through the view is in the store at once.
+    b.h.data[0] = 7
+    expect(rowsOf(store, ["b"])[0]?.[0]).toBe(7)
+    b.c.data[0] = 9
+    expect(rowsOf(store, ["b"])[0]?.[3]).toBe(before[1]?.[3])
+    calls.scatter = 0
+    orThrow(store.scatter(["b", "c"], b as never))
+    expect(calls.scatter).toBe(1)
+    const after = rowsOf(store, ["a", "b", "c"])
+    expect(after[0]).toEqual(before[0])
+    expect(after[1]?.[0]).toBe(7)
+    expect(after[1]?.[3]).toBe(9)
+    expect(after[2]).toEqual(before[2])
+    expect(backend.liveTensors()).toBe(live)
+    store.dispose()
+    expect(backend.liveTensors()).toBe(0)
+  })
+
+  it("views given to other keys (here swapped) are copied first, so no row overwrites one still to be read", () => {
+    const { backend } = viewingHost()
+    const store = orThrow(createStateStore({ spec, backend, initialSlots: 4 }))
+    fill(store, ["a", "b"], 100)
+    const before = rowsOf(store, ["a", "b"])
+    const b = orThrow(store.gather(["a", "b"], { views: true }))
+    orThrow(store.scatter(["b", "a"], b))
+    expect(rowsOf(store, ["a", "b"])).toEqual([before[1], before[0]])
+    store.dispose()
+    expect(backend.liveTensors()).toBe(0)
+  })
+
+  it("falls back to copies: keys out of slot order, a key at init, a new key, a store without view", () => {
+    const { backend, calls } = viewingHost()
+    const store = orThrow(createStateStore({ spec, backend, initialSlots: 8 }))
+    fill(store, ["a", "b", "c"], 100)
+    const expectCopies = (keys: StreamKey[]) => {
+      calls.view = 0
+      const b = orThrow(store.gather(keys, { views: true })) as unknown as Batch
+      expect(calls.view, keys.join()).toBe(0)
+      const rows = b.h.data.slice()
+      b.h.data[0] = 12345
+      // A copy: the store did not change.
+      expect(rowsOf(store, [keys[0] as StreamKey])[0]?.[0]).not.toBe(12345)
+      store.backend.dispose(b.h)
+      store.backend.dispose(b.c)
+      return rows
+    }
+    expectCopies(["c", "b"])
+    expectCopies(["a", "c"])
+    orThrow(store.reset(["b"]))
+    expectCopies(["a", "b"])
+    expectCopies(["c", "new"])
+    const plain = orThrow(createStateStore({ spec, backend: hostBackend() }))
+    fill(plain, ["x", "y"], 5)
+    const b = orThrow(plain.gather(["x", "y"], { views: true })) as unknown as Batch
+    b.h.data[0] = 12345
+    expect(rowsOf(plain, ["x"])[0]?.[0]).toBe(5)
+    orThrow(plain.scatter(["x", "y"], b as never))
+    expect(rowsOf(plain, ["x"])[0]?.[0]).toBe(12345)
+    store.dispose()
+    plain.dispose()
+  })
+
+  it("a backend whose view throws is a BackendError naming the leaf; nothing leaks", () => {
+    const { backend } = viewingHost()
+    const store = orThrow(createStateStore({ spec, backend, initialSlots: 4 }))
+    fill(store, ["a", "b"], 1)
+    const live = backend.liveTensors()
+    const broken: HostBackend = {
+      ...backend,
+      view: () => {
+        throw new Error("no view today")
+      },
+    }
+    const other = orThrow(createStateStore({ spec, backend: broken, initialSlots: 4 }))
+    fill(other, ["a", "b"], 1)
+    const r = other.gather(["a", "b"], { views: true })
+    // The first leaf in flatten order (c, then h).
+    expect(r).toMatchObject({
+      _tag: "Left",
+      left: { _tag: "BackendError", path: "c", operation: "view" },
+    })
+    expect(backend.liveTensors()).toBe(live + 2)
+    other.dispose()
+    store.dispose()
+    expect(backend.liveTensors()).toBe(0)
+  })
+})
