@@ -208,7 +208,9 @@ export interface StateStore<T, In = T> extends Disposable {
    * other in key order, a leaf whose backend has `view` comes back as a view of the store's rows
    * instead of a copy: writes to it change the streams' state, and it is valid only until the
    * next call that changes the store. Giving it back to `scatter` for the same keys copies
-   * nothing; freeing it frees nothing of the store. A session does this for each step.
+   * nothing; freeing it frees nothing of the store. A session does this for each step. Such a
+   * gather of held keys does not count as a use (the `scatter` does), so a step refused between
+   * the two leaves the order of eviction as it was.
    */
   gather(keys: readonly StreamKey[], options?: GatherOptions): E.Either<GatherError, StateTree<T>>
   /**
@@ -1063,7 +1065,9 @@ class Store<T, In> implements StateStore<T, In> {
           ? this.#viewRows(slots[0] as number, slots.length, rows)
           : this.#copyRows(rows)
       if (batch._tag === "Left") return batch
-      this.#touch(entries, now.right, checked.right)
+      // With views, the `scatter` that gives them back is the use: a step refused in between
+      // leaves the streams' recency as it was.
+      if (options?.views !== true) this.#touch(entries, now.right, checked.right)
       return E.right(unflatten(this.spec.def, batch.right))
     }
     const stamp = this.#stampAll(entries)

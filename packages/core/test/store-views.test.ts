@@ -101,6 +101,19 @@ describe("gather with views", () => {
     expect(backend.liveTensors()).toBe(0)
   })
 
+  it("a gather with views is not a use: the scatter that gives them back is", () => {
+    const { backend } = viewingHost()
+    const store = orThrow(createStateStore({ spec, backend, initialSlots: 4 }))
+    fill(store, ["a", "b", "c"], 1)
+    fill(store, ["c"], 2)
+    expect(store.keys()).toEqual(["a", "b", "c"])
+    const b = orThrow(store.gather(["a", "b"], { views: true }))
+    expect(store.keys()).toEqual(["a", "b", "c"])
+    orThrow(store.scatter(["a", "b"], b))
+    expect(store.keys()).toEqual(["c", "a", "b"])
+    store.dispose()
+  })
+
   it("views given to other keys (here swapped) are copied first, so no row overwrites one still to be read", () => {
     const { backend } = viewingHost()
     const store = orThrow(createStateStore({ spec, backend, initialSlots: 4 }))

@@ -371,6 +371,50 @@ describe("many conversations in one StreamingSession (fixed cache)", () => {
   })
 })
 
+describe("a refused StreamingSession step changes nothing", () => {
+  it("past a conversation's capacity: a typed error before the run; every stream's state and the order of eviction as they were", async () => {
+    const ort = ortNode as unknown as Runtime
+    const kind = kinds[0] as Kind
+    const session = await ort.InferenceSession.create(kind.bytes)
+    const backend = ortBackend({ ort }) as OrtBackend
+    const chats = orThrow(
+      createStreamingSession({
+        session,
+        ort,
+        backend,
+        capacity: 4,
+        cache: kind.cache,
+        outputs: ["logits"],
+      }),
+    )
+    const ids = (n: number, seed: number) =>
+      new ort.Tensor("int64", BigInt64Array.from(tokens(n, seed), BigInt), [1, n])
+    const capacity = (kind.cache as { capacity: number }).capacity
+    for (const [i, key] of ["a", "b", "c"].entries())
+      for (const o of orThrow(
+        await chats.run([{ key, feeds: { input_ids: ids(i === 1 ? capacity - 1 : 2, i) } }]),
+      ).values())
+        o.logits.dispose()
+    const order = chats.keys()
+    const bytes = await Promise.all(order.map(async (k) => orThrow(await chats.snapshot(k))))
+    const live = backend.liveTensors()
+    // b has one position left: two new tokens each are refused for b (named in an order
+    // that a use would make the order of eviction).
+    const refused = await chats.run(
+      ["c", "a", "b"].map((key, i) => ({ key, feeds: { input_ids: ids(2, 10 + i) } })),
+    )
+    expect(refused).toMatchObject({
+      _tag: "Left",
+      left: { _tag: "ShapeMismatchError", path: "cache_length" },
+    })
+    expect(chats.keys()).toEqual(order)
+    for (const [i, k] of order.entries()) expect(orThrow(await chats.snapshot(k))).toEqual(bytes[i])
+    expect(backend.liveTensors()).toBe(live)
+    chats.dispose()
+    expect(backend.liveTensors()).toBe(0)
+  })
+})
+
 describe("cache option errors", () => {
   it("a StreamingSession refuses a growing cache: a store's rows share one slab length", async () => {
     const ort = ortNode as unknown as Runtime
