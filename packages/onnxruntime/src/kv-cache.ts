@@ -48,6 +48,13 @@ export interface KvCacheOptions {
   readonly dim?: string
   /** The feed whose axis 1 counts the new tokens. Default `"input_ids"`. */
   readonly tokens?: string
+  /**
+   * An input the session holds per row, like the cache (an encoder–decoder's
+   * `encoder_hidden_states`): the caller feeds it on a run that starts the cache (no row holds a
+   * position yet), and the session keeps a copy and feeds it on every later run, reordered by
+   * `select` and carried by snapshots. `StatefulSession` only.
+   */
+  readonly encoder?: string
 }
 
 /** The model inputs a cache derives, when the model has them. */
@@ -76,6 +83,8 @@ export interface CachePlan {
    * step that runs without the cache (`use_cache_branch` false), kept as they are after.
    */
   readonly keep: readonly StatePair[]
+  /** The input held per row (`encoder` option), fed by the caller when the cache starts. */
+  readonly encoder: string | undefined
   /** Outputs of `blocks`; and of `blocks` and `keep` together. */
   readonly blockOutputs: ReadonlySet<string>
   readonly blockOrKeptOutputs: ReadonlySet<string>
@@ -113,7 +122,9 @@ export function planCache(
     E.left(new OptionError({ path, expected, actual, detail }))
   if (!isRecord(given))
     return bad("cache", '{ kind: "growing" } or { kind: "fixed", capacity }', given)
-  const { kind, capacity, dim, tokens } = given as Partial<Record<keyof KvCacheOptions, unknown>>
+  const { kind, capacity, dim, tokens, encoder } = given as Partial<
+    Record<keyof KvCacheOptions, unknown>
+  >
   if (kind !== "growing" && kind !== "fixed") return bad("cache.kind", '"growing" or "fixed"', kind)
   if (kind === "fixed" && (!Number.isSafeInteger(capacity) || (capacity as number) < 1)) {
     return bad("cache.capacity", "a positive integer number of positions", capacity)
@@ -153,6 +164,20 @@ export function planCache(
   if (typeof tokenFeed !== "string" || !inputNames.includes(tokenFeed)) {
     return bad("cache.tokens", "a model input whose axis 1 counts the new tokens", tokenFeed)
   }
+  if (
+    encoder !== undefined &&
+    (typeof encoder !== "string" ||
+      !inputNames.includes(encoder) ||
+      encoder === tokenFeed ||
+      pairs.some((p) => p.input === encoder) ||
+      [MASK, POSITIONS, CACHE_POSITION, USE_CACHE].includes(encoder))
+  ) {
+    return bad(
+      "cache.encoder",
+      "a model input that is not state, derived or the tokens feed (encoder_hidden_states)",
+      encoder,
+    )
+  }
   const cached = pairs.filter((p) => spec[p.input]?.shape.includes(seq))
   const derives = [MASK, POSITIONS, CACHE_POSITION, USE_CACHE].filter((n) => inputNames.includes(n))
   const keep = inputNames.includes(USE_CACHE)
@@ -171,6 +196,7 @@ export function planCache(
     lengthLeaf: kind === "fixed" ? LENGTH : undefined,
     tokens: tokenFeed,
     keep,
+    encoder: encoder as string | undefined,
     blockOutputs: new Set(blocks.map((p) => p.output)),
     blockOrKeptOutputs: new Set([...blocks, ...keep].map((p) => p.output)),
     dims: kind === "fixed" ? { [seq]: capacity as number } : {},

@@ -1,15 +1,16 @@
 import {
   type AliasedLeafError,
   BackendError,
-  type BatchSizeMismatchError,
+  BatchSizeMismatchError,
   BusyError,
-  type DTypeMismatchError,
+  DTypeMismatchError,
   type Dim,
   DisposedError,
   type Init,
   OptionError,
+  type LeafContext,
   type RowsInput,
-  type ShapeMismatchError,
+  ShapeMismatchError,
   type Snapshot,
   type SnapshotOptions,
   type SpecError,
@@ -293,6 +294,13 @@ export function createStatefulSession<const O extends string = string>(
   return E.right(new Session<O>(session, pairs, saver.right, outputs, rules, callerInputs, cache))
 }
 
+/** The leaf of the input held per row, its context, and the index of the cache's bookkeeping leaf. */
+interface HeldLeaf {
+  readonly index: number
+  readonly leaf: LeafContext
+  readonly book: number
+}
+
 /** No output names (a session without a cache, or nothing kept). */
 const NO_NAMES: ReadonlySet<string> = new Set()
 
@@ -315,6 +323,8 @@ class Session<O extends string> implements StatefulSession<O> {
   readonly #cache: CachePlan | undefined
   /** A fixed cache's block outputs and the leaves they are written into. */
   readonly #blockTargets: readonly BlockTarget[]
+  /** The leaf of the input held per row (`cache.encoder`), and of the cache's bookkeeping. */
+  readonly #held: HeldLeaf | undefined
   readonly saver: SessionSaver
 
   constructor(
@@ -339,6 +349,17 @@ class Session<O extends string> implements StatefulSession<O> {
     this.#byLeaf = saver.spec.leaves.map(
       (leaf) => pairs.find((p) => p.input === leaf.path[0]) ?? String(leaf.path[0]),
     )
+    const encoder = cache?.encoder
+    const index = encoder === undefined ? -1 : this.#byLeaf.indexOf(encoder)
+    const leafOf = saver.spec.leaves[index]
+    this.#held =
+      leafOf === undefined || cache === undefined
+        ? undefined
+        : {
+            index,
+            leaf: { path: leafOf.pathString, batchAxis: leafOf.batchAxis, init: leafOf.init },
+            book: this.#byLeaf.indexOf(cache.leaf),
+          }
     this.saver = new GuardedSaver(saver, {
       kind: "StatefulSession",
       busy: () => this.#inFlight,
@@ -381,7 +402,8 @@ class Session<O extends string> implements StatefulSession<O> {
     if (computed._tag === "Left") return computed
     const unknown = refuseUnknownFeeds(names, this.#inputs)
     if (unknown._tag === "Left") return unknown
-    const missing = this.#inputs.find((name) => !own(checked.right, name))
+    const heldInput = this.#cache?.encoder
+    const missing = this.#inputs.find((name) => name !== heldInput && !own(checked.right, name))
     if (missing !== undefined) {
       return E.left(
         new StructureMismatchError({
@@ -402,11 +424,20 @@ class Session<O extends string> implements StatefulSession<O> {
     }
     const held = this.#saver.leaves()
     const rules = this.#rules
+    // The input held per row: the caller's when the cache starts, the session's after.
+    let fedHeld: OrtTensor | undefined
+    if (this.#held !== undefined) {
+      const given = this.#checkHeld(checked.right, held)
+      if (given._tag === "Left") return given
+      fedHeld = given.right
+    }
     // The rules' own feeds are not the model's.
     const merged: Record<string, OrtTensor> = copyFeeds(checked.right, rules.feeds)
     const book: Record<string, OrtTensor> = {}
     this.#byLeaf.forEach((leaf, i) => {
-      if (typeof leaf === "string") book[leaf] = held[i] as OrtTensor
+      if (i === this.#held?.index) {
+        if (fedHeld === undefined) setKey(merged, leaf as string, held[i] as OrtTensor)
+      } else if (typeof leaf === "string") book[leaf] = held[i] as OrtTensor
       else setKey(merged, leaf.input, held[i] as OrtTensor)
     })
     let ruleCall: Parameters<typeof nextState>[2] | undefined
@@ -478,12 +509,29 @@ class Session<O extends string> implements StatefulSession<O> {
       }
       writes = planned.right
     }
+    // The session keeps its own copy of a held input the caller fed (the feed stays theirs).
+    let heldCopy: OrtTensor | undefined
+    if (fedHeld !== undefined && this.#held !== undefined) {
+      const backend = this.#saver.backend
+      const { leaf } = this.#held
+      const rows = Array.from({ length: this.#saver.batchSize }, (_, r) => r)
+      try {
+        heldCopy = backend.gather(fedHeld, rows, leaf)
+      } catch (cause) {
+        for (const t of Object.values(outputs)) t.dispose()
+        return E.left(
+          new BackendError({ backend: backend.name, operation: "gather", path: leaf.path, cause }),
+        )
+      }
+    }
     const next = this.#byLeaf.map((leaf, i) =>
-      typeof leaf === "string"
-        ? (book2[leaf] as OrtTensor)
-        : skipped.has(leaf.output)
-          ? (held[i] as OrtTensor)
-          : (outputs[leaf.output] as OrtTensor),
+      i === this.#held?.index
+        ? (heldCopy ?? (held[i] as OrtTensor))
+        : typeof leaf === "string"
+          ? (book2[leaf] as OrtTensor)
+          : skipped.has(leaf.output)
+            ? (held[i] as OrtTensor)
+            : (outputs[leaf.output] as OrtTensor),
     )
     const offsets =
       cache === undefined || ruleCall === undefined ? [] : blockOffsets(cache, ruleCall)
@@ -491,6 +539,7 @@ class Session<O extends string> implements StatefulSession<O> {
     if (saved._tag === "Left") {
       // Nothing of a failed run reaches the caller: every output is freed.
       for (const t of Object.values(outputs)) t.dispose()
+      if (heldCopy !== undefined) this.#saver.backend.dispose(heldCopy)
       return saved
     }
     const written = writeBlocks(this.#saver.backend, writes, offsets)
@@ -507,6 +556,98 @@ class Session<O extends string> implements StatefulSession<O> {
       else if (!state.has(t)) t.dispose()
     }
     return E.right(out as Record<O, OrtTensor>)
+  }
+
+  /**
+   * The feed of the input held per row on a run that starts the cache (no row holds a
+   * position: the caller must feed it, rows and dims as declared), or `undefined` on a later
+   * run (the caller must not).
+   */
+  #checkHeld(
+    feeds: Readonly<Record<string, OrtTensor>>,
+    held: readonly OrtTensor[],
+  ): E.Either<
+    StructureMismatchError | DTypeMismatchError | ShapeMismatchError | BatchSizeMismatchError,
+    OrtTensor | undefined
+  > {
+    const { index, leaf, book } = this.#held as HeldLeaf
+    const name = String(this.#byLeaf[index])
+    const path = formatName(name)
+    // Rows that hold no position (fresh or reset): all of them when the cache starts.
+    const bookkeeping = held[book] as OrtTensor
+    const rows = this.#saver.batchSize
+    const width = this.#cache?.lengthLeaf === undefined ? (bookkeeping.dims[1] as number) : 1
+    const data = bookkeeping.data as Int32Array | Uint8Array
+    const empty: number[] = []
+    for (let r = 0; r < rows; r++) {
+      let any = false
+      for (let j = 0; j < width && !any; j++) any = (data[r * width + j] as number) > 0
+      if (!any) empty.push(r)
+    }
+    const starting = empty.length === rows
+    const t = own(feeds, name) ? feeds[name] : undefined
+    if (starting && t === undefined) {
+      return E.left(
+        new StructureMismatchError({
+          path,
+          expected: `a feed for ${name} on a run that starts the cache (no row holds a position)`,
+          actual: "none",
+          detail: "the session holds it per row from then on",
+        }),
+      )
+    }
+    if (!starting && empty.length > 0) {
+      return E.left(
+        new StructureMismatchError({
+          path,
+          expected: `${name} in every row (each fed when the cache started)`,
+          actual: `none in row ${empty[0]}`,
+          detail:
+            "a fresh or reset row cannot join rows under way: reset every row, or run it in a session of its own",
+        }),
+      )
+    }
+    if (!starting) {
+      if (t === undefined) return E.right(undefined)
+      return E.left(
+        new StructureMismatchError({
+          path,
+          expected: `no feed for ${name}: the session holds it per row since the cache started`,
+          actual: "a feed",
+          detail: "reset every row to start again with new ones",
+        }),
+      )
+    }
+    const spec = this.#saver.spec.leaves[index]
+    const fed = t as OrtTensor
+    if (spec !== undefined && fed.type !== spec.dtype) {
+      return E.left(new DTypeMismatchError({ path, expected: spec.dtype, actual: fed.type }))
+    }
+    // As declared: named dims (the encoder's length) take any size.
+    const shape = spec?.spec.shape ?? []
+    if (
+      fed.dims.length !== shape.length ||
+      shape.some((d, a) => typeof d === "number" && a !== leaf.batchAxis && fed.dims[a] !== d)
+    ) {
+      return E.left(
+        new ShapeMismatchError({
+          path,
+          expected: shape.map((d, a) => (a === leaf.batchAxis ? this.#saver.batchSize : d)),
+          actual: fed.dims,
+        }),
+      )
+    }
+    if (fed.dims[leaf.batchAxis] !== this.#saver.batchSize) {
+      return E.left(
+        new BatchSizeMismatchError({
+          path,
+          expected: this.#saver.batchSize,
+          actual: fed.dims[leaf.batchAxis] as number,
+          axis: leaf.batchAxis,
+        }),
+      )
+    }
+    return E.right(fed)
   }
 
   state(): Readonly<Record<string, OrtTensor>> {

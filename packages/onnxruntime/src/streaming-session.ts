@@ -403,6 +403,15 @@ export function createStreamingSession<const O extends string = string>(
       }),
     )
   }
+  if (cache?.encoder !== undefined) {
+    return E.left(
+      new OptionError({
+        path: "cache.encoder",
+        expected: "no encoder input held per stream (a StatefulSession holds one per row)",
+        actual: cache.encoder,
+      }),
+    )
+  }
   const stateOutputs = new Set(pairs.map((p) => p.output))
   const names = [...callerInputs, ...session.outputNames.filter((n) => !stateOutputs.has(n))]
   const axes = resolveBatchAxes(

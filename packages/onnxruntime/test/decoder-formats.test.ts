@@ -8,7 +8,7 @@ import type * as common from "onnxruntime-common"
 import * as ortNode from "onnxruntime-node"
 import * as ortWeb from "onnxruntime-web"
 import { describe, expect, it } from "vitest"
-import { createStatefulSession, ortBackend } from "../src/index.js"
+import { createStatefulSession, createStreamingSession, ortBackend } from "../src/index.js"
 import {
   type EncoderStates,
   encodeRow,
@@ -305,6 +305,137 @@ describe.each(runtimes)("decoder formats on %s", (_, ort) => {
     expect(worst()).toBeLessThan(TOL)
     s.dispose()
     expect(backend.liveTensors()).toBe(0)
+  })
+
+  it("encoder–decoder with cache.encoder: encoder_hidden_states fed once when the cache starts, held per row after (copied, carried by select and snapshots), refused when missing, fed again or for a reset row", async () => {
+    const cfg = tinyEncoderDecoderConfig()
+    const graphs = encoderDecoder(cfg, { masks: true })
+    const encoder = await ort.InferenceSession.create(graphs.encoder)
+    const decoder = await ort.InferenceSession.create(graphs.decoder)
+    const oracle = await ort.InferenceSession.create(graphs.oracle)
+    const F = 5
+    const enc: EncoderStates[] = []
+    for (let r = 0; r < 2; r++)
+      enc.push(await encodeRow(ort, encoder, seededFloats(F * cfg.featDim, 70 + r, 1), F))
+    const hidden = new Float32Array(2 * F * cfg.hidden)
+    enc.forEach((e, r) => hidden.set(e.data, r * F * cfg.hidden))
+    const backend = ortBackend({ ort })
+    const options = {
+      session: decoder,
+      backend,
+      batchSize: 2,
+      cache: { kind: "growing", encoder: "encoder_hidden_states" },
+      outputs: ["logits"],
+    } as const
+    const s = orThrow(createStatefulSession(options))
+    const ids = (n: number, seed: number) =>
+      new ort.Tensor(
+        "int64",
+        BigInt64Array.from(
+          [...tokens(n, seed, cfg.vocab), ...tokens(n, seed + 1, cfg.vocab)],
+          BigInt,
+        ),
+        [2, n],
+      )
+    const states = (rows = 2) =>
+      new ort.Tensor("float32", hidden.slice(0, rows * F * cfg.hidden), [rows, F, cfg.hidden])
+    // Missing on the run that starts the cache, or for the wrong batch: refused, nothing changes.
+    const empty = orThrow(await s.snapshot())
+    expect(await s.run({ input_ids: ids(3, 1) })).toMatchObject({
+      _tag: "Left",
+      left: { _tag: "StructureMismatchError", path: "encoder_hidden_states", actual: "none" },
+    })
+    expect(await s.run({ input_ids: ids(3, 1), encoder_hidden_states: states(1) })).toMatchObject({
+      _tag: "Left",
+      left: { _tag: "BatchSizeMismatchError", path: "encoder_hidden_states" },
+    })
+    expect(orThrow(await s.snapshot())).toEqual(empty)
+    let fed: ReturnType<typeof states> | undefined = states()
+    const extra = (): Record<string, common.Tensor> =>
+      fed === undefined ? {} : { encoder_hidden_states: fed }
+    const { step, restart, worst } = tracker(ort, s, oracle, cfg.vocab, extra, enc)
+    await step([tokens(3, 3, cfg.vocab), tokens(3, 4, cfg.vocab)])
+    // The session holds a copy: the caller's tensor is theirs to free.
+    fed.dispose()
+    fed = undefined
+    expect(s.state()["encoder_hidden_states"]?.dims).toEqual([2, F, cfg.hidden])
+    for (let t = 0; t < 4; t++)
+      await step([tokens(1, 50 + t, cfg.vocab), tokens(1, 60 + t, cfg.vocab)])
+    expect(worst()).toBeLessThan(TOL)
+    // Fed again while the rows are under way: refused, unchanged.
+    const under = orThrow(await s.snapshot())
+    expect(await s.run({ input_ids: ids(1, 9), encoder_hidden_states: states() })).toMatchObject({
+      _tag: "Left",
+      left: { _tag: "StructureMismatchError", actual: "a feed" },
+    })
+    expect(orThrow(await s.snapshot())).toEqual(under)
+    // A snapshot carries the held states: another session restored from it continues alike.
+    const twin = orThrow(createStatefulSession({ ...options, backend: ortBackend({ ort }) }))
+    orThrow(twin.restore(under))
+    const a = orThrow(await s.run({ input_ids: ids(1, 20) })).logits
+    const b = orThrow(await twin.run({ input_ids: ids(1, 20) })).logits
+    expect(Array.from(b.data as Float32Array)).toEqual(Array.from(a.data as Float32Array))
+    a.dispose()
+    b.dispose()
+    // select moves each row's held states with the row.
+    const rowOf = (t: common.Tensor | undefined, r: number) =>
+      Array.from((t?.data as Float32Array).subarray(r * F * cfg.hidden, (r + 1) * F * cfg.hidden))
+    const held = s.state()["encoder_hidden_states"]
+    const [row0, row1] = [rowOf(held, 0), rowOf(held, 1)]
+    orThrow(twin.select([1, 0]))
+    expect(rowOf(twin.state()["encoder_hidden_states"], 0)).toEqual(row1)
+    expect(rowOf(twin.state()["encoder_hidden_states"], 1)).toEqual(row0)
+    twin.dispose()
+    // A reset row among rows under way has none: refused, unchanged.
+    orThrow(s.restore(under))
+    orThrow(s.reset([1]))
+    const partly = orThrow(await s.snapshot())
+    expect(await s.run({ input_ids: ids(1, 30) })).toMatchObject({
+      _tag: "Left",
+      left: {
+        _tag: "StructureMismatchError",
+        path: "encoder_hidden_states",
+        actual: "none in row 1",
+      },
+    })
+    expect(orThrow(await s.snapshot())).toEqual(partly)
+    // Every row reset: the next run starts the cache again with new states.
+    orThrow(s.reset())
+    restart([0, 1])
+    fed = states()
+    await step([tokens(2, 7, cfg.vocab), tokens(2, 8, cfg.vocab)])
+    fed = undefined
+    await step([tokens(1, 9, cfg.vocab), tokens(1, 10, cfg.vocab)])
+    expect(worst()).toBeLessThan(TOL)
+    s.dispose()
+    expect(backend.liveTensors()).toBe(0)
+    // The option names a plain model input; a StreamingSession holds none per stream.
+    for (const bad of [
+      "nope",
+      "input_ids",
+      "use_cache_branch",
+      "past_key_values.0.decoder.key",
+      7,
+    ]) {
+      const made = createStatefulSession({
+        ...options,
+        cache: { kind: "growing", encoder: bad as never },
+      })
+      expect(made, String(bad)).toMatchObject({
+        _tag: "Left",
+        left: { _tag: "OptionError", path: "cache.encoder", actual: bad },
+      })
+    }
+    const streaming = createStreamingSession({
+      session: decoder,
+      ort,
+      backend: ortBackend({ ort }),
+      cache: { kind: "fixed", capacity: 8, encoder: "encoder_hidden_states" },
+    })
+    expect(streaming).toMatchObject({
+      _tag: "Left",
+      left: { _tag: "OptionError", path: "cache.encoder" },
+    })
   })
 
   it("hybrid recurrent + attention: conv/ssm states and KV caches paired by convention in one state", async () => {

@@ -141,11 +141,24 @@ export function deriveSessionState(options: unknown): E.Either<DeriveError, Sess
     }
   }
   const { derived: computed, feeds, spec } = rules.right
+  // The input held per row (`cache.encoder`): a leaf of its own, shaped as the model declares it.
+  let held: Record<string, LeafSpec> = {}
+  if (plan?.encoder !== undefined) {
+    const shapes = options["shapes"] as Record<string, unknown> | undefined
+    const leaf = sessionSpec(session, [{ input: plan.encoder, output: plan.encoder }], {
+      batchDim: derived.right.batchDim,
+      ...(isRecord(shapes) && own(shapes, plan.encoder)
+        ? { shapes: { [plan.encoder]: shapes[plan.encoder] } }
+        : {}),
+    })
+    if (leaf._tag === "Left") return leaf
+    held = leaf.right.spec as Record<string, LeafSpec>
+  }
   return E.right({
     session: session as OrtSession,
     pairs: pairs.right,
     batchDim: derived.right.batchDim,
-    spec: { ...(derived.right.spec as Record<string, LeafSpec>), ...spec },
+    spec: { ...(derived.right.spec as Record<string, LeafSpec>), ...spec, ...held },
     outputs: outputs.right,
     rules: rules.right,
     cache: plan,
