@@ -65,7 +65,12 @@ export function writeBlockTyped(
   src: HostData,
   srcShape: readonly number[],
 ): void {
-  forEachBlockSpan(dstShape, axis, batchAxis, offsets, srcShape, (from, to, count) =>
-    (dst as Float32Array).set((src as Float32Array).subarray(from, from + count), to),
-  )
+  const d = dst as Float32Array
+  const s = src as Float32Array
+  forEachBlockSpan(dstShape, axis, batchAxis, offsets, srcShape, (from, to, count) => {
+    // A KV cache's spans are one head's dim (tens of elements): copied element by element, they
+    // cost no subarray object each.
+    if (count > 64) d.set(s.subarray(from, from + count), to)
+    else for (let i = 0; i < count; i++) d[to + i] = s[from + i] as number
+  })
 }

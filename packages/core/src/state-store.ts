@@ -381,7 +381,9 @@ function inOrder(slots: readonly number[]): boolean {
 class Store<T, In> implements StateStore<T, In> {
   readonly #entries = new Map<StreamKey, Entry>()
   /** Views `gather` handed out, with the slab and rows they show. */
-  readonly #views = new WeakMap<object, { slab: unknown; start: number; count: number }>()
+  // A list, not a WeakMap: hashing a runtime's tensor object (onnxruntime-node's) makes every
+  // later run that reads it slower. Views given back to `scatter` leave it; at most 64 are kept.
+  readonly #views: { tensor: unknown; slab: unknown; start: number; count: number }[] = []
   #head: Entry | undefined
   #tail: Entry | undefined
   /** Free slots; popped from the end, so the lowest slot is handed out first. */
@@ -829,7 +831,7 @@ class Store<T, In> implements StateStore<T, In> {
       try {
         const v = view.call(this.backend, slab, start, count, ctx)
         if (v !== undefined) {
-          this.#views.set(v as object, { slab, start, count })
+          if (this.#views.push({ tensor: v, slab, start, count }) > 64) this.#views.shift()
           out[i] = v
           continue
         }
@@ -1132,9 +1134,11 @@ class Store<T, In> implements StateStore<T, In> {
     let src: readonly (T | In)[] = leaves
     let skip: boolean[] | undefined
     let viewCopies: T[] | undefined
+    let given: unknown[] | undefined
     for (let i = 0; i < leaves.length; i++) {
-      const seen = this.#views.get(leaves[i] as object)
+      const seen = this.#views.find((v) => v.tensor === leaves[i])
       if (seen === undefined || seen.slab !== this.#slabs[i]) continue
+      ;(given ??= []).push(seen)
       if (seen.start === slots[0] && seen.count === slots.length && inOrder(slots)) {
         skip ??= new Array<boolean>(leaves.length).fill(false)
         skip[i] = true
@@ -1168,6 +1172,12 @@ class Store<T, In> implements StateStore<T, In> {
       return E.left(failed.failed)
     }
     if (viewCopies) disposeQuietly(this.backend, viewCopies)
+    if (given !== undefined) {
+      const back = given
+      if (back.length === this.#views.length) this.#views.length = 0
+      else
+        this.#views.splice(0, this.#views.length, ...this.#views.filter((v) => !back.includes(v)))
+    }
     disposeQuietly(this.backend, leaves as T[])
     if (checked.right.anyAtInit) {
       for (const e of entries) (e as Entry).atInit = false

@@ -13,6 +13,7 @@ import {
   type StructureMismatchError,
   allocateData,
 } from "@statesaver/core"
+import { type Lend, SCRATCH } from "./internal/scratch.js"
 import { isRecord } from "./internal/validate.js"
 
 /**
@@ -189,7 +190,8 @@ export function sileroContext(options: SileroContextOptions = {}): InputRule {
     inputs: [input],
     feeds: { [feed]: 0 },
     state: { context: { row: [context], dtype: "float32" } },
-    derive({ batchSize, feeds, state }) {
+    derive(call) {
+      const { batchSize, feeds, state } = call
       const f = feeds[feed] as HostTensor
       if (f.dtype !== "float32" || f.shape.length !== 2 || f.shape[1] !== frame) {
         return new ShapeMismatchError({
@@ -201,7 +203,10 @@ export function sileroContext(options: SileroContextOptions = {}): InputRule {
       }
       const ctx = (state["context"] as HostTensor).data as Float32Array
       const samples = f.data as Float32Array
-      const out = allocateData("float32", batchSize * width) as Float32Array
+      // Every element is written below: an array the session lends (reused call after call) will do.
+      const lend = (call as { [SCRATCH]?: Lend })[SCRATCH]
+      const out = (lend?.(input, "float32", batchSize * width) ??
+        allocateData("float32", batchSize * width)) as Float32Array
       for (let r = 0; r < batchSize; r++) {
         out.set(ctx.subarray(r * context, (r + 1) * context), r * width)
         out.set(samples.subarray(r * frame, (r + 1) * frame), r * width + context)

@@ -44,6 +44,7 @@ import {
 import type { OrtRuntime, OrtTensor } from "./ort-backend.js"
 import { type Rules, deriveInputs, nextState, refuseDerivedFeeds } from "./internal/rules.js"
 import { GuardedSaver } from "./internal/busy-guard.js"
+import { scratchArrays } from "./internal/scratch.js"
 import * as E from "./internal/either.js"
 import {
   copyFeeds,
@@ -325,6 +326,8 @@ class Session<O extends string> implements StatefulSession<O> {
   readonly #blockTargets: readonly BlockTarget[]
   /** The leaf of the input held per row (`cache.encoder`), and of the cache's bookkeeping. */
   readonly #held: HeldLeaf | undefined
+  /** Arrays for the built-in rules' inputs, written over call after call. */
+  readonly #lend = scratchArrays()
   readonly saver: SessionSaver
 
   constructor(
@@ -456,6 +459,7 @@ class Session<O extends string> implements StatefulSession<O> {
         this.#saver.batchSize,
         dims,
         this.#saver.backend.name,
+        this.#lend,
       )
       if (derived._tag === "Left") return derived
       ruleCall = derived.right.call
@@ -548,12 +552,13 @@ class Session<O extends string> implements StatefulSession<O> {
       return written
     }
     // The saver owns the state outputs now; the listed outputs are the caller's, the rest freed.
+    // (A scan, not a Set: hashing a tensor object makes onnxruntime-node read it slower on every
+    // later run, and `next` holds the state fed to each run.)
     const out: Record<string, OrtTensor> = {}
-    const state = new Set(next)
     for (const name in outputs) {
       const t = outputs[name] as OrtTensor
       if (this.#outputs.has(name)) setKey(out, name, t)
-      else if (!state.has(t)) t.dispose()
+      else if (!next.includes(t)) t.dispose()
     }
     return E.right(out as Record<O, OrtTensor>)
   }

@@ -27,6 +27,7 @@ import {
 import type * as common from "onnxruntime-common"
 import type { OrtRuntime, OrtTensor } from "./ort-backend.js"
 import { GuardedStore } from "./internal/busy-guard.js"
+import { scratchArrays } from "./internal/scratch.js"
 import { type Rules, deriveInputs, nextState } from "./internal/rules.js"
 import type { InputRule } from "./input-rules.js"
 import {
@@ -522,6 +523,8 @@ class Streaming<O extends string> implements StreamingSession<O> {
   readonly #cache: CachePlan | undefined
   /** A fixed cache's block outputs and the leaves they are written into. */
   readonly #blockTargets: readonly BlockTarget[]
+  /** Arrays for stacked feeds and the built-in rules' inputs, written over call after call. */
+  readonly #lend = scratchArrays()
   readonly store: SessionStore
 
   constructor(
@@ -607,7 +610,7 @@ class Streaming<O extends string> implements StreamingSession<O> {
     const gathered = store.gather(keys, VIEWS)
     if (gathered._tag === "Left") return gathered
     const state = gathered.right as Readonly<Record<string, OrtTensor>>
-    const stackedFeeds = stackFeeds(this.#ort, shared, batched, this.batchAxes)
+    const stackedFeeds = stackFeeds(this.#ort, shared, batched, this.batchAxes, this.#lend)
     const { stacked } = stackedFeeds
     let feeds = stackedFeeds.feeds
     const rules = this.#layout.rules
@@ -626,6 +629,7 @@ class Streaming<O extends string> implements StreamingSession<O> {
         keys.length,
         dims,
         store.backend.name,
+        this.#lend,
       )
       if (derived._tag === "Left") {
         disposeTree(store.backend, gathered.right)
@@ -648,9 +652,10 @@ class Streaming<O extends string> implements StreamingSession<O> {
     }
     for (const { input } of this.pairs) setKey(feeds, input, state[input] as OrtTensor)
     // Gathered leaves handed to a successful scatter (a fixed cache's) are the store's to free.
-    const handed = new Set<OrtTensor>()
+    // (An array, not a Set: tensors fed to a run are never hashed; see ortBackend.)
+    const handed: OrtTensor[] = []
     const cleanup = (outputs?: Record<string, OrtTensor>): void => {
-      for (const t of Object.values(state)) if (!handed.has(t)) store.backend.dispose(t)
+      for (const t of Object.values(state)) if (!handed.includes(t)) store.backend.dispose(t)
       for (const t of stacked) t.dispose()
       if (outputs !== undefined) for (const t of Object.values(outputs)) t.dispose()
     }
@@ -741,7 +746,7 @@ class Streaming<O extends string> implements StreamingSession<O> {
       }
       for (const { input, output } of this.pairs) {
         if (!skipped.has(output)) continue
-        handed.add(state[input] as OrtTensor)
+        handed.push(state[input] as OrtTensor)
         ;(outputs[output] as OrtTensor).dispose()
       }
       // The store owns (and has freed) the state outputs; the listed ones are split or handed

@@ -28,16 +28,19 @@ function copy(dst: TensorData, dstAt: number, src: TensorData, srcAt: number, co
 
 /**
  * Stacks rows along `axis`: `parts[i]` (one row, laid out as `dims` with size 1 on `axis`)
- * becomes row `i` of the result.
+ * becomes row `i` of the result, a new array or `into`'s.
  */
 export function stackRows(
   parts: readonly TensorData[],
   dims: readonly number[],
   axis: number,
+  into?: (length: number) => TensorData | undefined,
 ): TensorData {
   const { outer, inner } = rowLayout(dims, axis)
   const rows = parts.length
-  const out = allocLike(parts[0] as TensorData, outer * rows * inner)
+  // Every element is written: an array to write over (`into`) does as well as a new one.
+  const out =
+    into?.(outer * rows * inner) ?? allocLike(parts[0] as TensorData, outer * rows * inner)
   for (let i = 0; i < rows; i++) {
     const part = parts[i] as TensorData
     for (let o = 0; o < outer; o++) copy(out, (o * rows + i) * inner, part, o * inner, inner)

@@ -17,6 +17,7 @@ import type { InputRule, RuleCall, RuleError } from "../input-rules.js"
 import type { OrtRuntime, OrtTensor } from "../ort-backend.js"
 import { dtypeOfOrt } from "./dtypes.js"
 import * as E from "./either.js"
+import { type Lend, SCRATCH } from "./scratch.js"
 import { isRecord, own } from "./validate.js"
 
 /** The checked rules of a session. */
@@ -28,11 +29,20 @@ export interface Rules {
   readonly feeds: Readonly<Record<string, number>>
   /** Caller-fed model inputs a rule reads too. */
   readonly reads: readonly string[]
+  /** What the rules read of a call: their feeds, then `reads`. */
+  readonly reading: readonly string[]
   /** Bookkeeping leaf specs by name (host leaves, batch dim first). */
   readonly spec: Readonly<Record<string, LeafSpec>>
 }
 
-export const NO_RULES: Rules = { list: [], derived: new Map(), feeds: {}, reads: [], spec: {} }
+export const NO_RULES: Rules = {
+  list: [],
+  derived: new Map(),
+  feeds: {},
+  reads: [],
+  reading: [],
+  spec: {},
+}
 
 const bad = (path: string, expected: string, actual: unknown, detail?: string) =>
   E.left(new OptionError({ path, expected, actual, detail }))
@@ -135,7 +145,14 @@ export function checkRules(
       )
     }
   }
-  return E.right({ list: given as InputRule[], derived, feeds, reads: [...reads], spec })
+  return E.right({
+    list: given as InputRule[],
+    derived,
+    feeds,
+    reads: [...reads],
+    reading: [...Object.keys(feeds), ...reads],
+    spec,
+  })
 }
 
 /** A feed the caller gave for an input a rule computes. */
@@ -192,7 +209,7 @@ function callOf(
   { feeds: Record<string, HostTensor>; state: Record<string, HostTensor> }
 > {
   const hostFeeds: Record<string, HostTensor> = {}
-  for (const name of [...Object.keys(rules.feeds), ...rules.reads]) {
+  for (const name of rules.reading) {
     const t = feeds[name] as OrtTensor
     let view: HostTensor | undefined
     try {
@@ -233,10 +250,18 @@ export function deriveInputs(
   batchSize: number,
   dims: Readonly<Record<string, number>>,
   backend: string,
+  lend?: Lend,
 ): E.Either<RuleError | BackendError, { inputs: Record<string, OrtTensor>; call: RuleCall }> {
   const call = callOf(rules, feeds, state)
   if (call._tag === "Left") return call
-  const view: RuleCall = { ...call.right, batchSize, dims }
+  const view: RuleCall & { [SCRATCH]?: Lend } = {
+    feeds: call.right.feeds,
+    state: call.right.state,
+    batchSize,
+    dims,
+  }
+  // Built-in rules write their inputs into arrays the session lends (not part of RuleCall).
+  if (lend !== undefined) view[SCRATCH] = lend
   const inputs: Record<string, OrtTensor> = {}
   for (const rule of rules.list) {
     let out: ReturnType<InputRule["derive"]>
@@ -285,7 +310,13 @@ export function nextState(
     }
     let out: Readonly<Record<string, HostTensor>>
     try {
-      out = rule.next({ ...call, outputs: hostOutputs })
+      out = rule.next({
+        feeds: call.feeds,
+        state: call.state,
+        batchSize: call.batchSize,
+        dims: call.dims,
+        outputs: hostOutputs,
+      })
     } catch (cause) {
       return E.left(new BackendError({ backend, operation: `rule ${rule.name}: next`, cause }))
     }

@@ -1,9 +1,26 @@
 // Stacking streams' feeds into one batch and splitting a batched run's outputs per stream.
-import { BackendError, BatchSizeMismatchError, type StreamKey, formatPath } from "@statesaver/core"
+import {
+  BackendError,
+  BatchSizeMismatchError,
+  type DType,
+  type StreamKey,
+  formatPath,
+} from "@statesaver/core"
 import type { OrtRuntime, OrtTensor } from "../ort-backend.js"
 import * as E from "./either.js"
+import type { Lend } from "./scratch.js"
 import { type TensorData, copyData, sliceRow, stackRows } from "./rows.js"
 import { setKey } from "./session-state.js"
+
+/** Tensor types whose stacked data may be written into a lent array. */
+const LENDABLE: ReadonlySet<string> = new Set([
+  "float32",
+  "float16",
+  "int32",
+  "int64",
+  "uint8",
+  "bool",
+])
 
 /** Batch axis of each non-state input and output; `null` for per-call values. */
 type Axes = Readonly<Record<string, number | null>>
@@ -18,6 +35,7 @@ export function stackFeeds(
   shared: Readonly<Record<string, OrtTensor>>,
   batched: ReadonlyMap<string, readonly OrtTensor[]>,
   axes: Axes,
+  lend?: Lend,
 ): { feeds: Record<string, OrtTensor>; stacked: OrtTensor[] } {
   const feeds: Record<string, OrtTensor> = {}
   for (const name of Object.keys(shared)) setKey(feeds, name, shared[name] as OrtTensor)
@@ -35,6 +53,13 @@ export function stackFeeds(
       parts.map((p) => p.data as TensorData),
       first.dims,
       axis,
+      lend === undefined || !LENDABLE.has(first.type)
+        ? undefined
+        : (length) => {
+            const lent = lend(name, first.type as DType, length)
+            // The array kind the runtime expects for this type (a float16 Float16Array aside).
+            return lent.constructor === first.data.constructor ? (lent as TensorData) : undefined
+          },
     )
     const t = new ort.Tensor(first.type as "float32", data as Float32Array, dims)
     stacked.push(t)

@@ -1,0 +1,23 @@
+// Arrays a session lends for one call's stacked feeds and built-in rules' derived inputs: the
+// runtime is done with them once the run is over, so the next call of the same session writes
+// over them instead of allocating (and zeroing) tens of kilobytes per call.
+import { type DType, type HostData, allocateData } from "@statesaver/core"
+
+/** An array of `length` elements of `dtype` for `key`, whose contents are to be overwritten. */
+export type Lend = (key: string, dtype: DType, length: number) => HostData
+
+/** Where a built-in rule finds the session's lender on its `RuleCall` (not public API). */
+export const SCRATCH: unique symbol = Symbol("statesaver.scratch")
+
+/** A lender keeping one array per key and dtype, replaced when the length changes. */
+export function scratchArrays(): Lend {
+  const kept = new Map<string, HostData>()
+  return (key, dtype, length) => {
+    const id = `${dtype} ${key}`
+    const held = kept.get(id)
+    if (held !== undefined && held.length === length) return held
+    const made = allocateData(dtype, length)
+    kept.set(id, made)
+    return made
+  }
+}
