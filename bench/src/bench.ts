@@ -14,6 +14,7 @@ const suites = [
   "redis-tier",
   "kv",
   "decoders",
+  "overhead",
 ]
 for (const name of suites) {
   const file = new URL(`./${name}.ts`, import.meta.url)

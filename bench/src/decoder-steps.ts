@@ -32,6 +32,9 @@ async function round(side: Side, steps: number): Promise<number> {
   return Number(process.hrtime.bigint() - t0) / steps / 1000
 }
 
+/** Steps each side runs before the timed rounds (`STATESAVER_BENCH_WARMUP` overrides it). */
+const WARMUP_STEPS = Number(process.env["STATESAVER_BENCH_WARMUP"] ?? 2000)
+
 /**
  * Each side's median µs/step and its median ratio to side 0 over `rounds` rounds in which every
  * side runs once (the order rotates): a per-round ratio cancels the machine's load drifting
@@ -42,7 +45,10 @@ export async function interleave(
   steps: number,
   rounds: number,
 ): Promise<{ us: number[]; ratio: number[] }> {
-  for (const side of sides) for (let w = 0; w < 2; w++) await round(side, steps)
+  // V8 optimizes a session's code only after a few thousand steps: each side warms up past that
+  // first, so that the rounds compare steady states.
+  const warmup = Math.ceil(WARMUP_STEPS / steps)
+  for (const side of sides) for (let w = 0; w < warmup; w++) await round(side, steps)
   const times = sides.map(() => [] as number[])
   for (let r = 0; r < rounds; r++)
     for (let k = 0; k < sides.length; k++) {

@@ -24,7 +24,8 @@ const FRAME = 512
 const CONTEXT = 64
 const ROUNDS = 15
 const TICKS_PER_ROUND = 8
-const WARMUP_TICKS = 8
+/** V8 optimizes the session's code only after a few thousand calls: 800 ticks are 3,200 calls per side. */
+const WARMUP_TICKS = Number(process.env["STATESAVER_BENCH_WARMUP"] ?? 800)
 
 /** Runs the benchmark and prints frames/s of both sides and their ratio. */
 export async function main(): Promise<void> {
