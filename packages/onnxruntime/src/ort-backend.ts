@@ -83,6 +83,16 @@ export interface OrtBackend extends StateBackend<OrtTensor> {
 
 const DTYPES: readonly DType[] = ["float32", "float16", "int32", "int64", "uint8", "bool"]
 
+/** The array class of each dtype's data. */
+const KINDS = Object.fromEntries(DTYPES.map((d) => [d, allocateData(d, 0).constructor])) as Record<
+  DType,
+  unknown
+>
+
+/** Freed arrays of gathered tensors kept for reuse: at most this many, and this many bytes. */
+const SPARE_ARRAYS = 16
+const SPARE_BYTES = 16 * 1024 * 1024
+
 /** Checks `ortBackend`'s options; throws `OptionError` naming the first bad one. */
 function checkOptions(options: unknown): {
   ort: OrtRuntime
@@ -140,7 +150,9 @@ function checkOptions(options: unknown): {
  * Creates a state backend on ONNX Runtime tensors. CPU tensors are changed in their typed data,
  * touching only the rows involved; GPU tensors (`location: "gpu-buffer"`) only through
  * `queue.writeBuffer` and `copyBufferToBuffer` on the given device, nothing read back but by
- * `toHost`. `adopt` keeps the tensor it is given and disposes the one it replaces.
+ * `toHost`. `adopt` keeps the tensor it is given and disposes the one it replaces. The memory of
+ * a CPU tensor that `gather` made is reused once the tensor is freed (a store's step gathers the
+ * same shapes call after call): do not keep its `data` past freeing it.
  * Returns the backend itself; throws `OptionError` when an option is malformed: `ort` without a
  * `Tensor` class, a `location` other than `"cpu"` or `"gpu-buffer"`, or a `device` that is not a
  * GPUDevice (required for `"gpu-buffer"`).
@@ -167,13 +179,48 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
     if (live.lastIndexOf(t) < 0) live.push(t)
     return t
   }
+  // The data of live CPU tensors `gather` made, and freed ones kept for the next gather of the
+  // same size: a store's step gathers and frees the same shapes call after call.
+  const gathered: HostData[] = []
+  const spare: HostData[] = []
+  let spareBytes = 0
   const free = (t: OrtTensor): void => {
     const at = live.lastIndexOf(t)
     if (at >= 0) {
       live[at] = live[live.length - 1] as OrtTensor
       live.pop()
     }
-    if (t.location !== "none") t.dispose()
+    if (t.location === "none") return
+    if (t.location === "cpu") {
+      const data = t.data as HostData
+      const made = gathered.lastIndexOf(data)
+      if (made >= 0) {
+        gathered[made] = gathered[gathered.length - 1] as HostData
+        gathered.pop()
+        if (spare.length < SPARE_ARRAYS && spareBytes + data.byteLength <= SPARE_BYTES) {
+          spare.push(data)
+          spareBytes += data.byteLength
+        }
+      }
+    }
+    t.dispose()
+  }
+  /** A spare array of `length` elements of `dtype`'s kind, or a new one (its contents unknown). */
+  const forGather = (dtype: DType, length: number): HostData => {
+    const kind = KINDS[dtype]
+    for (let i = spare.length - 1; i >= 0; i--) {
+      const data = spare[i] as HostData
+      if (data.length === length && data.constructor === kind) {
+        spare[i] = spare[spare.length - 1] as HostData
+        spare.pop()
+        spareBytes -= data.byteLength
+        gathered.push(data)
+        return data
+      }
+    }
+    const data = allocateData(dtype, length)
+    gathered.push(data)
+    return data
   }
   const isGpu = (t: OrtTensor): boolean => t.location === "gpu-buffer"
 
@@ -216,7 +263,8 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
       const srcLayout = rowLayout(src.dims, leaf.batchAxis)
       const dstLayout = rowLayout(shape, leaf.batchAxis)
       if (!isGpu(src)) {
-        const out = cpuTensor(dtype, shape)
+        // Every row is written below (copied or set to init): a spare array does.
+        const out = cpuTensor(dtype, shape, forGather(dtype, sizeOf(shape)))
         gatherRowsTyped(
           out.data as HostData,
           dstLayout,
