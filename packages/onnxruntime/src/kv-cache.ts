@@ -18,6 +18,7 @@ import {
 import type { InputRule, RuleCall } from "./input-rules.js"
 import type { StatePair } from "./state-pairing.js"
 import * as E from "./internal/either.js"
+import { type Lend, SCRATCH } from "./internal/scratch.js"
 import { isRecord } from "./internal/validate.js"
 
 /**
@@ -239,6 +240,7 @@ function derived(
   mark: (mask: BigInt64Array, r: number, at: number) => void,
   count: (r: number) => number,
   useCache: boolean,
+  lend: Lend | undefined,
 ): Record<string, Host> | StructureMismatchError {
   const out: Record<string, Host> = {}
   if (names.includes(USE_CACHE))
@@ -246,7 +248,9 @@ function derived(
   if (names.includes(MASK)) {
     // Filled in place: the mask spans the whole cache every step, a value per position.
     const w = past + s
-    const mask = new BigInt64Array(rows * w)
+    // An array the session lends (zeroed here) spares a fresh one each step.
+    const lent = lend?.(MASK, "int64", rows * w) as BigInt64Array | undefined
+    const mask = lent === undefined ? new BigInt64Array(rows * w) : lent.fill(0n)
     for (let r = 0; r < rows; r++) {
       mark(mask, r, r * w)
       ones(mask, r * w + past, (r + 1) * w)
@@ -315,6 +319,7 @@ function growingRule(
         (r) => counts[r] as number,
         // Any past at all is fed, masked rows included.
         past > 0,
+        (call as { [SCRATCH]?: Lend })[SCRATCH],
       )
     },
     next(call) {
@@ -360,6 +365,7 @@ function fixedRule(dim: string, tokens: string, names: readonly string[]): Input
         (mask, r, at) => ones(mask, at, at + (lengths[r] as number)),
         (r) => lengths[r] as number,
         lengths.some((l) => l > 0),
+        (call as { [SCRATCH]?: Lend })[SCRATCH],
       )
     },
     next(call) {
