@@ -9,15 +9,23 @@ export type Lend = (key: string, dtype: DType, length: number) => HostData
 /** Where a built-in rule finds the session's lender on its `RuleCall` (not public API). */
 export const SCRATCH: unique symbol = Symbol("statesaver.scratch")
 
-/** A lender keeping one array per key and dtype, replaced when the length changes. */
+/**
+ * A lender keeping one array per key and dtype, lent whole or as its first `length` elements; a
+ * longer one replaces it, with room to grow (a growing cache's mask is one position longer at
+ * every step).
+ */
 export function scratchArrays(): Lend {
   const kept = new Map<string, HostData>()
   return (key, dtype, length) => {
     const id = `${dtype} ${key}`
     const held = kept.get(id)
-    if (held !== undefined && held.length === length) return held
-    const made = allocateData(dtype, length)
+    if (held !== undefined && held.length >= length)
+      return held.length === length ? held : (held.subarray(0, length) as HostData)
+    const made = allocateData(
+      dtype,
+      held === undefined ? length : Math.max(length, 2 * held.length),
+    )
     kept.set(id, made)
-    return made
+    return made.length === length ? made : (made.subarray(0, length) as HostData)
   }
 }
