@@ -144,7 +144,12 @@ async function tokensPerSecond(ort: Runtime, models: Models): Promise<void> {
  * The hand-written fixed-cache loop: cache tensors of `capacity` positions, the mask and
  * positions built from each row's length, the new keys and values copied in at that length.
  */
-function handFixed(ort: Runtime, session: Models["fixed"], capacity: number, context: number) {
+export function handFixed(
+  ort: Runtime,
+  session: Models["fixed"],
+  capacity: number,
+  context: number,
+) {
   const caches = PAST.map(
     () =>
       new ort.Tensor("float32", new Float32Array(BATCH * H * capacity * D), [

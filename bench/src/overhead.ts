@@ -21,7 +21,8 @@ import {
   tinyDecoderConfig,
 } from "../../packages/onnxruntime/test/helpers/decoders.js"
 import { sileroV5Path, speechFixture } from "../../examples/src/speech.js"
-import { cacheNames } from "./decoder-steps.js"
+import type { Runtime } from "../../packages/onnxruntime/test/helpers/harness.js"
+import { handFixed } from "./kv.js"
 import { median } from "./harness.js"
 
 const ROUNDS = 7
@@ -77,8 +78,6 @@ async function time(step: () => Promise<void>, n: number, between: () => void): 
 /** A StatefulSession's fixed-cache decoder step (batch 4, capacity 160), and by hand. */
 async function decoderStep(): Promise<string> {
   const cfg = tinyDecoderConfig({ vocab: 64, hidden: 64, heads: 4, headDim: 16, layers: 2 })
-  const { heads: H, headDim: D, layers: L } = cfg
-  const { past, present } = cacheNames(L)
   const B = 4
   const CAP = 160
   const STEPS = 90
@@ -115,45 +114,9 @@ async function decoderStep(): Promise<string> {
     STEPS,
     () => orThrow(session.rewind([0, 1, 2, 3], STEPS)),
   )
-  // By hand: the same mask, positions and block copies, against the same stand-in.
-  const caches = past.map(() => new Float32Array(B * H * CAP * D))
-  const lengths = new Int32Array(B).fill(64)
-  const hand = await time(
-    async () => {
-      const w = CAP + 1
-      const mask = new BigInt64Array(B * w)
-      const positions = new BigInt64Array(B)
-      for (let r = 0; r < B; r++) {
-        const len = lengths[r] as number
-        mask.fill(1n, r * w, r * w + len)
-        mask[r * w + CAP] = 1n
-        positions[r] = BigInt(len)
-      }
-      const feeds: Record<string, OrtTensor> = {
-        input_ids: ids(1),
-        attention_mask: new ort.Tensor("int64", mask, [B, w]),
-        position_ids: new ort.Tensor("int64", positions, [B, 1]),
-      }
-      past.forEach(
-        (name, i) =>
-          (feeds[name] = new ort.Tensor("float32", caches[i] as Float32Array, [B, H, CAP, D])),
-      )
-      const out = await one.session.run(feeds)
-      present.forEach((name, i) => {
-        const block = (out[name] as OrtTensor).data as Float32Array
-        const cache = caches[i] as Float32Array
-        for (let r = 0; r < B; r++)
-          for (let h = 0; h < H; h++) {
-            const p = r * H + h
-            cache.set(block.subarray(p * D, (p + 1) * D), (p * CAP + (lengths[r] as number)) * D)
-          }
-      })
-      for (const v of Object.values(out)) v.dispose()
-      for (let r = 0; r < B; r++) lengths[r] = (lengths[r] as number) + 1
-    },
-    STEPS,
-    () => lengths.fill(64),
-  )
+  // By hand (kv.ts's loop: the same mask, positions and block copies), against the same stand-in.
+  const byHand = handFixed(ort as unknown as Runtime, one.session as never, CAP, 64)
+  const hand = await time(() => byHand.step(0), STEPS, byHand.rewind)
   session.dispose()
   return `  StatefulSession, fixed-cache decoder step (batch 4, capacity ${CAP}): ${ours.toFixed(1)} µs; the hand-written loop's own work ${hand.toFixed(1)} µs`
 }

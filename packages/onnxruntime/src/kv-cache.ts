@@ -385,6 +385,14 @@ function fixedRule(dim: string, tokens: string, names: readonly string[]): Input
 /** Errors `rewind` can return besides a busy or disposed session. */
 export type RewindError = OptionError | RowIndexError | ShapeMismatchError
 
+/** The error of `rewind` on a session without a cache. */
+export const noCache = (): OptionError =>
+  new OptionError({
+    path: "cache",
+    expected: "a session created with the cache option",
+    actual: undefined,
+  })
+
 /**
  * The bookkeeping leaf after dropping the last `n` positions of `rows`: a fixed cache's
  * lengths go down by `n`; a growing cache's mask loses its last `n` set positions per row

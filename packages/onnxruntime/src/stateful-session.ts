@@ -32,6 +32,7 @@ import {
   checkRestored,
   blockOffsets,
   notAdopted,
+  noCache,
   rewound,
 } from "./kv-cache.js"
 import {
@@ -682,15 +683,7 @@ class Session<O extends string> implements StatefulSession<O> {
     const idle = this.#idle("rewind")
     if (idle !== undefined) return idle
     const cache = this.#cache
-    if (cache === undefined) {
-      return E.left(
-        new OptionError({
-          path: "cache",
-          expected: "a session created with the cache option",
-          actual: undefined,
-        }),
-      )
-    }
+    if (cache === undefined) return E.left(noCache())
     const held = this.#saver.leaves()
     const i = this.#byLeaf.indexOf(cache.leaf)
     const t = held[i] as OrtTensor

@@ -36,6 +36,7 @@ import {
   blockOffsets,
   checkRestored,
   notAdopted,
+  noCache,
   rewound,
 } from "./kv-cache.js"
 import { type BlockTarget, blockTargets, planWrites, writeBlocks } from "./internal/blocks.js"
@@ -781,15 +782,7 @@ class Streaming<O extends string> implements StreamingSession<O> {
     const idle = this.#idle("rewind")
     if (idle !== undefined) return idle
     const cache = this.#cache
-    if (cache === undefined) {
-      return E.left(
-        new OptionError({
-          path: "cache",
-          expected: "a session created with the cache option",
-          actual: undefined,
-        }),
-      )
-    }
+    if (cache === undefined) return E.left(noCache())
     const isCount = (x: unknown) => Number.isSafeInteger(x) && (x as number) >= 0
     const perKey = Array.isArray(n)
     if (

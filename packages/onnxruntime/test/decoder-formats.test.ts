@@ -100,6 +100,25 @@ function tracker(
   }
 }
 
+/**
+ * The masked encoder–decoder's sessions and two rows' encoder states (frames seeded from
+ * `seed`), as one [2, F, hidden] array too.
+ */
+async function encoderDecoderRows(ort: Runtime, seed: number) {
+  const cfg = tinyEncoderDecoderConfig()
+  const graphs = encoderDecoder(cfg, { masks: true })
+  const encoder = await ort.InferenceSession.create(graphs.encoder)
+  const decoder = await ort.InferenceSession.create(graphs.decoder)
+  const oracle = await ort.InferenceSession.create(graphs.oracle)
+  const F = 5
+  const enc: EncoderStates[] = []
+  for (let r = 0; r < 2; r++)
+    enc.push(await encodeRow(ort, encoder, seededFloats(F * cfg.featDim, seed + r, 1), F))
+  const hidden = new Float32Array(2 * F * cfg.hidden)
+  enc.forEach((e, r) => hidden.set(e.data, r * F * cfg.hidden))
+  return { cfg, decoder, oracle, F, enc, hidden }
+}
+
 describe.each(runtimes)("decoder formats on %s", (_, ort) => {
   it("merged decoder: use_cache_branch derived (off on the empty first step, on after), equal to the oracle", async () => {
     const cfg = tinyDecoderConfig()
@@ -245,17 +264,7 @@ describe.each(runtimes)("decoder formats on %s", (_, ort) => {
   })
 
   it("encoder–decoder: the cross-attention cache of the first step is kept, the placeholders after are not adopted", async () => {
-    const cfg = tinyEncoderDecoderConfig()
-    const graphs = encoderDecoder(cfg, { masks: true })
-    const encoder = await ort.InferenceSession.create(graphs.encoder)
-    const decoder = await ort.InferenceSession.create(graphs.decoder)
-    const oracle = await ort.InferenceSession.create(graphs.oracle)
-    const F = 5
-    const enc: EncoderStates[] = []
-    for (let r = 0; r < 2; r++)
-      enc.push(await encodeRow(ort, encoder, seededFloats(F * cfg.featDim, 60 + r, 1), F))
-    const hidden = new Float32Array(2 * F * cfg.hidden)
-    enc.forEach((e, r) => hidden.set(e.data, r * F * cfg.hidden))
+    const { cfg, decoder, oracle, F, enc, hidden } = await encoderDecoderRows(ort, 60)
     const backend = ortBackend({ ort })
     const s = orThrow(
       createStatefulSession({
@@ -308,17 +317,7 @@ describe.each(runtimes)("decoder formats on %s", (_, ort) => {
   })
 
   it("encoder–decoder with cache.encoder: encoder_hidden_states fed once when the cache starts, held per row after (copied, carried by select and snapshots), refused when missing, fed again or for a reset row", async () => {
-    const cfg = tinyEncoderDecoderConfig()
-    const graphs = encoderDecoder(cfg, { masks: true })
-    const encoder = await ort.InferenceSession.create(graphs.encoder)
-    const decoder = await ort.InferenceSession.create(graphs.decoder)
-    const oracle = await ort.InferenceSession.create(graphs.oracle)
-    const F = 5
-    const enc: EncoderStates[] = []
-    for (let r = 0; r < 2; r++)
-      enc.push(await encodeRow(ort, encoder, seededFloats(F * cfg.featDim, 70 + r, 1), F))
-    const hidden = new Float32Array(2 * F * cfg.hidden)
-    enc.forEach((e, r) => hidden.set(e.data, r * F * cfg.hidden))
+    const { cfg, decoder, oracle, F, enc, hidden } = await encoderDecoderRows(ort, 70)
     const backend = ortBackend({ ort })
     const options = {
       session: decoder,

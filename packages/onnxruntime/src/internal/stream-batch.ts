@@ -8,19 +8,10 @@ import {
 } from "@statesaver/core"
 import type { OrtRuntime, OrtTensor } from "../ort-backend.js"
 import * as E from "./either.js"
+import { isSupportedOrtType } from "./dtypes.js"
 import type { Lend } from "./scratch.js"
 import { type TensorData, copyData, sliceRow, stackRows } from "./rows.js"
 import { setKey } from "./session-state.js"
-
-/** Tensor types whose stacked data may be written into a lent array. */
-const LENDABLE: ReadonlySet<string> = new Set([
-  "float32",
-  "float16",
-  "int32",
-  "int64",
-  "uint8",
-  "bool",
-])
 
 /** Batch axis of each non-state input and output; `null` for per-call values. */
 type Axes = Readonly<Record<string, number | null>>
@@ -53,7 +44,7 @@ export function stackFeeds(
       parts.map((p) => p.data as TensorData),
       first.dims,
       axis,
-      lend === undefined || !LENDABLE.has(first.type)
+      lend === undefined || !isSupportedOrtType(first.type)
         ? undefined
         : (length) => {
             const lent = lend(name, first.type as DType, length)
