@@ -14,6 +14,7 @@ import {
   type TensorCheckError,
   showValue,
 } from "./errors.js"
+import { writeBlockTyped } from "./block-rows.js"
 import { HostTensor, dtypeByteSize } from "./host-tensor.js"
 import {
   allRows,
@@ -44,8 +45,15 @@ import {
   type SnapshotOptions,
   metadataProblem,
 } from "./snapshot.js"
-import { type ResolvedSpec, type SpecOptions, type StateSpec, resolveSpec } from "./state-spec.js"
+import {
+  type ResolvedLeaf,
+  type ResolvedSpec,
+  type SpecOptions,
+  type StateSpec,
+  resolveSpec,
+} from "./state-spec.js"
 import { type StateTree, flatten, unflatten } from "./state-tree.js"
+import { fillRowsTyped, rowLayout } from "./typed-rows.js"
 
 /**
  * A stream key: any string or finite number (numbers and their strings are different keys).
@@ -107,6 +115,30 @@ export type StoreSnapshotError = DisposedError | KeyError | BackendError | Snaps
  */
 export type StoreRestoreError =
   DisposedError | KeyError | OptionError | BusyError | SnapshotCheckError | BackendError
+
+/**
+ * Errors `StateStore.resizeDim` can return: a bad `name` or `size` (`OptionError` with that
+ * path), a backend without `writeAt` (`OptionError` at `backend`), or the backend.
+ *
+ * @category store
+ * @since 0.3.0
+ */
+export type ResizeDimError = DisposedError | OptionError | BackendError
+
+/**
+ * Options of `StateStore.scatter`.
+ *
+ * @category store
+ * @since 0.3.0
+ */
+export interface ScatterOptions {
+  /**
+   * Rows longer than the store's along a named dim that grows (a KV cache's `seq`) make the
+   * store grow to them first, as `resizeDim` does, in the same call: on `Left` nothing grew.
+   * Default false: such rows are a `ShapeMismatchError`.
+   */
+  readonly grow?: boolean
+}
 
 /**
  * Options of `StateStore.gather`.
@@ -215,9 +247,37 @@ export interface StateStore<T, In = T> extends Disposable {
   gather(keys: readonly StreamKey[], options?: GatherOptions): E.Either<GatherError, StateTree<T>>
   /**
    * Writes row `i` of `next` back to `keys[i]`, which must be held. On `Right` the store took
-   * ownership of `next` and freed it; on `Left` it is still the caller's.
+   * ownership of `next` and freed it; on `Left` it is still the caller's. Named dims must have
+   * the store's sizes (`dims()`), or, with `{ grow: true }`, may be longer where they grow.
    */
-  scatter(keys: readonly StreamKey[], next: StateTree<T | In>): E.Either<ScatterError, void>
+  scatter(
+    keys: readonly StreamKey[],
+    next: StateTree<T | In>,
+    options?: ScatterOptions,
+  ): E.Either<ScatterError, void>
+  /**
+   * The sizes of the named dims other than the batch that every stream's rows have now (a KV
+   * cache's `seq`), by name.
+   */
+  dims(): Readonly<Record<string, number>>
+  /**
+   * Sets named dim `name` (a KV cache's `seq`) of every leaf that has it to `size` positions,
+   * for every stream at once. Growing, each stream keeps its positions where they were, and the
+   * new ones after them hold the leaf's `init` (zeros: a cache's mask then masks them). The
+   * slabs are copied on the backend with `writeAt`, nothing read to the host: a backend without
+   * it is an `OptionError` at `backend` once a stream holds rows. `scatter(keys, next, { grow:
+   * true })` grows the same way, and `restore` grows to a snapshot that holds more positions
+   * (and pads one that holds fewer). The slab never shrinks by itself, and shrinks here only
+   * while no stream holds rows (each held stream new or reset): a stream's positions may sit
+   * anywhere along the dim (one that joined late holds the last ones), so shrinking would move
+   * each stream's rows by its own amount, which no backend primitive does on the device. A dim
+   * sized by the `dims` option or by an init tensor never changes. Bad `name` or `size`: an `OptionError` naming it. Atomic: on `Left` nothing
+   * changed.
+   *
+   * @example
+   * orThrow(store.resizeDim("seq", 128))
+   */
+  resizeDim(name: string, size: number): E.Either<ResizeDimError, void>
   /** Sets the keys' rows back to `init` (the keys stay held). */
   reset(keys: readonly StreamKey[]): E.Either<StoreResetError, void>
   /** Forgets a stream and frees its slot. Returns whether it was held (false for any other value). */
@@ -236,6 +296,9 @@ export interface StateStore<T, In = T> extends Disposable {
    * may evict the least recently used stream). Atomic: on `Left` neither this stream nor any
    * other changed. Evicting is refused with a `BusyError` from inside an `onEvict` callback and
    * for a key whose own `onEvict` has not settled (such chains of evictions need not end).
+   * Along a named dim that grows (see `resizeDim`), a snapshot holding fewer positions than the
+   * store is padded with the leaf's `init`, and one holding more grows every stream's rows
+   * first, so a stream evicted before the store grew comes back into it.
    * Returns the snapshot's metadata (`{}` when it has none).
    */
   restore(
@@ -285,6 +348,20 @@ export interface StateStore<T, In = T> extends Disposable {
    */
   flush(): Promise<void>
   dispose(): void
+}
+
+/** A named dim of a leaf: its axis, its name and the slab's size along it. */
+interface Named {
+  readonly axis: number
+  readonly name: string
+  readonly size: number
+}
+
+/** The slabs and sizes `#resize` replaced, and the slabs it installed (for `#settle`). */
+interface Resized<T> {
+  readonly slabs: T[]
+  readonly named: Named[][]
+  readonly installed: T[]
 }
 
 /** A held stream, linked into the recency list (least recently used at the head). */
@@ -361,7 +438,9 @@ export function createStateStore<T, In = T>(
   }
   const slabs = allocateLeaves(backend, resolved.right.leaves, limits.right.initialSlots)
   if (slabs._tag === "Left") return slabs
-  return E.right(new Store(backend, limits.right, resolved.right, slabs.right))
+  return E.right(
+    new Store(backend, limits.right, resolved.right, slabs.right, Object.keys(options.dims ?? {})),
+  )
 }
 
 const keyOk = (k: unknown): k is StreamKey =>
@@ -371,6 +450,8 @@ const keyOk = (k: unknown): k is StreamKey =>
 const RIGHT: E.Either<never, void> = E.right(undefined)
 
 const NO_VICTIMS: Plan = { victims: [], growTo: 0 }
+
+const NOT_RESIZED: E.Either<never, undefined> = E.right(undefined)
 
 /** Whether slots follow each other: `slots[i] = slots[0] + i`. */
 function inOrder(slots: readonly number[]): boolean {
@@ -390,7 +471,9 @@ class Store<T, In> implements StateStore<T, In> {
   readonly #free: number[] = []
   readonly #contexts: LeafContext[]
   /** Per leaf, the non-batch dims of the slab that `scatter` must match beyond the spec (named dims). */
-  readonly #named: { axis: number; size: number }[][]
+  #named: Named[][]
+  /** Named dims that never change size: sized by the `dims` option or by an init tensor. */
+  readonly #fixedDims: ReadonlySet<string>
   readonly #capacity: number
   readonly #ttl: number | undefined
   readonly #onEvict: StoreLimits["onEvict"]
@@ -416,6 +499,7 @@ class Store<T, In> implements StateStore<T, In> {
     limits: StoreLimits,
     readonly spec: ResolvedSpec,
     slabs: T[],
+    fixedDims: readonly string[],
   ) {
     this.#slabs = slabs
     this.#capacity = limits.capacity
@@ -426,8 +510,12 @@ class Store<T, In> implements StateStore<T, In> {
     this.#named = spec.leaves.map((leaf, i) => {
       if (leaf.growing.size === 0) return []
       const shape = backend.describe(slabs[i])?.shape ?? []
-      return [...leaf.growing.keys()].map((axis) => ({ axis, size: shape[axis] as number }))
+      return [...leaf.growing].map(([axis, name]) => ({ axis, name, size: shape[axis] as number }))
     })
+    const fixed = new Set(fixedDims)
+    for (const leaf of spec.leaves)
+      if (leaf.init.kind === "tensor") for (const name of leaf.growing.values()) fixed.add(name)
+    this.#fixedDims = fixed
     for (let s = limits.initialSlots - 1; s >= 0; s--) this.#free.push(s)
   }
 
@@ -955,15 +1043,26 @@ class Store<T, In> implements StateStore<T, In> {
     return undefined
   }
 
-  /** A `ShapeMismatchError` when rows of `shape` do not fit leaf `i`'s slab in a named dim. */
+  /**
+   * A `ShapeMismatchError` when rows of `shape` do not fit leaf `i`'s slab in a named dim. With
+   * `longer`, rows longer along a dim that grows fit (or shorter ones too, with `shorter`), and
+   * the largest size of each such dim is recorded there.
+   */
   #misfit(
     i: number,
     shape: readonly number[],
     batchLabel: string | number,
+    longer?: Map<string, number>,
+    shorter = false,
   ): ShapeMismatchError | null {
-    const named = this.#named[i] as { axis: number; size: number }[]
-    for (const { axis, size } of named) {
-      if (shape[axis] === size) continue
+    const named = this.#named[i] as Named[]
+    for (const { axis, name, size } of named) {
+      const at = shape[axis] as number
+      if (at === size) continue
+      if (longer !== undefined && (at > size || shorter) && !this.#fixedDims.has(name)) {
+        if (at > (longer.get(name) ?? size)) longer.set(name, at)
+        continue
+      }
       const leaf = this.#contexts[i] as LeafContext
       const expected = shape.map((d, a) =>
         a === leaf.batchAxis ? batchLabel : (named.find((x) => x.axis === a)?.size ?? d),
@@ -999,6 +1098,119 @@ class Store<T, In> implements StateStore<T, In> {
       return copied
     }
     return E.right(grown)
+  }
+
+  /** A held stream whose rows were written (not at init), if any. */
+  #holder(): Entry | undefined {
+    for (const e of this.#entries.values()) if (!e.atInit) return e
+    return undefined
+  }
+
+  /**
+   * Gives the named dims of `sizes` those sizes, in new slabs it installs at once; returns what
+   * they replaced, for `#settle` to keep or undo. A stream's rows are copied into the new slabs
+   * with `writeAt` (growing only); with no stream holding rows there is nothing to copy. On
+   * `Left` nothing changed.
+   */
+  #resize(
+    sizes: ReadonlyMap<string, number>,
+  ): E.Either<OptionError | BackendError, Resized<T> | undefined> {
+    const { backend } = this
+    const slots = this.slots
+    const copy = this.#holder() !== undefined
+    const writeAt = backend.writeAt
+    const offsets = new Array<number>(slots).fill(0)
+    const made: T[] = []
+    let slabs: T[] | undefined
+    for (let i = 0; i < this.#contexts.length; i++) {
+      const dims = (this.#named[i] as Named[]).filter(
+        (d) => (sizes.get(d.name) ?? d.size) !== d.size,
+      )
+      if (dims.length === 0) continue
+      const ctx = this.#contexts[i] as LeafContext
+      const leaf = this.spec.leaves[i] as ResolvedLeaf
+      if (copy && writeAt === undefined) {
+        disposeQuietly(backend, made)
+        return E.left(
+          new OptionError({
+            path: "backend",
+            expected: "a backend with writeAt, to grow a named dim on the backend",
+            actual: backend,
+            detail: `backend ${backend.name} has no writeAt: dim ${showValue((dims[0] as Named).name)} of ${ctx.path} cannot grow`,
+          }),
+        )
+      }
+      const shape = leaf.shape.map((d, a) => (a === ctx.batchAxis ? slots : d)) as number[]
+      for (const d of this.#named[i] as Named[]) shape[d.axis] = d.size
+      // Growing with rows to keep: one dim at a time, each copy along one axis.
+      const steps = copy ? dims : [dims[dims.length - 1] as Named]
+      if (!copy) for (const d of dims) shape[d.axis] = sizes.get(d.name) as number
+      let held = this.#slabs[i] as T
+      for (const d of steps) {
+        shape[d.axis] = sizes.get(d.name) as number
+        const next = attempt(backend, "allocate", ctx.path, () =>
+          backend.allocate(shape.slice(), leaf.dtype, ctx),
+        )
+        if (next._tag === "Left") {
+          disposeQuietly(backend, made)
+          return next
+        }
+        made.push(next.right)
+        if (copy) {
+          const src = held
+          const wrote = attempt(backend, "writeAt", ctx.path, () =>
+            (writeAt as NonNullable<typeof writeAt>).call(
+              backend,
+              next.right,
+              d.axis,
+              offsets,
+              src,
+              ctx,
+            ),
+          )
+          if (wrote._tag === "Left") {
+            disposeQuietly(backend, made)
+            return wrote
+          }
+        }
+        held = next.right
+      }
+      ;(slabs ??= this.#slabs.slice())[i] = held
+    }
+    if (slabs === undefined) return NOT_RESIZED
+    const installed = slabs
+    disposeQuietly(
+      backend,
+      made.filter((t) => !installed.includes(t)),
+    )
+    const prior: Resized<T> = { slabs: this.#slabs, named: this.#named, installed }
+    this.#slabs = installed
+    this.#named = this.#named.map((dims) =>
+      dims.map((d) => ({ ...d, size: sizes.get(d.name) ?? d.size })),
+    )
+    return E.right(prior)
+  }
+
+  /**
+   * Keeps (`ok`) or undoes what `#resize` installed, and frees the slabs no longer held (views
+   * `gather` made of replaced ones are forgotten).
+   */
+  #settle(prior: Resized<T> | undefined, ok: boolean): void {
+    if (prior === undefined) return
+    const { slabs, installed } = prior
+    if (!ok) {
+      this.#slabs = slabs
+      this.#named = prior.named
+      disposeQuietly(
+        this.backend,
+        installed.filter((t, i) => t !== slabs[i]),
+      )
+      return
+    }
+    const replaced = slabs.filter((t, i) => t !== installed[i])
+    const views = this.#views.filter((v) => !replaced.includes(v.slab as T))
+    this.#views.splice(0, this.#views.length, ...views)
+    disposeQuietly(this.backend, replaced)
   }
 
   /** Undoes `#prepare`. */
@@ -1107,7 +1319,11 @@ class Store<T, In> implements StateStore<T, In> {
     return stamp
   }
 
-  scatter(keys: readonly StreamKey[], next: StateTree<T | In>): E.Either<ScatterError, void> {
+  scatter(
+    keys: readonly StreamKey[],
+    next: StateTree<T | In>,
+    options?: ScatterOptions,
+  ): E.Either<ScatterError, void> {
     const live = this.#live()
     if (live._tag === "Left") return live
     const checked = this.#resolve(keys, true)
@@ -1115,16 +1331,21 @@ class Store<T, In> implements StateStore<T, In> {
     const tensors = checkTensors(this.spec, this.backend, next as StateTree<T>, keys.length)
     if (tensors._tag === "Left") return tensors
     const { leaves, infos } = tensors.right
+    let grow: Map<string, number> | undefined
     if (this.spec.hasNamedDims) {
-      // Streams share one slab shape: the named dims must match it, not only agree.
+      // Streams share one slab shape: the named dims must match it, not only agree (or, growing,
+      // may be longer: the slab grows first).
+      const longer = options?.grow === true ? new Map<string, number>() : undefined
       for (let i = 0; i < infos.length; i++) {
         const misfit = this.#misfit(
           i,
           (infos[i] as { shape: readonly number[] }).shape,
           this.spec.batchDim,
+          longer,
         )
         if (misfit) return E.left(misfit)
       }
+      if (longer !== undefined && longer.size > 0) grow = longer
     }
     const now = this.#now()
     if (now._tag === "Left") return now
@@ -1156,12 +1377,23 @@ class Store<T, In> implements StateStore<T, In> {
       if (src === leaves) src = leaves.slice()
       ;(src as (T | In)[])[i] = copy.right
     }
+    // Longer rows: every stream's rows grow first (undone below if the call fails).
+    let resized: Resized<T> | undefined
+    if (grow !== undefined) {
+      const made = this.#resize(grow)
+      if (made._tag === "Left") {
+        if (viewCopies) disposeQuietly(this.backend, viewCopies)
+        return made
+      }
+      resized = made.right
+    }
     let plan = NO_VICTIMS
     if (this.#idleDue(now.right)) {
       plan = { victims: this.#idle(now.right, this.#stampAll(entries)).victims, growTo: 0 }
       const copied = this.#copyVictims(plan.victims)
       if (copied._tag === "Left") {
         if (viewCopies) disposeQuietly(this.backend, viewCopies)
+        this.#settle(resized, false)
         return copied
       }
     }
@@ -1169,6 +1401,7 @@ class Store<T, In> implements StateStore<T, In> {
     if (failed !== undefined) {
       if (viewCopies) disposeQuietly(this.backend, viewCopies)
       this.#dropCopies(plan.victims)
+      this.#settle(resized, false)
       return E.left(failed.failed)
     }
     if (viewCopies) disposeQuietly(this.backend, viewCopies)
@@ -1178,6 +1411,7 @@ class Store<T, In> implements StateStore<T, In> {
       else
         this.#views.splice(0, this.#views.length, ...this.#views.filter((v) => !back.includes(v)))
     }
+    this.#settle(resized, true)
     disposeQuietly(this.backend, leaves as T[])
     if (checked.right.anyAtInit) {
       for (const e of entries) (e as Entry).atInit = false
@@ -1197,6 +1431,54 @@ class Store<T, In> implements StateStore<T, In> {
     // write replaces every row. Nothing to fail here.
     for (const e of checked.right.entries) (e as Entry).atInit = true
     this.#version++
+    return RIGHT
+  }
+
+  dims(): Readonly<Record<string, number>> {
+    const out: Record<string, number> = {}
+    for (const dims of this.#named) for (const { name, size } of dims) out[name] = size
+    return out
+  }
+
+  resizeDim(name: string, size: number): E.Either<ResizeDimError, void> {
+    const live = this.#live()
+    if (live._tag === "Left") return live
+    const current = this.#named.flat().find((d) => d.name === name)?.size
+    if (current === undefined || this.#fixedDims.has(name)) {
+      const grows = Object.keys(this.dims()).filter((d) => !this.#fixedDims.has(d))
+      return E.left(
+        new OptionError({
+          path: "name",
+          expected: `a named dim of the store that changes size (${grows.map((d) => showValue(d)).join(", ") || "it has none"})`,
+          actual: name,
+          ...(current === undefined
+            ? {}
+            : { detail: "its size was set by the dims option or by an init tensor" }),
+        }),
+      )
+    }
+    if (!Number.isSafeInteger(size) || size < 0) {
+      return E.left(
+        new OptionError({ path: "size", expected: "a non-negative integer", actual: size }),
+      )
+    }
+    if (size === current) return RIGHT
+    if (size < current) {
+      const holder = this.#holder()
+      if (holder !== undefined) {
+        return E.left(
+          new OptionError({
+            path: "size",
+            expected: `at least ${current} (the size now) while a stream holds rows`,
+            actual: size,
+            detail: `stream ${showValue(holder.key)} holds rows: a store shrinks only while every stream is new or reset`,
+          }),
+        )
+      }
+    }
+    const resized = this.#resize(new Map([[name, size]]))
+    if (resized._tag === "Left") return resized
+    this.#settle(resized.right, true)
     return RIGHT
   }
 
@@ -1364,17 +1646,23 @@ class Store<T, In> implements StateStore<T, In> {
     if (checked._tag === "Left") return checked
     const read = this.#stackSnapshots(items, named)
     if (read._tag === "Left") return read
-    const { hosts, metadata } = read.right
+    const { hosts, metadata, sizes } = read.right
     const now = this.#now()
     if (now._tag === "Left") return now
     const { entries, fresh } = checked.right
     const n = items.length
     const plan = this.#plan("restore", fresh, this.#stampAll(entries), now.right)
     if (plan._tag === "Left") return plan
+    // Snapshots holding more positions than the store: every stream's rows grow first.
+    const resized = sizes.size > 0 ? this.#resize(sizes) : NOT_RESIZED
+    if (resized._tag === "Left") return resized
     const made = buildPerLeaf(this.backend, "fromHost", this.#contexts, (i, ctx) =>
       this.backend.fromHost(hosts[i] as HostTensor, ctx),
     )
-    if (made._tag === "Left") return made
+    if (made._tag === "Left") {
+      this.#settle(resized.right, false)
+      return made
+    }
     const slots: number[] = new Array(n)
     for (let k = 0, f = 0; k < n; k++)
       slots[k] = entries[k]?.slot ?? this.#freeSlot(plan.right, f++)
@@ -1382,7 +1670,11 @@ class Store<T, In> implements StateStore<T, In> {
     for (const e of entries) if (e !== undefined && !e.atInit) inPlace.add(e.slot)
     for (const v of plan.right.victims) if (!v.entry.atInit) inPlace.add(v.entry.slot)
     const written = this.#writeAtomically(plan.right, slots, made.right, inPlace)
-    if (written._tag === "Left") return written
+    if (written._tag === "Left") {
+      this.#settle(resized.right, false)
+      return written
+    }
+    this.#settle(resized.right, true)
     const added = this.#commit(plan.right, written.right, fresh, now.right)
     const all: Entry[] = new Array(n)
     for (let k = 0, f = 0; k < n; k++) all[k] = entries[k] ?? (added[f++] as Entry)
@@ -1396,14 +1688,16 @@ class Store<T, In> implements StateStore<T, In> {
    * The snapshots' rows stacked in item order, one host tensor per leaf, and their metadata.
    * A snapshot whose header is, byte for byte, the header this store writes for the snapshot
    * decoded just before it has the same leaves, shapes and metadata: its rows are copied
-   * without decoding it again. Errors name the item.
+   * without decoding it again. Errors name the item. Along named dims that grow, rows are
+   * stacked at the longest size among the snapshots and the store's (`sizes` holds those past
+   * the store's), shorter ones padded with `init`.
    */
   #stackSnapshots(
     items: readonly StreamSnapshot[],
     named: boolean,
   ): E.Either<
     SnapshotCheckError | ShapeMismatchError,
-    { hosts: HostTensor[]; metadata: SnapshotMetadata[] }
+    { hosts: HostTensor[]; metadata: SnapshotMetadata[]; sizes: Map<string, number> }
   > {
     const n = items.length
     const contexts = this.#contexts
@@ -1412,6 +1706,7 @@ class Store<T, In> implements StateStore<T, In> {
     const copies: RowCopy[] = []
     const metadata: SnapshotMetadata[] = new Array(n)
     let known: { bytes: Uint8Array; start: number; offsets: number[] } | undefined
+    const sizes = new Map<string, number>()
     for (let k = 0; k < n; k++) {
       const given: unknown = (items[k] as StreamSnapshot).snapshot
       if (known !== undefined && given instanceof Uint8Array && sameHeader(given, known)) {
@@ -1431,9 +1726,27 @@ class Store<T, In> implements StateStore<T, In> {
       if (checked._tag === "Left")
         return E.left(named ? inItem(checked.left, k, items) : checked.left)
       const rows = checked.right
+      let total = 0
+      for (const size of sizes.values()) total += size
       for (let i = 0; i < rows.length; i++) {
-        const misfit = this.#misfit(i, (rows[i] as HostTensor).shape, 1)
+        const misfit = this.#misfit(i, (rows[i] as HostTensor).shape, 1, sizes, true)
         if (misfit) return E.left(named ? inItem(misfit, k, items) : misfit)
+      }
+      if (this.spec.hasNamedDims) {
+        let grown = -total
+        for (const size of sizes.values()) grown += size
+        for (let i = 0; i < rows.length; i++) {
+          const dims = this.#named[i] as Named[]
+          const ctx = contexts[i] as LeafContext
+          rows[i] = padded(rows[i] as HostTensor, dims, sizes, ctx)
+          // A longer snapshot: the rows stacked so far take its sizes too.
+          if (grown > 0 && k > 0) {
+            const batch = padded(hosts[i] as HostTensor, dims, sizes, ctx)
+            hosts[i] = batch
+            batches[i] = bytesOf(batch.data)
+            copies[i] = rowCopy(batch.shape, ctx.batchAxis, dtypeByteSize(batch.dtype))
+          }
+        }
       }
       if (k === 0) {
         for (let i = 0; i < rows.length; i++) {
@@ -1466,7 +1779,7 @@ class Store<T, In> implements StateStore<T, In> {
         }
       }
     }
-    return E.right({ hosts, metadata })
+    return E.right({ hosts, metadata, sizes })
   }
 
   /** Whether the data of bool leaves in `bytes` (laid out at `offsets` from `start`) is 0 or 1. */
@@ -1580,6 +1893,32 @@ function withDetail(e: BackendError, detail: string): BackendError {
     cause: e.cause,
     detail,
   })
+}
+
+/**
+ * `t` (rows of one leaf on the host) with each named dim of `dims` at its size in `sizes` (or
+ * the slab's), no shorter: the positions past its own hold the leaf's `init`. `t` when it fits.
+ */
+function padded(
+  t: HostTensor,
+  dims: readonly Named[],
+  sizes: ReadonlyMap<string, number>,
+  ctx: LeafContext,
+): HostTensor {
+  let out = t
+  for (const { axis, name, size } of dims) {
+    const want = sizes.get(name) ?? size
+    if (out.shape[axis] === want) continue
+    const shape = out.shape.map((d, a) => (a === axis ? want : d))
+    const next = new HostTensor(out.dtype, shape)
+    const rows = allRows(shape[ctx.batchAxis] as number)
+    if (ctx.init.kind !== "zeros")
+      fillRowsTyped(next.data, rowLayout(shape, ctx.batchAxis), rows, ctx.init, out.dtype)
+    const offsets = rows.map(() => 0)
+    writeBlockTyped(next.data, shape, axis, ctx.batchAxis, offsets, out.data, out.shape)
+    out = next
+  }
+  return out
 }
 
 /**

@@ -10,6 +10,7 @@ import {
   type StateStore,
   type StateTree,
   type GatherOptions,
+  type ScatterOptions,
   type StreamKey,
   type StreamSnapshot,
 } from "@statesaver/core"
@@ -190,8 +191,17 @@ export class GuardedStore implements SessionStoreType {
   scatter(
     keys: readonly StreamKey[],
     next: StateTree<OrtTensor>,
+    options?: ScatterOptions,
   ): ReturnType<SessionStoreType["scatter"]> {
-    return refused(this.#owner, "StateStore", "scatter") ?? this.#store.scatter(keys, next)
+    return refused(this.#owner, "StateStore", "scatter") ?? this.#store.scatter(keys, next, options)
+  }
+
+  dims(): Readonly<Record<string, number>> {
+    return this.#store.dims()
+  }
+
+  resizeDim(name: string, size: number): ReturnType<SessionStoreType["resizeDim"]> {
+    return refused(this.#owner, "StateStore", "resizeDim") ?? this.#store.resizeDim(name, size)
   }
 
   reset(keys: readonly StreamKey[]): ReturnType<SessionStoreType["reset"]> {
