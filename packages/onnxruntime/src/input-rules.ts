@@ -213,9 +213,13 @@ export function sileroContext(options: SileroContextOptions = {}): InputRule {
       }
       return { [input]: new HostTensor("float32", [batchSize, width], out) }
     },
-    next({ batchSize, feeds }) {
+    next(call) {
+      const { batchSize, feeds } = call
       const samples = (feeds[feed] as HostTensor).data as Float32Array
-      const out = allocateData("float32", batchSize * context) as Float32Array
+      // Every element is written below: a lent array will do (a streaming session copies it).
+      const lend = (call as { [SCRATCH]?: Lend })[SCRATCH]
+      const out = (lend?.("next context", "float32", batchSize * context) ??
+        allocateData("float32", batchSize * context)) as Float32Array
       for (let r = 0; r < batchSize; r++) {
         out.set(samples.subarray((r + 1) * frame - context, (r + 1) * frame), r * context)
       }

@@ -11,6 +11,7 @@ import {
   KeyError,
   OptionError,
   ShapeMismatchError,
+  type ScatterOptions,
   type Snapshot,
   type SnapshotOptions,
   type StateBackend,
@@ -139,6 +140,15 @@ export interface StreamingSessionOptions<O extends string = string> extends Pick
   /**
    * A decoder's KV cache with per-row lengths (`{ kind: "growing" }` or `{ kind: "fixed",
    * capacity }`): each stream's cache and lengths are stored, evicted and snapshotted together.
+   * Fixed: every stream's rows are `capacity` long, and each run writes its new positions at
+   * each row's length. Growing: every stream's rows are as long as the store's (the model
+   * appends a run's positions after all of them), padded with masked positions (its
+   * `cache_mask` keeps a stream's own); each run lengthens every stream's rows by its new
+   * tokens, streams not in the run included, copied on the backend with `writeAt` (required).
+   * The store never shrinks by itself (see `StateStore.resizeDim`), so memory and attention
+   * grow with all the tokens run since the store was empty: a long-lived server is better off
+   * with a fixed cache. A snapshot restores into a store that grew since (padded), or into a
+   * shorter one (which grows to it).
    */
   readonly cache?: KvCacheOptions
   /** Name of the batch dim in the model's metadata. Default: the first of `batch`, `batch_size`, `N` found. */
@@ -395,15 +405,27 @@ export function createStreamingSession<const O extends string = string>(
     )
   }
   if (cache !== undefined && cache.lengthLeaf === undefined) {
-    return E.left(
-      new OptionError({
-        path: "cache.kind",
-        expected: '"fixed": a store keeps every stream\'s rows in one slab of one length',
-        actual: "growing",
-        detail:
-          "streams at different lengths share a fixed-capacity cache, each masked to its own length",
-      }),
-    )
+    // A growing cache: each run's outputs are longer than the store's rows, which grow on the
+    // backend (every stream's, padded and masked) before the scatter.
+    if (typeof options.backend?.writeAt !== "function") {
+      return E.left(
+        new OptionError({
+          path: "backend",
+          expected: "a backend with writeAt, to grow every stream's cache on the backend",
+          actual: options.backend,
+          detail: `backend ${String(options.backend?.name)} has no writeAt (a StatefulSession holds a growing cache without it)`,
+        }),
+      )
+    }
+    if (dims !== undefined && own(dims, cache.dim)) {
+      return E.left(
+        new OptionError({
+          path: `dims.${cache.dim}`,
+          expected: "no size for a growing cache's dim (it grows with the longest row)",
+          actual: dims[cache.dim],
+        }),
+      )
+    }
   }
   if (cache?.encoder !== undefined) {
     return E.left(
@@ -458,6 +480,8 @@ function positions(plan: CachePlan, leaf: HostTensor, row: number): number {
 
 /** The block outputs of a session without a cache: none. */
 const VIEWS = { views: true } as const
+
+const GROW: ScatterOptions = { grow: true }
 
 const NO_NAMES: ReadonlySet<string> = new Set()
 
@@ -522,6 +546,8 @@ class Streaming<O extends string> implements StreamingSession<O> {
   readonly #kept: ReadonlySet<string>
   readonly #layout: FeedLayout
   readonly #cache: CachePlan | undefined
+  /** The scatter options of a run: `{ grow: true }` for a growing cache. */
+  readonly #grow: ScatterOptions | undefined
   /** A fixed cache's block outputs and the leaves they are written into. */
   readonly #blockTargets: readonly BlockTarget[]
   /** Arrays for stacked feeds and the built-in rules' inputs, written over call after call. */
@@ -543,6 +569,8 @@ class Streaming<O extends string> implements StreamingSession<O> {
     },
   ) {
     this.#cache = caller.cache
+    this.#grow =
+      caller.cache !== undefined && caller.cache.lengthLeaf === undefined ? GROW : undefined
     this.#blockTargets =
       caller.cache === undefined ? [] : blockTargets(caller.cache, store.spec.leaves)
     this.#ort = ort
@@ -701,7 +729,7 @@ class Streaming<O extends string> implements StreamingSession<O> {
       }
       const next: Record<string, OrtTensor> = {}
       if (ruleCall !== undefined) {
-        const made = nextState(rules, this.#ort, ruleCall, outputs, store.backend.name)
+        const made = nextState(rules, this.#ort, ruleCall, outputs, store.backend.name, this.#lend)
         if (made._tag === "Left") {
           cleanup(outputs)
           forget()
@@ -739,7 +767,9 @@ class Streaming<O extends string> implements StreamingSession<O> {
           skipped.has(output) ? (state[input] as OrtTensor) : (outputs[output] as OrtTensor),
         )
       }
-      const scattered = store.scatter(keys, next as StateTree<OrtTensor>)
+      // A growing cache's outputs are longer than the store's rows: every stream's rows grow
+      // first (padded, masked), in the scatter's one atomic change.
+      const scattered = store.scatter(keys, next as StateTree<OrtTensor>, this.#grow)
       if (scattered._tag === "Left") {
         cleanup(outputs)
         forget()

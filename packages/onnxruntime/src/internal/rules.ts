@@ -295,6 +295,7 @@ export function nextState(
   call: RuleCall,
   outputs: Readonly<Record<string, OrtTensor>>,
   backend: string,
+  lend?: Lend,
 ): E.Either<BackendError, Record<string, OrtTensor>> {
   const next: Record<string, OrtTensor> = {}
   for (const rule of rules.list) {
@@ -310,13 +311,16 @@ export function nextState(
     }
     let out: Readonly<Record<string, HostTensor>>
     try {
-      out = rule.next({
+      const after: Parameters<InputRule["next"]>[0] & { [SCRATCH]?: Lend } = {
         feeds: call.feeds,
         state: call.state,
         batchSize: call.batchSize,
         dims: call.dims,
         outputs: hostOutputs,
-      })
+      }
+      // Only a session that copies the new state into its store lends arrays for it.
+      if (lend !== undefined) after[SCRATCH] = lend
+      out = rule.next(after)
     } catch (cause) {
       return E.left(new BackendError({ backend, operation: `rule ${rule.name}: next`, cause }))
     }
