@@ -303,6 +303,13 @@ describe("a growing cache's refusals change nothing", () => {
     for (const [i, k] of order.entries())
       expect(orThrow(await c.chats.snapshot(k))).toEqual(before[i])
     expect(c.backend.liveTensors()).toBe(live)
+    // While a run is in flight the store's size is read, not changed.
+    const ids = new ort.Tensor("int64", BigInt64Array.of(1n), [1, 1])
+    const pending = c.chats.run([{ key: "a", feeds: { input_ids: ids } }])
+    expect(c.chats.store.resizeDim(SEQ, 64)).toMatchObject({ left: { _tag: "BusyError" } })
+    expect(c.chats.store.dims()).toEqual(dims)
+    for (const out of orThrow(await pending).values()) out.logits.dispose()
+    expect(c.chats.store.dims()).toEqual({ [SEQ]: (dims[SEQ] as number) + 1 })
     for (const s of [c, other, fewer]) s.chats.dispose()
   })
 
