@@ -416,18 +416,6 @@ describe("a refused StreamingSession step changes nothing", () => {
 })
 
 describe("cache option errors", () => {
-  it("a StreamingSession refuses a growing cache: a store's rows share one slab length", async () => {
-    const ort = ortNode as unknown as Runtime
-    const session = await ort.InferenceSession.create(growingDecoder(cfg))
-    const made = createStreamingSession({
-      session,
-      ort,
-      backend: ortBackend({ ort }),
-      cache: { kind: "growing" },
-    })
-    expect(made).toMatchObject({ left: { _tag: "OptionError", path: "cache.kind" } })
-  })
-
   it("a bad kind, capacity or dim is an OptionError naming it", async () => {
     const ort = ortNode as unknown as Runtime
     const session = await ort.InferenceSession.create(fixedCacheDecoder(cfg))
