@@ -3,39 +3,19 @@
  * change, no onEvict, no leaked tensor. Faults are injected into the real host backend.
  */
 import { describe, expect, it } from "vitest"
-import { type StreamKey, createStateStore, disposeTree, orThrow } from "@statesaver/core"
+import { createStateStore, disposeTree, orThrow } from "@statesaver/core"
 import {
   PATHS,
   type Primitive,
   expectUnchanged,
   faultyHost,
+  fullStore,
   leftOf,
   probe,
   rowsOf,
   spec,
   step,
 } from "./store-fixtures.js"
-
-/** A full store (capacity 3: a, b, c held, each off init) with onEvict recording its calls. */
-function fullStore(opts: { onEvict?: boolean; ttl?: boolean } = {}) {
-  const backend = faultyHost()
-  const evicted: StreamKey[] = []
-  let now = 1_000
-  const store = orThrow(
-    createStateStore({
-      spec,
-      backend,
-      capacity: 3,
-      initialSlots: 1,
-      ...(opts.onEvict === false ? {} : { onEvict: (k: StreamKey) => void evicted.push(k) }),
-      ...(opts.ttl ? { idleTtlMs: 50, clock: () => now } : {}),
-    }),
-  )
-  step(store, ["a", "b"], 1)
-  now += 10
-  step(store, ["c"], 2)
-  return { backend, store, evicted, advance: (ms: number) => (now += ms) }
-}
 
 /** Every call of `op` the successful run of `act` makes, each made to fail in turn. */
 async function eachFault(

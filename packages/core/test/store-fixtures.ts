@@ -5,6 +5,7 @@ import {
   HostTensor,
   type StateStore,
   type StreamKey,
+  createStateStore,
   hostBackend,
   lstmSpec,
   orThrow,
@@ -157,4 +158,38 @@ export function leftOf<
 >(r: R): Extract<R, { _tag: "Left" }>["left"] {
   if (r._tag === "Right") throw new Error("expected a Left, got a Right")
   return (r as Extract<R, { _tag: "Left" }>).left
+}
+
+/**
+ * A full store (capacity 3) on a fault-injecting host backend, with onEvict recording its calls
+ * (unless `onEvict: false`) and a fake clock (with `ttl`, idle after 50 ms). `fill` makes a, b
+ * and c held off init; by default a and b together, then c 10 ms later.
+ */
+export function fullStore(
+  opts: { onEvict?: boolean; ttl?: boolean } = {},
+  fill: (store: StateStore<HostTensor>, advance: (ms: number) => void) => void = (
+    store,
+    advance,
+  ) => {
+    step(store, ["a", "b"], 1)
+    advance(10)
+    step(store, ["c"], 2)
+  },
+) {
+  const backend = faultyHost()
+  const evicted: StreamKey[] = []
+  let now = 1_000
+  const store = orThrow(
+    createStateStore({
+      spec,
+      backend,
+      capacity: 3,
+      initialSlots: 1,
+      ...(opts.onEvict === false ? {} : { onEvict: (k: StreamKey) => void evicted.push(k) }),
+      ...(opts.ttl ? { idleTtlMs: 50, clock: () => now } : {}),
+    }),
+  )
+  const advance = (ms: number) => (now += ms)
+  fill(store, advance)
+  return { backend, store, evicted, advance }
 }

@@ -5,12 +5,13 @@
  * host backend).
  */
 import { describe, expect, it } from "vitest"
-import { type StreamKey, createStateStore, disposeTree, orThrow } from "@statesaver/core"
+import { createStateStore, disposeTree, orThrow } from "@statesaver/core"
 import {
   PATHS,
   type Primitive,
   expectUnchanged,
   faultyHost,
+  fullStore as fullStoreOf,
   leftOf,
   probe,
   spec,
@@ -18,25 +19,12 @@ import {
 } from "./store-fixtures.js"
 
 /** A full store (capacity 3: a, b, c held off init, a the least recently used). */
-function fullStore(opts: { onEvict?: boolean; ttl?: boolean } = {}) {
-  const backend = faultyHost()
-  const evicted: StreamKey[] = []
-  let now = 1_000
-  const store = orThrow(
-    createStateStore({
-      spec,
-      backend,
-      capacity: 3,
-      initialSlots: 1,
-      ...(opts.onEvict === false ? {} : { onEvict: (k: StreamKey) => void evicted.push(k) }),
-      ...(opts.ttl ? { idleTtlMs: 50, clock: () => now } : {}),
-    }),
-  )
-  step(store, ["a"], 1)
-  step(store, ["b"], 2)
-  step(store, ["c"], 3)
-  return { backend, store, evicted, advance: (ms: number) => (now += ms) }
-}
+const fullStore = (opts: { onEvict?: boolean; ttl?: boolean } = {}) =>
+  fullStoreOf(opts, (store) => {
+    step(store, ["a"], 1)
+    step(store, ["b"], 2)
+    step(store, ["c"], 3)
+  })
 
 describe("StateStore.fork", () => {
   it("copies from's rows into held and new keys (from among them stays), as copies, not aliases; the slab grows", async () => {
