@@ -453,6 +453,23 @@ const NO_VICTIMS: Plan = { victims: [], growTo: 0 }
 
 const NOT_RESIZED: E.Either<never, undefined> = E.right(undefined)
 
+const NO: E.Either<never, boolean> = E.right(false)
+const YES: E.Either<never, boolean> = E.right(true)
+
+/** A call's boolean option `name` (false when absent), or the `OptionError` refusing it. */
+function flag(options: unknown, name: string): E.Either<OptionError, boolean> {
+  if (options === undefined) return NO
+  if (!isPlainRecord(options)) {
+    return E.left(
+      new OptionError({ path: "options", expected: `{ ${name}?: boolean }`, actual: options }),
+    )
+  }
+  const value = options[name]
+  if (value === undefined || value === false) return NO
+  if (value === true) return YES
+  return E.left(new OptionError({ path: name, expected: "a boolean", actual: value }))
+}
+
 /** Whether slots follow each other: `slots[i] = slots[0] + i`. */
 function inOrder(slots: readonly number[]): boolean {
   for (let i = 1; i < slots.length; i++) if (slots[i] !== (slots[0] as number) + i) return false
@@ -1267,6 +1284,8 @@ class Store<T, In> implements StateStore<T, In> {
   gather(keys: readonly StreamKey[], options?: GatherOptions): E.Either<GatherError, StateTree<T>> {
     const live = this.#live()
     if (live._tag === "Left") return live
+    const views = flag(options, "views")
+    if (views._tag === "Left") return views
     const checked = this.#resolve(keys, false)
     if (checked._tag === "Left") return checked
     const now = this.#now()
@@ -1275,13 +1294,13 @@ class Store<T, In> implements StateStore<T, In> {
     if (fresh.length === 0 && !this.#idleDue(now.right)) {
       // Hot path: every key held, nothing to evict. Only copies (or views): nothing to undo.
       const batch =
-        options?.views === true && !checked.right.anyAtInit && inOrder(slots)
+        views.right && !checked.right.anyAtInit && inOrder(slots)
           ? this.#viewRows(slots[0] as number, slots.length, rows)
           : this.#copyRows(rows)
       if (batch._tag === "Left") return batch
       // With views, the `scatter` that gives them back is the use: a step refused in between
       // leaves the streams' recency as it was.
-      if (options?.views !== true) this.#touch(entries, now.right, checked.right)
+      if (!views.right) this.#touch(entries, now.right, checked.right)
       return E.right(unflatten(this.spec.def, batch.right))
     }
     const stamp = this.#stampAll(entries)
@@ -1326,6 +1345,8 @@ class Store<T, In> implements StateStore<T, In> {
   ): E.Either<ScatterError, void> {
     const live = this.#live()
     if (live._tag === "Left") return live
+    const growing = flag(options, "grow")
+    if (growing._tag === "Left") return growing
     const checked = this.#resolve(keys, true)
     if (checked._tag === "Left") return checked
     const tensors = checkTensors(this.spec, this.backend, next as StateTree<T>, keys.length)
@@ -1335,7 +1356,7 @@ class Store<T, In> implements StateStore<T, In> {
     if (this.spec.hasNamedDims) {
       // Streams share one slab shape: the named dims must match it, not only agree (or, growing,
       // may be longer: the slab grows first).
-      const longer = options?.grow === true ? new Map<string, number>() : undefined
+      const longer = growing.right ? new Map<string, number>() : undefined
       for (let i = 0; i < infos.length; i++) {
         const misfit = this.#misfit(
           i,

@@ -158,6 +158,49 @@ describe("gather with views", () => {
     plain.dispose()
   })
 
+  it("malformed gather and scatter options are OptionErrors naming them; nothing changes", () => {
+    const { backend } = viewingHost()
+    const store = orThrow(createStateStore({ spec, backend, initialSlots: 4 }))
+    fill(store, ["a", "b"], 1)
+    const before = rowsOf(store, ["a", "b"])
+    const live = backend.liveTensors()
+    const batch = orThrow(store.gather(["a"]))
+    const order = store.keys()
+    for (const [options, path] of [
+      [null, "options"],
+      ["views", "options"],
+      [5, "options"],
+      [[], "options"],
+      [{ views: "yes" }, "views"],
+      [{ views: 1 }, "views"],
+      [{ views: Number.NaN }, "views"],
+    ] as const) {
+      const r = store.gather(["a", "new"], options as never)
+      expect(r, String(options)).toMatchObject({
+        _tag: "Left",
+        left: { _tag: "OptionError", path },
+      })
+    }
+    for (const [options, path] of [
+      [null, "options"],
+      ["grow", "options"],
+      [{ grow: 1 }, "grow"],
+      [{ grow: "yes" }, "grow"],
+    ] as const) {
+      const r = store.scatter(["a"], batch, options as never)
+      expect(r, String(options)).toMatchObject({
+        _tag: "Left",
+        left: { _tag: "OptionError", path },
+      })
+    }
+    expect(store.keys()).toEqual(order)
+    for (const t of Object.values(batch as object) as HostTensor[]) backend.dispose(t)
+    expect(rowsOf(store, ["a", "b"])).toEqual(before)
+    expect(store.has("new")).toBe(false)
+    expect(backend.liveTensors()).toBe(live)
+    store.dispose()
+  })
+
   it("a backend whose view throws is a BackendError naming the leaf; nothing leaks", () => {
     const { backend } = viewingHost()
     const store = orThrow(createStateStore({ spec, backend, initialSlots: 4 }))
