@@ -27,9 +27,7 @@ export interface Rules {
   readonly derived: ReadonlyMap<string, string>
   /** Feeds the caller gives a rule → their batch axis. */
   readonly feeds: Readonly<Record<string, number>>
-  /** Caller-fed model inputs a rule reads too. */
-  readonly reads: readonly string[]
-  /** What the rules read of a call: their feeds, then `reads`. */
+  /** What the rules read of a call: their feeds, then the caller-fed model inputs they read too. */
   readonly reading: readonly string[]
   /** Bookkeeping leaf specs by name (host leaves, batch dim first). */
   readonly spec: Readonly<Record<string, LeafSpec>>
@@ -39,7 +37,6 @@ export const NO_RULES: Rules = {
   list: [],
   derived: new Map(),
   feeds: {},
-  reads: [],
   reading: [],
   spec: {},
 }
@@ -149,7 +146,6 @@ export function checkRules(
     list: given as InputRule[],
     derived,
     feeds,
-    reads: [...reads],
     reading: [...Object.keys(feeds), ...reads],
     spec,
   })
