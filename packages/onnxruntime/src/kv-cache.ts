@@ -86,6 +86,11 @@ export interface CachePlan {
   readonly keep: readonly StatePair[]
   /** The input held per row (`encoder` option), fed by the caller when the cache starts. */
   readonly encoder: string | undefined
+  /**
+   * State inputs without the cache's positions, kept pairs aside: a hybrid model's recurrent
+   * state (`past_ssm`, `past_conv`), which a rewind cannot roll back.
+   */
+  readonly recurrent: readonly string[]
   /** Outputs of `blocks`; and of `blocks` and `keep` together. */
   readonly blockOutputs: ReadonlySet<string>
   readonly blockOrKeptOutputs: ReadonlySet<string>
@@ -198,6 +203,7 @@ export function planCache(
     tokens: tokenFeed,
     keep,
     encoder: encoder as string | undefined,
+    recurrent: pairs.filter((p) => !cached.includes(p) && !keep.includes(p)).map((p) => p.input),
     blockOutputs: new Set(blocks.map((p) => p.output)),
     blockOrKeptOutputs: new Set([...blocks, ...keep].map((p) => p.output)),
     dims: kind === "fixed" ? { [seq]: capacity as number } : {},
@@ -383,7 +389,28 @@ function fixedRule(dim: string, tokens: string, names: readonly string[]): Input
 }
 
 /** Errors `rewind` can return besides a busy or disposed session. */
-export type RewindError = OptionError | RowIndexError | ShapeMismatchError
+export type RewindError = OptionError | RowIndexError | ShapeMismatchError | StructureMismatchError
+
+/**
+ * Refuses a rewind of a session whose state holds more than the cache's positions: a hybrid
+ * model's recurrent state, or another rule's bookkeeping (`others`), has no positions to drop,
+ * so dropping the cache's alone would leave the two out of step.
+ */
+export function refuseRewind(
+  plan: CachePlan,
+  others: readonly string[],
+  pathOf: (name: string) => string,
+): StructureMismatchError | undefined {
+  const name = plan.recurrent[0] ?? others[0]
+  if (name === undefined) return undefined
+  return new StructureMismatchError({
+    path: pathOf(name),
+    expected: "only state a rewind can roll back (KV caches and their bookkeeping)",
+    actual: plan.recurrent.includes(name) ? "recurrent state (no positions)" : "a rule's state",
+    detail:
+      "a rewind drops cache positions only: snapshot the state before the tokens to drop and restore it instead",
+  })
+}
 
 /** The error of `rewind` on a session without a cache. */
 export const noCache = (): OptionError =>

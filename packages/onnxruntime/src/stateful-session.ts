@@ -33,6 +33,7 @@ import {
   blockOffsets,
   notAdopted,
   noCache,
+  refuseRewind,
   rewound,
 } from "./kv-cache.js"
 import {
@@ -240,7 +241,10 @@ export interface StatefulSession<O extends string = string> extends Disposable {
    * from the KV cache (the `cache` option), all rows checked first, in one change:
    * speculative-decoding rollback, or editing the end of a conversation. The keys stay where
    * they are; the rows' lengths (fixed) or masks (growing) no longer count them, so the next
-   * tokens overwrite them (fixed) or are appended after them, masked out (growing).
+   * tokens overwrite them (fixed) or are appended after them, masked out (growing). A session
+   * whose state holds more than the cache (a hybrid model's recurrent `past_ssm`/`past_conv`, a
+   * rule's bookkeeping) has nothing a rewind can roll back there: it is refused with a
+   * `StructureMismatchError` naming that leaf; snapshot before the tokens to drop and restore.
    */
   rewind(
     rows: readonly number[],
@@ -684,6 +688,9 @@ class Session<O extends string> implements StatefulSession<O> {
     if (idle !== undefined) return idle
     const cache = this.#cache
     if (cache === undefined) return E.left(noCache())
+    const others = Object.keys(this.#rules.spec).filter((name) => name !== cache.leaf)
+    const refused = refuseRewind(cache, others, (name) => formatPath([name]))
+    if (refused !== undefined) return E.left(refused)
     const held = this.#saver.leaves()
     const i = this.#byLeaf.indexOf(cache.leaf)
     const t = held[i] as OrtTensor

@@ -38,6 +38,7 @@ import {
   checkRestored,
   notAdopted,
   noCache,
+  refuseRewind,
   rewound,
 } from "./kv-cache.js"
 import { type BlockTarget, blockTargets, planWrites, writeBlocks } from "./internal/blocks.js"
@@ -277,8 +278,10 @@ export interface StreamingSession<O extends string = string> extends Disposable 
    * speculative-decoding rollback, or editing the end of a conversation. The keys must be held
    * (`KeyError`, its `detail` naming `keys[i]`); a stream holding fewer than its `n` positions
    * is a `ShapeMismatchError` whose path names the stream (`alice.cache_length`); a bad `n` an
-   * `OptionError` at `n`; a session without the `cache` option an `OptionError` at `cache`. On
-   * `Left` no stream changed.
+   * `OptionError` at `n`; a session without the `cache` option an `OptionError` at `cache`; a
+   * session whose state holds more than the cache (a hybrid model's recurrent `past_ssm`, a
+   * rule's bookkeeping), which a rewind cannot roll back, a `StructureMismatchError` naming that
+   * leaf (snapshot before the tokens to drop and restore instead). On `Left` no stream changed.
    *
    * @example
    * declare const chats: StreamingSession<"logits">
@@ -294,6 +297,7 @@ export interface StreamingSession<O extends string = string> extends Disposable 
     | OptionError
     | KeyError
     | ShapeMismatchError
+    | StructureMismatchError
     | BusyError
     | DisposedError
     | BackendError
@@ -813,6 +817,9 @@ class Streaming<O extends string> implements StreamingSession<O> {
     if (idle !== undefined) return idle
     const cache = this.#cache
     if (cache === undefined) return E.left(noCache())
+    const others = Object.keys(this.#layout.rules.spec).filter((name) => name !== cache.leaf)
+    const refused = refuseRewind(cache, others, (name) => formatPath([name]))
+    if (refused !== undefined) return E.left(refused)
     const isCount = (x: unknown) => Number.isSafeInteger(x) && (x as number) >= 0
     const perKey = Array.isArray(n)
     if (

@@ -463,8 +463,57 @@ describe.each(runtimes)("decoder formats on %s", (_, ort) => {
     restart([1])
     for (let t = 0; t < 3; t++)
       await step([tokens(1, 90 + t, cfg.vocab), tokens(1, 95 + t, cfg.vocab)])
+    // A rewind would drop KV positions but cannot roll the recurrent state back: refused,
+    // naming a recurrent leaf, nothing changed (the next steps still equal the oracle).
+    const before = orThrow(await s.snapshot())
+    const refused = s.rewind([0], 1)
+    expect(refused).toMatchObject({
+      _tag: "Left",
+      left: {
+        _tag: "StructureMismatchError",
+        path: expect.stringMatching(/^\["past_(ssm|conv)\.\d"\]$/),
+        actual: "recurrent state (no positions)",
+      },
+    })
+    expect(orThrow(await s.snapshot())).toEqual(before)
+    for (let t = 0; t < 2; t++)
+      await step([tokens(1, 60 + t, cfg.vocab), tokens(1, 65 + t, cfg.vocab)])
     expect(worst()).toBeLessThan(TOL)
     s.dispose()
+  })
+
+  it("hybrid recurrent + attention in a StreamingSession: a rewind is refused, naming the recurrent leaf, nothing changed", async () => {
+    const cfg = tinyHybridConfig()
+    const session = await ort.InferenceSession.create(hybridDecoder(cfg))
+    const chats = orThrow(
+      createStreamingSession({
+        session,
+        ort,
+        backend: ortBackend({ ort }),
+        capacity: 2,
+        cache: { kind: "growing" },
+        outputs: ["logits"],
+      }),
+    )
+    const ids = (n: number, seed: number) =>
+      new ort.Tensor("int64", BigInt64Array.from(tokens(n, seed, cfg.vocab), BigInt), [1, n])
+    for (const out of orThrow(
+      await chats.run([
+        { key: "a", feeds: { input_ids: ids(3, 1) } },
+        { key: "b", feeds: { input_ids: ids(3, 2) } },
+      ]),
+    ).values())
+      out.logits.dispose()
+    const before = [orThrow(await chats.snapshot("a")), orThrow(await chats.snapshot("b"))]
+    expect(chats.rewind(["a", "b"], 1)).toMatchObject({
+      _tag: "Left",
+      left: {
+        _tag: "StructureMismatchError",
+        path: expect.stringMatching(/^\["past_(ssm|conv)\.\d"\]$/),
+      },
+    })
+    expect([orThrow(await chats.snapshot("a")), orThrow(await chats.snapshot("b"))]).toEqual(before)
+    chats.dispose()
   })
 })
 
