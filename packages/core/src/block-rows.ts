@@ -67,10 +67,24 @@ export function writeBlockTyped(
 ): void {
   const d = dst as Float32Array
   const s = src as Float32Array
-  forEachBlockSpan(dstShape, axis, batchAxis, offsets, srcShape, (from, to, count) => {
-    // A KV cache's spans are one head's dim (tens of elements): copied element by element, they
-    // cost no subarray object each.
+  // A KV cache's spans are one head's dim (tens of elements): copied element by element, they
+  // cost no subarray object each.
+  const put = (from: number, to: number, count: number): void => {
     if (count > 64) d.set(s.subarray(from, from + count), to)
     else for (let i = 0; i < count; i++) d[to + i] = s[from + i] as number
-  })
+  }
+  if (batchAxis > axis) {
+    forEachBlockSpan(dstShape, axis, batchAxis, offsets, srcShape, put)
+    return
+  }
+  // The batch axis first (`[batch, heads, capacity, dim]`): a row's k new positions are one
+  // span per index before the axis, walked here without a call per position.
+  const inner = sizeOf(dstShape.slice(axis + 1))
+  const per = sizeOf(dstShape.slice(batchAxis + 1, axis))
+  const outer = sizeOf(dstShape.slice(0, axis))
+  const rows = dstShape[batchAxis] as number
+  const n = dstShape[axis] as number
+  const count = (srcShape[axis] as number) * inner
+  for (let p = 0; p < outer; p++)
+    put(p * count, (p * n + (offsets[Math.floor(p / per) % rows] as number)) * inner, count)
 }

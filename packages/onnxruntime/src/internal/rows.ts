@@ -15,9 +15,12 @@ function allocLike(like: TensorData, length: number): TensorData {
 
 /** Copies `count` elements of `src` from `srcAt` into `dst` at `dstAt`. */
 function copy(dst: TensorData, dstAt: number, src: TensorData, srcAt: number, count: number): void {
-  if (Array.isArray(dst)) {
-    const from = src as readonly string[]
-    for (let i = 0; i < count; i++) dst[dstAt + i] = from[srcAt + i] as string
+  // Strings, and short runs (a token id, a position): element by element, which costs no
+  // subarray object.
+  if (Array.isArray(dst) || count <= 16) {
+    const to = dst as unknown as unknown[]
+    const from = src as unknown as readonly unknown[]
+    for (let i = 0; i < count; i++) to[dstAt + i] = from[srcAt + i]
     return
   }
   ;(dst as unknown as { set(a: ArrayLike<unknown>, at: number): void }).set(
