@@ -79,9 +79,15 @@ export function writeBlockTyped(
   }
   // The batch axis first (`[batch, heads, capacity, dim]`): a row's k new positions are one
   // span per index before the axis, walked here without a call per position.
-  const inner = sizeOf(dstShape.slice(axis + 1))
-  const per = sizeOf(dstShape.slice(batchAxis + 1, axis))
-  const outer = sizeOf(dstShape.slice(0, axis))
+  let inner = 1
+  let per = 1
+  let outer = 1
+  for (let a = 0; a < dstShape.length; a++) {
+    const d = dstShape[a] as number
+    if (a > axis) inner *= d
+    else if (a < axis) outer *= d
+    if (a > batchAxis && a < axis) per *= d
+  }
   const rows = dstShape[batchAxis] as number
   const n = dstShape[axis] as number
   const count = (srcShape[axis] as number) * inner

@@ -223,15 +223,9 @@ const int64 = (shape: number[], fill: (i: number) => number): Host => {
   return new Host("int64", shape, data)
 }
 
-/** Ones to copy from: `BigInt64Array.fill` stores element by element, `set` copies bytes. */
-let ONES = new BigInt64Array(0)
-
-/** Sets `mask[from, to)` to 1. */
+/** Sets `mask[from, to)` to 1 (in place: no view per row, as a copy from an array of ones needs). */
 function ones(mask: BigInt64Array, from: number, to: number): void {
-  if (to <= from) return
-  if (ONES.length < to - from)
-    ONES = new BigInt64Array(Math.max(to - from, 2 * ONES.length)).fill(1n)
-  mask.set(ONES.subarray(0, to - from), from)
+  if (to > from) mask.fill(1n, from, to)
 }
 
 /**

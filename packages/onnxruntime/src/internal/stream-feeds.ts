@@ -19,7 +19,7 @@ import { type Metadata, metadataBatchAxis } from "./metadata.js"
 import { type TensorData, sameData } from "./rows.js"
 import { type Rules, refuseDerivedFeeds } from "./rules.js"
 import { refuseStateFeeds, refuseUnknownFeeds, setKey } from "./session-state.js"
-import { checkFeedRecord, isRecord, optionPath, own } from "./validate.js"
+import { checkFeedRecord, isOrtTensor, isRecord, optionPath, own } from "./validate.js"
 
 /** What a streaming session knows about its model's inputs. */
 export interface FeedLayout {
@@ -167,8 +167,10 @@ export function checkCall(
     seen.add(key)
     keys.push(key)
   }
-  const list: StreamFeeds[] = []
+  // Each stream's feeds checked with no allocation; the error built only for a bad one (a call
+  // checks all its streams, and most calls are good).
   for (const { key, feeds } of entries) {
+    if (tensorRecord(feeds)) continue
     const k = key as StreamKey
     const checked = checkFeedRecord(
       feeds,
@@ -176,8 +178,9 @@ export function checkCall(
       (n) => feedPath(k, n),
     )
     if (checked._tag === "Left") return checked
-    list.push({ key: k, feeds: checked.right })
   }
+  // Checked: each entry is a key and a record of tensors.
+  const list = entries as readonly StreamFeeds[]
   const sharedNames = Object.keys(sharedFeeds)
   const refused = refuseStateFeeds(sharedNames, layout.stateInputs)
   if (refused._tag === "Left") return refused
@@ -197,6 +200,7 @@ export function checkCall(
     }
   }
   for (const { key, feeds } of list) {
+    if (feedsKnown(feeds, layout)) continue
     const names = Object.keys(feeds)
     const r = refuseStateFeeds(names, layout.stateInputs, (n) => feedPath(key, n))
     if (r._tag === "Left") return r
@@ -220,6 +224,27 @@ export function checkCall(
     batched.set(name, parts.right)
   }
   return E.right({ keys, batched, shared })
+}
+
+/** Whether `feeds` passes `checkFeedRecord`: a plain record of live tensors. */
+function tensorRecord(feeds: unknown): boolean {
+  if (!isRecord(feeds)) return false
+  for (const name in feeds) {
+    if (!own(feeds, name)) continue
+    const t = feeds[name]
+    if (!isOrtTensor(t) || t.location === "none") return false
+  }
+  return true
+}
+
+/** Whether every feed is for a model input the caller feeds (not state, not a rule's). */
+function feedsKnown(feeds: Feeds, layout: FeedLayout): boolean {
+  for (const name in feeds) {
+    if (!own(feeds, name)) continue
+    if (layout.stateInputs.has(name) || layout.rules.derived.has(name)) return false
+    if (!layout.inputs.includes(name)) return false
+  }
+  return true
 }
 
 /** The feeds of a stacked input, one per stream: one row each, same dtype and shape. */
