@@ -305,7 +305,7 @@ function growingRule(
           expected: "an encoder cache in every row (each filled by the batch's first step)",
           actual: `none in row ${empty}`,
           detail:
-            "a fresh or reset row of an encoder-decoder cannot join rows under way: reset every row, or run it in a session of its own",
+            "an encoder-decoder's fresh or reset rows start together, without the cache: run new streams of a StreamingSession in a call of their own, or reset every row of a StatefulSession",
         })
       }
       return derived(

@@ -43,6 +43,7 @@ import {
 } from "./kv-cache.js"
 import { type BlockTarget, blockTargets, planWrites, writeBlocks } from "./internal/blocks.js"
 import * as E from "./internal/either.js"
+import { emptyGrowing, noPositions, padToStore } from "./internal/fresh-start.js"
 import { deriveSessionState, setKey } from "./internal/session-state.js"
 import { readOutputs, splitOutputs, stackFeeds } from "./internal/stream-batch.js"
 import { isRecord, own } from "./internal/validate.js"
@@ -240,6 +241,11 @@ export interface StreamingSession<O extends string = string> extends Disposable 
    * Runs the model once for every stream given and resolves to each stream's outputs, in the
    * order given, with size 1 along their batch axis (as a `StatefulSession` of batch 1 returns
    * them); the caller owns them. The feeds stay the caller's. On `Left` no stream's state changed.
+   * An encoder–decoder's (merged, growing cache) new or reset streams start in a call of their
+   * own: a call whose streams all hold no position runs without the cache, as the session's first
+   * did, and their caches are then padded to the other streams' length; a call mixing them with
+   * streams under way is a `StructureMismatchError` naming the encoder cache, and a stream whose
+   * cross-attention cache has another length than the streams held a `ShapeMismatchError`.
    */
   run(
     streams: Iterable<StreamFeeds> | ReadonlyMap<StreamKey, Feeds>,
@@ -554,6 +560,8 @@ class Streaming<O extends string> implements StreamingSession<O> {
   readonly #grow: ScatterOptions | undefined
   /** A fixed cache's block outputs and the leaves they are written into. */
   readonly #blockTargets: readonly BlockTarget[]
+  /** The inputs of a cache's kept pairs (an encoder–decoder's cross-attention caches). */
+  readonly #keptInputs: ReadonlySet<string>
   /** Arrays for stacked feeds and the built-in rules' inputs, written over call after call. */
   readonly #lend = scratchArrays()
   readonly store: SessionStore
@@ -577,6 +585,7 @@ class Streaming<O extends string> implements StreamingSession<O> {
       caller.cache !== undefined && caller.cache.lengthLeaf === undefined ? GROW : undefined
     this.#blockTargets =
       caller.cache === undefined ? [] : blockTargets(caller.cache, store.spec.leaves)
+    this.#keptInputs = new Set(caller.cache?.keep.map((p) => p.input) ?? [])
     this.#ort = ort
     this.#store = store
     this.#clock = clock
@@ -642,9 +651,19 @@ class Streaming<O extends string> implements StreamingSession<O> {
     // back (a fixed cache's blocks are written straight into the store).
     const gathered = store.gather(keys, VIEWS)
     if (gathered._tag === "Left") return gathered
-    const state = gathered.right as Readonly<Record<string, OrtTensor>>
+    const held = gathered.right as Readonly<Record<string, OrtTensor>>
     const stackedFeeds = stackFeeds(this.#ort, shared, batched, this.batchAxes, this.#lend)
     const { stacked } = stackedFeeds
+    // An encoder–decoder's streams that hold no position yet start as the store's first run
+    // did: every growing dim at 0, so the step runs without the cache and computes their
+    // cross-attention caches (rows padded to the store's length would read as a cache in use).
+    const cache = this.#cache
+    const starting =
+      cache !== undefined &&
+      cache.keep.length > 0 &&
+      cache.lengthLeaf === undefined &&
+      noPositions(held[cache.leaf] as OrtTensor)
+    const state = starting ? emptyGrowing(this.#ort, store.spec.leaves, held, stacked) : held
     let feeds = stackedFeeds.feeds
     const rules = this.#layout.rules
     let ruleCall: Parameters<typeof nextState>[2] | undefined
@@ -688,7 +707,7 @@ class Streaming<O extends string> implements StreamingSession<O> {
     // (An array, not a Set: tensors fed to a run are never hashed; see ortBackend.)
     const handed: OrtTensor[] = []
     const cleanup = (outputs?: Record<string, OrtTensor>): void => {
-      for (const t of Object.values(state)) if (!handed.includes(t)) store.backend.dispose(t)
+      for (const t of Object.values(held)) if (!handed.includes(t)) store.backend.dispose(t)
       for (const t of stacked) t.dispose()
       if (outputs !== undefined) for (const t of Object.values(outputs)) t.dispose()
     }
@@ -742,7 +761,6 @@ class Streaming<O extends string> implements StreamingSession<O> {
         for (const [name, t] of Object.entries(made.right)) setKey(next, name, t)
       }
       // A fixed cache takes the step's blocks into the gathered rows, which go back whole.
-      const cache = this.#cache
       const skipped =
         cache === undefined || ruleCall === undefined ? NO_NAMES : notAdopted(cache, ruleCall)
       if (cache !== undefined && ruleCall !== undefined && cache.blocks.length > 0) {
@@ -771,10 +789,31 @@ class Streaming<O extends string> implements StreamingSession<O> {
           skipped.has(output) ? (state[input] as OrtTensor) : (outputs[output] as OrtTensor),
         )
       }
+      // Streams that started are shorter than the store's other rows: padded to them.
+      const padded: OrtTensor[] = []
+      let given = next
+      if (starting) {
+        const made = padToStore(
+          store.backend,
+          store.spec.leaves,
+          next,
+          store.dims(),
+          this.#keptInputs,
+          padded,
+        )
+        if (made._tag === "Left") {
+          for (const t of padded) store.backend.dispose(t)
+          cleanup(outputs)
+          forget()
+          return made
+        }
+        given = made.right
+      }
       // A growing cache's outputs are longer than the store's rows: every stream's rows grow
       // first (padded, masked), in the scatter's one atomic change.
-      const scattered = store.scatter(keys, next as StateTree<OrtTensor>, this.#grow)
+      const scattered = store.scatter(keys, given as StateTree<OrtTensor>, this.#grow)
       if (scattered._tag === "Left") {
+        for (const t of padded) store.backend.dispose(t)
         cleanup(outputs)
         forget()
         return scattered

@@ -1,0 +1,125 @@
+// A merged encoder–decoder (growing cache, cross-attention caches kept from the first step)
+// serving several conversations through one StreamingSession: new conversations start in a
+// call of their own while others are under way, then all run together; every conversation's
+// logits equal the same weights run without a cache on its whole history alone.
+import { orThrow } from "@statesaver/core"
+import type * as common from "onnxruntime-common"
+import * as ortNode from "onnxruntime-node"
+import * as ortWeb from "onnxruntime-web"
+import { describe, expect, it } from "vitest"
+import { type OrtBackend, createStreamingSession, ortBackend } from "../src/index.js"
+import {
+  type EncoderStates,
+  encodeRow,
+  encoderDecoder,
+  oracleLogits,
+  tinyEncoderDecoderConfig,
+} from "./helpers/decoders.js"
+import type { Runtime } from "./helpers/harness.js"
+import { seededFloats } from "./helpers/onnx-builder.js"
+
+ortWeb.env.wasm.numThreads = 1
+const TOL = 1e-5
+const runtimes: readonly [string, Runtime][] = [
+  ["onnxruntime-node", ortNode as unknown as Runtime],
+  ["onnxruntime-web wasm", ortWeb as unknown as Runtime],
+]
+
+describe.each(runtimes)("encoder–decoder conversations in a StreamingSession on %s", (_, ort) => {
+  it("conversations start in calls of their own while others are under way, then run together, each equal to the oracle alone; a mixed call and another encoder length are refused, nothing changed", async () => {
+    const cfg = tinyEncoderDecoderConfig()
+    const graphs = encoderDecoder(cfg, { masks: true })
+    const encoder = await ort.InferenceSession.create(graphs.encoder)
+    const decoder = await ort.InferenceSession.create(graphs.decoder)
+    const oracle = await ort.InferenceSession.create(graphs.oracle)
+    const F = 5
+    const states = new Map<string, EncoderStates>()
+    for (const [i, key] of ["a", "b", "c"].entries())
+      states.set(key, await encodeRow(ort, encoder, seededFloats(F * cfg.featDim, 40 + i, 1), F))
+    const backend = ortBackend({ ort }) as OrtBackend
+    const chats = orThrow(
+      createStreamingSession({
+        session: decoder,
+        ort,
+        backend,
+        capacity: 4,
+        cache: { kind: "growing" },
+        outputs: ["logits"],
+      }),
+    )
+    const history = new Map<string, number[]>()
+    let seed = 1
+    let worst = 0
+    const feedsOf = (key: string, ids: number[], enc = states.get(key) as EncoderStates) => ({
+      input_ids: new ort.Tensor("int64", BigInt64Array.from(ids, BigInt), [1, ids.length]),
+      encoder_hidden_states: new ort.Tensor("float32", enc.data, [
+        1,
+        enc.frames,
+        enc.data.length / enc.frames,
+      ]),
+    })
+    const next = (n: number) =>
+      Array.from({ length: n }, () => (seed = (seed * 31 + 7) % 997) % cfg.vocab)
+    /** One call: `calls` maps each stream to its new tokens; each stream checked alone. */
+    const step = async (calls: Record<string, number>) => {
+      const ids = Object.fromEntries(Object.entries(calls).map(([k, n]) => [k, next(n)]))
+      const outs = orThrow(
+        await chats.run(Object.entries(ids).map(([key, t]) => ({ key, feeds: feedsOf(key, t) }))),
+      )
+      for (const [key, t] of Object.entries(ids)) {
+        const h = [...(history.get(key) ?? []), ...t]
+        history.set(key, h)
+        const [want] = await oracleLogits(ort, oracle, [h], [states.get(key) as EncoderStates])
+        const got = outs.get(key)?.logits as common.Tensor
+        expect(got.dims).toEqual([1, t.length, cfg.vocab])
+        const from = (h.length - t.length) * cfg.vocab
+        const data = got.data as Float32Array
+        for (let j = 0; j < data.length; j++)
+          worst = Math.max(worst, Math.abs((data[j] as number) - (want?.[from + j] as number)))
+        got.dispose()
+      }
+    }
+    await step({ a: 3 })
+    await step({ a: 1 })
+    await step({ a: 1 })
+    // "b" starts while "a" is under way: a call of its own runs without the cache.
+    await step({ b: 2 })
+    for (let t = 0; t < 3; t++) await step({ a: 1, b: 1 })
+    // A prompt longer than the store's rows grows them; then all three run together.
+    await step({ c: 9 })
+    for (let t = 0; t < 2; t++) await step({ b: 1, c: 1, a: 1 })
+    expect(worst).toBeLessThan(TOL)
+
+    const held = async () =>
+      Promise.all(["a", "b", "c"].map(async (k) => orThrow(await chats.snapshot(k))))
+    const before = await held()
+    // A call mixing a conversation under way with one that has not started: refused.
+    const mixed = await chats.run([
+      { key: "a", feeds: feedsOf("a", [1]) },
+      { key: "d", feeds: feedsOf("a", [2]) },
+    ])
+    expect(mixed).toMatchObject({
+      _tag: "Left",
+      left: { _tag: "StructureMismatchError", actual: "none in row 1" },
+    })
+    // A conversation whose encoder output has another length: refused, naming the cache.
+    const other = await encodeRow(ort, encoder, seededFloats((F - 1) * cfg.featDim, 9, 1), F - 1)
+    const refused = await chats.run([{ key: "d", feeds: feedsOf("d", [1, 2], other) }])
+    expect(refused).toMatchObject({
+      _tag: "Left",
+      left: {
+        _tag: "ShapeMismatchError",
+        path: expect.stringMatching(/encoder\.(key|value)/),
+        expected: expect.stringContaining(`${F} positions`),
+        actual: F - 1,
+      },
+    })
+    expect(chats.has("d")).toBe(false)
+    expect(await held()).toEqual(before)
+    // Still going after the refusals.
+    await step({ c: 1, a: 1 })
+    expect(worst).toBeLessThan(TOL)
+    chats.dispose()
+    expect(backend.liveTensors()).toBe(0)
+  })
+})
