@@ -53,7 +53,9 @@ export interface KvCacheOptions {
    * An input the session holds per row, like the cache (an encoder–decoder's
    * `encoder_hidden_states`): the caller feeds it on a run that starts the cache (no row holds a
    * position yet), and the session keeps a copy and feeds it on every later run, reordered by
-   * `select` and carried by snapshots. `StatefulSession` only.
+   * `select` and carried by snapshots. In a `StreamingSession`, per stream: fed in the feeds of
+   * each stream of the call that starts it, then held with the stream's state (snapshots,
+   * eviction, `fork`), at one length for every stream.
    */
   readonly encoder?: string
 }
@@ -276,6 +278,20 @@ function derived(
   return out
 }
 
+/**
+ * The refusal of a run mixing rows under way with a fresh or reset row of an encoder–decoder:
+ * the cross-attention cache is computed on a step without the cache, for every row at once, so
+ * the fresh row would attend to zeros.
+ */
+export const noEncoderCache = (kept: string, row: number): StructureMismatchError =>
+  new StructureMismatchError({
+    path: kept,
+    expected: "an encoder cache in every row (each filled by the batch's first step)",
+    actual: `none in row ${row}`,
+    detail:
+      "an encoder-decoder's fresh or reset rows start together, without the cache: run new streams of a StreamingSession in a call of their own, or reset every row of a StatefulSession",
+  })
+
 function growingRule(
   dim: string,
   tokens: string,
@@ -297,17 +313,7 @@ function growingRule(
         return c
       })
       const empty = counts.indexOf(0)
-      if (kept !== undefined && past > 0 && empty >= 0) {
-        // The cross-attention cache is computed on a step without the cache, for every row at
-        // once: a fresh or reset row among rows that have one would attend to zeros.
-        return new StructureMismatchError({
-          path: kept,
-          expected: "an encoder cache in every row (each filled by the batch's first step)",
-          actual: `none in row ${empty}`,
-          detail:
-            "an encoder-decoder's fresh or reset rows start together, without the cache: run new streams of a StreamingSession in a call of their own, or reset every row of a StatefulSession",
-        })
-      }
+      if (kept !== undefined && past > 0 && empty >= 0) return noEncoderCache(kept, empty)
       return derived(
         names,
         call.batchSize,

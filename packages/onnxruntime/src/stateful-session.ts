@@ -46,6 +46,7 @@ import {
 import type { OrtRuntime, OrtTensor } from "./ort-backend.js"
 import { type Rules, deriveInputs, nextState, refuseDerivedFeeds } from "./internal/rules.js"
 import { GuardedSaver } from "./internal/busy-guard.js"
+import { copyFeed } from "./internal/held-input.js"
 import { scratchArrays } from "./internal/scratch.js"
 import * as E from "./internal/either.js"
 import {
@@ -521,17 +522,12 @@ class Session<O extends string> implements StatefulSession<O> {
     // The session keeps its own copy of a held input the caller fed (the feed stays theirs).
     let heldCopy: OrtTensor | undefined
     if (fedHeld !== undefined && this.#held !== undefined) {
-      const backend = this.#saver.backend
-      const { leaf } = this.#held
-      const rows = Array.from({ length: this.#saver.batchSize }, (_, r) => r)
-      try {
-        heldCopy = backend.gather(fedHeld, rows, leaf)
-      } catch (cause) {
+      const copied = copyFeed(this.#saver.backend, fedHeld, this.#held.leaf, this.#saver.batchSize)
+      if (copied._tag === "Left") {
         for (const t of Object.values(outputs)) t.dispose()
-        return E.left(
-          new BackendError({ backend: backend.name, operation: "gather", path: leaf.path, cause }),
-        )
+        return copied
       }
+      heldCopy = copied.right
     }
     const next = this.#byLeaf.map((leaf, i) =>
       i === this.#held?.index

@@ -11,6 +11,8 @@ import {
   KeyError,
   OptionError,
   ShapeMismatchError,
+  type LeafContext,
+  type ResolvedLeaf,
   type ScatterOptions,
   type Snapshot,
   type SnapshotOptions,
@@ -36,6 +38,7 @@ import {
   type KvCacheOptions,
   blockOffsets,
   checkRestored,
+  noEncoderCache,
   notAdopted,
   noCache,
   refuseRewind,
@@ -44,6 +47,7 @@ import {
 import { type BlockTarget, blockTargets, planWrites, writeBlocks } from "./internal/blocks.js"
 import * as E from "./internal/either.js"
 import { emptyGrowing, noPositions, padToStore } from "./internal/fresh-start.js"
+import { checkHeldFeeds, copyFeed, emptyRows } from "./internal/held-input.js"
 import { deriveSessionState, setKey } from "./internal/session-state.js"
 import { readOutputs, splitOutputs, stackFeeds } from "./internal/stream-batch.js"
 import { isRecord, own } from "./internal/validate.js"
@@ -437,15 +441,6 @@ export function createStreamingSession<const O extends string = string>(
       )
     }
   }
-  if (cache?.encoder !== undefined) {
-    return E.left(
-      new OptionError({
-        path: "cache.encoder",
-        expected: "no encoder input held per stream (a StatefulSession holds one per row)",
-        actual: cache.encoder,
-      }),
-    )
-  }
   const stateOutputs = new Set(pairs.map((p) => p.output))
   const names = [...callerInputs, ...session.outputNames.filter((n) => !stateOutputs.has(n))]
   const axes = resolveBatchAxes(
@@ -560,8 +555,14 @@ class Streaming<O extends string> implements StreamingSession<O> {
   readonly #grow: ScatterOptions | undefined
   /** A fixed cache's block outputs and the leaves they are written into. */
   readonly #blockTargets: readonly BlockTarget[]
-  /** The inputs of a cache's kept pairs (an encoder–decoder's cross-attention caches). */
+  /**
+   * The inputs of a cache's kept pairs (an encoder–decoder's cross-attention caches) and the
+   * held input: leaves every stream holds at one length.
+   */
   readonly #keptInputs: ReadonlySet<string>
+  /** The leaf of the input held per stream (`cache.encoder`). */
+  readonly #heldLeaf: ResolvedLeaf | undefined
+  readonly #heldContext: LeafContext
   /** Arrays for stacked feeds and the built-in rules' inputs, written over call after call. */
   readonly #lend = scratchArrays()
   readonly store: SessionStore
@@ -585,7 +586,11 @@ class Streaming<O extends string> implements StreamingSession<O> {
       caller.cache !== undefined && caller.cache.lengthLeaf === undefined ? GROW : undefined
     this.#blockTargets =
       caller.cache === undefined ? [] : blockTargets(caller.cache, store.spec.leaves)
-    this.#keptInputs = new Set(caller.cache?.keep.map((p) => p.input) ?? [])
+    // Kept cross-attention caches, and the held encoder input: one length for every stream.
+    this.#keptInputs = new Set([
+      ...(caller.cache?.keep.map((p) => p.input) ?? []),
+      ...(caller.cache?.encoder === undefined ? [] : [caller.cache.encoder]),
+    ])
     this.#ort = ort
     this.#store = store
     this.#clock = clock
@@ -593,7 +598,21 @@ class Streaming<O extends string> implements StreamingSession<O> {
     this.#stateOutputs = new Set(pairs.map((p) => p.output))
     this.#outputs = outputs
     this.#kept = new Set(session.outputNames.filter((n) => !outputs.has(n)))
-    this.#layout = { inputs: caller.inputs, stateInputs, batchAxes, rules: caller.rules }
+    const heldName = caller.cache?.encoder
+    this.#layout = {
+      inputs: caller.inputs,
+      stateInputs,
+      batchAxes,
+      rules: caller.rules,
+      ...(heldName === undefined ? {} : { held: heldName }),
+    }
+    this.#heldLeaf = store.spec.leaves.find((l) => l.path[0] === heldName)
+    const leaf = this.#heldLeaf
+    this.#heldContext = {
+      path: leaf?.pathString ?? "",
+      batchAxis: leaf?.batchAxis ?? 0,
+      init: leaf?.init ?? { kind: "zeros" },
+    }
     this.store = new GuardedStore(store, {
       kind: "StreamingSession",
       busy: () => this.#inFlight,
@@ -647,17 +666,41 @@ class Streaming<O extends string> implements StreamingSession<O> {
     // Keys new to the store are forgotten again if the run fails. (`has` would evict a returning
     // idle stream of this very call, which `gather` keeps: `holds` evicts nothing.)
     const fresh = keys.filter((k) => !store.holds(k))
+    // An encoder–decoder's new streams joining streams under way are refused before the gather,
+    // which could evict a stream to make room for them.
+    const cache = this.#cache
+    if (fresh.length > 0 && fresh.length < keys.length && cache !== undefined) {
+      const mixed = this.#refuseMixedStart(keys, fresh, call.right.held)
+      if (mixed !== undefined) return mixed
+    }
     // Streams held side by side are fed as views of the store's rows: nothing copied out and
     // back (a fixed cache's blocks are written straight into the store).
     const gathered = store.gather(keys, VIEWS)
     if (gathered._tag === "Left") return gathered
     const held = gathered.right as Readonly<Record<string, OrtTensor>>
+    // The held input (an encoder's states): fed on the call that starts the streams, held after.
+    const heldLeaf = this.#heldLeaf
+    let heldParts: OrtTensor[] | undefined
+    if (heldLeaf !== undefined && cache !== undefined) {
+      const checked = checkHeldFeeds(
+        heldLeaf.path[0] as string,
+        heldLeaf,
+        keys,
+        call.right.held,
+        emptyRows(held[cache.leaf] as OrtTensor),
+      )
+      if (checked._tag === "Left") {
+        disposeTree(store.backend, gathered.right)
+        for (const k of fresh) store.delete(k)
+        return checked
+      }
+      heldParts = checked.right
+    }
     const stackedFeeds = stackFeeds(this.#ort, shared, batched, this.batchAxes, this.#lend)
     const { stacked } = stackedFeeds
     // An encoder–decoder's streams that hold no position yet start as the store's first run
     // did: every growing dim at 0, so the step runs without the cache and computes their
     // cross-attention caches (rows padded to the store's length would read as a cache in use).
-    const cache = this.#cache
     const starting =
       cache !== undefined &&
       cache.keep.length > 0 &&
@@ -703,6 +746,17 @@ class Streaming<O extends string> implements StreamingSession<O> {
       }
     }
     for (const { input } of this.pairs) setKey(feeds, input, state[input] as OrtTensor)
+    // The held input: the streams' own feeds stacked when they start, the held rows after.
+    let heldFed: OrtTensor | undefined
+    if (heldLeaf !== undefined) {
+      const name = heldLeaf.path[0] as string
+      if (heldParts !== undefined) {
+        const made = stackFeeds(this.#ort, {}, new Map([[name, heldParts]]), this.batchAxes)
+        stacked.push(...made.stacked)
+        heldFed = made.feeds[name] as OrtTensor
+        setKey(feeds, name, heldFed)
+      } else setKey(feeds, name, state[name] as OrtTensor)
+    }
     // Gathered leaves handed to a successful scatter (a fixed cache's) are the store's to free.
     // (An array, not a Set: tensors fed to a run are never hashed; see ortBackend.)
     const handed: OrtTensor[] = []
@@ -789,8 +843,24 @@ class Streaming<O extends string> implements StreamingSession<O> {
           skipped.has(output) ? (state[input] as OrtTensor) : (outputs[output] as OrtTensor),
         )
       }
-      // Streams that started are shorter than the store's other rows: padded to them.
+      // The held input: a copy of what the starting streams fed (the feeds stay the caller's),
+      // or the held rows given back.
       const padded: OrtTensor[] = []
+      if (heldLeaf !== undefined) {
+        const name = heldLeaf.path[0] as string
+        if (heldFed === undefined) setKey(next, name, state[name] as OrtTensor)
+        else {
+          const copied = copyFeed(store.backend, heldFed, this.#heldContext, keys.length)
+          if (copied._tag === "Left") {
+            cleanup(outputs)
+            forget()
+            return copied
+          }
+          padded.push(copied.right)
+          setKey(next, name, copied.right)
+        }
+      }
+      // Streams that started are shorter than the store's other rows: padded to them.
       let given = next
       if (starting) {
         const made = padToStore(
@@ -823,6 +893,8 @@ class Streaming<O extends string> implements StreamingSession<O> {
         handed.push(state[input] as OrtTensor)
         ;(outputs[output] as OrtTensor).dispose()
       }
+      if (heldLeaf !== undefined && heldFed === undefined)
+        handed.push(state[heldLeaf.path[0] as string] as OrtTensor)
       // The store owns (and has freed) the state outputs; the listed ones are split or handed
       // over, the others freed.
       const rest: Record<string, OrtTensor> = {}
@@ -838,6 +910,36 @@ class Streaming<O extends string> implements StreamingSession<O> {
       this.#inFlight = false
       if (this.#disposed) store.dispose()
     }
+  }
+
+  /**
+   * `Left` for a call of an encoder–decoder (cross-attention caches kept, or the encoder input
+   * held) that adds `fresh` streams to streams holding positions: the error its run would give,
+   * found by reading the held streams' bookkeeping (`peek`: nothing added, evicted or reordered).
+   */
+  #refuseMixedStart(
+    keys: readonly StreamKey[],
+    fresh: readonly StreamKey[],
+    given: readonly (OrtTensor | undefined)[],
+  ): E.Either<StreamingRunError, never> | undefined {
+    const cache = this.#cache as CachePlan
+    const heldLeaf = this.#heldLeaf
+    const kept = cache.keep[0]?.input
+    if (heldLeaf === undefined && kept === undefined) return undefined
+    const store = this.#store
+    const old = keys.filter((k) => !fresh.includes(k))
+    const peeked = store.peek(old)
+    if (peeked._tag === "Left") return peeked
+    const bookkeeping = (peeked.right as Record<string, OrtTensor>)[cache.leaf] as OrtTensor
+    const started = emptyRows(bookkeeping).length < old.length
+    disposeTree(store.backend, peeked.right)
+    if (!started) return undefined
+    const empty = keys.flatMap((k, i) => (fresh.includes(k) ? [i] : []))
+    if (heldLeaf !== undefined) {
+      const refused = checkHeldFeeds(heldLeaf.path[0] as string, heldLeaf, keys, given, empty)
+      if (refused._tag === "Left") return refused
+    }
+    return kept === undefined ? undefined : E.left(noEncoderCache(kept, empty[0] as number))
   }
 
   reset(keys: readonly StreamKey[]): ReturnType<SessionStore["reset"]> {

@@ -408,7 +408,7 @@ describe.each(runtimes)("decoder formats on %s", (_, ort) => {
     expect(worst()).toBeLessThan(TOL)
     s.dispose()
     expect(backend.liveTensors()).toBe(0)
-    // The option names a plain model input; a StreamingSession holds none per stream.
+    // The option names a plain model input, in either kind of session.
     for (const bad of [
       "nope",
       "input_ids",
@@ -425,16 +425,18 @@ describe.each(runtimes)("decoder formats on %s", (_, ort) => {
         left: { _tag: "OptionError", path: "cache.encoder", actual: bad },
       })
     }
-    const streaming = createStreamingSession({
-      session: decoder,
-      ort,
-      backend: ortBackend({ ort }),
-      cache: { kind: "fixed", capacity: 8, encoder: "encoder_hidden_states" },
-    })
-    expect(streaming).toMatchObject({
-      _tag: "Left",
-      left: { _tag: "OptionError", path: "cache.encoder" },
-    })
+    for (const bad of ["nope", "input_ids", "past_key_values.0.decoder.key"]) {
+      const streaming = createStreamingSession({
+        session: decoder,
+        ort,
+        backend: ortBackend({ ort }),
+        cache: { kind: "growing", encoder: bad },
+      })
+      expect(streaming, bad).toMatchObject({
+        _tag: "Left",
+        left: { _tag: "OptionError", path: "cache.encoder", actual: bad },
+      })
+    }
   })
 
   it("hybrid recurrent + attention: conv/ssm states and KV caches paired by convention in one state", async () => {

@@ -2,7 +2,7 @@
 // serving several conversations through one StreamingSession: new conversations start in a
 // call of their own while others are under way, then all run together; every conversation's
 // logits equal the same weights run without a cache on its whole history alone.
-import { orThrow } from "@statesaver/core"
+import { type StreamKey, orThrow } from "@statesaver/core"
 import type * as common from "onnxruntime-common"
 import * as ortNode from "onnxruntime-node"
 import * as ortWeb from "onnxruntime-web"
@@ -119,6 +119,152 @@ describe.each(runtimes)("encoder–decoder conversations in a StreamingSession o
     // Still going after the refusals.
     await step({ c: 1, a: 1 })
     expect(worst).toBeLessThan(TOL)
+    chats.dispose()
+    expect(backend.liveTensors()).toBe(0)
+  })
+
+  it("with cache.encoder the session holds each stream's encoder states: fed once when the stream starts (copied), carried by snapshots, eviction and fork; refused when missing, fed again, or mixed; each stream equal to the oracle alone", async () => {
+    const cfg = tinyEncoderDecoderConfig()
+    const graphs = encoderDecoder(cfg, { masks: true })
+    const encoder = await ort.InferenceSession.create(graphs.encoder)
+    const decoder = await ort.InferenceSession.create(graphs.decoder)
+    const oracle = await ort.InferenceSession.create(graphs.oracle)
+    const F = 5
+    const states = new Map<string, EncoderStates>()
+    for (const [i, key] of ["a", "b", "c"].entries())
+      states.set(key, await encodeRow(ort, encoder, seededFloats(F * cfg.featDim, 80 + i, 1), F))
+    const evicted = new Map<string, Uint8Array>()
+    const backend = ortBackend({ ort }) as OrtBackend
+    const options = {
+      session: decoder,
+      ort,
+      backend,
+      capacity: 2,
+      cache: { kind: "growing", encoder: "encoder_hidden_states" },
+      outputs: ["logits"],
+      onEvict: (key: StreamKey, snapshot: Uint8Array) => void evicted.set(String(key), snapshot),
+    } as const
+    const chats = orThrow(createStreamingSession(options))
+    const history = new Map<string, number[]>()
+    let seed = 5
+    let worst = 0
+    const ids = (t: number[]) =>
+      new ort.Tensor("int64", BigInt64Array.from(t, BigInt), [1, t.length])
+    const encoded = (key: string) => {
+      const enc = states.get(key) as EncoderStates
+      return new ort.Tensor("float32", enc.data.slice(), [1, F, cfg.hidden])
+    }
+    /** One call; streams in `start` feed their encoder states (and the caller frees them after). */
+    const step = async (
+      calls: Record<string, number>,
+      start: readonly string[] = [],
+      session = chats,
+      oracleOf: (key: string) => string = (key) => key,
+    ) => {
+      const tokensOf = Object.fromEntries(
+        Object.entries(calls).map(([k, n]) => [
+          k,
+          Array.from({ length: n }, () => (seed = (seed * 31 + 7) % 997) % cfg.vocab),
+        ]),
+      )
+      const fed = new Map(start.map((k) => [k, encoded(k)]))
+      const outs = orThrow(
+        await session.run(
+          Object.entries(tokensOf).map(([key, t]) => ({
+            key,
+            feeds: {
+              input_ids: ids(t),
+              ...(fed.has(key) ? { encoder_hidden_states: fed.get(key) as common.Tensor } : {}),
+            },
+          })),
+        ),
+      )
+      // The session holds copies: the fed tensors are the caller's to free.
+      for (const t of fed.values()) t.dispose()
+      for (const [key, t] of Object.entries(tokensOf)) {
+        const h = [...(history.get(key) ?? []), ...t]
+        history.set(key, h)
+        const enc = states.get(oracleOf(key)) as EncoderStates
+        const [want] = await oracleLogits(ort, oracle, [h], [enc])
+        const got = outs.get(key)?.logits as common.Tensor
+        const from = (h.length - t.length) * cfg.vocab
+        const data = got.data as Float32Array
+        for (let j = 0; j < data.length; j++)
+          worst = Math.max(worst, Math.abs((data[j] as number) - (want?.[from + j] as number)))
+        got.dispose()
+      }
+    }
+    // Missing when "a" starts: refused, nothing held.
+    expect(await chats.run([{ key: "a", feeds: { input_ids: ids([1, 2]) } }])).toMatchObject({
+      _tag: "Left",
+      left: { _tag: "StructureMismatchError", path: "a.encoder_hidden_states", actual: "none" },
+    })
+    expect(chats.has("a")).toBe(false)
+    await step({ a: 3 }, ["a"])
+    await step({ a: 1 })
+    // "b" starts alone while "a" is under way; then both run, fed nothing but tokens.
+    await step({ b: 2 }, ["b"])
+    for (let t = 0; t < 2; t++) await step({ a: 1, b: 1 })
+    expect(worst).toBeLessThan(TOL)
+    const before = [orThrow(await chats.snapshot("a")), orThrow(await chats.snapshot("b"))]
+    // Fed again while under way, and a call mixing a new stream with one under way: refused.
+    expect(
+      await chats.run([
+        { key: "a", feeds: { input_ids: ids([1]), encoder_hidden_states: encoded("a") } },
+      ]),
+    ).toMatchObject({
+      _tag: "Left",
+      left: { _tag: "StructureMismatchError", path: "a.encoder_hidden_states", actual: "a feed" },
+    })
+    expect(
+      await chats.run([
+        { key: "a", feeds: { input_ids: ids([1]) } },
+        { key: "c", feeds: { input_ids: ids([1]), encoder_hidden_states: encoded("c") } },
+      ]),
+    ).toMatchObject({
+      _tag: "Left",
+      left: {
+        _tag: "StructureMismatchError",
+        path: "c.encoder_hidden_states",
+        actual: "none: the stream has not started",
+      },
+    })
+    // (The refused call's new stream evicted nothing: "b", the least recently used, is held.)
+    expect(chats.has("b")).toBe(true)
+    expect(evicted.size).toBe(0)
+    expect([orThrow(await chats.snapshot("a")), orThrow(await chats.snapshot("b"))]).toEqual(before)
+    expect(chats.has("c")).toBe(false)
+    // "c" starting evicts the least recently used stream ("a"), whose snapshot holds its states.
+    await step({ c: 4 }, ["c"])
+    expect(chats.has("a")).toBe(false)
+    await step({ b: 1, c: 1 })
+    // "a" comes back from its eviction snapshot and goes on with no encoder feed.
+    orThrow(chats.delete("b"))
+    orThrow(chats.restore("a", evicted.get("a") as Uint8Array))
+    await step({ a: 1, c: 1 })
+    // A fork carries the held states: "d" continues "a"'s conversation.
+    orThrow(chats.delete("c"))
+    orThrow(chats.fork("a", ["d"]))
+    history.set("d", [...(history.get("a") as number[])])
+    await step({ a: 1, d: 1 }, [], chats, (key) => (key === "d" ? "a" : key))
+    // A reset stream starts again with new states.
+    orThrow(chats.reset(["d"]))
+    history.set("d", [])
+    states.set("d", states.get("c") as EncoderStates)
+    await step({ d: 2 }, ["d"])
+    await step({ a: 1, d: 1 })
+    expect(worst).toBeLessThan(TOL)
+    // Another session restored from a snapshot continues alike.
+    const twin = orThrow(createStreamingSession({ ...options, backend: ortBackend({ ort }) }))
+    orThrow(twin.restore("a", orThrow(await chats.snapshot("a"))))
+    const x = orThrow(await chats.run([{ key: "a", feeds: { input_ids: ids([3]) } }]))
+    const y = orThrow(await twin.run([{ key: "a", feeds: { input_ids: ids([3]) } }]))
+    expect(Array.from(y.get("a")?.logits.data as Float32Array)).toEqual(
+      Array.from(x.get("a")?.logits.data as Float32Array),
+    )
+    x.get("a")?.logits.dispose()
+    y.get("a")?.logits.dispose()
+    twin.dispose()
     chats.dispose()
     expect(backend.liveTensors()).toBe(0)
   })

@@ -30,13 +30,22 @@ export interface FeedLayout {
   readonly rules: Rules
   /** Batch axis of each non-state input and output; `null` for per-call values. */
   readonly batchAxes: Readonly<Record<string, number | null>>
+  /**
+   * The input the session holds per stream (`cache.encoder`): fed only when a stream's cache
+   * starts, so checked by the session against its state, not stacked here.
+   */
+  readonly held?: string
 }
 
-/** A checked call: keys in order, the feeds to stack by input, the per-call feeds. */
+/**
+ * A checked call: keys in order, the feeds to stack by input, the per-call feeds, and each
+ * stream's feed of the held input (`undefined` where not fed).
+ */
 export interface Call {
   readonly keys: StreamKey[]
   readonly batched: Map<string, OrtTensor[]>
   readonly shared: Record<string, OrtTensor>
+  readonly held: readonly (OrtTensor | undefined)[]
 }
 
 /** Errors checking a call can return. */
@@ -142,6 +151,8 @@ export function checkRunOptions(
   return E.right({ shared: feeds.right, runOptions })
 }
 
+const NOT_HELD: readonly (OrtTensor | undefined)[] = []
+
 /** Checks keys and feeds of a call against the layout; nothing is gathered or run. */
 export function checkCall(
   entries: readonly { key: unknown; feeds: unknown }[],
@@ -211,7 +222,13 @@ export function checkCall(
   }
   const batched = new Map<string, OrtTensor[]>()
   const shared: Record<string, OrtTensor> = {}
+  const heldName = layout.held
+  const held =
+    heldName === undefined
+      ? NOT_HELD
+      : list.map(({ feeds }) => (own(feeds, heldName) ? feeds[heldName] : undefined))
   for (const name of layout.inputs) {
+    if (name === layout.held) continue
     const axis = layout.batchAxes[name] ?? null
     if (axis === null) {
       const found = checkShared(name, list, sharedFeeds)
@@ -223,7 +240,7 @@ export function checkCall(
     if (parts._tag === "Left") return parts
     batched.set(name, parts.right)
   }
-  return E.right({ keys, batched, shared })
+  return E.right({ keys, batched, shared, held })
 }
 
 /** Whether `feeds` passes `checkFeedRecord`: a plain record of live tensors. */
@@ -248,7 +265,7 @@ function feedsKnown(feeds: Feeds, layout: FeedLayout): boolean {
 }
 
 /** The feeds of a stacked input, one per stream: one row each, same dtype and shape. */
-function checkStacked(
+export function checkStacked(
   name: string,
   axis: number,
   list: readonly StreamFeeds[],
