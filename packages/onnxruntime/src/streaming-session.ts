@@ -469,6 +469,7 @@ export function createStreamingSession<const O extends string = string>(
     rules,
     inputs: callerInputs,
     cache,
+    capacity: options.capacity,
   })
   if (sweepEveryMs !== undefined) streaming.sweepEvery(sweepEveryMs)
   return E.right(streaming)
@@ -560,6 +561,8 @@ class Streaming<O extends string> implements StreamingSession<O> {
    * held input: leaves every stream holds at one length.
    */
   readonly #keptInputs: ReadonlySet<string>
+  /** Most streams the store holds (`capacity`). */
+  readonly #capacity: number | undefined
   /** The leaf of the input held per stream (`cache.encoder`). */
   readonly #heldLeaf: ResolvedLeaf | undefined
   readonly #heldContext: LeafContext
@@ -579,8 +582,10 @@ class Streaming<O extends string> implements StreamingSession<O> {
       readonly rules: Rules
       readonly inputs: readonly string[]
       readonly cache: CachePlan | undefined
+      readonly capacity: number | undefined
     },
   ) {
+    this.#capacity = caller.capacity
     this.#cache = caller.cache
     this.#grow =
       caller.cache !== undefined && caller.cache.lengthLeaf === undefined ? GROW : undefined
@@ -674,8 +679,13 @@ class Streaming<O extends string> implements StreamingSession<O> {
       if (mixed !== undefined) return mixed
     }
     // Streams held side by side are fed as views of the store's rows: nothing copied out and
-    // back (a fixed cache's blocks are written straight into the store).
-    const gathered = store.gather(keys, VIEWS)
+    // back (a fixed cache's blocks are written straight into the store). A call adding streams
+    // to a full store gathers copies instead, adding nothing, and adds the new streams (evicting
+    // others) only once its run succeeded: a refused run leaves every stream held.
+    const capacity = this.#capacity
+    const admitLater =
+      fresh.length > 0 && capacity !== undefined && store.size + fresh.length > capacity
+    const gathered = admitLater ? this.#detached(keys, fresh) : store.gather(keys, VIEWS)
     if (gathered._tag === "Left") return gathered
     const held = gathered.right as Readonly<Record<string, OrtTensor>>
     // The held input (an encoder's states): fed on the call that starts the streams, held after.
@@ -879,6 +889,16 @@ class Streaming<O extends string> implements StreamingSession<O> {
         }
         given = made.right
       }
+      if (admitLater) {
+        // The run succeeded: the new streams join now (the store evicts to make room).
+        const admitted = store.gather(keys, VIEWS)
+        if (admitted._tag === "Left") {
+          for (const t of padded) store.backend.dispose(t)
+          cleanup(outputs)
+          return admitted
+        }
+        disposeTree(store.backend, admitted.right)
+      }
       // A growing cache's outputs are longer than the store's rows: every stream's rows grow
       // first (padded, masked), in the scatter's one atomic change.
       const scattered = store.scatter(keys, given as StateTree<OrtTensor>, this.#grow)
@@ -910,6 +930,67 @@ class Streaming<O extends string> implements StreamingSession<O> {
       this.#inFlight = false
       if (this.#disposed) store.dispose()
     }
+  }
+
+  /**
+   * The call's rows without adding its `fresh` streams to the store: copies of the held
+   * streams' rows (`peek`: nothing added, evicted or reordered), init rows for the new ones.
+   */
+  #detached(
+    keys: readonly StreamKey[],
+    fresh: readonly StreamKey[],
+  ): E.Either<StreamingRunError, StateTree<OrtTensor>> {
+    const store = this.#store
+    const backend = store.backend
+    const old = keys.filter((k) => !fresh.includes(k))
+    let peeked: Record<string, OrtTensor> | undefined
+    if (old.length > 0) {
+      const read = store.peek(old)
+      if (read._tag === "Left") return read
+      peeked = read.right as Record<string, OrtTensor>
+    }
+    const order = keys.map((k) => (fresh.includes(k) ? null : old.indexOf(k)))
+    const dims = store.dims()
+    const out: Record<string, OrtTensor> = {}
+    const made: OrtTensor[] = []
+    for (const leaf of store.spec.leaves) {
+      const name = leaf.path[0] as string
+      const context: LeafContext = {
+        path: leaf.pathString,
+        batchAxis: leaf.batchAxis,
+        init: leaf.init,
+        host: leaf.spec.host === true,
+      }
+      try {
+        const t =
+          peeked === undefined
+            ? backend.allocate(
+                leaf.shape.map((d, a) => {
+                  const named = leaf.growing.get(a)
+                  if (a === leaf.batchAxis) return keys.length
+                  return named === undefined ? (d as number) : (dims[named] ?? 0)
+                }),
+                leaf.dtype,
+                context,
+              )
+            : backend.gather(peeked[name] as OrtTensor, order, context)
+        made.push(t)
+        setKey(out, name, t)
+      } catch (cause) {
+        for (const t of made) backend.dispose(t)
+        if (peeked !== undefined) disposeTree(backend, peeked as StateTree<OrtTensor>)
+        return E.left(
+          new BackendError({
+            backend: backend.name,
+            operation: peeked === undefined ? "allocate" : "gather",
+            path: leaf.pathString,
+            cause,
+          }),
+        )
+      }
+    }
+    if (peeked !== undefined) disposeTree(backend, peeked as StateTree<OrtTensor>)
+    return E.right(out as StateTree<OrtTensor>)
   }
 
   /**

@@ -399,6 +399,67 @@ describe("StreamingSession errors (onnxruntime-node)", () => {
     streaming.dispose()
   })
 
+  it("a refused run that adds streams to a full store evicts nothing; the same call done right evicts the least recently used and starts the new stream at init", async () => {
+    const session = await ort.InferenceSession.create(model)
+    const backend = ortBackend({ ort })
+    const evicted: StreamKey[] = []
+    const streaming = orThrow(
+      createStreamingSession({
+        session,
+        ort,
+        backend,
+        capacity: 2,
+        onEvict: (key) => void evicted.push(key),
+      }),
+    )
+    disposeAll(
+      orThrow(
+        await streaming.run([
+          { key: "a", feeds: { X: x(ort, 2, 1) } },
+          { key: "b", feeds: { X: x(ort, 2, 2) } },
+        ]),
+      ),
+    )
+    const before = await snapshots(streaming, ["a", "b"])
+    // The model refuses the feed (another input size): the run fails after the rows are read.
+    const wrong = new ort.Tensor("float32", new Float32Array(INPUT + 2), [1, 1, INPUT + 2])
+    for (const call of [
+      [{ key: "c", feeds: { X: wrong } }],
+      [
+        { key: "c", feeds: { X: wrong } },
+        { key: "b", feeds: { X: wrong } },
+      ],
+    ]) {
+      expect(await streaming.run(call)).toMatchObject({
+        _tag: "Left",
+        left: { _tag: "BackendError", operation: "run" },
+      })
+      expect(streaming.keys()).toEqual(["a", "b"])
+      expect(evicted).toEqual([])
+      expect(await snapshots(streaming, ["a", "b"])).toEqual(before)
+    }
+    // Done right: "a" (least recently used) makes room; "c" starts at init, "b" carries on.
+    const outs = orThrow(
+      await streaming.run([
+        { key: "c", feeds: { X: x(ort, 1, 5) } },
+        { key: "b", feeds: { X: x(ort, 1, 6) } },
+      ]),
+    )
+    await streaming.store.flush()
+    expect(evicted).toEqual(["a"])
+    expect(streaming.keys()).toEqual(["c", "b"])
+    const alone = orThrow(createStreamingSession({ session, ort, backend: ortBackend({ ort }) }))
+    const c = orThrow(await alone.run([{ key: "c", feeds: { X: x(ort, 1, 5) } }]))
+    expect(values(outs.get("c")?.["Y"])).toEqual(values(c.get("c")?.["Y"]))
+    orThrow(alone.restore("b", before[1] as Uint8Array))
+    const b = orThrow(await alone.run([{ key: "b", feeds: { X: x(ort, 1, 6) } }]))
+    expectNear(outs.get("b")?.["Y"], b.get("b")?.["Y"], "b")
+    for (const o of [outs, c, b]) disposeAll(o)
+    alone.dispose()
+    streaming.dispose()
+    expect(backend.liveTensors()).toBe(0)
+  })
+
   it("reset(keys) sets those streams back to init before their next run; others carry on", async () => {
     const { streaming } = await open()
     orThrow(streaming.reset(["a"]))
