@@ -25,17 +25,34 @@ const runtimes: readonly [string, Runtime][] = [
   ["onnxruntime-web wasm", ortWeb as unknown as Runtime],
 ]
 
+/** Frames per encoder output. */
+const F = 5
+
+/** The tiny masked encoder–decoder's sessions, and encoder states of streams a, b and c. */
+async function models(ort: Runtime, seed: number) {
+  const cfg = tinyEncoderDecoderConfig()
+  const graphs = encoderDecoder(cfg, { masks: true })
+  const encoder = await ort.InferenceSession.create(graphs.encoder)
+  const decoder = await ort.InferenceSession.create(graphs.decoder)
+  const oracle = await ort.InferenceSession.create(graphs.oracle)
+  const states = new Map<string, EncoderStates>()
+  for (const [i, key] of ["a", "b", "c"].entries())
+    states.set(key, await encodeRow(ort, encoder, seededFloats(F * cfg.featDim, seed + i, 1), F))
+  return { cfg, encoder, decoder, oracle, states }
+}
+
+/** The largest difference between `got` and the oracle's logits `want` from position `from`. */
+function gap(got: common.Tensor, want: Float32Array | undefined, from: number): number {
+  const data = got.data as Float32Array
+  let worst = 0
+  for (let j = 0; j < data.length; j++)
+    worst = Math.max(worst, Math.abs((data[j] as number) - (want?.[from + j] as number)))
+  return worst
+}
+
 describe.each(runtimes)("encoder–decoder conversations in a StreamingSession on %s", (_, ort) => {
   it("conversations start in calls of their own while others are under way, then run together, each equal to the oracle alone; a mixed call and another encoder length are refused, nothing changed", async () => {
-    const cfg = tinyEncoderDecoderConfig()
-    const graphs = encoderDecoder(cfg, { masks: true })
-    const encoder = await ort.InferenceSession.create(graphs.encoder)
-    const decoder = await ort.InferenceSession.create(graphs.decoder)
-    const oracle = await ort.InferenceSession.create(graphs.oracle)
-    const F = 5
-    const states = new Map<string, EncoderStates>()
-    for (const [i, key] of ["a", "b", "c"].entries())
-      states.set(key, await encodeRow(ort, encoder, seededFloats(F * cfg.featDim, 40 + i, 1), F))
+    const { cfg, encoder, decoder, oracle, states } = await models(ort, 40)
     const backend = ortBackend({ ort }) as OrtBackend
     const chats = orThrow(
       createStreamingSession({
@@ -72,10 +89,7 @@ describe.each(runtimes)("encoder–decoder conversations in a StreamingSession o
         const [want] = await oracleLogits(ort, oracle, [h], [states.get(key) as EncoderStates])
         const got = outs.get(key)?.logits as common.Tensor
         expect(got.dims).toEqual([1, t.length, cfg.vocab])
-        const from = (h.length - t.length) * cfg.vocab
-        const data = got.data as Float32Array
-        for (let j = 0; j < data.length; j++)
-          worst = Math.max(worst, Math.abs((data[j] as number) - (want?.[from + j] as number)))
+        worst = Math.max(worst, gap(got, want, (h.length - t.length) * cfg.vocab))
         got.dispose()
       }
     }
@@ -124,15 +138,7 @@ describe.each(runtimes)("encoder–decoder conversations in a StreamingSession o
   })
 
   it("with cache.encoder the session holds each stream's encoder states: fed once when the stream starts (copied), carried by snapshots, eviction and fork; refused when missing, fed again, or mixed; each stream equal to the oracle alone", async () => {
-    const cfg = tinyEncoderDecoderConfig()
-    const graphs = encoderDecoder(cfg, { masks: true })
-    const encoder = await ort.InferenceSession.create(graphs.encoder)
-    const decoder = await ort.InferenceSession.create(graphs.decoder)
-    const oracle = await ort.InferenceSession.create(graphs.oracle)
-    const F = 5
-    const states = new Map<string, EncoderStates>()
-    for (const [i, key] of ["a", "b", "c"].entries())
-      states.set(key, await encodeRow(ort, encoder, seededFloats(F * cfg.featDim, 80 + i, 1), F))
+    const { cfg, decoder, oracle, states } = await models(ort, 80)
     const evicted = new Map<string, Uint8Array>()
     const backend = ortBackend({ ort }) as OrtBackend
     const options = {
@@ -187,10 +193,7 @@ describe.each(runtimes)("encoder–decoder conversations in a StreamingSession o
         const enc = states.get(oracleOf(key)) as EncoderStates
         const [want] = await oracleLogits(ort, oracle, [h], [enc])
         const got = outs.get(key)?.logits as common.Tensor
-        const from = (h.length - t.length) * cfg.vocab
-        const data = got.data as Float32Array
-        for (let j = 0; j < data.length; j++)
-          worst = Math.max(worst, Math.abs((data[j] as number) - (want?.[from + j] as number)))
+        worst = Math.max(worst, gap(got, want, (h.length - t.length) * cfg.vocab))
         got.dispose()
       }
     }
