@@ -203,6 +203,31 @@ describe.each(runtimes)("encoder–decoder conversations in a StreamingSession o
       left: { _tag: "StructureMismatchError", path: "a.encoder_hidden_states", actual: "none" },
     })
     expect(chats.has("a")).toBe(false)
+    // Fed with another dtype, rank or batch size: typed errors naming the stream's feed.
+    const bad: [common.Tensor, string][] = [
+      [
+        new ort.Tensor("int64", new BigInt64Array(F * cfg.hidden), [1, F, cfg.hidden]),
+        "DTypeMismatchError",
+      ],
+      [
+        new ort.Tensor("float32", new Float32Array(F * cfg.hidden), [F, cfg.hidden]),
+        "ShapeMismatchError",
+      ],
+      [
+        new ort.Tensor("float32", new Float32Array(2 * F * cfg.hidden), [2, F, cfg.hidden]),
+        "BatchSizeMismatchError",
+      ],
+    ]
+    for (const [t, tag] of bad) {
+      const refused = await chats.run([
+        { key: "a", feeds: { input_ids: ids([1, 2]), encoder_hidden_states: t } },
+      ])
+      expect(refused, tag).toMatchObject({
+        _tag: "Left",
+        left: { _tag: tag, path: "a.encoder_hidden_states" },
+      })
+    }
+    expect(chats.has("a")).toBe(false)
     await step({ a: 3 }, ["a"])
     await step({ a: 1 })
     // "b" starts alone while "a" is under way; then both run, fed nothing but tokens.
