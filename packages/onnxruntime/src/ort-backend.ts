@@ -89,7 +89,10 @@ const KINDS = Object.fromEntries(DTYPES.map((d) => [d, allocateData(d, 0).constr
   unknown
 >
 
-/** Freed arrays of gathered tensors kept for reuse: at most this many, and this many bytes. */
+/**
+ * Freed arrays of gathered tensors kept for reuse: at most this many, and this many bytes (the
+ * oldest dropped first).
+ */
 const SPARE_ARRAYS = 16
 const SPARE_BYTES = 16 * 1024 * 1024
 
@@ -197,7 +200,11 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
       if (made >= 0) {
         gathered[made] = gathered[gathered.length - 1] as HostData
         gathered.pop()
-        if (spare.length < SPARE_ARRAYS && spareBytes + data.byteLength <= SPARE_BYTES) {
+        if (data.byteLength <= SPARE_BYTES) {
+          // The oldest spares make room: arrays of sizes that no longer come back (a growing
+          // cache's, one position longer each step) must not keep newer ones out.
+          while (spare.length >= SPARE_ARRAYS || spareBytes + data.byteLength > SPARE_BYTES)
+            spareBytes -= (spare.shift() as HostData).byteLength
           spare.push(data)
           spareBytes += data.byteLength
         }

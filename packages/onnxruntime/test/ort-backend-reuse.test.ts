@@ -43,4 +43,25 @@ describe("ortBackend gather on the CPU reuses freed arrays", () => {
     backend.dispose(other)
     expect(backend.liveTensors()).toBe(0)
   })
+
+  it("arrays of sizes that never come back (a growing cache's) do not keep newer ones out: the oldest spares are dropped first", () => {
+    const backend = ortBackend({ ort: ortNode })
+    const leaf: LeafContext = { path: "cache", batchAxis: 0, init: init.zeros }
+    const fixed = backend.fromHost(new HostTensor("float32", [2, 100]), leaf)
+    // 40 gathers of a cache one position longer each time, each freed: none is reused.
+    for (let n = 1; n <= 40; n++) {
+      const grown = backend.fromHost(new HostTensor("float32", [2, n]), leaf)
+      backend.dispose(backend.gather(grown, [1, 0], leaf))
+      backend.dispose(grown)
+    }
+    // A size that does repeat still gets its array back.
+    const first = backend.gather(fixed, [0, 1], leaf)
+    const kept = first.data
+    backend.dispose(first)
+    const again = backend.gather(fixed, [1, 0], leaf)
+    expect(again.data).toBe(kept)
+    backend.dispose(again)
+    backend.dispose(fixed)
+    expect(backend.liveTensors()).toBe(0)
+  })
 })
