@@ -144,7 +144,9 @@ function handFixed(
   return {
     step,
     rewind: () => {
-      caches = initial.map((d) => d.slice())
+      // With a reorder the cache's rows move: start again from copies of the first caches.
+      // Without, the round's positions are dropped (masked, overwritten next round).
+      if (reorder !== undefined) caches = initial.map((d) => d.slice())
       lengths = Int32Array.from(start)
     },
     logits: () => last,
@@ -162,7 +164,7 @@ async function continuousBatching(ort: Runtime, fixed: Session): Promise<void> {
   const cache: KvCacheOptions = { kind: "fixed", capacity: CAPACITY }
   const keys = START.map((_, i) => `chat-${i}`)
   // One by one: a StatefulSession of batch 1 per conversation, prefilled with its prompt.
-  const alone: { s: StatefulSession<"logits">; at: Uint8Array; backend: OrtBackend }[] = []
+  const alone: { s: StatefulSession<"logits">; backend: OrtBackend }[] = []
   for (const [i, n] of START.entries()) {
     const backend = ortBackend({ ort }) as OrtBackend
     const s = orThrow(
@@ -175,7 +177,7 @@ async function continuousBatching(ort: Runtime, fixed: Session): Promise<void> {
       }),
     ) as StatefulSession<"logits">
     orThrow(await s.run({ input_ids: prompt(ort, n, i) })).logits.dispose()
-    alone.push({ s, at: orThrow(await s.snapshot()), backend })
+    alone.push({ s, backend })
   }
   // Continuous batching: every conversation in one StreamingSession, each prefilled alone.
   const chatsBackend = ortBackend({ ort }) as OrtBackend
@@ -194,15 +196,19 @@ async function continuousBatching(ort: Runtime, fixed: Session): Promise<void> {
       await chats.run([{ key, feeds: { input_ids: prompt(ort, START[i] as number, i) } }]),
     ).values())
       out.logits.dispose()
-  const held: Uint8Array[] = []
-  for (const key of keys) held.push(orThrow(await chats.snapshot(key)))
 
   let aloneLogits: Float32Array[] = []
+  // Every side starts a round by dropping the positions its last round added (the lengths, as a
+  // fixed cache's `rewind` does; the keys stay, masked, and are overwritten): restoring snapshots
+  // instead made copies of every cache each round, whose collection fell into the timed steps.
+  let aloneSteps = 0
   const oneByOne: Side = {
     rewind: () => {
-      for (const { s, at } of alone) orThrow(s.restore(at))
+      for (const { s } of alone) orThrow(s.rewind([0], aloneSteps))
+      aloneSteps = 0
     },
     step: async (t) => {
+      aloneSteps++
       aloneLogits = []
       for (const [i, { s }] of alone.entries()) {
         const out = orThrow(
@@ -214,11 +220,14 @@ async function continuousBatching(ort: Runtime, fixed: Session): Promise<void> {
     },
   }
   let batchedLogits: Float32Array[] = []
+  let batchedSteps = 0
   const batched: Side = {
     rewind: () => {
-      for (const [i, key] of keys.entries()) orThrow(chats.restore(key, held[i] as Uint8Array))
+      orThrow(chats.rewind(keys, batchedSteps))
+      batchedSteps = 0
     },
     step: async (t) => {
+      batchedSteps++
       const outs = orThrow(
         await chats.run(
           keys.map((key, i) => ({
