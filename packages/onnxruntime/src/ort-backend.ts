@@ -92,8 +92,6 @@ const KINDS = Object.fromEntries(DTYPES.map((d) => [d, allocateData(d, 0).constr
 /** Freed arrays of gathered tensors kept for reuse: at most this many, and this many bytes. */
 const SPARE_ARRAYS = 16
 const SPARE_BYTES = 16 * 1024 * 1024
-/** Gathers whose lengths the pool remembers, to tell a size that comes back from one that does not. */
-const MISSES_KEPT = 32
 
 /** Checks `ortBackend`'s options; throws `OptionError` naming the first bad one. */
 function checkOptions(options: unknown): {
@@ -199,13 +197,7 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
       if (made >= 0) {
         gathered[made] = gathered[gathered.length - 1] as HostData
         gathered.pop()
-        const fits = spare.length < SPARE_ARRAYS && spareBytes + data.byteLength <= SPARE_BYTES
-        // A full pool makes room (oldest first) only for a size that gathers keep asking for:
-        // spares of sizes that never come back (a growing cache's, one position longer each
-        // step) must not keep those out, nor churn through the pool themselves.
-        if (fits || (data.byteLength <= SPARE_BYTES && repeats(data.length))) {
-          while (spare.length >= SPARE_ARRAYS || spareBytes + data.byteLength > SPARE_BYTES)
-            spareBytes -= (spare.shift() as HostData).byteLength
+        if (spare.length < SPARE_ARRAYS && spareBytes + data.byteLength <= SPARE_BYTES) {
           spare.push(data)
           spareBytes += data.byteLength
         }
@@ -213,9 +205,6 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
     }
     t.dispose()
   }
-  // The lengths of the last gathers that found no spare.
-  const missed: number[] = []
-  const repeats = (length: number): boolean => missed.indexOf(length) !== missed.lastIndexOf(length)
   /** A spare array of `length` elements of `dtype`'s kind, or a new one (its contents unknown). */
   const forGather = (dtype: DType, length: number): HostData => {
     const kind = KINDS[dtype]
@@ -229,7 +218,6 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
         return data
       }
     }
-    if (missed.push(length) > MISSES_KEPT) missed.shift()
     const data = allocateData(dtype, length)
     gathered.push(data)
     return data
