@@ -245,11 +245,11 @@ export interface StreamingSession<O extends string = string> extends Disposable 
    * Runs the model once for every stream given and resolves to each stream's outputs, in the
    * order given, with size 1 along their batch axis (as a `StatefulSession` of batch 1 returns
    * them); the caller owns them. The feeds stay the caller's. On `Left` no stream's state changed.
-   * An encoder–decoder's (merged, growing cache) new or reset streams start in a call of their
-   * own: a call whose streams all hold no position runs without the cache, as the session's first
-   * did, and their caches are then padded to the other streams' length; a call mixing them with
-   * streams under way is a `StructureMismatchError` naming the encoder cache, and a stream whose
-   * cross-attention cache has another length than the streams held a `ShapeMismatchError`.
+   * With a growing cache, a call whose streams all hold no position (new or reset) runs without
+   * the cache, as the session's first did, and their caches are then padded to the other
+   * streams' length. An encoder–decoder's new streams must start that way: a call mixing them
+   * with streams under way is a `StructureMismatchError` naming the encoder cache, and a stream
+   * whose cross-attention cache has another length than the streams held a `ShapeMismatchError`.
    */
   run(
     streams: Iterable<StreamFeeds> | ReadonlyMap<StreamKey, Feeds>,
@@ -708,12 +708,12 @@ class Streaming<O extends string> implements StreamingSession<O> {
     }
     const stackedFeeds = stackFeeds(this.#ort, shared, batched, this.batchAxes, this.#lend)
     const { stacked } = stackedFeeds
-    // An encoder–decoder's streams that hold no position yet start as the store's first run
-    // did: every growing dim at 0, so the step runs without the cache and computes their
-    // cross-attention caches (rows padded to the store's length would read as a cache in use).
+    // Streams of a growing cache that all hold no position yet start as the store's first run
+    // did: every growing dim at 0, so the step runs without the cache (a prompt does not attend
+    // over the other streams' padding) and an encoder–decoder computes their cross-attention
+    // caches (rows padded to the store's length would read as a cache in use).
     const starting =
       cache !== undefined &&
-      cache.keep.length > 0 &&
       cache.lengthLeaf === undefined &&
       noPositions(held[cache.leaf] as OrtTensor)
     const state = starting ? emptyGrowing(this.#ort, store.spec.leaves, held, stacked) : held

@@ -1,8 +1,8 @@
 /*
- * New conversations joining a streaming session of an encoder–decoder: a call whose streams all
+ * New conversations joining a streaming session with a growing cache: a call whose streams all
  * hold no position runs as the store's first run did (every growing dim at 0, so the step runs
- * without the cache and computes their cross-attention caches), and its state outputs are then
- * padded back to the store's sizes (positions first, masked after).
+ * without the cache, and an encoder–decoder computes their cross-attention caches), and its state
+ * outputs are then padded back to the store's sizes (positions first, masked after).
  */
 import {
   BackendError,
