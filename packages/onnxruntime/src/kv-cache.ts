@@ -14,6 +14,7 @@ import {
   decodeSnapshot,
   StructureMismatchError,
   allocateData,
+  formatPath,
 } from "@statesaver/core"
 import type { InputRule, RuleCall } from "./input-rules.js"
 import type { StatePair } from "./state-pairing.js"
@@ -393,18 +394,17 @@ export type RewindError = OptionError | RowIndexError | ShapeMismatchError | Str
 
 /**
  * Refuses a rewind of a session whose state holds more than the cache's positions: a hybrid
- * model's recurrent state, or another rule's bookkeeping (`others`), has no positions to drop,
- * so dropping the cache's alone would leave the two out of step.
+ * model's recurrent state, or another rule's bookkeeping leaf (of `rules`), has no positions to
+ * drop, so dropping the cache's alone would leave the two out of step.
  */
 export function refuseRewind(
   plan: CachePlan,
-  others: readonly string[],
-  pathOf: (name: string) => string,
+  rules: { readonly spec: Readonly<Record<string, unknown>> },
 ): StructureMismatchError | undefined {
-  const name = plan.recurrent[0] ?? others[0]
+  const name = plan.recurrent[0] ?? Object.keys(rules.spec).find((leaf) => leaf !== plan.leaf)
   if (name === undefined) return undefined
   return new StructureMismatchError({
-    path: pathOf(name),
+    path: formatPath([name]),
     expected: "only state a rewind can roll back (KV caches and their bookkeeping)",
     actual: plan.recurrent.includes(name) ? "recurrent state (no positions)" : "a rule's state",
     detail:

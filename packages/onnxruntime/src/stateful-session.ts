@@ -46,7 +46,7 @@ import {
 import type { OrtRuntime, OrtTensor } from "./ort-backend.js"
 import { type Rules, deriveInputs, nextState, refuseDerivedFeeds } from "./internal/rules.js"
 import { GuardedSaver } from "./internal/busy-guard.js"
-import { copyFeed } from "./internal/held-input.js"
+import { copyFeed, emptyRows } from "./internal/held-input.js"
 import { scratchArrays } from "./internal/scratch.js"
 import * as E from "./internal/either.js"
 import {
@@ -580,17 +580,8 @@ class Session<O extends string> implements StatefulSession<O> {
     const name = String(this.#byLeaf[index])
     const path = formatName(name)
     // Rows that hold no position (fresh or reset): all of them when the cache starts.
-    const bookkeeping = held[book] as OrtTensor
-    const rows = this.#saver.batchSize
-    const width = this.#cache?.lengthLeaf === undefined ? (bookkeeping.dims[1] as number) : 1
-    const data = bookkeeping.data as Int32Array | Uint8Array
-    const empty: number[] = []
-    for (let r = 0; r < rows; r++) {
-      let any = false
-      for (let j = 0; j < width && !any; j++) any = (data[r * width + j] as number) > 0
-      if (!any) empty.push(r)
-    }
-    const starting = empty.length === rows
+    const empty = emptyRows(held[book] as OrtTensor)
+    const starting = empty.length === this.#saver.batchSize
     const t = own(feeds, name) ? feeds[name] : undefined
     if (starting && t === undefined) {
       return E.left(
@@ -684,8 +675,7 @@ class Session<O extends string> implements StatefulSession<O> {
     if (idle !== undefined) return idle
     const cache = this.#cache
     if (cache === undefined) return E.left(noCache())
-    const others = Object.keys(this.#rules.spec).filter((name) => name !== cache.leaf)
-    const refused = refuseRewind(cache, others, (name) => formatPath([name]))
+    const refused = refuseRewind(cache, this.#rules)
     if (refused !== undefined) return E.left(refused)
     const held = this.#saver.leaves()
     const i = this.#byLeaf.indexOf(cache.leaf)

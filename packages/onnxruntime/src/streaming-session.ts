@@ -11,7 +11,6 @@ import {
   KeyError,
   OptionError,
   ShapeMismatchError,
-  type LeafContext,
   type ResolvedLeaf,
   type ScatterOptions,
   type Snapshot,
@@ -48,7 +47,7 @@ import { type BlockTarget, blockTargets, planWrites, writeBlocks } from "./inter
 import * as E from "./internal/either.js"
 import { emptyGrowing, noPositions, padToStore } from "./internal/fresh-start.js"
 import { checkHeldFeeds, copyFeed, emptyRows } from "./internal/held-input.js"
-import { deriveSessionState, setKey } from "./internal/session-state.js"
+import { deriveSessionState, leafContext, setKey } from "./internal/session-state.js"
 import { readOutputs, splitOutputs, stackFeeds } from "./internal/stream-batch.js"
 import { isRecord, own } from "./internal/validate.js"
 import {
@@ -565,7 +564,6 @@ class Streaming<O extends string> implements StreamingSession<O> {
   readonly #capacity: number | undefined
   /** The leaf of the input held per stream (`cache.encoder`). */
   readonly #heldLeaf: ResolvedLeaf | undefined
-  readonly #heldContext: LeafContext
   /** Arrays for stacked feeds and the built-in rules' inputs, written over call after call. */
   readonly #lend = scratchArrays()
   readonly store: SessionStore
@@ -612,12 +610,6 @@ class Streaming<O extends string> implements StreamingSession<O> {
       ...(heldName === undefined ? {} : { held: heldName }),
     }
     this.#heldLeaf = store.spec.leaves.find((l) => l.path[0] === heldName)
-    const leaf = this.#heldLeaf
-    this.#heldContext = {
-      path: leaf?.pathString ?? "",
-      batchAxis: leaf?.batchAxis ?? 0,
-      init: leaf?.init ?? { kind: "zeros" },
-    }
     this.store = new GuardedStore(store, {
       kind: "StreamingSession",
       busy: () => this.#inFlight,
@@ -860,7 +852,7 @@ class Streaming<O extends string> implements StreamingSession<O> {
         const name = heldLeaf.path[0] as string
         if (heldFed === undefined) setKey(next, name, state[name] as OrtTensor)
         else {
-          const copied = copyFeed(store.backend, heldFed, this.#heldContext, keys.length)
+          const copied = copyFeed(store.backend, heldFed, leafContext(heldLeaf), keys.length)
           if (copied._tag === "Left") {
             cleanup(outputs)
             forget()
@@ -955,12 +947,7 @@ class Streaming<O extends string> implements StreamingSession<O> {
     const made: OrtTensor[] = []
     for (const leaf of store.spec.leaves) {
       const name = leaf.path[0] as string
-      const context: LeafContext = {
-        path: leaf.pathString,
-        batchAxis: leaf.batchAxis,
-        init: leaf.init,
-        host: leaf.spec.host === true,
-      }
+      const context = leafContext(leaf)
       try {
         const t =
           peeked === undefined
@@ -1039,8 +1026,7 @@ class Streaming<O extends string> implements StreamingSession<O> {
     if (idle !== undefined) return idle
     const cache = this.#cache
     if (cache === undefined) return E.left(noCache())
-    const others = Object.keys(this.#layout.rules.spec).filter((name) => name !== cache.leaf)
-    const refused = refuseRewind(cache, others, (name) => formatPath([name]))
+    const refused = refuseRewind(cache, this.#layout.rules)
     if (refused !== undefined) return E.left(refused)
     const isCount = (x: unknown) => Number.isSafeInteger(x) && (x as number) >= 0
     const perKey = Array.isArray(n)

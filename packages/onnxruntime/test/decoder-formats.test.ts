@@ -425,14 +425,14 @@ describe.each(runtimes)("decoder formats on %s", (_, ort) => {
         left: { _tag: "OptionError", path: "cache.encoder", actual: bad },
       })
     }
-    for (const bad of ["nope", "input_ids", "past_key_values.0.decoder.key"]) {
+    for (const bad of ["nope", "input_ids", "past_key_values.0.decoder.key", null, Number.NaN]) {
       const streaming = createStreamingSession({
         session: decoder,
         ort,
         backend: ortBackend({ ort }),
-        cache: { kind: "growing", encoder: bad },
+        cache: { kind: "growing", encoder: bad as never },
       })
-      expect(streaming, bad).toMatchObject({
+      expect(streaming, String(bad)).toMatchObject({
         _tag: "Left",
         left: { _tag: "OptionError", path: "cache.encoder", actual: bad },
       })

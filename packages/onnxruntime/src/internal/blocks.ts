@@ -13,6 +13,7 @@ import {
 import type { CachePlan } from "../kv-cache.js"
 import type { OrtTensor } from "../ort-backend.js"
 import * as E from "./either.js"
+import { leafContext } from "./session-state.js"
 
 /** One block to write: into `dst` along `axis`, from `block`. */
 export interface BlockWrite {
@@ -37,8 +38,7 @@ export function blockTargets(plan: CachePlan, leaves: readonly ResolvedLeaf[]): 
     const index = leaves.findIndex((l) => l.path[0] === input)
     const leaf = leaves[index] as ResolvedLeaf
     const axis = [...leaf.growing].find(([, name]) => name === plan.dim)?.[0] as number
-    const context = { path: leaf.pathString, batchAxis: leaf.batchAxis, init: leaf.init }
-    return { input, output, index, axis, leaf: context }
+    return { input, output, index, axis, leaf: leafContext(leaf) }
   })
 }
 

@@ -6,7 +6,6 @@
  */
 import {
   BackendError,
-  type LeafContext,
   type ResolvedLeaf,
   ShapeMismatchError,
   type StateBackend,
@@ -15,7 +14,7 @@ import {
 } from "@statesaver/core"
 import type { OrtRuntime, OrtTensor } from "../ort-backend.js"
 import * as E from "./either.js"
-import { setKey } from "./session-state.js"
+import { leafContext, setKey } from "./session-state.js"
 
 /** Whether a growing cache's mask leaf (host, `[rows, past]`) has a past but no position set. */
 export function noPositions(mask: OrtTensor): boolean {
@@ -95,13 +94,7 @@ export function padToStore(
   for (const leaf of leaves) {
     const name = leaf.path[0] as string
     let t = next[name] as OrtTensor
-    const context: LeafContext = {
-      path: leaf.pathString,
-      batchAxis: leaf.batchAxis,
-      init: leaf.init,
-      // A bookkeeping leaf (the cache's mask) stays in host memory on a device backend.
-      host: leaf.spec.host === true,
-    }
+    const context = leafContext(leaf)
     for (const [axis, dim] of leaf.growing) {
       const size = sizes[dim] ?? 0
       if ((t.dims[axis] as number) >= size) continue

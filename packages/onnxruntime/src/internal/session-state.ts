@@ -1,7 +1,9 @@
 import {
   type DTypeMismatchError,
+  type LeafContext,
   type LeafSpec,
   OptionError,
+  type ResolvedLeaf,
   type ShapeMismatchError,
   type SpecError,
   type StateSpec,
@@ -297,6 +299,14 @@ export function refuseUnknownFeeds(
   }
   return E.right(undefined)
 }
+
+/** What a backend primitive is told of a leaf (a bookkeeping leaf stays in host memory). */
+export const leafContext = (leaf: ResolvedLeaf): LeafContext => ({
+  path: leaf.pathString,
+  batchAxis: leaf.batchAxis,
+  init: leaf.init,
+  host: leaf.spec.host === true,
+})
 
 /** Sets a key that may be `__proto__` as data; plain assignment otherwise (keeps objects fast). */
 export function setKey(o: Record<string, OrtTensor>, key: string, value: OrtTensor): void {
