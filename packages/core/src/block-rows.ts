@@ -67,30 +67,37 @@ export function writeBlockTyped(
 ): void {
   const d = dst as Float32Array
   const s = src as Float32Array
-  // A KV cache's spans are one head's dim (tens of elements): copied element by element, they
-  // cost no subarray object each.
-  const put = (from: number, to: number, count: number): void => {
-    if (count > 64) d.set(s.subarray(from, from + count), to)
-    else for (let i = 0; i < count; i++) d[to + i] = s[from + i] as number
-  }
   if (batchAxis > axis) {
-    forEachBlockSpan(dstShape, axis, batchAxis, offsets, srcShape, put)
+    forEachBlockSpan(dstShape, axis, batchAxis, offsets, srcShape, (from, to, count) =>
+      d.set(s.subarray(from, from + count), to),
+    )
     return
   }
   // The batch axis first (`[batch, heads, capacity, dim]`): a row's k new positions are one
-  // span per index before the axis, walked here without a call per position.
+  // span per index before the axis, walked here without a call per span. A KV cache's spans
+  // are one head's dim (tens of elements): copied element by element, they cost no subarray
+  // object each.
   let inner = 1
   let per = 1
   let outer = 1
   for (let a = 0; a < dstShape.length; a++) {
-    const d = dstShape[a] as number
-    if (a > axis) inner *= d
-    else if (a < axis) outer *= d
-    if (a > batchAxis && a < axis) per *= d
+    const x = dstShape[a] as number
+    if (a > axis) inner *= x
+    else if (a < axis) outer *= x
+    if (a > batchAxis && a < axis) per *= x
   }
   const rows = dstShape[batchAxis] as number
   const n = dstShape[axis] as number
   const count = (srcShape[axis] as number) * inner
-  for (let p = 0; p < outer; p++)
-    put(p * count, (p * n + (offsets[Math.floor(p / per) % rows] as number)) * inner, count)
+  const long = count > 64
+  let p = 0
+  for (let q = 0; q < outer; q += per) {
+    const offset = offsets[(q / per) % rows] as number
+    for (const end = q + per; p < end; p++) {
+      const from = p * count
+      const to = (p * n + offset) * inner
+      if (long) d.set(s.subarray(from, from + count), to)
+      else for (let i = 0; i < count; i++) d[to + i] = s[from + i] as number
+    }
+  }
 }

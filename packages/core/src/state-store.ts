@@ -480,7 +480,7 @@ class Store<T, In> implements StateStore<T, In> {
   readonly #entries = new Map<StreamKey, Entry>()
   /** Views `gather` handed out, with the slab and rows they show. */
   // A list, not a WeakMap: hashing a runtime's tensor object (onnxruntime-node's) makes every
-  // later run that reads it slower. Views given back to `scatter` leave it; at most 64 are kept.
+  // later run that reads it slower. A successful `scatter` empties it; at most 64 are kept.
   readonly #views: { tensor: unknown; slab: unknown; start: number; count: number }[] = []
   #head: Entry | undefined
   #tail: Entry | undefined
@@ -1376,11 +1376,9 @@ class Store<T, In> implements StateStore<T, In> {
     let src: readonly (T | In)[] = leaves
     let skip: boolean[] | undefined
     let viewCopies: T[] | undefined
-    let given: unknown[] | undefined
     for (let i = 0; i < leaves.length; i++) {
       const seen = this.#views.find((v) => v.tensor === leaves[i])
       if (seen === undefined || seen.slab !== this.#slabs[i]) continue
-      ;(given ??= []).push(seen)
       if (seen.start === slots[0] && seen.count === slots.length && inOrder(slots)) {
         skip ??= new Array<boolean>(leaves.length).fill(false)
         skip[i] = true
@@ -1426,12 +1424,9 @@ class Store<T, In> implements StateStore<T, In> {
       return E.left(failed.failed)
     }
     if (viewCopies) disposeQuietly(this.backend, viewCopies)
-    if (given !== undefined) {
-      const back = given
-      if (back.length === this.#views.length) this.#views.length = 0
-      else
-        this.#views.splice(0, this.#views.length, ...this.#views.filter((v) => !back.includes(v)))
-    }
+    // The store changed: no view handed out before stays valid (see `gather`), whether given
+    // back or not (a session replaces its views of a bookkeeping leaf), so none is kept.
+    this.#views.length = 0
     this.#settle(resized, true)
     disposeQuietly(this.backend, leaves as T[])
     if (checked.right.anyAtInit) {

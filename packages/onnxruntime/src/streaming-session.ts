@@ -789,13 +789,14 @@ class Streaming<O extends string> implements StreamingSession<O> {
         cleanup(outputs)
         return E.left(new DisposedError({ what: "StreamingSession" }))
       }
-      const split = await readOutputs(
+      const reading = readOutputs(
         outputs,
         this.#kept,
         this.batchAxes,
         keys.length,
         store.backend.name,
       )
+      const split = reading instanceof Promise ? await reading : reading
       if (this.#disposed) {
         cleanup(outputs)
         return E.left(new DisposedError({ what: "StreamingSession" }))
@@ -1046,7 +1047,11 @@ class Streaming<O extends string> implements StreamingSession<O> {
     if (keys.length === 0) return E.right(undefined)
     const store = this.#store
     // Read without counting as a use: a refused rewind leaves even the streams' recency as it was.
-    const gathered = store.peek(keys)
+    // Held streams side by side come as views of the store's rows, so only the lengths change
+    // hands: a rewind costs its rows, not their caches (`peek` copies every leaf).
+    const gathered = keys.every((k) => store.holds(k))
+      ? store.gather(keys, VIEWS)
+      : store.peek(keys)
     if (gathered._tag === "Left") return gathered
     const counts = keys.map((_, i) => (perKey ? (n[i] as number) : (n as number)))
     if (counts.every((k) => k === 0)) {

@@ -59,20 +59,25 @@ export function stackFeeds(
   return { feeds, stacked }
 }
 
+type Read = E.Either<BatchSizeMismatchError | BackendError, Map<string, TensorData>>
+
 /**
  * Host data of each non-state output of a batched run, after checking its batch size (nothing is
- * read for a run of one stream, whose outputs are handed over as they are).
+ * read for a run of one stream, whose outputs are handed over as they are). A promise only when
+ * an output must be read from a device: outputs on the CPU are read without a turn of the loop.
  */
-export async function readOutputs(
+export function readOutputs(
   outputs: Readonly<Record<string, OrtTensor>>,
   stateOutputs: ReadonlySet<string>,
   axes: Axes,
   batchSize: number,
   backend: string,
-): Promise<E.Either<BatchSizeMismatchError | BackendError, Map<string, TensorData>>> {
+): Read | Promise<Read> {
   const data = new Map<string, TensorData>()
-  for (const [name, t] of Object.entries(outputs)) {
+  let onDevice: string[] | undefined
+  for (const name in outputs) {
     if (stateOutputs.has(name)) continue
+    const t = outputs[name] as OrtTensor
     const axis = axes[name] ?? null
     if (axis !== null && t.dims[axis] !== batchSize) {
       return E.left(
@@ -85,8 +90,22 @@ export async function readOutputs(
       )
     }
     if (batchSize === 1) continue
+    if (t.location === "cpu") data.set(name, t.data as TensorData)
+    else (onDevice ??= []).push(name)
+  }
+  return onDevice === undefined ? E.right(data) : download(outputs, onDevice, data, backend)
+}
+
+/** Reads the outputs named `names` from their device into `data`. */
+async function download(
+  outputs: Readonly<Record<string, OrtTensor>>,
+  names: readonly string[],
+  data: Map<string, TensorData>,
+  backend: string,
+): Promise<Read> {
+  for (const name of names) {
     try {
-      data.set(name, (t.location === "cpu" ? t.data : await t.getData()) as TensorData)
+      data.set(name, (await (outputs[name] as OrtTensor).getData()) as TensorData)
     } catch (cause) {
       return E.left(
         new BackendError({ backend, operation: "getData", path: formatPath([name]), cause }),
@@ -112,17 +131,23 @@ export function splitOutputs(
     result.set(keys[0] as StreamKey, outputs)
     return result
   }
-  for (const k of keys) result.set(k, {})
-  for (const [name, t] of Object.entries(outputs)) {
+  const records: Record<string, OrtTensor>[] = new Array(keys.length)
+  for (let row = 0; row < keys.length; row++) {
+    const record: Record<string, OrtTensor> = {}
+    records[row] = record
+    result.set(keys[row] as StreamKey, record)
+  }
+  for (const name in outputs) {
+    const t = outputs[name] as OrtTensor
     const axis = axes[name] ?? null
     const all = data.get(name) as TensorData
     const dims = [...t.dims]
     if (axis !== null) dims[axis] = 1
-    keys.forEach((k, row) => {
+    for (let row = 0; row < keys.length; row++) {
       const rowData = axis === null ? copyData(all) : sliceRow(all, t.dims, axis, row)
       const out = new ort.Tensor(t.type as "float32", rowData as Float32Array, dims)
-      setKey(result.get(k) as Record<string, OrtTensor>, name, out)
-    })
+      setKey(records[row] as Record<string, OrtTensor>, name, out)
+    }
     t.dispose()
   }
   return result
