@@ -87,38 +87,45 @@ export async function main(): Promise<void> {
   // The ceiling: the same batches of 16 run by hand, each group's state fed back as it is and
   // its context windows prepended and carried in place.
   const WIDTH = CONTEXT + FRAME
-  const handState: OrtTensor[] = Array.from(
-    { length: STREAMS / PER_CALL },
-    () => new ort.Tensor("float32", new Float32Array(2 * PER_CALL * 128), [2, PER_CALL, 128]),
-  )
-  const handContext: Float32Array[] = Array.from(
-    { length: STREAMS / PER_CALL },
-    () => new Float32Array(PER_CALL * CONTEXT),
-  )
-  const handTick = async (tick: number) => {
-    for (let g = 0; g < STREAMS / PER_CALL; g++) {
-      const context = handContext[g] as Float32Array
-      const frames = Array.from(
-        { length: PER_CALL },
-        (_, i) => frame(g * PER_CALL + i, tick).data as Float32Array,
-      )
-      const input = new Float32Array(PER_CALL * WIDTH)
-      for (let i = 0; i < PER_CALL; i++) {
-        input.set(context.subarray(i * CONTEXT, (i + 1) * CONTEXT), i * WIDTH)
-        input.set(frames[i] as Float32Array, i * WIDTH + CONTEXT)
+  const handCeiling = () => {
+    const handState: OrtTensor[] = Array.from(
+      { length: STREAMS / PER_CALL },
+      () => new ort.Tensor("float32", new Float32Array(2 * PER_CALL * 128), [2, PER_CALL, 128]),
+    )
+    const handContext: Float32Array[] = Array.from(
+      { length: STREAMS / PER_CALL },
+      () => new Float32Array(PER_CALL * CONTEXT),
+    )
+    const handTick = async (tick: number) => {
+      for (let g = 0; g < STREAMS / PER_CALL; g++) {
+        const context = handContext[g] as Float32Array
+        const frames = Array.from(
+          { length: PER_CALL },
+          (_, i) => frame(g * PER_CALL + i, tick).data as Float32Array,
+        )
+        const input = new Float32Array(PER_CALL * WIDTH)
+        for (let i = 0; i < PER_CALL; i++) {
+          input.set(context.subarray(i * CONTEXT, (i + 1) * CONTEXT), i * WIDTH)
+          input.set(frames[i] as Float32Array, i * WIDTH + CONTEXT)
+        }
+        const out = await session.run({
+          input: new ort.Tensor("float32", input, [PER_CALL, WIDTH]),
+          sr,
+          state: handState[g] as OrtTensor,
+        })
+        handState[g]?.dispose()
+        handState[g] = out["stateN"] as OrtTensor
+        out["output"]?.dispose()
+        for (let i = 0; i < PER_CALL; i++)
+          context.set((frames[i] as Float32Array).subarray(FRAME - CONTEXT), i * CONTEXT)
       }
-      const out = await session.run({
-        input: new ort.Tensor("float32", input, [PER_CALL, WIDTH]),
-        sr,
-        state: handState[g] as OrtTensor,
-      })
-      handState[g]?.dispose()
-      handState[g] = out["stateN"] as OrtTensor
-      out["output"]?.dispose()
-      for (let i = 0; i < PER_CALL; i++)
-        context.set((frames[i] as Float32Array).subarray(FRAME - CONTEXT), i * CONTEXT)
     }
+    return { handTick, dispose: () => handState.forEach((t) => t.dispose()) }
   }
+  const ceiling = handCeiling()
+  const handTick = ceiling.handTick
+  // A second, identical ceiling in the same rounds: its ratio to the first is the noise floor.
+  const again = handCeiling()
 
   let tick = 0
   const framesPerSecond = async (step: (tick: number) => Promise<void>) => {
@@ -131,16 +138,19 @@ export async function main(): Promise<void> {
     await aloneTick(i)
     await batchedTick(i)
     await handTick(i)
+    await again.handTick(i)
   }
   const alone: number[] = []
   const batched: number[] = []
   const hand: number[] = []
+  const hand2: number[] = []
   for (let r = 0; r < ROUNDS; r++) {
-    // Rotate which side goes first so that drift in machine load falls on all three.
+    // Rotate which side goes first so that drift in machine load falls on every side.
     const sides: [number[], (tick: number) => Promise<void>][] = [
       [alone, aloneTick],
       [batched, batchedTick],
       [hand, handTick],
+      [hand2, again.handTick],
     ]
     for (let i = 0; i < sides.length; i++) {
       const [into, step] = sides[(r + i) % sides.length] as (typeof sides)[number]
@@ -152,6 +162,7 @@ export async function main(): Promise<void> {
   const h = median(hand)
   // Rounds pair the sides in time: the median of per-round ratios shrugs off load drift.
   const paired = median(batched.map((x, r) => x / (hand[r] as number)))
+  const floor = median(hand2.map((x, r) => x / (hand[r] as number)))
   console.log(
     `Silero VAD v5 with its ${CONTEXT}-sample context, ${STREAMS} streams (onnxruntime-node cpu, 1 thread; median of ${ROUNDS} rounds of ${TICKS_PER_ROUND} frames per stream; target ratio >= 4)`,
   )
@@ -162,10 +173,11 @@ export async function main(): Promise<void> {
     `  ceiling: the same batches run by hand (InferenceSession.run, state fed back, context carried) ${h.toFixed(0).padStart(7)} frames/s   ratio ${(h / a).toFixed(2)}`,
   )
   console.log(
-    `  StreamingSession / ceiling ${paired.toFixed(3)} (median of per-round ratios; ratio of medians ${(b / h).toFixed(3)}; target >= 0.95)`,
+    `  StreamingSession / ceiling ${paired.toFixed(3)} (median of per-round ratios; ratio of medians ${(b / h).toFixed(3)}; target >= 0.95); A/A: a second ceiling / the first ${floor.toFixed(3)} (the noise floor)`,
   )
   streaming.dispose()
-  for (const t of handState) t.dispose()
+  ceiling.dispose()
+  again.dispose()
   for (const s of oneByOne) s.dispose()
 }
 

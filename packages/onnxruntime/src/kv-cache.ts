@@ -299,6 +299,28 @@ export const noEncoderCache = (kept: string, row: number): StructureMismatchErro
       "an encoder-decoder's fresh or reset rows start together, without the cache: run new streams of a StreamingSession in a call of their own, or reset every row of a StatefulSession",
   })
 
+/**
+ * The runs of ones of each row of a 0/1 mask `[rows, past]`, as `[from, to)` pairs of offsets in
+ * the row: a row is scanned once, and its runs (most rows have one: a conversation after
+ * padding) are then written with `fill`, not a store per position.
+ */
+function runsOfOnes(data: Uint8Array, rows: number, past: number): number[][] {
+  const runs: number[][] = new Array(rows)
+  for (let r = 0; r < rows; r++) {
+    const row: number[] = []
+    const base = r * past
+    let j = 0
+    while (j < past) {
+      while (j < past && data[base + j] === 0) j++
+      const from = j
+      while (j < past && data[base + j] !== 0) j++
+      if (j > from) row.push(from, j)
+    }
+    runs[r] = row
+  }
+  return runs
+}
+
 function growingRule(
   dim: string,
   tokens: string,
@@ -314,10 +336,12 @@ function growingRule(
       const mask = call.state[CACHE_MASK] as HostTensor
       const past = mask.shape[1] as number
       const data = mask.data as Uint8Array
+      const runs = runsOfOnes(data, call.batchSize, past)
       const counts = new Array<number>(call.batchSize)
       for (let r = 0; r < call.batchSize; r++) {
+        const row = runs[r] as number[]
         let c = 0
-        for (let j = 0; j < past; j++) c += data[r * past + j] as number
+        for (let i = 0; i < row.length; i += 2) c += (row[i + 1] as number) - (row[i] as number)
         counts[r] = c
       }
       const empty = counts.indexOf(0)
@@ -328,7 +352,9 @@ function growingRule(
         past,
         newTokens(call, tokens),
         (mask, r, at) => {
-          for (let j = 0; j < past; j++) if (data[r * past + j] === 1) mask[at + j] = 1n
+          const row = runs[r] as number[]
+          for (let i = 0; i < row.length; i += 2)
+            mask.fill(1n, at + (row[i] as number), at + (row[i + 1] as number))
         },
         (r) => counts[r] as number,
         // Any past at all is fed, masked rows included.
