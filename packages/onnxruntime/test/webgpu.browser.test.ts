@@ -307,4 +307,48 @@ describe("StreamingSession on WebGPU", () => {
     expect(backend.liveGpuBuffers()).toBe(0)
     await gpuOnlyState.release()
   })
+
+  it("an output the model keeps on the GPU (Y) is read once per batched call and split per stream; a call of one stream hands it over on the GPU", async () => {
+    const { gpu, cpu, device } = await sessions()
+    const backend = ortBackend({ ort, location: "gpu-buffer", device })
+    const streaming = orThrow(createStreamingSession({ session: gpu, ort, backend }))
+    const alone = new Map<string, StatefulSession>()
+    const input = (key: string, call: number) =>
+      new ort.Tensor(
+        "float32",
+        Float32Array.from({ length: 3 }, (_, i) => Math.cos(key.length * 0.9 + call * 0.4 + i)),
+        [1, 1, 3],
+      )
+    const calls = [["a", "bb", "ccc"], ["ccc", "a"], ["bb"]]
+    for (const [n, keys] of calls.entries()) {
+      const counter = countReads()
+      const outs = orThrow(
+        await streaming.run(keys.map((key) => ({ key, feeds: { X: input(key, n) } }))),
+      )
+      // Y alone is read, once for the whole call (the state stays on the GPU).
+      expect(counter.reads()).toBe(keys.length > 1 ? 1 : 0)
+      counter.restore()
+      for (const key of keys) {
+        const ref =
+          alone.get(key) ??
+          orThrow(
+            createStatefulSession({ session: cpu, backend: ortBackend({ ort }), batchSize: 1 }),
+          )
+        alone.set(key, ref)
+        const expected = orThrow(await ref.run({ X: input(key, n) }))
+        const y = outs.get(key)?.["Y"] as OrtTensor
+        expect(y.location).toBe(keys.length > 1 ? "cpu" : "gpu-buffer")
+        expectClose(
+          { dims: [...y.dims], data: (await y.getData()) as Float32Array },
+          { dims: [...(expected["Y"]?.dims ?? [])], data: expected["Y"]?.data as Float32Array },
+          1e-4,
+        )
+        y.dispose()
+        expected["Y"]?.dispose()
+      }
+    }
+    for (const ref of alone.values()) ref.dispose()
+    streaming.dispose()
+    expect(backend.liveGpuBuffers()).toBe(0)
+  })
 })
