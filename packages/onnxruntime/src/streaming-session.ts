@@ -469,6 +469,7 @@ export function createStreamingSession<const O extends string = string>(
     inputs: callerInputs,
     cache,
     capacity: options.capacity,
+    expires: options.idleTtlMs !== undefined,
   })
   if (sweepEveryMs !== undefined) streaming.sweepEvery(sweepEveryMs)
   return E.right(streaming)
@@ -562,6 +563,8 @@ class Streaming<O extends string> implements StreamingSession<O> {
   readonly #keptInputs: ReadonlySet<string>
   /** Most streams the store holds (`capacity`). */
   readonly #capacity: number | undefined
+  /** Whether streams expire (`idleTtlMs`): a store's gather then may evict and count a use. */
+  readonly #expires: boolean
   /** The leaf of the input held per stream (`cache.encoder`). */
   readonly #heldLeaf: ResolvedLeaf | undefined
   /** Arrays for stacked feeds and the built-in rules' inputs, written over call after call. */
@@ -581,9 +584,11 @@ class Streaming<O extends string> implements StreamingSession<O> {
       readonly inputs: readonly string[]
       readonly cache: CachePlan | undefined
       readonly capacity: number | undefined
+      readonly expires: boolean
     },
   ) {
     this.#capacity = caller.capacity
+    this.#expires = caller.expires
     this.#cache = caller.cache
     this.#grow =
       caller.cache !== undefined && caller.cache.lengthLeaf === undefined ? GROW : undefined
@@ -1048,10 +1053,12 @@ class Streaming<O extends string> implements StreamingSession<O> {
     const store = this.#store
     // Read without counting as a use: a refused rewind leaves even the streams' recency as it was.
     // Held streams side by side come as views of the store's rows, so only the lengths change
-    // hands: a rewind costs its rows, not their caches (`peek` copies every leaf).
-    const gathered = keys.every((k) => store.holds(k))
-      ? store.gather(keys, VIEWS)
-      : store.peek(keys)
+    // hands: a rewind costs its rows, not their caches (`peek` copies every leaf). Not when
+    // streams expire: such a gather could evict idle streams and count as a use.
+    const gathered =
+      !this.#expires && keys.every((k) => store.holds(k))
+        ? store.gather(keys, VIEWS)
+        : store.peek(keys)
     if (gathered._tag === "Left") return gathered
     const counts = keys.map((_, i) => (perKey ? (n[i] as number) : (n as number)))
     if (counts.every((k) => k === 0)) {

@@ -3,7 +3,7 @@
 // dropped). Oracles: every stream's logits at every step equal the same weights run without any
 // cache on that stream's whole history alone (helpers/decoders.ts `noCacheDecoder`), and a beam
 // search spread over streams equals a beam search that never holds a cache (helpers/search.ts).
-import { type StreamKey, orThrow } from "@statesaver/core"
+import { type StreamKey, decodeSnapshot, orThrow } from "@statesaver/core"
 import * as ortNode from "onnxruntime-node"
 import * as ortWeb from "onnxruntime-web"
 import { describe, expect, it } from "vitest"
@@ -292,6 +292,55 @@ describe.each(runtimes)("fork and rewind of streams on %s", (_, ort) => {
     expect(h.worst()).toBeLessThan(TOL)
     h.s.dispose()
     expect(h.backend.liveTensors()).toBe(0)
+  })
+
+  it("with idleTtlMs, a refused rewind neither evicts idle streams nor counts as a use; a rewind that succeeds still drops positions", async () => {
+    let now = 0
+    const evicted: StreamKey[] = []
+    const s: StreamingSession<"logits"> = orThrow(
+      createStreamingSession({
+        session: await ort.InferenceSession.create(fixedCacheDecoder(cfg)),
+        ort,
+        backend: ortBackend({ ort }),
+        cache: { kind: "fixed", capacity: POSITIONS },
+        outputs: ["logits"],
+        idleTtlMs: 100,
+        clock: () => now,
+        onEvict: (key) => void evicted.push(key),
+      }),
+    )
+    const run = async (keys: readonly StreamKey[], n: number) => {
+      const outs = orThrow(
+        await s.run(
+          keys.map((key, i) => ({
+            key,
+            feeds: {
+              input_ids: new ort.Tensor("int64", BigInt64Array.from(tokens(n, i), BigInt), [1, n]),
+            },
+          })),
+        ),
+      )
+      for (const o of outs.values()) o.logits.dispose()
+    }
+    await run(["a", "b"], 4)
+    now = 50
+    await run(["b"], 1)
+    // At 130, a is idle past the TTL (130 ms), b is not (80 ms).
+    now = 130
+    expect(s.rewind(["b"], 99)).toMatchObject({ left: { _tag: "ShapeMismatchError" } })
+    await s.flush()
+    expect(evicted).toEqual([])
+    // The refused rewind was no use of b: at 151 both are idle past the TTL.
+    now = 151
+    expect(s.keys()).toEqual([])
+    await s.flush()
+    expect(evicted).toEqual(["a", "b"])
+    // A rewind that succeeds, streams expiring or not, drops the positions.
+    await run(["c"], 5)
+    orThrow(s.rewind(["c"], 2))
+    const snap = orThrow(decodeSnapshot(orThrow(await s.snapshot("c"))))
+    expect(Array.from(snap.tensors.get("cache_length")?.data as Int32Array)).toEqual([3])
+    s.dispose()
   })
 
   it("hostile fork and rewind calls are typed errors naming the key, the option or the stream, and every stream is unchanged (bytes, keys and their order)", async () => {
