@@ -78,7 +78,7 @@ const prompt = (ort: Runtime, n: number, seed: number): OrtTensor =>
  * length. `reorder(t)`, if given, is the beam parents of step `t`: the cache's rows and lengths
  * are gathered on the host into new arrays before the run.
  */
-function handFixed(
+export function handFixed(
   ort: Runtime,
   session: Session,
   rows: number,
