@@ -241,6 +241,23 @@ describe("sub-word rows on WebGPU (float16, uint8, bool)", () => {
   })
 })
 
+/**
+ * Stream `key`'s outputs for `feeds` run alone on wasm: the stream's own StatefulSession of batch
+ * 1 in `alone`, made on its first call.
+ */
+async function aloneOutputs(
+  alone: Map<string, StatefulSession>,
+  cpu: ort.InferenceSession,
+  key: string,
+  feeds: Record<string, OrtTensor>,
+) {
+  const ref =
+    alone.get(key) ??
+    orThrow(createStatefulSession({ session: cpu, backend: ortBackend({ ort }), batchSize: 1 }))
+  alone.set(key, ref)
+  return orThrow(await ref.run(feeds))
+}
+
 describe("StreamingSession on WebGPU", () => {
   it("streams batched on the GPU equal each stream run alone on wasm; GPU buffers stay flat", async () => {
     const { device } = await sessions()
@@ -265,13 +282,7 @@ describe("StreamingSession on WebGPU", () => {
         await streaming.run(keys.map((key) => ({ key, feeds: { X: input(key, n) } }))),
       )
       for (const key of keys) {
-        const ref =
-          alone.get(key) ??
-          orThrow(
-            createStatefulSession({ session: cpu, backend: ortBackend({ ort }), batchSize: 1 }),
-          )
-        alone.set(key, ref)
-        const expected = orThrow(await ref.run({ X: input(key, n) }))
+        const expected = await aloneOutputs(alone, cpu, key, { X: input(key, n) })
         const y = outs.get(key)?.["Y"]
         expect(y?.location).toBe("cpu")
         expectClose(
@@ -329,13 +340,7 @@ describe("StreamingSession on WebGPU", () => {
       expect(counter.reads()).toBe(keys.length > 1 ? 1 : 0)
       counter.restore()
       for (const key of keys) {
-        const ref =
-          alone.get(key) ??
-          orThrow(
-            createStatefulSession({ session: cpu, backend: ortBackend({ ort }), batchSize: 1 }),
-          )
-        alone.set(key, ref)
-        const expected = orThrow(await ref.run({ X: input(key, n) }))
+        const expected = await aloneOutputs(alone, cpu, key, { X: input(key, n) })
         const y = outs.get(key)?.["Y"] as OrtTensor
         expect(y.location).toBe(keys.length > 1 ? "cpu" : "gpu-buffer")
         expectClose(
