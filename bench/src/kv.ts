@@ -242,12 +242,14 @@ async function derivedOverhead(ort: Runtime, models: Models): Promise<void> {
       let start: OrtTensor[] = []
       // The growing cache's state at the start of a round, whose arrays each round's `save`
       // shares (the growing cache only adopts new outputs: nothing writes into them).
-      const first = Object.entries(s.state()).map(
-        ([name, t]) => [name, t.type, (t.data as Float32Array).slice(), t.dims] as const,
-      )
+      const first =
+        cache.kind === "growing"
+          ? Object.entries(s.state()).map(
+              ([name, t]) => [name, t.type, (t.data as Float32Array).slice(), t.dims] as const,
+            )
+          : []
       if (cache.kind === "fixed") {
-        // The same prefilled cache, copied: a cache of zeros the model never wrote would be
-        // pages the system never backed, cheaper to read than a real one.
+        // The same prefilled cache as the session's, copied: the same inputs.
         const prefill = PAST.map((name) => s.state()[name]?.data as Float32Array)
         hand = handFixed(ort, models.fixed, capacity, context, prefill)
         again = handFixed(ort, models.fixed, capacity, context, prefill)
