@@ -6,6 +6,8 @@ import { spawnSync } from "node:child_process"
 import { fileURLToPath } from "node:url"
 import * as ortNode from "onnxruntime-node"
 import * as ortWeb from "onnxruntime-web"
+import { orThrow } from "@statesaver/core"
+import type { StatefulSession } from "@statesaver/onnxruntime"
 import type { Runtime } from "../../packages/onnxruntime/test/helpers/harness.js"
 import { median } from "./harness.js"
 
@@ -16,6 +18,29 @@ export function cacheNames(layers: number): { past: string[]; present: string[] 
     `past_key_values.${l}.value`,
   ]).flat()
   return { past, present: past.map((p) => p.replace("past_key_values", "present")) }
+}
+
+/**
+ * A function that puts a growing-cache session back to its state now, as a hand-written loop goes
+ * back to its first tensors: new tensors over copies of today's arrays, `save`d, nothing decoded
+ * or copied per call. Valid because a growing cache only adopts new outputs and `select` gathers
+ * into new arrays: nothing writes into the state's arrays.
+ */
+export function startOver(ort: Runtime, s: StatefulSession<string>): () => void {
+  const first = Object.entries(s.state()).map(
+    ([name, t]) => [name, t.type, (t.data as Float32Array).slice(), t.dims] as const,
+  )
+  return () =>
+    void orThrow(
+      s.save(
+        Object.fromEntries(
+          first.map(([name, type, data, dims]) => [
+            name,
+            new ort.Tensor(type as "float32", data, dims),
+          ]),
+        ),
+      ),
+    )
 }
 
 /** One way of running steps: `rewind` (untimed) returns it to its start. */

@@ -32,7 +32,7 @@ import {
   tinyDecoderConfig,
 } from "../../packages/onnxruntime/test/helpers/decoders.js"
 import { compareSync } from "./harness.js"
-import { cacheNames, interleave, perRuntime, type Side } from "./decoder-steps.js"
+import { cacheNames, interleave, perRuntime, type Side, startOver } from "./decoder-steps.js"
 
 /** Tokens per timed round. */
 const STEPS = 32
@@ -381,28 +381,12 @@ async function beamStep(ort: Runtime, models: Record<"fixed" | "growing", Sessio
     orThrow(await s.run({ input_ids: prompt(ort, CONTEXT, 1) })).logits.dispose()
     orThrow(s.select([0, 0, 0, 0]))
     const at = orThrow(await s.snapshot())
-    // A growing cache only adopts new outputs and `select` gathers into new arrays: nothing
-    // writes into the state's arrays, so each round can start over from the same ones, as the
-    // hand-written loop does (restoring the snapshot would decode and copy it every round).
-    const first = Object.entries(s.state()).map(
-      ([name, t]) => [name, t.type, (t.data as Float32Array).slice(), t.dims] as const,
-    )
-    const startOver = () =>
-      cache.kind === "growing"
-        ? orThrow(
-            s.save(
-              Object.fromEntries(
-                first.map(([name, type, data, dims]) => [
-                  name,
-                  new ort.Tensor(type as "float32", data, dims),
-                ]),
-              ),
-            ),
-          )
-        : orThrow(s.restore(at))
+    // A growing cache starts each round over from the same arrays, as the hand-written loop
+    // does; a fixed cache's blocks are written in place, so it is restored.
+    const rewind = cache.kind === "growing" ? startOver(ort, s) : () => void orThrow(s.restore(at))
     let ourLogits: Float32Array = new Float32Array(0)
     const ours: Side = {
-      rewind: () => void startOver(),
+      rewind,
       step: async (t) => {
         orThrow(s.select(parents(t)))
         const out = orThrow(await s.run({ input_ids: ids(ort, BEAM, t) }))

@@ -28,7 +28,7 @@ import {
   growingDecoder,
   tinyDecoderConfig,
 } from "../../packages/onnxruntime/test/helpers/decoders.js"
-import { cacheNames, interleave, perRuntime } from "./decoder-steps.js"
+import { cacheNames, interleave, perRuntime, startOver } from "./decoder-steps.js"
 
 const CONTEXTS = [64, 256, 1024] as const
 const BATCH = 4
@@ -240,14 +240,6 @@ async function derivedOverhead(ort: Runtime, models: Models): Promise<void> {
       // noise floor of this comparison on this machine (1 when timing were exact).
       let again: typeof hand
       let start: OrtTensor[] = []
-      // The growing cache's state at the start of a round, whose arrays each round's `save`
-      // shares (the growing cache only adopts new outputs: nothing writes into them).
-      const first =
-        cache.kind === "growing"
-          ? Object.entries(s.state()).map(
-              ([name, t]) => [name, t.type, (t.data as Float32Array).slice(), t.dims] as const,
-            )
-          : []
       if (cache.kind === "fixed") {
         // The same prefilled cache as the session's, copied: the same inputs.
         const prefill = PAST.map((name) => s.state()[name]?.data as Float32Array)
@@ -270,19 +262,7 @@ async function derivedOverhead(ort: Runtime, models: Models): Promise<void> {
                 const held = (s.state()["cache_length"]?.data as Int32Array)[0] as number
                 orThrow(s.rewind(all, held - context))
               }
-            : // Back to the round's start as the hand-written loop goes back to its first
-              // tensors: new tensors over the same arrays, nothing copied or decoded.
-              () =>
-                void orThrow(
-                  s.save(
-                    Object.fromEntries(
-                      first.map(([name, type, data, dims]) => [
-                        name,
-                        new ort.Tensor(type as "float32", data, dims),
-                      ]),
-                    ),
-                  ),
-                ),
+            : startOver(ort, s),
       }
       const { us, ratio } = await interleave([hand, ours, again], STEPS, ROUNDS)
       const [h, o] = us.map((u) => u.toFixed(0).padStart(5))
