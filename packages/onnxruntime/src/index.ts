@@ -38,6 +38,7 @@ export type {
   SessionStore,
   StreamFeeds,
   StreamingRunError,
+  StreamingBatchOptions,
   StreamingRunOptions,
   StreamingSession,
   StreamingSessionOptions,

@@ -46,12 +46,13 @@ import {
 import { type BlockTarget, blockTargets, planWrites, writeBlocks } from "./internal/blocks.js"
 import * as E from "./internal/either.js"
 import { emptyGrowing, noPositions, padToStore } from "./internal/fresh-start.js"
-import { checkHeldFeeds, copyFeed, emptyRows } from "./internal/held-input.js"
+import { checkHeldBatch, checkHeldFeeds, copyFeed, emptyRows } from "./internal/held-input.js"
 import { deriveSessionState, leafContext, setKey } from "./internal/session-state.js"
 import { readOutputs, splitOutputs, stackFeeds } from "./internal/stream-batch.js"
 import { isRecord, own } from "./internal/validate.js"
 import {
   type FeedLayout,
+  checkBatchCall,
   checkCall,
   checkRunOptions,
   keyOk,
@@ -211,6 +212,16 @@ export interface StreamingRunOptions {
 }
 
 /**
+ * Options of `StreamingSession.runBatch` (per-call inputs such as Silero's `sr` go in its feeds).
+ *
+ * @category sessions
+ * @since 0.4.0
+ */
+export interface StreamingBatchOptions {
+  readonly runOptions?: common.InferenceSession.RunOptions
+}
+
+/**
  * Many streams through one `InferenceSession`: each `run` stacks the given streams' feeds into
  * one batch, gathers their state from a `StateStore`, runs the model once, scatters the new
  * state back and splits the outputs per stream. Streams that skip a call keep their state;
@@ -254,6 +265,34 @@ export interface StreamingSession<O extends string = string> extends Disposable 
     streams: Iterable<StreamFeeds> | ReadonlyMap<StreamKey, Feeds>,
     options?: StreamingRunOptions,
   ): Promise<E.Either<StreamingRunError, Map<StreamKey, Record<O, OrtTensor>>>>
+  /**
+   * `run` for a caller whose feeds are already batched: row `i` of every batched feed (along
+   * the input's batch axis) is stream `keys[i]`'s, per-call inputs are fed as they are, and the
+   * result is the run's outputs as the model gave them, row `i` stream `keys[i]`'s, on the
+   * device the model put them (the caller owns them). Nothing is stacked, split or read back: a
+   * decoding loop that samples every row of the logits at once, then feeds the tokens as one
+   * tensor, pays for no per-stream tensors. Streams, state, rules, caches, eviction and errors
+   * are those of `run`; the paths of errors name the batched feed (`input_ids`), or the stream
+   * where it is one stream's state (`alice.cache_length`). A feed without one row per key is a
+   * `BatchSizeMismatchError`; bad keys (not an array, empty, malformed, repeated) a `KeyError`.
+   *
+   * @example
+   * declare const chats: StreamingSession<"logits">
+   * declare const next: (logits: OrtTensor) => BigInt64Array // one token per row
+   * const keys = ["alice", "bob", "carol"]
+   * let tokens = new ort.Tensor("int64", BigInt64Array.of(5n, 9n, 2n), [3, 1])
+   * for (let step = 0; step < 16; step++) {
+   *   const { logits } = orThrow(await chats.runBatch(keys, { input_ids: tokens }))
+   *   tokens = new ort.Tensor("int64", next(logits), [3, 1])
+   *   logits.dispose()
+   * }
+   * @since 0.4.0
+   */
+  runBatch(
+    keys: readonly StreamKey[],
+    feeds: Feeds,
+    options?: StreamingBatchOptions,
+  ): Promise<E.Either<StreamingRunError, Record<O, OrtTensor>>>
   /** Sets the streams' state back to init before their next run (the keys must be held). */
   reset(keys: readonly StreamKey[]): ReturnType<SessionStore["reset"]>
   /**
@@ -484,6 +523,67 @@ function positions(plan: CachePlan, leaf: HostTensor, row: number): number {
   return count
 }
 
+/** The caller's feeds of a run: each stream's (`run`), or the batch's (`runBatch`). */
+type Source =
+  | {
+      readonly kind: "streams"
+      readonly batched: ReadonlyMap<string, readonly OrtTensor[]>
+      readonly shared: Readonly<Record<string, OrtTensor>>
+      readonly held: readonly (OrtTensor | undefined)[]
+    }
+  | { readonly kind: "batch"; readonly feeds: Feeds; readonly held: OrtTensor | undefined }
+
+/**
+ * A batched call's feeds for the model: the caller's, in an object of the session's own (the
+ * held input left out: the session feeds it); nothing stacked.
+ */
+function ownFeeds(
+  given: Feeds,
+  heldLeaf: ResolvedLeaf | undefined,
+): { feeds: Record<string, OrtTensor>; stacked: OrtTensor[] } {
+  const feeds: Record<string, OrtTensor> = {}
+  const held = heldLeaf?.path[0]
+  for (const name in given)
+    if (own(given, name) && name !== held) setKey(feeds, name, given[name] as OrtTensor)
+  return { feeds, stacked: [] }
+}
+
+/** Checks the options of `runBatch`: a record whose `runOptions` is a record. */
+function checkBatchOptions(
+  options: unknown,
+): E.Either<OptionError, common.InferenceSession.RunOptions | undefined> {
+  if (options === undefined) return E.right(undefined)
+  if (!isRecord(options)) {
+    return E.left(
+      new OptionError({
+        path: "options",
+        expected: "batch run options ({ runOptions? })",
+        actual: options,
+      }),
+    )
+  }
+  const { runOptions } = options
+  if (own(options, "shared")) {
+    return E.left(
+      new OptionError({
+        path: "shared",
+        expected: "no shared feeds: runBatch takes per-call inputs in its feeds",
+        actual: options["shared"],
+      }),
+    )
+  }
+  if (runOptions !== undefined && !isRecord(runOptions)) {
+    return E.left(
+      new OptionError({
+        path: "runOptions",
+        expected: "ONNX Runtime run options (a record)",
+        actual: runOptions,
+      }),
+    )
+  }
+  return E.right(runOptions as common.InferenceSession.RunOptions | undefined)
+}
+
 /** The block outputs of a session without a cache: none. */
 const VIEWS = { views: true } as const
 
@@ -663,7 +763,46 @@ class Streaming<O extends string> implements StreamingSession<O> {
     const call = checkCall(entries.right, opts.right.shared, this.#layout)
     if (call._tag === "Left") return call
     const runOptions = opts.right.runOptions as common.InferenceSession.RunOptions | undefined
-    const { keys, batched, shared } = call.right
+    const { keys, batched, shared, held } = call.right
+    const ran = await this.#step(keys, { kind: "streams", batched, shared, held }, runOptions)
+    return ran as E.Either<StreamingRunError, Map<StreamKey, Record<O, OrtTensor>>>
+  }
+
+  async runBatch(
+    keys: readonly StreamKey[],
+    feeds: Feeds,
+    options?: StreamingBatchOptions,
+  ): Promise<E.Either<StreamingRunError, Record<O, OrtTensor>>> {
+    const idle = this.#idle("runBatch")
+    if (idle !== undefined) return idle
+    const opts = checkBatchOptions(options)
+    if (opts._tag === "Left") return opts
+    const call = checkBatchCall(keys, feeds, this.#layout)
+    if (call._tag === "Left") return call
+    const { held } = call.right
+    const ran = await this.#step(
+      call.right.keys,
+      { kind: "batch", feeds: call.right.feeds, held },
+      opts.right,
+    )
+    return ran as E.Either<StreamingRunError, Record<O, OrtTensor>>
+  }
+
+  /**
+   * A run of the streams `keys` with the caller's feeds (`source`): gather, derive, run, write
+   * blocks, scatter. Resolves to each stream's outputs (`streams`) or the batched outputs
+   * (`batch`).
+   */
+  async #step(
+    keys: readonly StreamKey[],
+    source: Source,
+    runOptions: common.InferenceSession.RunOptions | undefined,
+  ): Promise<
+    E.Either<
+      StreamingRunError,
+      Map<StreamKey, Record<string, OrtTensor>> | Record<string, OrtTensor>
+    >
+  > {
     const store = this.#store
     // Keys new to the store are forgotten again if the run fails. (`has` would evict a returning
     // idle stream of this very call, which `gather` keeps: `holds` evicts nothing.)
@@ -671,8 +810,19 @@ class Streaming<O extends string> implements StreamingSession<O> {
     // An encoder–decoder's new streams joining streams under way are refused before the gather,
     // which could evict a stream to make room for them.
     const cache = this.#cache
+    const heldLeaf = this.#heldLeaf
+    // The held input (an encoder's states): fed on the call that starts the streams, held after.
+    const checkHeld =
+      heldLeaf === undefined
+        ? undefined
+        : (empty: readonly number[]) => {
+            const name = heldLeaf.path[0] as string
+            return source.kind === "streams"
+              ? checkHeldFeeds(name, heldLeaf, keys, source.held, empty)
+              : checkHeldBatch(name, heldLeaf, keys, source.held, empty)
+          }
     if (fresh.length > 0 && fresh.length < keys.length && cache !== undefined) {
-      const mixed = this.#refuseMixedStart(keys, fresh, call.right.held)
+      const mixed = this.#refuseMixedStart(keys, fresh, checkHeld)
       if (mixed !== undefined) return mixed
     }
     // Streams held side by side are fed as views of the store's rows: nothing copied out and
@@ -685,25 +835,20 @@ class Streaming<O extends string> implements StreamingSession<O> {
     const gathered = admitLater ? this.#detached(keys, fresh) : store.gather(keys, VIEWS)
     if (gathered._tag === "Left") return gathered
     const held = gathered.right as Readonly<Record<string, OrtTensor>>
-    // The held input (an encoder's states): fed on the call that starts the streams, held after.
-    const heldLeaf = this.#heldLeaf
-    let heldParts: OrtTensor[] | undefined
-    if (heldLeaf !== undefined && cache !== undefined) {
-      const checked = checkHeldFeeds(
-        heldLeaf.path[0] as string,
-        heldLeaf,
-        keys,
-        call.right.held,
-        emptyRows(held[cache.leaf] as OrtTensor),
-      )
+    let heldGiven: OrtTensor[] | OrtTensor | undefined
+    if (checkHeld !== undefined && cache !== undefined) {
+      const checked = checkHeld(emptyRows(held[cache.leaf] as OrtTensor))
       if (checked._tag === "Left") {
         disposeTree(store.backend, gathered.right)
         for (const k of fresh) store.delete(k)
         return checked
       }
-      heldParts = checked.right
+      heldGiven = checked.right
     }
-    const stackedFeeds = stackFeeds(this.#ort, shared, batched, this.batchAxes, this.#lend)
+    const stackedFeeds =
+      source.kind === "streams"
+        ? stackFeeds(this.#ort, source.shared, source.batched, this.batchAxes, this.#lend)
+        : ownFeeds(source.feeds, heldLeaf)
     const { stacked } = stackedFeeds
     // Streams of a growing cache that all hold no position yet start as the store's first run
     // did: every growing dim at 0, so the step runs without the cache (a prompt does not attend
@@ -757,12 +902,12 @@ class Streaming<O extends string> implements StreamingSession<O> {
     let heldFed: OrtTensor | undefined
     if (heldLeaf !== undefined) {
       const name = heldLeaf.path[0] as string
-      if (heldParts !== undefined) {
-        const made = stackFeeds(this.#ort, {}, new Map([[name, heldParts]]), this.batchAxes)
+      if (Array.isArray(heldGiven)) {
+        const made = stackFeeds(this.#ort, {}, new Map([[name, heldGiven]]), this.batchAxes)
         stacked.push(...made.stacked)
         heldFed = made.feeds[name] as OrtTensor
-        setKey(feeds, name, heldFed)
-      } else setKey(feeds, name, state[name] as OrtTensor)
+      } else heldFed = heldGiven
+      setKey(feeds, name, heldFed ?? (state[name] as OrtTensor))
     }
     // Gathered leaves handed to a successful scatter (a fixed cache's) are the store's to free.
     // (An array, not a Set: tensors fed to a run are never hashed; see ortBackend.)
@@ -800,6 +945,7 @@ class Streaming<O extends string> implements StreamingSession<O> {
         this.batchAxes,
         keys.length,
         store.backend.name,
+        source.kind === "streams",
       )
       const split = reading instanceof Promise ? await reading : reading
       if (this.#disposed) {
@@ -920,9 +1066,12 @@ class Streaming<O extends string> implements StreamingSession<O> {
         if (this.#outputs.has(name)) setKey(rest, name, t)
         else if (!this.#stateOutputs.has(name)) t.dispose()
       }
-      const result = splitOutputs(this.#ort, keys, rest, split.right, this.batchAxes)
+      const result =
+        source.kind === "batch"
+          ? rest
+          : splitOutputs(this.#ort, keys, rest, split.right, this.batchAxes)
       cleanup()
-      return E.right(result as Map<StreamKey, Record<O, OrtTensor>>)
+      return E.right(result)
     } finally {
       this.#clock.thaw()
       this.#inFlight = false
@@ -994,12 +1143,11 @@ class Streaming<O extends string> implements StreamingSession<O> {
   #refuseMixedStart(
     keys: readonly StreamKey[],
     fresh: readonly StreamKey[],
-    given: readonly (OrtTensor | undefined)[],
+    checkHeld: ((empty: readonly number[]) => E.Either<StreamingRunError, unknown>) | undefined,
   ): E.Either<StreamingRunError, never> | undefined {
     const cache = this.#cache as CachePlan
-    const heldLeaf = this.#heldLeaf
     const kept = cache.keep[0]?.input
-    if (heldLeaf === undefined && kept === undefined) return undefined
+    if (checkHeld === undefined && kept === undefined) return undefined
     const store = this.#store
     const old = keys.filter((k) => !fresh.includes(k))
     const peeked = store.peek(old)
@@ -1009,8 +1157,8 @@ class Streaming<O extends string> implements StreamingSession<O> {
     disposeTree(store.backend, peeked.right)
     if (!started) return undefined
     const empty = keys.flatMap((k, i) => (fresh.includes(k) ? [i] : []))
-    if (heldLeaf !== undefined) {
-      const refused = checkHeldFeeds(heldLeaf.path[0] as string, heldLeaf, keys, given, empty)
+    if (checkHeld !== undefined) {
+      const refused = checkHeld(empty)
       if (refused._tag === "Left") return refused
     }
     return kept === undefined ? undefined : E.left(noEncoderCache(kept, empty[0] as number))

@@ -136,49 +136,66 @@ describe("Silero v5 streams with context through a StreamingSession", () => {
     return expected
   }
 
-  it("streams joining late and leaving, batched in one run per step, each equal vad-web run alone", async () => {
-    const expected = await expectedAll()
-    const backend = ortBackend({ ort: ortWeb })
-    const vad = orThrow(
-      createStreamingSession({
-        session: await session(file),
-        ort: ortWeb,
-        backend,
-        capacity: 3,
-        outputs: ["output"],
-        rules: [sileroContext()],
-      }),
-    )
-    const got: Record<string, number[]> = { a: [], b: [], c: [] }
-    for (let step = 0; step < count + 30; step++) {
-      const batch = active(step)
-      if (batch.length === 0) continue
-      const outs = orThrow(
-        await vad.run(
-          batch.map((k) => ({ key: k, feeds: { frame: frameOf(k, step) } })),
-          { shared: { sr: sr() } },
-        ),
+  it.each(["run", "runBatch"] as const)(
+    "streams joining late and leaving, batched in one run per step (%s), each equal vad-web run alone",
+    async (how) => {
+      const expected = await expectedAll()
+      const backend = ortBackend({ ort: ortWeb })
+      const vad = orThrow(
+        createStreamingSession({
+          session: await session(file),
+          ort: ortWeb,
+          backend,
+          capacity: 3,
+          outputs: ["output"],
+          rules: [sileroContext()],
+        }),
       )
-      for (const [k, out] of outs) {
-        got[k as string]?.push((out.output.data as Float32Array)[0] as number)
-        out.output.dispose()
+      const got: Record<string, number[]> = { a: [], b: [], c: [] }
+      for (let step = 0; step < count + 30; step++) {
+        const batch = active(step)
+        if (batch.length === 0) continue
+        if (how === "runBatch") {
+          // The frames stacked by the caller, one row per key, and `sr` among the feeds.
+          const frame = frameTensor(
+            batch.map((k) => streams[k]?.[step - (starts[k] as number)] as Float32Array),
+          )
+          const { output } = orThrow(await vad.runBatch(batch, { frame, sr: sr() }))
+          expect(output.dims).toEqual([batch.length, 1])
+          for (const [i, k] of batch.entries())
+            got[k]?.push((output.data as Float32Array)[i] as number)
+          output.dispose()
+        } else {
+          const outs = orThrow(
+            await vad.run(
+              batch.map((k) => ({ key: k, feeds: { frame: frameOf(k, step) } })),
+              { shared: { sr: sr() } },
+            ),
+          )
+          for (const [k, out] of outs) {
+            got[k as string]?.push((out.output.data as Float32Array)[0] as number)
+            out.output.dispose()
+          }
+        }
+        // A stream that has ended leaves.
+        for (const k of Object.keys(streams)) {
+          if (step - (starts[k] as number) === count - 1) orThrow(vad.delete(k))
+        }
       }
-      // A stream that has ended leaves.
       for (const k of Object.keys(streams)) {
-        if (step - (starts[k] as number) === count - 1) orThrow(vad.delete(k))
+        const e = expected[k] as number[]
+        expect(got[k]?.length, k).toBe(e.length)
+        // Batched rows may differ from a batch of one in the last bits of a sum.
+        const worst = Math.max(
+          ...(got[k] as number[]).map((p, t) => Math.abs(p - (e[t] as number))),
+        )
+        expect(worst, k).toBeLessThan(1e-5)
       }
-    }
-    for (const k of Object.keys(streams)) {
-      const e = expected[k] as number[]
-      expect(got[k]?.length, k).toBe(e.length)
-      // Batched rows may differ from a batch of one in the last bits of a sum.
-      const worst = Math.max(...(got[k] as number[]).map((p, t) => Math.abs(p - (e[t] as number))))
-      expect(worst, k).toBeLessThan(1e-5)
-    }
-    expect(vad.size).toBe(0)
-    vad.dispose()
-    expect(backend.liveTensors()).toBe(0)
-  })
+      expect(vad.size).toBe(0)
+      vad.dispose()
+      expect(backend.liveTensors()).toBe(0)
+    },
+  )
 
   it("streams evicted to bytes every step and restored carry their context: each equals vad-web", async () => {
     const expected = await expectedAll()

@@ -73,6 +73,16 @@ describe("error unions of the session calls", () => {
 
   it("StreamingSession.run adds KeyError; its delete returns BusyError, DisposedError or KeyError; sweep BusyError or DisposedError, else a count", () => {
     expectTypeOf<LeftOf<ReturnType<StreamingSession["run"]>>>().toEqualTypeOf<StreamingRunError>()
+    expectTypeOf<
+      LeftOf<ReturnType<StreamingSession["runBatch"]>>
+    >().toEqualTypeOf<StreamingRunError>()
+    // runBatch hands back the outputs named by `outputs`, batched.
+    expectTypeOf<
+      Extract<
+        Awaited<ReturnType<StreamingSession<"logits">["runBatch"]>>,
+        { _tag: "Right" }
+      >["right"]
+    >().toEqualTypeOf<Record<"logits", OrtTensor>>()
     expectTypeOf<KeyError>().toExtend<StreamingRunError>()
     expectTypeOf<KeyError>().not.toExtend<StatefulRunError>()
     expectTypeOf<LeftOf<ReturnType<StreamingSession["delete"]>>>().toEqualTypeOf<

@@ -5,6 +5,7 @@
  */
 import {
   BackendError,
+  BatchSizeMismatchError,
   DTypeMismatchError,
   HostTensor,
   type LeafContext,
@@ -13,6 +14,7 @@ import {
   type StateBackend,
   type StreamKey,
   StructureMismatchError,
+  formatPath,
 } from "@statesaver/core"
 import type { OrtTensor } from "../ort-backend.js"
 import { dtypeOfOrt } from "./dtypes.js"
@@ -50,64 +52,121 @@ export function checkHeldFeeds(
   given: readonly (OrtTensor | undefined)[],
   empty: readonly number[],
 ): E.Either<FeedError, OrtTensor[] | undefined> {
-  const starting = empty.length === keys.length
-  if (!starting) {
-    const r = empty[0]
-    if (r !== undefined) {
-      return E.left(
-        new StructureMismatchError({
-          path: feedPath(keys[r] as StreamKey, name),
-          expected: `${name} held for every stream of a call under way (each fed when its cache started)`,
-          actual: "none: the stream has not started",
-          detail: "new or reset streams start in a call of their own, each feeding it",
-        }),
-      )
-    }
-    const fed = given.findIndex((t) => t !== undefined)
-    if (fed >= 0) {
-      return E.left(
-        new StructureMismatchError({
-          path: feedPath(keys[fed] as StreamKey, name),
-          expected: `no feed for ${name}: the session holds it since the stream's cache started`,
-          actual: "a feed",
-          detail: "reset the stream to start it again with another",
-        }),
-      )
-    }
-    return E.right(undefined)
-  }
-  const missing = given.findIndex((t) => t === undefined)
-  if (missing >= 0) {
-    return E.left(
-      new StructureMismatchError({
-        path: feedPath(keys[missing] as StreamKey, name),
-        expected: `a feed for ${name} on the call that starts the stream's cache`,
-        actual: "none",
-        detail: "the session holds it per stream from then on",
-      }),
-    )
-  }
-  const declared = leaf.spec.shape
+  const at = (row: number) => feedPath(keys[row] as StreamKey, name)
+  const refused = refuseHeld(
+    name,
+    keys,
+    empty,
+    given.findIndex((t) => t !== undefined),
+    given.findIndex((t) => t === undefined),
+    at,
+  )
+  if (refused !== undefined) return E.left(refused)
+  if (empty.length < keys.length) return E.right(undefined)
   for (const [i, t] of (given as OrtTensor[]).entries()) {
-    const path = feedPath(keys[i] as StreamKey, name)
-    if (t.type !== leaf.dtype) {
-      return E.left(new DTypeMismatchError({ path, expected: leaf.dtype, actual: t.type }))
-    }
-    const fits =
-      t.dims.length === declared.length &&
-      declared.every((d, a) => typeof d !== "number" || a === leaf.batchAxis || t.dims[a] === d)
-    if (!fits) {
-      return E.left(
-        new ShapeMismatchError({
-          path,
-          expected: declared.map((d, a) => (a === leaf.batchAxis ? 1 : d)),
-          actual: t.dims,
-        }),
-      )
-    }
+    const bad = heldMismatch(at(i), leaf, t, 1)
+    if (bad !== undefined) return E.left(bad)
   }
   const list = keys.map((key, i) => ({ key, feeds: { [name]: given[i] as OrtTensor } }))
   return checkStacked(name, leaf.batchAxis, list)
+}
+
+/**
+ * `checkHeldFeeds` for a batched call (`runBatch`): `given` holds a row per key along the
+ * leaf's batch axis. `Right` of the feed when the call's streams all start, `Right(undefined)`
+ * when none does (the session feeds what it holds).
+ */
+export function checkHeldBatch(
+  name: string,
+  leaf: ResolvedLeaf,
+  keys: readonly StreamKey[],
+  given: OrtTensor | undefined,
+  empty: readonly number[],
+): E.Either<FeedError, OrtTensor | undefined> {
+  const path = formatPath([name])
+  const fed = given === undefined ? -1 : 0
+  const refused = refuseHeld(name, keys, empty, fed, -1 - fed, () => path)
+  if (refused !== undefined) return E.left(refused)
+  if (given === undefined) return E.right(undefined)
+  const bad = heldMismatch(path, leaf, given, keys.length)
+  if (bad !== undefined) return E.left(bad)
+  const rows = given.dims[leaf.batchAxis]
+  if (rows !== keys.length) {
+    return E.left(
+      new BatchSizeMismatchError({
+        path,
+        expected: keys.length,
+        actual: rows as number,
+        axis: leaf.batchAxis,
+        detail: `one row per key, in the keys' order (${keys.length} keys)`,
+      }),
+    )
+  }
+  return E.right(given)
+}
+
+/**
+ * The refusal of a call's held-input feeds, or undefined: streams under way feed none (`fed`, a
+ * row that does, is -1), streams that start feed it (`missing`, a row that does not, is -1), and
+ * a call does not mix the two. `at(row)` is the path of a row's feed.
+ */
+function refuseHeld(
+  name: string,
+  keys: readonly StreamKey[],
+  empty: readonly number[],
+  fed: number,
+  missing: number,
+  at: (row: number) => string,
+): StructureMismatchError | undefined {
+  if (empty.length === keys.length) {
+    if (missing < 0) return undefined
+    return new StructureMismatchError({
+      path: at(missing),
+      expected: `a feed for ${name} on the call that starts the stream's cache`,
+      actual: "none",
+      detail: "the session holds it per stream from then on",
+    })
+  }
+  const r = empty[0]
+  if (r !== undefined) {
+    return new StructureMismatchError({
+      path: feedPath(keys[r] as StreamKey, name),
+      expected: `${name} held for every stream of a call under way (each fed when its cache started)`,
+      actual: "none: the stream has not started",
+      detail: "new or reset streams start in a call of their own, each feeding it",
+    })
+  }
+  if (fed < 0) return undefined
+  return new StructureMismatchError({
+    path: at(fed),
+    expected: `no feed for ${name}: the session holds it since the stream's cache started`,
+    actual: "a feed",
+    detail: "reset the stream to start it again with another",
+  })
+}
+
+/**
+ * A held-input feed's dtype or shape that does not fit its leaf (the batch axis aside: `rows`
+ * expected there), or undefined.
+ */
+function heldMismatch(
+  path: string,
+  leaf: ResolvedLeaf,
+  t: OrtTensor,
+  rows: number,
+): DTypeMismatchError | ShapeMismatchError | undefined {
+  if (t.type !== leaf.dtype)
+    return new DTypeMismatchError({ path, expected: leaf.dtype, actual: t.type })
+  const declared = leaf.spec.shape
+  const fits =
+    t.dims.length === declared.length &&
+    declared.every((d, a) => typeof d !== "number" || a === leaf.batchAxis || t.dims[a] === d)
+  if (fits) return undefined
+  return new ShapeMismatchError({
+    path,
+    expected: declared.map((d, a) => (a === leaf.batchAxis ? rows : d)),
+    actual: t.dims,
+  })
 }
 
 /**

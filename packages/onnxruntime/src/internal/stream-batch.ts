@@ -63,8 +63,9 @@ type Read = E.Either<BatchSizeMismatchError | BackendError, Map<string, TensorDa
 
 /**
  * Host data of each non-state output of a batched run, after checking its batch size (nothing is
- * read for a run of one stream, whose outputs are handed over as they are). A promise only when
- * an output must be read from a device: outputs on the CPU are read without a turn of the loop.
+ * read for a run of one stream, whose outputs are handed over as they are, nor without `read`).
+ * A promise only when an output must be read from a device: outputs on the CPU are read without
+ * a turn of the loop.
  */
 export function readOutputs(
   outputs: Readonly<Record<string, OrtTensor>>,
@@ -72,6 +73,7 @@ export function readOutputs(
   axes: Axes,
   batchSize: number,
   backend: string,
+  read: boolean,
 ): Read | Promise<Read> {
   const data = new Map<string, TensorData>()
   let onDevice: string[] | undefined
@@ -89,7 +91,7 @@ export function readOutputs(
         }),
       )
     }
-    if (batchSize === 1) continue
+    if (batchSize === 1 || !read) continue
     if (t.location === "cpu") data.set(name, t.data as TensorData)
     else (onDevice ??= []).push(name)
   }

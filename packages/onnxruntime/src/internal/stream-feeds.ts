@@ -164,19 +164,9 @@ export function checkCall(
   const keys: StreamKey[] = []
   const seen = new Set<StreamKey>()
   for (const { key } of entries) {
-    if (!keyOk(key))
-      return E.left(new KeyError({ expected: "string or finite number keys", actual: key }))
-    if (seen.has(key)) {
-      return E.left(
-        new KeyError({
-          expected: "distinct keys",
-          actual: key,
-          detail: `${JSON.stringify(key)} twice`,
-        }),
-      )
-    }
-    seen.add(key)
-    keys.push(key)
+    const bad = checkKey(key, seen)
+    if (bad !== undefined) return E.left(bad)
+    keys.push(key as StreamKey)
   }
   // Each stream's feeds checked with no allocation; the error built only for a bad one (a call
   // checks all its streams, and most calls are good).
@@ -241,6 +231,109 @@ export function checkCall(
     batched.set(name, parts.right)
   }
   return E.right({ keys, batched, shared, held })
+}
+
+/** The error refusing `key` of a call whose keys so far are `seen` (then `key` is added), or undefined. */
+function checkKey(key: unknown, seen: Set<StreamKey>): KeyError | undefined {
+  if (!keyOk(key)) return new KeyError({ expected: "string or finite number keys", actual: key })
+  if (seen.has(key))
+    return new KeyError({
+      expected: "distinct keys",
+      actual: key,
+      detail: `${JSON.stringify(key)} twice`,
+    })
+  seen.add(key)
+  return undefined
+}
+
+/**
+ * A checked batched call (`StreamingSession.runBatch`): the keys in order, the caller's feeds,
+ * and its feed of the held input (`undefined` where not fed).
+ */
+export interface BatchCall {
+  readonly keys: StreamKey[]
+  readonly feeds: Feeds
+  readonly held: OrtTensor | undefined
+}
+
+/**
+ * Checks the keys and feeds of a batched call against the layout: distinct keys; a record of
+ * live tensors for every input the caller feeds, none for state or derived inputs; each batched
+ * input with one row per key along its batch axis. Nothing is gathered or run.
+ */
+export function checkBatchCall(
+  keys: unknown,
+  feeds: unknown,
+  layout: FeedLayout,
+): E.Either<FeedError, BatchCall> {
+  if (!Array.isArray(keys) || keys.length === 0) {
+    return E.left(
+      new KeyError({
+        expected: "an array of at least one stream key",
+        actual: keys,
+      }),
+    )
+  }
+  const seen = new Set<StreamKey>()
+  for (const key of keys as unknown[]) {
+    const bad = checkKey(key, seen)
+    if (bad !== undefined) return E.left(bad)
+  }
+  const record = checkFeedRecord(feeds, "feeds", (name) => formatPath([name]))
+  if (record._tag === "Left") return record
+  const given = record.right
+  if (!feedsKnown(given, layout)) {
+    const names = Object.keys(given)
+    const refused = refuseStateFeeds(names, layout.stateInputs)
+    if (refused._tag === "Left") return refused
+    const computed = refuseDerivedFeeds(names, layout.rules)
+    if (computed._tag === "Left") return computed
+    const unknown = refuseUnknownFeeds(names, layout.inputs)
+    if (unknown._tag === "Left") return unknown
+  }
+  const rows = keys.length
+  for (const name of layout.inputs) {
+    if (name === layout.held) continue
+    const t = own(given, name) ? given[name] : undefined
+    const axis = layout.batchAxes[name] ?? null
+    if (t === undefined) {
+      return E.left(
+        new StructureMismatchError({
+          path: formatPath([name]),
+          expected:
+            axis === null
+              ? `a feed for per-call input ${name}`
+              : `a feed for input ${name}, one row per stream along axis ${axis}`,
+          actual: "none",
+        }),
+      )
+    }
+    if (axis === null) continue
+    if (t.dims.length <= axis) {
+      return E.left(
+        new ShapeMismatchError({
+          path: formatPath([name]),
+          expected: `rank > ${axis}`,
+          actual: t.dims,
+          detail: `batch axis ${axis}`,
+        }),
+      )
+    }
+    if (t.dims[axis] !== rows) {
+      return E.left(
+        new BatchSizeMismatchError({
+          path: formatPath([name]),
+          expected: rows,
+          actual: t.dims[axis] as number,
+          axis,
+          detail: `one row per key, in the keys' order (${rows} keys)`,
+        }),
+      )
+    }
+  }
+  const heldName = layout.held
+  const held = heldName !== undefined && own(given, heldName) ? given[heldName] : undefined
+  return E.right({ keys: keys as StreamKey[], feeds: given, held })
 }
 
 /** Whether `feeds` passes `checkFeedRecord`: a plain record of live tensors. */
