@@ -356,4 +356,43 @@ describe("StreamingSession on WebGPU", () => {
     streaming.dispose()
     expect(backend.liveGpuBuffers()).toBe(0)
   })
+
+  it("runBatch hands the batched output back on the GPU: nothing read back, each row equal to its stream run alone", async () => {
+    const { gpu, cpu, device } = await sessions()
+    const backend = ortBackend({ ort, location: "gpu-buffer", device })
+    const streaming = orThrow(createStreamingSession({ session: gpu, ort, backend }))
+    const alone = new Map<string, StatefulSession>()
+    const row = (key: string, call: number) =>
+      Float32Array.from({ length: 3 }, (_, i) => Math.sin(key.length * 0.6 + call * 0.9 + i))
+    const calls = [
+      ["a", "bb", "ccc"],
+      ["ccc", "a"],
+      ["bb", "a", "ccc"],
+    ]
+    for (const [n, keys] of calls.entries()) {
+      // X is [seq 1, batch, 3]: row i of the batch axis is keys[i]'s.
+      const X = new ort.Tensor("float32", new Float32Array(keys.length * 3), [1, keys.length, 3])
+      keys.forEach((key, i) => (X.data as Float32Array).set(row(key, n), i * 3))
+      const counter = countReads()
+      const { Y } = orThrow(await streaming.runBatch(keys, { X }))
+      expect(counter.reads()).toBe(0)
+      counter.restore()
+      expect(Y?.location).toBe("gpu-buffer")
+      const y = { dims: [...(Y as OrtTensor).dims], data: (await Y?.getData()) as Float32Array }
+      for (const [i, key] of keys.entries()) {
+        const feeds = { X: new ort.Tensor("float32", row(key, n), [1, 1, 3]) }
+        const expected = await aloneOutputs(alone, cpu, key, feeds)
+        expectClose(
+          gatherAxis(y, 1, [i]),
+          { dims: [...(expected["Y"]?.dims ?? [])], data: expected["Y"]?.data as Float32Array },
+          1e-4,
+        )
+        expected["Y"]?.dispose()
+      }
+      Y?.dispose()
+    }
+    for (const ref of alone.values()) ref.dispose()
+    streaming.dispose()
+    expect(backend.liveGpuBuffers()).toBe(0)
+  })
 })
