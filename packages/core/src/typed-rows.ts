@@ -100,8 +100,12 @@ export function gatherRowsTyped(
       continue
     }
     const count = runLength(srcRows, i)
-    for (let o = 0; o < outer; o++)
-      setSpan(dst, span(src, srcLayout, o, r, count, srcRowViews), (o * m + i) * inner)
+    const len = count * inner
+    for (let o = 0; o < outer; o++) {
+      const at = (o * m + i) * inner
+      if (len <= SHORT) copyShort(dst, at, src, (o * srcLayout.rows + r) * inner, len)
+      else setSpan(dst, span(src, srcLayout, o, r, count, srcRowViews), at)
+    }
     i += count
   }
   fillRowsTyped(dst, dstLayout, fresh, init, dtype)
@@ -127,8 +131,12 @@ export function scatterRowsTyped(
   while (i < dstRows.length) {
     const r = dstRows[i] as number
     const count = runLength(dstRows, i)
-    for (let o = 0; o < outer; o++)
-      setSpan(dst, span(src, srcLayout, o, i, count, srcRowViews), (o * n + r) * inner)
+    const len = count * inner
+    for (let o = 0; o < outer; o++) {
+      const at = (o * n + r) * inner
+      if (len <= SHORT) copyShort(dst, at, src, (o * srcLayout.rows + i) * srcLayout.inner, len)
+      else setSpan(dst, span(src, srcLayout, o, i, count, srcRowViews), at)
+    }
     i += count
   }
 }
@@ -157,6 +165,16 @@ function span(
   if (count === 1 && views) return views[o * layout.rows + r] as Fillable
   const from = (o * layout.rows + r) * layout.inner
   return src.subarray(from, from + count * layout.inner)
+}
+
+/** Spans of at most this many elements are copied element by element: a view costs more. */
+const SHORT = 16
+
+/** Copies `len` elements of `src` from `from` into `dst` at `at`, element by element. */
+function copyShort(dst: Fillable, at: number, src: Fillable, from: number, len: number): void {
+  const d = dst as Float32Array
+  const s = src as Float32Array
+  for (let k = 0; k < len; k++) d[at + k] = s[from + k] as number
 }
 
 function setSpan(dst: Fillable, src: Fillable, at: number): void {

@@ -232,6 +232,25 @@ const int64 = (shape: number[], fill: (i: number) => number): Host => {
   return new Host("int64", shape, data)
 }
 
+/** Whether int64 elements are stored low word first (every platform Node and browsers run on). */
+const LITTLE_ENDIAN = new Uint8Array(Int32Array.of(1).buffer)[0] === 1
+
+/**
+ * Writes `value(i)` (a non-negative integer below 2^31) into each element `i` of `data`: through
+ * the elements' 32-bit words on a little-endian platform, which spares a `BigInt` per element.
+ */
+function fillInt64(data: BigInt64Array, value: (i: number) => number): void {
+  if (!LITTLE_ENDIAN) {
+    for (let i = 0; i < data.length; i++) data[i] = BigInt(value(i))
+    return
+  }
+  const words = new Int32Array(data.buffer, data.byteOffset, data.length * 2)
+  for (let i = 0; i < data.length; i++) {
+    words[2 * i] = value(i)
+    words[2 * i + 1] = 0
+  }
+}
+
 /** Sets `mask[from, to)` to 1 (in place: no view per row, as a copy from an array of ones needs). */
 function ones(mask: BigInt64Array, from: number, to: number): void {
   if (to > from) mask.fill(1n, from, to)
@@ -267,7 +286,11 @@ function derived(
     out[MASK] = new Host("int64", [rows, w], mask)
   }
   if (names.includes(POSITIONS)) {
-    out[POSITIONS] = int64([rows, s], (i) => count(Math.floor(i / s)) + (i % s))
+    // Lent (written over whole): a fresh array per step is garbage the run's caller pays for.
+    const positions = (lend?.(POSITIONS, "int64", rows * s) ??
+      new BigInt64Array(rows * s)) as BigInt64Array
+    fillInt64(positions, s === 1 ? count : (i) => count(Math.floor(i / s)) + (i % s))
+    out[POSITIONS] = new Host("int64", [rows, s], positions)
   }
   if (names.includes(CACHE_POSITION)) {
     const first = count(0)

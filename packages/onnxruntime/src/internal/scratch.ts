@@ -15,17 +15,19 @@ export const SCRATCH: unique symbol = Symbol("statesaver.scratch")
  * every step).
  */
 export function scratchArrays(): Lend {
-  const kept = new Map<string, HostData>()
+  // By key, then dtype: no id string built per call.
+  const kept = new Map<string, Map<DType, HostData>>()
   return (key, dtype, length) => {
-    const id = `${dtype} ${key}`
-    const held = kept.get(id)
+    let byType = kept.get(key)
+    if (byType === undefined) kept.set(key, (byType = new Map()))
+    const held = byType.get(dtype)
     if (held !== undefined && held.length >= length)
       return held.length === length ? held : (held.subarray(0, length) as HostData)
     const made = allocateData(
       dtype,
       held === undefined ? length : Math.max(length, 2 * held.length),
     )
-    kept.set(id, made)
+    byType.set(dtype, made)
     return made.length === length ? made : (made.subarray(0, length) as HostData)
   }
 }
