@@ -84,6 +84,23 @@ export async function main(): Promise<void> {
     }
   }
 
+  // The same session fed as the ceiling is fed: each group's frames stacked by the caller into
+  // one tensor, its output handed back as one tensor (`runBatch`).
+  const batchTick = async (tick: number) => {
+    for (let first = 0; first < STREAMS; first += PER_CALL) {
+      const frames = new Float32Array(PER_CALL * FRAME)
+      for (let i = 0; i < PER_CALL; i++)
+        frames.set(frame(first + i, tick).data as Float32Array, i * FRAME)
+      const out = orThrow(
+        await streaming.runBatch(keys.slice(first, first + PER_CALL), {
+          frame: new ort.Tensor("float32", frames, [PER_CALL, FRAME]),
+          sr,
+        }),
+      )
+      out["output"]?.dispose()
+    }
+  }
+
   // The ceiling: the same batches of 16 run by hand, each group's state fed back as it is and
   // its context windows prepended and carried in place.
   const WIDTH = CONTEXT + FRAME
@@ -137,11 +154,13 @@ export async function main(): Promise<void> {
   for (let i = 0; i < WARMUP_TICKS; i++) {
     await aloneTick(i)
     await batchedTick(i)
+    await batchTick(i)
     await handTick(i)
     await again.handTick(i)
   }
   const alone: number[] = []
   const batched: number[] = []
+  const whole: number[] = []
   const hand: number[] = []
   const hand2: number[] = []
   for (let r = 0; r < ROUNDS; r++) {
@@ -149,6 +168,7 @@ export async function main(): Promise<void> {
     const sides: [number[], (tick: number) => Promise<void>][] = [
       [alone, aloneTick],
       [batched, batchedTick],
+      [whole, batchTick],
       [hand, handTick],
       [hand2, again.handTick],
     ]
@@ -162,6 +182,7 @@ export async function main(): Promise<void> {
   const h = median(hand)
   // Rounds pair the sides in time: the median of per-round ratios shrugs off load drift.
   const paired = median(batched.map((x, r) => x / (hand[r] as number)))
+  const pairedWhole = median(whole.map((x, r) => x / (hand[r] as number)))
   const floor = median(hand2.map((x, r) => x / (hand[r] as number)))
   console.log(
     `Silero VAD v5 with its ${CONTEXT}-sample context, ${STREAMS} streams (onnxruntime-node cpu, 1 thread; median of ${ROUNDS} rounds of ${TICKS_PER_ROUND} frames per stream; target ratio >= 4)`,
@@ -174,6 +195,9 @@ export async function main(): Promise<void> {
   )
   console.log(
     `  StreamingSession / ceiling ${paired.toFixed(3)} (median of per-round ratios; ratio of medians ${(b / h).toFixed(3)}; target >= 0.95); A/A: a second ceiling / the first ${floor.toFixed(3)} (the noise floor)`,
+  )
+  console.log(
+    `  StreamingSession.runBatch (each group's frames stacked by the caller, as the ceiling does) / ceiling ${pairedWhole.toFixed(3)} (ratio of medians ${(median(whole) / h).toFixed(3)})`,
   )
   streaming.dispose()
   ceiling.dispose()

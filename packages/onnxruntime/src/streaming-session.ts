@@ -913,7 +913,10 @@ class Streaming<O extends string> implements StreamingSession<O> {
     // (An array, not a Set: tensors fed to a run are never hashed; see ortBackend.)
     const handed: OrtTensor[] = []
     const cleanup = (outputs?: Record<string, OrtTensor>): void => {
-      for (const t of Object.values(held)) if (!handed.includes(t)) store.backend.dispose(t)
+      for (const name in held) {
+        const t = held[name] as OrtTensor
+        if (!handed.includes(t)) store.backend.dispose(t)
+      }
       for (const t of stacked) t.dispose()
       if (outputs !== undefined) for (const t of Object.values(outputs)) t.dispose()
     }
@@ -966,7 +969,8 @@ class Streaming<O extends string> implements StreamingSession<O> {
           forget()
           return made
         }
-        for (const [name, t] of Object.entries(made.right)) setKey(next, name, t)
+        for (const name in made.right)
+          if (own(made.right, name)) setKey(next, name, made.right[name] as OrtTensor)
       }
       // A fixed cache takes the step's blocks into the gathered rows, which go back whole.
       const skipped =
@@ -1062,7 +1066,8 @@ class Streaming<O extends string> implements StreamingSession<O> {
       // The store owns (and has freed) the state outputs; the listed ones are split or handed
       // over, the others freed.
       const rest: Record<string, OrtTensor> = {}
-      for (const [name, t] of Object.entries(outputs)) {
+      for (const name in outputs) {
+        const t = outputs[name] as OrtTensor
         if (this.#outputs.has(name)) setKey(rest, name, t)
         else if (!this.#stateOutputs.has(name)) t.dispose()
       }

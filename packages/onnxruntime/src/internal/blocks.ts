@@ -42,6 +42,18 @@ export function blockTargets(plan: CachePlan, leaves: readonly ResolvedLeaf[]): 
   })
 }
 
+/** Whether a block's dims are the cache's `dims` with `k` positions along `axis` (no array built). */
+function fitsBlock(
+  block: readonly number[],
+  dims: readonly number[],
+  axis: number,
+  k: number,
+): boolean {
+  if (block.length !== dims.length) return false
+  for (let i = 0; i < dims.length; i++) if (block[i] !== (i === axis ? k : dims[i])) return false
+  return true
+}
+
 /**
  * The writes of a fixed cache's block outputs into the held cache leaves (`held(target)`), each
  * checked first: the cache's dtype, and its shape but `new` positions along the cache's dim.
@@ -66,8 +78,8 @@ export function planWrites(
         }),
       )
     }
-    const want = dst.dims.map((d, i) => (i === axis ? newTokens : d))
-    if (block.dims.length !== want.length || block.dims.some((d, i) => d !== want[i])) {
+    if (!fitsBlock(block.dims, dst.dims, axis, newTokens)) {
+      const want = dst.dims.map((d, i) => (i === axis ? newTokens : d))
       return E.left(
         new ShapeMismatchError({
           path: output,

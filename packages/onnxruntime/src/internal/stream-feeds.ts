@@ -233,6 +233,35 @@ export function checkCall(
   return E.right({ keys, batched, shared, held })
 }
 
+/** Up to this many keys are checked for repeats pairwise, without a Set. */
+const FEW_KEYS = 32
+
+/** The error refusing a malformed or repeated key of `keys`, or undefined. */
+function checkKeys(keys: readonly unknown[]): KeyError | undefined {
+  if (keys.length > FEW_KEYS) {
+    const seen = new Set<StreamKey>()
+    for (const key of keys) {
+      const bad = checkKey(key, seen)
+      if (bad !== undefined) return bad
+    }
+    return undefined
+  }
+  for (let i = 0; i < keys.length; i++) {
+    const key = keys[i]
+    if (!keyOk(key)) return new KeyError({ expected: "string or finite number keys", actual: key })
+    for (let j = 0; j < i; j++) {
+      if (keys[j] === key) {
+        return new KeyError({
+          expected: "distinct keys",
+          actual: key,
+          detail: `${JSON.stringify(key)} twice`,
+        })
+      }
+    }
+  }
+  return undefined
+}
+
 /** The error refusing `key` of a call whose keys so far are `seen` (then `key` is added), or undefined. */
 function checkKey(key: unknown, seen: Set<StreamKey>): KeyError | undefined {
   if (!keyOk(key)) return new KeyError({ expected: "string or finite number keys", actual: key })
@@ -274,11 +303,8 @@ export function checkBatchCall(
       }),
     )
   }
-  const seen = new Set<StreamKey>()
-  for (const key of keys as unknown[]) {
-    const bad = checkKey(key, seen)
-    if (bad !== undefined) return E.left(bad)
-  }
+  const bad = checkKeys(keys)
+  if (bad !== undefined) return E.left(bad)
   const record = checkFeedRecord(feeds, "feeds", (name) => formatPath([name]))
   if (record._tag === "Left") return record
   const given = record.right
