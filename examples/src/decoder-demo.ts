@@ -4,14 +4,20 @@
  * `shift`) mod vocab. The counter (back 1, shift 1) counts up; the copier (back 5, shift 0)
  * repeats its last 5 tokens, which it can only find in its KV cache. Both run through a
  * StatefulSession with a fixed-capacity cache: greedy decoding, beam search (width 4, the
- * beams' caches reordered with `select`), throughput, and a check against the same weights run
- * without a cache on each whole sequence.
+ * beams' caches reordered with `select`), throughput; then conversations joining and leaving
+ * one StreamingSession; each checked against the same weights run without a cache on each
+ * whole sequence.
  *
  * The models are built by the onnxruntime tests' helper, loaded at run time (the examples'
  * project does not compile test files, so its signatures are restated here).
  */
 import { orThrow } from "@statesaver/core"
-import { type StatefulSession, createStatefulSession, ortBackend } from "@statesaver/onnxruntime"
+import {
+  type StatefulSession,
+  createStatefulSession,
+  createStreamingSession,
+  ortBackend,
+} from "@statesaver/onnxruntime"
 import * as ort from "onnxruntime-node"
 import { argmax, logSoftmax, withoutCache } from "./logits.js"
 
@@ -212,6 +218,66 @@ export async function main(): Promise<void> {
     for (const beam of beams) {
       await check(copier, oracle, prompt, beam.tokens, beam.logProb)
       console.log(`  ${show(beam.tokens)}  log p ${beam.logProb.toFixed(4)}`)
+    }
+  }
+
+  {
+    // Many conversations in one StreamingSession: each joins with its prompt in a run of its
+    // own, then every conversation under way takes its next token in one batched run per step,
+    // whatever its length, and leaves after 10 tokens.
+    const session = await ort.InferenceSession.create(hd.handDecoder(copier, "fixed"))
+    using chats = orThrow(
+      createStreamingSession({ session, ort, backend, capacity: 8, cache, outputs: ["logits"] }),
+    )
+    const plan = [
+      { key: "ann", at: 0, prompt: [1, 2, 3, 4, 5] },
+      { key: "ben", at: 2, prompt: [9, 8, 7, 6, 5, 4] },
+      { key: "cid", at: 3, prompt: [20, 0, 20, 0, 21, 1, 22] },
+      { key: "dot", at: 5, prompt: [5, 10, 15, 20, 25, 30, 31, 3] },
+    ]
+    const LENGTH = 10
+    const generated = new Map(plan.map(({ key }) => [key, [] as number[]]))
+    /** The conversations under way and the token each feeds next. */
+    const next = new Map<string, number>()
+    const lastRow = (logits: Float32Array, row: number, n: number) =>
+      logits.subarray((row * n + n - 1) * copier.vocab, (row * n + n) * copier.vocab)
+    for (let step = 0; step === 0 || next.size > 0; step++) {
+      for (const { key, at, prompt } of plan) {
+        if (at !== step) continue
+        const ids = new ort.Tensor("int64", BigInt64Array.from(prompt, BigInt), [1, prompt.length])
+        const joined = orThrow(await chats.run([{ key, feeds: { input_ids: ids } }])).get(key)
+        const token = argmax(lastRow(joined?.logits.data as Float32Array, 0, prompt.length))
+        joined?.logits.dispose()
+        generated.get(key)?.push(token)
+        next.set(key, token)
+      }
+      const keys = [...next.keys()]
+      const input_ids = new ort.Tensor(
+        "int64",
+        BigInt64Array.from(keys, (k) => BigInt(next.get(k) as number)),
+        [keys.length, 1],
+      )
+      const { logits } = orThrow(await chats.runBatch(keys, { input_ids }))
+      for (const [row, key] of keys.entries()) {
+        const token = argmax(lastRow(logits.data as Float32Array, row, 1))
+        const mine = generated.get(key) as number[]
+        mine.push(token)
+        next.set(key, token)
+        if (mine.length === LENGTH) {
+          next.delete(key)
+          orThrow(chats.delete(key)) // the conversation ended
+        }
+      }
+      logits.dispose()
+    }
+    console.log(
+      `copier, ${plan.length} conversations in one StreamingSession (joining at steps ${plan.map((c) => c.at).join(", ")}, ` +
+        `one batched run per step over those under way):`,
+    )
+    for (const { key, prompt } of plan) {
+      const gen = generated.get(key) as number[]
+      await check(copier, oracle, prompt, gen)
+      console.log(`  ${key}: ${show(prompt)} → ${show(gen)}`)
     }
   }
 
