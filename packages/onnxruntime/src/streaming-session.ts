@@ -215,7 +215,7 @@ export interface StreamingRunOptions {
  * Options of `StreamingSession.runBatch` (per-call inputs such as Silero's `sr` go in its feeds).
  *
  * @category sessions
- * @since 0.4.0
+ * @since 0.3.0
  */
 export interface StreamingBatchOptions {
   readonly runOptions?: common.InferenceSession.RunOptions
@@ -286,7 +286,7 @@ export interface StreamingSession<O extends string = string> extends Disposable 
    *   tokens = new ort.Tensor("int64", next(logits), [3, 1])
    *   logits.dispose()
    * }
-   * @since 0.4.0
+   * @since 0.3.0
    */
   runBatch(
     keys: readonly StreamKey[],
