@@ -53,6 +53,7 @@ import { isRecord, own } from "./internal/validate.js"
 import {
   type FeedLayout,
   checkBatchCall,
+  checkBatchOptions,
   checkCall,
   checkRunOptions,
   keyOk,
@@ -548,42 +549,6 @@ function ownFeeds(
   return { feeds, stacked: [] }
 }
 
-/** Checks the options of `runBatch`: a record whose `runOptions` is a record. */
-function checkBatchOptions(
-  options: unknown,
-): E.Either<OptionError, common.InferenceSession.RunOptions | undefined> {
-  if (options === undefined) return E.right(undefined)
-  if (!isRecord(options)) {
-    return E.left(
-      new OptionError({
-        path: "options",
-        expected: "batch run options ({ runOptions? })",
-        actual: options,
-      }),
-    )
-  }
-  const { runOptions } = options
-  if (own(options, "shared")) {
-    return E.left(
-      new OptionError({
-        path: "shared",
-        expected: "no shared feeds: runBatch takes per-call inputs in its feeds",
-        actual: options["shared"],
-      }),
-    )
-  }
-  if (runOptions !== undefined && !isRecord(runOptions)) {
-    return E.left(
-      new OptionError({
-        path: "runOptions",
-        expected: "ONNX Runtime run options (a record)",
-        actual: runOptions,
-      }),
-    )
-  }
-  return E.right(runOptions as common.InferenceSession.RunOptions | undefined)
-}
-
 /** The block outputs of a session without a cache: none. */
 const VIEWS = { views: true } as const
 
@@ -783,7 +748,7 @@ class Streaming<O extends string> implements StreamingSession<O> {
     const ran = await this.#step(
       call.right.keys,
       { kind: "batch", feeds: call.right.feeds, held },
-      opts.right,
+      opts.right as common.InferenceSession.RunOptions | undefined,
     )
     return ran as E.Either<StreamingRunError, Record<O, OrtTensor>>
   }

@@ -113,19 +113,14 @@ export function listStreams(
 /** Checks the options of a run: a record whose `shared` is a record and `runOptions` one too. */
 export function checkRunOptions(
   options: unknown,
+  what = "run options ({ shared?, runOptions? })",
 ): E.Either<
   OptionError | StructureMismatchError | DisposedError,
   { shared: Feeds; runOptions: unknown }
 > {
   if (options === undefined) return E.right({ shared: {}, runOptions: undefined })
   if (!isRecord(options)) {
-    return E.left(
-      new OptionError({
-        path: "options",
-        expected: "run options ({ shared?, runOptions? })",
-        actual: options,
-      }),
-    )
+    return E.left(new OptionError({ path: "options", expected: what, actual: options }))
   }
   const { shared, runOptions } = options
   if (shared !== undefined && !isRecord(shared)) {
@@ -183,12 +178,8 @@ export function checkCall(
   // Checked: each entry is a key and a record of tensors.
   const list = entries as readonly StreamFeeds[]
   const sharedNames = Object.keys(sharedFeeds)
-  const refused = refuseStateFeeds(sharedNames, layout.stateInputs)
+  const refused = refuseFeeds(sharedNames, layout)
   if (refused._tag === "Left") return refused
-  const computed = refuseDerivedFeeds(sharedNames, layout.rules)
-  if (computed._tag === "Left") return computed
-  const unknown = refuseUnknownFeeds(sharedNames, layout.inputs)
-  if (unknown._tag === "Left") return unknown
   for (const name of sharedNames) {
     if (layout.batchAxes[name] !== null) {
       return E.left(
@@ -202,13 +193,8 @@ export function checkCall(
   }
   for (const { key, feeds } of list) {
     if (feedsKnown(feeds, layout)) continue
-    const names = Object.keys(feeds)
-    const r = refuseStateFeeds(names, layout.stateInputs, (n) => feedPath(key, n))
-    if (r._tag === "Left") return r
-    const d = refuseDerivedFeeds(names, layout.rules, (n) => feedPath(key, n))
-    if (d._tag === "Left") return d
-    const u = refuseUnknownFeeds(names, layout.inputs, (n) => feedPath(key, n))
-    if (u._tag === "Left") return u
+    const refusedFeed = refuseFeeds(Object.keys(feeds), layout, (n) => feedPath(key, n))
+    if (refusedFeed._tag === "Left") return refusedFeed
   }
   const batched = new Map<string, OrtTensor[]>()
   const shared: Record<string, OrtTensor> = {}
@@ -231,6 +217,39 @@ export function checkCall(
     batched.set(name, parts.right)
   }
   return E.right({ keys, batched, shared, held })
+}
+
+/** Checks the options of `runBatch`: `checkRunOptions` without `shared` (its feeds hold them). */
+export function checkBatchOptions(
+  options: unknown,
+): E.Either<OptionError | StructureMismatchError | DisposedError, unknown> {
+  if (isRecord(options) && own(options, "shared")) {
+    return E.left(
+      new OptionError({
+        path: "shared",
+        expected: "no shared feeds: runBatch takes per-call inputs in its feeds",
+        actual: options["shared"],
+      }),
+    )
+  }
+  const checked = checkRunOptions(options, "batch run options ({ runOptions? })")
+  return checked._tag === "Left" ? checked : E.right(checked.right.runOptions)
+}
+
+/**
+ * The refusal of feeds named `names` that are for a state input, an input a rule computes, or
+ * no model input (`path(name)` in errors), or `Right`.
+ */
+function refuseFeeds(
+  names: readonly string[],
+  layout: FeedLayout,
+  path?: (name: string) => string,
+): E.Either<StructureMismatchError, void> {
+  const refused = refuseStateFeeds(names, layout.stateInputs, path)
+  if (refused._tag === "Left") return refused
+  const computed = refuseDerivedFeeds(names, layout.rules, path)
+  if (computed._tag === "Left") return computed
+  return refuseUnknownFeeds(names, layout.inputs, path)
 }
 
 /** Up to this many keys are checked for repeats pairwise, without a Set. */
@@ -309,13 +328,8 @@ export function checkBatchCall(
   if (record._tag === "Left") return record
   const given = record.right
   if (!feedsKnown(given, layout)) {
-    const names = Object.keys(given)
-    const refused = refuseStateFeeds(names, layout.stateInputs)
+    const refused = refuseFeeds(Object.keys(given), layout)
     if (refused._tag === "Left") return refused
-    const computed = refuseDerivedFeeds(names, layout.rules)
-    if (computed._tag === "Left") return computed
-    const unknown = refuseUnknownFeeds(names, layout.inputs)
-    if (unknown._tag === "Left") return unknown
   }
   const rows = keys.length
   for (const name of layout.inputs) {
