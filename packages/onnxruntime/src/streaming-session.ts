@@ -273,8 +273,8 @@ export interface StreamingSession<O extends string = string> extends Disposable 
    * device the model put them (the caller owns them). Nothing is stacked, split or read back: a
    * decoding loop that samples every row of the logits at once, then feeds the tokens as one
    * tensor, pays for no per-stream tensors. Streams, state, rules, caches, eviction and errors
-   * are those of `run`; the paths of errors name the batched feed (`input_ids`), or the stream
-   * where it is one stream's state (`alice.cache_length`). A feed without one row per key is a
+   * are those of `run`, but for the paths of errors on feeds, which name the batched feed
+   * (`input_ids`, not `alice.input_ids`). A feed without one row per key is a
    * `BatchSizeMismatchError`; bad keys (not an array, empty, malformed, repeated) a `KeyError`.
    *
    * @example
