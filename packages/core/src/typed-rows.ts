@@ -100,12 +100,8 @@ export function gatherRowsTyped(
       continue
     }
     const count = runLength(srcRows, i)
-    const len = count * inner
-    for (let o = 0; o < outer; o++) {
-      const at = (o * m + i) * inner
-      if (len <= SHORT) copyShort(dst, at, src, (o * srcLayout.rows + r) * inner, len)
-      else setSpan(dst, span(src, srcLayout, o, r, count, srcRowViews), at)
-    }
+    for (let o = 0; o < outer; o++)
+      copySpan(dst, (o * m + i) * inner, src, srcLayout, o, r, count, srcRowViews)
     i += count
   }
   fillRowsTyped(dst, dstLayout, fresh, init, dtype)
@@ -131,12 +127,8 @@ export function scatterRowsTyped(
   while (i < dstRows.length) {
     const r = dstRows[i] as number
     const count = runLength(dstRows, i)
-    const len = count * inner
-    for (let o = 0; o < outer; o++) {
-      const at = (o * n + r) * inner
-      if (len <= SHORT) copyShort(dst, at, src, (o * srcLayout.rows + i) * srcLayout.inner, len)
-      else setSpan(dst, span(src, srcLayout, o, i, count, srcRowViews), at)
-    }
+    for (let o = 0; o < outer; o++)
+      copySpan(dst, (o * n + r) * inner, src, srcLayout, o, i, count, srcRowViews)
     i += count
   }
 }
@@ -151,30 +143,26 @@ function runLength(rows: readonly (number | null)[], i: number): number {
 }
 
 /**
- * Rows `r` to `r + count - 1` of chunk `o` of `src`: the cached view of a single row when given,
- * since creating a view costs more than copying a small row.
+ * Copies rows `r` to `r + count - 1` of chunk `o` of `src` into `dst` at `at`: element by element
+ * when they are at most 16 elements (a view costs more than copying a few), else through the
+ * cached view of a single row when given, else a new view.
  */
-function span(
+function copySpan(
+  dst: Fillable,
+  at: number,
   src: Fillable,
   layout: RowLayout,
   o: number,
   r: number,
   count: number,
   views: readonly Fillable[] | undefined,
-): Fillable {
-  if (count === 1 && views) return views[o * layout.rows + r] as Fillable
+): void {
   const from = (o * layout.rows + r) * layout.inner
-  return src.subarray(from, from + count * layout.inner)
-}
-
-/** Spans of at most this many elements are copied element by element: a view costs more. */
-const SHORT = 16
-
-/** Copies `len` elements of `src` from `from` into `dst` at `at`, element by element. */
-function copyShort(dst: Fillable, at: number, src: Fillable, from: number, len: number): void {
-  const d = dst as Float32Array
-  const s = src as Float32Array
-  for (let k = 0; k < len; k++) d[at + k] = s[from + k] as number
+  const len = count * layout.inner
+  if (len > 16) {
+    const rows = count === 1 && views ? views[o * layout.rows + r] : src.subarray(from, from + len)
+    setSpan(dst, rows as Fillable, at)
+  } else for (let k = 0; k < len; k++) (dst as Float32Array)[at + k] = src[from + k] as number
 }
 
 function setSpan(dst: Fillable, src: Fillable, at: number): void {
