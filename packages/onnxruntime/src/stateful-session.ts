@@ -52,6 +52,7 @@ import * as E from "./internal/either.js"
 import {
   copyFeeds,
   deriveSessionState,
+  refuseFeedTypes,
   refuseStateFeeds,
   refuseUnknownFeeds,
   setKey,
@@ -288,7 +289,7 @@ export function createStatefulSession<const O extends string = string>(
 ): E.Either<CreateStatefulSessionError, StatefulSession<O>> {
   const derived = deriveSessionState(options)
   if (derived._tag === "Left") return derived
-  const { session, pairs, spec, batchDim, outputs, rules, callerInputs, cache, dims } =
+  const { session, pairs, spec, batchDim, outputs, rules, callerInputs, cache, dims, inputTypes } =
     derived.right
   const saver = createStateSaver({
     spec,
@@ -298,7 +299,9 @@ export function createStatefulSession<const O extends string = string>(
     ...(dims === undefined ? {} : { dims }),
   })
   if (saver._tag === "Left") return saver
-  return E.right(new Session<O>(session, pairs, saver.right, outputs, rules, callerInputs, cache))
+  return E.right(
+    new Session<O>(session, pairs, saver.right, outputs, rules, callerInputs, cache, inputTypes),
+  )
 }
 
 /** The leaf of the input held per row, its context, and the index of the cache's bookkeeping leaf. */
@@ -320,6 +323,8 @@ class Session<O extends string> implements StatefulSession<O> {
   readonly #outputs: ReadonlySet<string>
   /** What the caller feeds: model inputs but the state inputs and those rules compute; rule feeds. */
   readonly #inputs: readonly string[]
+  /** The element type the model declares for each input the caller feeds. */
+  readonly #inputTypes: ReadonlyMap<string, string>
   /**
    * The saver's leaves in order (one per state input or bookkeeping leaf, keyed by its name):
    * the pair, or the name of a rule's bookkeeping leaf.
@@ -344,7 +349,9 @@ class Session<O extends string> implements StatefulSession<O> {
     rules: Rules,
     inputs: readonly string[],
     cache: CachePlan | undefined,
+    inputTypes: ReadonlyMap<string, string>,
   ) {
+    this.#inputTypes = inputTypes
     this.#cache = cache
     this.#blockTargets = cache === undefined ? [] : blockTargets(cache, saver.spec.leaves)
     this.#saver = saver
@@ -411,6 +418,8 @@ class Session<O extends string> implements StatefulSession<O> {
     if (computed._tag === "Left") return computed
     const unknown = refuseUnknownFeeds(names, this.#inputs)
     if (unknown._tag === "Left") return unknown
+    const typed = refuseFeedTypes(checked.right, this.#inputTypes)
+    if (typed._tag === "Left") return typed
     const heldInput = this.#cache?.encoder
     const missing = this.#inputs.find((name) => name !== heldInput && !own(checked.right, name))
     if (missing !== undefined) {

@@ -414,7 +414,7 @@ export function createStreamingSession<const O extends string = string>(
 ): E.Either<CreateStreamingSessionError, StreamingSession<O>> {
   const derived = deriveSessionState(options)
   if (derived._tag === "Left") return derived
-  const { session, pairs, spec, batchDim, outputs, rules, callerInputs, cache, dims } =
+  const { session, pairs, spec, batchDim, outputs, rules, callerInputs, cache, dims, inputTypes } =
     derived.right
   const { ort, clock, sweepEveryMs } = options
   if (typeof ort !== "object" || ort === null || typeof ort.Tensor !== "function") {
@@ -507,6 +507,7 @@ export function createStreamingSession<const O extends string = string>(
   const streaming = new Streaming<O>(session, ort, pairs, store.right, axes.right, time, outputs, {
     rules,
     inputs: callerInputs,
+    types: inputTypes,
     cache,
     capacity: options.capacity,
     expires: options.idleTtlMs !== undefined,
@@ -647,6 +648,7 @@ class Streaming<O extends string> implements StreamingSession<O> {
     caller: {
       readonly rules: Rules
       readonly inputs: readonly string[]
+      readonly types: ReadonlyMap<string, string>
       readonly cache: CachePlan | undefined
       readonly capacity: number | undefined
       readonly expires: boolean
@@ -674,6 +676,7 @@ class Streaming<O extends string> implements StreamingSession<O> {
     const heldName = caller.cache?.encoder
     this.#layout = {
       inputs: caller.inputs,
+      types: caller.types,
       stateInputs,
       batchAxes,
       rules: caller.rules,

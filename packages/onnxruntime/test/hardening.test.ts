@@ -219,11 +219,11 @@ describe("StatefulSession refuses bad input with typed errors and changes nothin
         actual: null,
       },
       {
-        name: "a feed of the wrong dtype (the model throws)",
+        name: "a feed of another element type than the model declares",
         call: () =>
           stateful.run({ X: new ort.Tensor("int32", new Int32Array(B * INPUT), [1, B, INPUT]) }),
-        tag: "BackendError",
-        path: "",
+        tag: "DTypeMismatchError",
+        path: "X",
       },
       {
         name: "a feed of the wrong batch size (the model throws)",

@@ -236,6 +236,14 @@ describe("runBatch refuses bad input with typed errors, and nothing changes", ()
         { _tag: "BatchSizeMismatchError", path: "input_ids", expected: 2, actual: 3 },
       ],
       [
+        "float32 input_ids (the model declares int64)",
+        () =>
+          chats.runBatch(["a"], {
+            input_ids: new ort.Tensor("float32", new Float32Array(1), [1, 1]),
+          }),
+        { _tag: "DTypeMismatchError", path: "input_ids", expected: "int64", actual: "float32" },
+      ],
+      [
         "a scalar input_ids",
         () => chats.runBatch(["a"], { input_ids: int64([]) }),
         { _tag: "ShapeMismatchError", path: "input_ids" },

@@ -345,10 +345,19 @@ describe("StreamingSession errors (onnxruntime-node)", () => {
         "",
       ],
       [
-        "a run that throws (int32 X)",
+        "a feed of another element type than the model declares (int32 X)",
         [
           { key: "a", feeds: { X: new ort.Tensor("int32", new Int32Array(3), [1, 1, 3]) } },
           { key: "new", feeds: { X: new ort.Tensor("int32", new Int32Array(3), [1, 1, 3]) } },
+        ],
+        "DTypeMismatchError",
+        "a.X",
+      ],
+      [
+        "a run that throws (X of another input size)",
+        [
+          { key: "a", feeds: { X: new ort.Tensor("float32", new Float32Array(5), [1, 1, 5]) } },
+          { key: "new", feeds: { X: new ort.Tensor("float32", new Float32Array(5), [1, 1, 5]) } },
         ],
         "BackendError",
         "",

@@ -1,5 +1,5 @@
 import {
-  type DTypeMismatchError,
+  DTypeMismatchError,
   type LeafContext,
   type LeafSpec,
   OptionError,
@@ -31,6 +31,8 @@ export interface SessionState {
   readonly rules: Rules
   /** What the caller feeds: non-state model inputs no rule computes, then the rules' feeds. */
   readonly callerInputs: readonly string[]
+  /** The element type of each model input the caller feeds, from the model's metadata. */
+  readonly inputTypes: ReadonlyMap<string, string>
   /** The `cache` option, planned; its rule is among `rules`. */
   readonly cache: CachePlan | undefined
   /** Starting sizes of named dims: the `dims` option and a fixed cache's capacity. */
@@ -172,7 +174,46 @@ export function deriveSessionState(options: unknown): E.Either<DeriveError, Sess
       ...inputNames.right.filter((n) => !stateInputs.has(n) && !computed.has(n)),
       ...Object.keys(feeds),
     ],
+    inputTypes: inputTypes((session as OrtSession).inputMetadata, stateInputs),
   })
+}
+
+/** The element type of each non-state tensor input the metadata declares (checked when paired). */
+function inputTypes(
+  metadata: OrtSession["inputMetadata"],
+  stateInputs: ReadonlySet<string>,
+): Map<string, string> {
+  const types = new Map<string, string>()
+  for (const m of metadata) if (m.isTensor && !stateInputs.has(m.name)) types.set(m.name, m.type)
+  return types
+}
+
+/**
+ * The refusal of a feed whose element type is not the one the model declares for that input
+ * (`types`), at `path(name)`; `Right` for feeds of inputs without a declared type. ONNX Runtime
+ * would refuse it too, but only as a failed run that names no feed.
+ */
+export function refuseFeedTypes(
+  feeds: Readonly<Record<string, OrtTensor>>,
+  types: ReadonlyMap<string, string>,
+  path: (name: string) => string = (name) => formatPath([name]),
+): E.Either<DTypeMismatchError, void> {
+  for (const name in feeds) {
+    if (!own(feeds, name)) continue
+    const expected = types.get(name)
+    const t = feeds[name] as OrtTensor
+    if (expected !== undefined && t.type !== expected) {
+      return E.left(
+        new DTypeMismatchError({
+          path: path(name),
+          expected,
+          actual: t.type,
+          detail: "the element type the model declares for this input",
+        }),
+      )
+    }
+  }
+  return E.right(undefined)
 }
 
 /**

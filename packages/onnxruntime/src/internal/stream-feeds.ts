@@ -18,7 +18,7 @@ import * as E from "./either.js"
 import { type Metadata, metadataBatchAxis } from "./metadata.js"
 import { type TensorData, sameData } from "./rows.js"
 import { type Rules, refuseDerivedFeeds } from "./rules.js"
-import { refuseStateFeeds, refuseUnknownFeeds, setKey } from "./session-state.js"
+import { refuseFeedTypes, refuseStateFeeds, refuseUnknownFeeds, setKey } from "./session-state.js"
 import { checkFeedRecord, isOrtTensor, isRecord, optionPath, own } from "./validate.js"
 
 /** What a streaming session knows about its model's inputs. */
@@ -28,6 +28,8 @@ export interface FeedLayout {
   readonly stateInputs: ReadonlySet<string>
   /** The session's input rules (a feed for an input they compute is refused). */
   readonly rules: Rules
+  /** The element type the model declares for each input the caller feeds. */
+  readonly types: ReadonlyMap<string, string>
   /** Batch axis of each non-state input and output; `null` for per-call values. */
   readonly batchAxes: Readonly<Record<string, number | null>>
   /**
@@ -209,11 +211,19 @@ export function checkCall(
     if (axis === null) {
       const found = checkShared(name, list, sharedFeeds)
       if (found._tag === "Left") return found
+      const wrong = wrongType(name, found.right, layout.types, () => formatPath([name]))
+      if (wrong !== undefined) return E.left(wrong)
       setKey(shared, name, found.right)
       continue
     }
     const parts = checkStacked(name, axis, list)
     if (parts._tag === "Left") return parts
+    // Every stream's feed has the first one's type (checkStacked).
+    const first = list[0] as StreamFeeds
+    const wrong = wrongType(name, parts.right[0] as OrtTensor, layout.types, () =>
+      feedPath(first.key, name),
+    )
+    if (wrong !== undefined) return E.left(wrong)
     batched.set(name, parts.right)
   }
   return E.right({ keys, batched, shared, held })
@@ -331,6 +341,8 @@ export function checkBatchCall(
     const refused = refuseFeeds(Object.keys(given), layout)
     if (refused._tag === "Left") return refused
   }
+  const typed = refuseFeedTypes(given, layout.types)
+  if (typed._tag === "Left") return typed
   const rows = keys.length
   for (const name of layout.inputs) {
     if (name === layout.held) continue
@@ -374,6 +386,23 @@ export function checkBatchCall(
   const heldName = layout.held
   const held = heldName !== undefined && own(given, heldName) ? given[heldName] : undefined
   return E.right({ keys: keys as StreamKey[], feeds: given, held })
+}
+
+/** The error refusing feed `t` of input `name` of another type than the model declares, or undefined. */
+function wrongType(
+  name: string,
+  t: OrtTensor,
+  types: ReadonlyMap<string, string>,
+  path: () => string,
+): DTypeMismatchError | undefined {
+  const expected = types.get(name)
+  if (expected === undefined || t.type === expected) return undefined
+  return new DTypeMismatchError({
+    path: path(),
+    expected,
+    actual: t.type,
+    detail: "the element type the model declares for this input",
+  })
 }
 
 /** Whether `feeds` passes `checkFeedRecord`: a plain record of live tensors. */
