@@ -20,6 +20,7 @@ import {
   fixedCacheDecoder,
   growingDecoder,
   tinyDecoderConfig,
+  seededTokens,
 } from "./helpers/decoders.js"
 import type { Runtime } from "./helpers/harness.js"
 import { argmax, best, logSoftmax, referenceSearch } from "./helpers/search.js"
@@ -46,13 +47,7 @@ const runtimes: readonly [string, Runtime][] = [
 ]
 
 /** Deterministic tokens in [0, vocab). */
-function tokens(n: number, seed: number): number[] {
-  let s = (seed * 2654435761) >>> 0 || 3
-  return Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0
-    return (s >>> 8) % V
-  })
-}
+const tokens = (n: number, seed: number): number[] => seededTokens(n, seed, V)
 
 // ---------------------------------------------------------------------------------------------
 // The cached side: a session over a KV cache

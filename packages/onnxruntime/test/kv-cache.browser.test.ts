@@ -23,6 +23,7 @@ import {
   noCacheDecoder,
   oracleLogits,
   tinyDecoderConfig,
+  seededTokens,
 } from "./helpers/decoders.js"
 
 ort.env.wasm.numThreads = 1
@@ -42,13 +43,7 @@ const PRESENT = Array.from({ length: cfg.layers }, (_, l) => [
 ]).flat()
 
 /** Deterministic tokens in [0, vocab). */
-function tokens(n: number, seed: number): number[] {
-  let s = (seed * 2654435761) >>> 0 || 3
-  return Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0
-    return (s >>> 8) % V
-  })
-}
+const tokens = (n: number, seed: number): number[] => seededTokens(n, seed, V)
 
 /**
  * Counts GPU → CPU reads (`GPUBuffer.prototype.mapAsync`) and buffer creations

@@ -26,6 +26,7 @@ import {
   noCacheDecoder,
   oracleLogits,
   tinyDecoderConfig,
+  seededTokens,
 } from "./helpers/decoders.js"
 import type { Runtime } from "./helpers/harness.js"
 
@@ -50,13 +51,7 @@ const runtimes: readonly [string, Runtime][] = [
 ]
 
 /** Deterministic tokens in [0, vocab). */
-function tokens(n: number, seed: number): number[] {
-  let s = (seed * 2654435761) >>> 0 || 3
-  return Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0
-    return (s >>> 8) % cfg.vocab
-  })
-}
+const tokens = (n: number, seed: number): number[] => seededTokens(n, seed, cfg.vocab)
 
 /**
  * A session and the history of each row (the tokens its cache holds), with a step that feeds

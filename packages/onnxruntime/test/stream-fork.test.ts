@@ -18,6 +18,7 @@ import {
   noCacheDecoder,
   oracleLogits,
   tinyDecoderConfig,
+  seededTokens,
 } from "./helpers/decoders.js"
 import type { Runtime } from "./helpers/harness.js"
 import { lstm2 } from "./helpers/models.js"
@@ -38,13 +39,7 @@ const runtimes: readonly [string, Runtime][] = [
 ]
 
 /** Deterministic tokens in [0, vocab). */
-function tokens(n: number, seed: number): number[] {
-  let s = (seed * 2654435761) >>> 0 || 3
-  return Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0
-    return (s >>> 8) % V
-  })
-}
+const tokens = (n: number, seed: number): number[] => seededTokens(n, seed, V)
 
 /**
  * A StreamingSession over a fixed cache and the history of each stream (the tokens its cache

@@ -20,6 +20,7 @@ import {
   noCacheDecoder,
   oracleLogits,
   tinyDecoderConfig,
+  seededTokens,
 } from "./helpers/decoders.js"
 import type { Runtime } from "./helpers/harness.js"
 
@@ -40,13 +41,7 @@ const models = [
 ] as const
 
 /** Deterministic tokens in [0, vocab). */
-function tokens(n: number, seed: number): number[] {
-  let s = (seed * 2654435761) >>> 0 || 3
-  return Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0
-    return (s >>> 8) % cfg.vocab
-  })
-}
+const tokens = (n: number, seed: number): number[] => seededTokens(n, seed, cfg.vocab)
 
 /** The session, seen through its runs: the `use_cache_branch` and the past length of each. */
 function recorded(session: common.InferenceSession) {

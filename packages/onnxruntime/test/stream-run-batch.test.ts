@@ -24,6 +24,7 @@ import {
   oracleLogits,
   tinyDecoderConfig,
   tinyEncoderDecoderConfig,
+  seededTokens,
 } from "./helpers/decoders.js"
 import type { Runtime } from "./helpers/harness.js"
 import { seededFloats } from "./helpers/onnx-builder.js"
@@ -43,13 +44,7 @@ const kinds: readonly { name: string; bytes: Uint8Array; cache: KvCacheOptions }
 ]
 
 /** Deterministic tokens in [0, vocab). */
-function tokens(n: number, seed: number): number[] {
-  let s = (seed * 2654435761) >>> 0 || 3
-  return Array.from({ length: n }, () => {
-    s = (Math.imul(s, 1103515245) + 12345) >>> 0
-    return (s >>> 8) % cfg.vocab
-  })
-}
+const tokens = (n: number, seed: number): number[] => seededTokens(n, seed, cfg.vocab)
 
 /** `rows` token lists of one length as an `input_ids` tensor `[rows, n]`. */
 const idsOf = (ort: Runtime, rows: readonly (readonly number[])[]): common.Tensor =>

@@ -1126,3 +1126,12 @@ export function referenceHybridLogits(cfg: HybridConfig, tokens: readonly number
 function range(n: number): number[] {
   return Array.from({ length: n }, (_, i) => i)
 }
+
+/** `n` deterministic tokens in [0, vocab) from `seed` (a linear congruential sequence). */
+export function seededTokens(n: number, seed: number, vocab: number): number[] {
+  let s = (seed * 2654435761) >>> 0 || 3
+  return Array.from({ length: n }, () => {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0
+    return (s >>> 8) % vocab
+  })
+}
