@@ -158,13 +158,9 @@ export function checkCall(
 ): E.Either<FeedError, Call> {
   if (entries.length === 0)
     return E.left(new KeyError({ expected: "at least one stream", actual: [] }))
-  const keys: StreamKey[] = []
-  const seen = new Set<StreamKey>()
-  for (const { key } of entries) {
-    const bad = checkKey(key, seen)
-    if (bad !== undefined) return E.left(bad)
-    keys.push(key as StreamKey)
-  }
+  const keys = entries.map(({ key }) => key) as StreamKey[]
+  const bad = checkKeys(keys)
+  if (bad !== undefined) return E.left(bad)
   // Each stream's feeds checked with no allocation; the error built only for a bad one (a call
   // checks all its streams, and most calls are good).
   for (const { key, feeds } of entries) {
@@ -265,42 +261,25 @@ function refuseFeeds(
 /** Up to this many keys are checked for repeats pairwise, without a Set. */
 const FEW_KEYS = 32
 
-/** The error refusing a malformed or repeated key of `keys`, or undefined. */
+/**
+ * The error refusing a malformed or repeated key of `keys`, or undefined: a few keys are checked
+ * for repeats pairwise, more through a Set.
+ */
 function checkKeys(keys: readonly unknown[]): KeyError | undefined {
-  if (keys.length > FEW_KEYS) {
-    const seen = new Set<StreamKey>()
-    for (const key of keys) {
-      const bad = checkKey(key, seen)
-      if (bad !== undefined) return bad
-    }
-    return undefined
-  }
+  const seen = keys.length > FEW_KEYS ? new Set<unknown>() : undefined
   for (let i = 0; i < keys.length; i++) {
     const key = keys[i]
     if (!keyOk(key)) return new KeyError({ expected: "string or finite number keys", actual: key })
-    for (let j = 0; j < i; j++) {
-      if (keys[j] === key) {
-        return new KeyError({
-          expected: "distinct keys",
-          actual: key,
-          detail: `${JSON.stringify(key)} twice`,
-        })
-      }
+    const repeated = seen === undefined ? i > 0 && keys.lastIndexOf(key, i - 1) >= 0 : seen.has(key)
+    if (repeated) {
+      return new KeyError({
+        expected: "distinct keys",
+        actual: key,
+        detail: `${JSON.stringify(key)} twice`,
+      })
     }
+    seen?.add(key)
   }
-  return undefined
-}
-
-/** The error refusing `key` of a call whose keys so far are `seen` (then `key` is added), or undefined. */
-function checkKey(key: unknown, seen: Set<StreamKey>): KeyError | undefined {
-  if (!keyOk(key)) return new KeyError({ expected: "string or finite number keys", actual: key })
-  if (seen.has(key))
-    return new KeyError({
-      expected: "distinct keys",
-      actual: key,
-      detail: `${JSON.stringify(key)} twice`,
-    })
-  seen.add(key)
   return undefined
 }
 
