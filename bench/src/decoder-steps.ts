@@ -22,9 +22,8 @@ export function cacheNames(layers: number): { past: string[]; present: string[] 
 
 /**
  * A function that puts a growing-cache session back to its state now, as a hand-written loop goes
- * back to its first tensors: new tensors over copies of today's arrays, `save`d, nothing decoded
- * or copied per call. Valid because a growing cache only adopts new outputs and `select` gathers
- * into new arrays: nothing writes into the state's arrays.
+ * back to its first tensors: new tensors over fresh copies of today's arrays, `save`d, nothing
+ * decoded per call. Copies, because `select` moves rows within the arrays the session holds.
  */
 export function startOver(ort: Runtime, s: StatefulSession<string>): () => void {
   const first = Object.entries(s.state()).map(
@@ -36,7 +35,7 @@ export function startOver(ort: Runtime, s: StatefulSession<string>): () => void 
         Object.fromEntries(
           first.map(([name, type, data, dims]) => [
             name,
-            new ort.Tensor(type as "float32", data, dims),
+            new ort.Tensor(type as "float32", data.slice(), dims),
           ]),
         ),
       ),

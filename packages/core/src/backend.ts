@@ -199,6 +199,19 @@ export interface StateBackend<T, In = T> {
    */
   view?(src: T, start: number, count: number, leaf: LeafContext): T | undefined
   /**
+   * Optional. Replaces the rows of `t` in place so that row `i` holds what row `rows[i]` held:
+   * `gather` into `t`'s own memory. `rows` has exactly `t`'s batch size of entries, each an
+   * integer in range and never `null`; they may repeat (a row duplicated, another dropped) and
+   * come in any order. Core uses it for `StateSaver.select` when the batch size stays the same
+   * and no row is fresh, on tensors the saver holds, so a beam search's step allocates nothing
+   * (a growing KV cache is a new size every step: no freed array fits it). A backend offers it
+   * only when it can do it for every tensor it holds (onnxruntime: when given no `device`, so
+   * every tensor is on the CPU). It must throw before it changes anything: core reorders
+   * leaf after leaf, and a throw leaves the leaves before it reordered. `reorderRowsTyped` does
+   * the work for typed-array data.
+   */
+  reorder?(t: T, rows: readonly number[], leaf: LeafContext): void
+  /**
    * Frees `t`: a tensor core owned (held, a temporary of its own, or one given to `scatter`).
    * Core calls it exactly once per such tensor; never for the tensors it hands to `adopt`,
    * unless `adopt` threw.

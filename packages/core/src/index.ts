@@ -67,7 +67,13 @@ export type {
   TensorOf,
 } from "./backend.js"
 
-export { fillRowsTyped, gatherRowsTyped, rowLayout, scatterRowsTyped } from "./typed-rows.js"
+export {
+  fillRowsTyped,
+  gatherRowsTyped,
+  reorderRowsTyped,
+  rowLayout,
+  scatterRowsTyped,
+} from "./typed-rows.js"
 export { forEachBlockSpan, writeBlockTyped } from "./block-rows.js"
 export type { RowLayout } from "./typed-rows.js"
 

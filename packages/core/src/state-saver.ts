@@ -151,7 +151,10 @@ export interface StateSaver<T, In = T> extends Disposable {
   reset(rows?: RowsInput): E.Either<RowsError, void>
   /**
    * Replaces the batch with rows gathered from it: drop, reorder, duplicate; `null` makes a
-   * fresh init row. The batch size becomes `rows.length`.
+   * fresh init row. The batch size becomes `rows.length`. When it stays the same, no entry is
+   * `null` and the backend has `reorder` (onnxruntime on the CPU), the rows move within the
+   * tensors held, nothing allocated: a tensor borrowed from `state()` before shows the new rows.
+   * Otherwise every leaf is gathered into a new tensor and the old ones are freed.
    */
   select(rows: readonly (number | null)[]): E.Either<RowsError, void>
   /**
@@ -375,6 +378,13 @@ class Saver<T, In> implements StateSaver<T, In> {
     const list = [...checked.right]
     const { backend } = this
     const held = this.#held
+    const { reorder } = backend
+    if (reorder !== undefined && list.length === this.#batchSize && !list.includes(null)) {
+      // The same batch size and no fresh row: the rows move within the tensors held.
+      return eachLeaf(backend, "reorder", this.#contexts, (i, ctx) =>
+        reorder.call(backend, held[i] as T, list as number[], ctx),
+      )
+    }
     return this.#replaceWith(
       buildPerLeaf(backend, "gather", this.#contexts, (i, ctx) =>
         backend.gather(held[i] as T, list, ctx),

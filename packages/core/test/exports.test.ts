@@ -51,6 +51,7 @@ describe("public exports", () => {
       "lstmSpec",
       "mapTree",
       "orThrow",
+      "reorderRowsTyped",
       "resolveSpec",
       "rnnSpec",
       "rowLayout",

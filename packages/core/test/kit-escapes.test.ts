@@ -107,6 +107,16 @@ const CAUGHT_BY: Record<Exclude<(typeof VARIANTS)[number], "unbroken">, [string,
       /gather of rows \[3, null, 0, 0, 3\] on leaf cache \(float32 \[batch=4, 2, 0, 3\].*: shape/,
     ],
   ],
+  "reorder copies rows in index order, over rows not yet read": [
+    [
+      "contract: reorder moves rows within the tensor as gather would, allocating no tensor",
+      /reorder of rows \[3, 2, 1, 0\] on leaf cache \(float32 \[batch=4, 2, 3\]/,
+    ],
+    [
+      "float32: select at the same batch size (backend reorder, else gather): cycles, forks, drops",
+      /select\(\[3, 2, 1, 0\]\) \(backend reorder\)/,
+    ],
+  ],
 }
 
 describe("the conformance kit on deliberately broken host backends", () => {

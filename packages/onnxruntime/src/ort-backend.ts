@@ -3,6 +3,7 @@ import {
   type DType,
   type HostData,
   HostTensor,
+  type LeafContext,
   OptionError,
   type StateBackend,
   StructureMismatchError,
@@ -10,6 +11,7 @@ import {
   allocateData,
   fillRowsTyped,
   gatherRowsTyped,
+  reorderRowsTyped,
   rowLayout,
   scatterRowsTyped,
   forEachBlockSpan,
@@ -77,7 +79,7 @@ export interface OrtBackend extends StateBackend<OrtTensor> {
   liveTensors(): number
   /** GPU buffers the backend created and has not destroyed. */
   liveGpuBuffers(): number
-  /** Bytes moved by row operations (gather, scatter, fill, fromHost) since creation. */
+  /** Bytes moved by row operations (gather, scatter, fill, reorder, fromHost) since creation. */
   bytesCopied(): number
 }
 
@@ -392,6 +394,24 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
       if (!onGpu || leaf.host) return own(cpuTensor(host.dtype, host.shape, data))
       return own(gpu.fromHost(host.dtype, host.shape, data))
     },
+    // Only without a device: every tensor is then on the CPU (a GPU tensor is refused as by
+    // `gather`), so `select` can move rows within them for every leaf.
+    ...(device === undefined
+      ? {
+          reorder(t: OrtTensor, rows: readonly number[], leaf: LeafContext) {
+            if (isGpu(t)) {
+              throw new StructureMismatchError({
+                path: leaf.path,
+                expected: "a cpu tensor (a backend without a device)",
+                actual: "a gpu-buffer tensor",
+              })
+            }
+            const layout = rowLayout(t.dims, leaf.batchAxis)
+            const copies = reorderRowsTyped(t.data as HostData, layout, rows)
+            counters.copied += copies * layout.outer * layout.inner * byteSize(dtypeOfOrt(t.type))
+          },
+        }
+      : {}),
     view(src, start, count, leaf) {
       // CPU rows only, and only where they are one run of memory (every dim before the batch
       // axis is 1): a subarray of the same buffer, counted nowhere, freed as a wrapper.

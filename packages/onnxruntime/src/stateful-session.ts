@@ -236,7 +236,10 @@ export interface StatefulSession<O extends string = string> extends Disposable {
   save(next: Readonly<Record<string, OrtTensor>>): ReturnType<SessionSaver["save"]>
   /** All rows (and growing dims) back to init, or only the given rows, before the next run. */
   reset(rows?: RowsInput): ReturnType<SessionSaver["reset"]>
-  /** Gathers rows into a new batch: reorder beams, drop finished rows, `null` for a fresh row. */
+  /**
+   * Gathers rows into a new batch: reorder beams, drop finished rows, `null` for a fresh row. On
+   * the CPU, at the same batch size and without `null`, the rows move within the state's arrays.
+   */
   select(rows: readonly (number | null)[]): ReturnType<SessionSaver["select"]>
   /**
    * Drops the last `n` positions of each of `rows` (or `n[i]` of `rows[i]`, one count per row)

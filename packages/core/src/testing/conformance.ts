@@ -3,7 +3,12 @@ import type { StateBackend } from "../backend.js"
 import { defineContractTests } from "./contract.js"
 import { defineFaultTests } from "./faults.js"
 import { type ConformanceOptions, kitTest } from "./harness.js"
-import { definePrimitiveTests, defineViewTests, defineWriteAtTests } from "./primitives.js"
+import {
+  definePrimitiveTests,
+  defineReorderTests,
+  defineViewTests,
+  defineWriteAtTests,
+} from "./primitives.js"
 import { defineDTypeTests, defineLoopTests, defineOwnershipTests } from "./saver.js"
 import { defineStoreTests } from "./store.js"
 
@@ -39,6 +44,7 @@ export function describeBackendConformance<
     defineContractTests(test)
     definePrimitiveTests(test)
     defineWriteAtTests(test)
+    defineReorderTests(test)
     defineViewTests(test)
   })
 }

@@ -1,5 +1,6 @@
 import { describe, expect } from "vitest"
-import type { StateBackend } from "../backend.js"
+import type { LeafContext, StateBackend } from "../backend.js"
+import type { BackendError } from "../errors.js"
 import { HostTensor } from "../host-tensor.js"
 import { type StateSaver, createStateSaver } from "../state-saver.js"
 import type { StateTree } from "../state-tree.js"
@@ -8,7 +9,10 @@ import {
   distinctState,
   expectLeft,
   expectLive,
+  expectTensor,
   kitSpec,
+  read,
+  referenceGather,
   snapshotBytes,
   unflattenLike,
   unwrap,
@@ -21,7 +25,8 @@ type Settled = { _tag: "Left" | "Right" }
 /**
  * Every error path of `StateSaver` on a seeded float32 saver: the error's tag and path, and the
  * state's bytes, batch size and live-tensor count unchanged. Then a primitive failure injected
- * mid-`select`: a `BackendError` naming the leaf, with everything already gathered freed.
+ * mid-`select`: a `BackendError` naming the leaf, with everything already gathered freed; or,
+ * for a backend with `reorder`, with the leaves before it reordered and the others unchanged.
  */
 export function defineFaultTests<T, In>(test: KitTest<T, In>): void {
   describe("errors leave the state unchanged and leak nothing", () => {
@@ -195,14 +200,43 @@ export function defineFaultTests<T, In>(test: KitTest<T, In>): void {
     expect(await snapshotBytes(saver)).toEqual(before)
     saver.dispose()
   })
+
+  test("a backend failure mid-select in place (reorder) names the leaf and frees nothing", async (kit) => {
+    if (kit.backend.reorder === undefined) kit.skip("the backend has no reorder (select gathers)")
+    const failing = failingBackend(kit.backend, "reorder", "b[1]")
+    const saver = unwrap(
+      createStateSaver({ spec: kitSpec("float32"), backend: failing, batchSize: BATCH }),
+    )
+    const live = kit.live()
+    const before = await read(saver)
+    const rows = [1, 0, 3, 2]
+    const err = expectLeft(saver.select(rows), "BackendError")
+    expect(err.path).toBe("b[1]")
+    expect((err as BackendError).operation).toBe("reorder")
+    expect(err.message).toContain("injected reorder failure")
+    expectLive(kit.live(), live, "a select whose reorder threw at leaf b[1]")
+    // As documented: the leaves before b[1] hold their rows reordered, b[1] and those after
+    // it are as they were.
+    const after = await read(saver)
+    const failedAt = saver.spec.leaves.findIndex((l) => l.pathString === "b[1]")
+    expect(failedAt).toBeGreaterThan(0)
+    saver.spec.leaves.forEach((leaf, i) => {
+      const was = before.get(leaf.pathString) as HostTensor
+      const want = i < failedAt ? referenceGather(was, leaf.batchAxis, rows, () => 0) : was
+      expectTensor(after.get(leaf.pathString), want, `${leaf.pathString} after the failed reorder`)
+    })
+    expect(saver.batchSize).toBe(BATCH)
+    saver.dispose()
+  })
 }
 
 /** A backend that throws from `operation` on the leaf at `path` and forwards everything else. */
 export function failingBackend<T, In>(
   backend: StateBackend<T, In>,
-  operation: "gather" | "fill" | "adopt",
+  operation: "gather" | "fill" | "adopt" | "reorder",
   path: string,
 ): StateBackend<T, In> {
+  const { reorder } = backend
   const fail = (p: string) => {
     if (p === path) throw new Error(`injected ${operation} failure`)
   }
@@ -224,6 +258,14 @@ export function failingBackend<T, In>(
       if (operation === "adopt") fail(l.path)
       return backend.adopt(h, n, l)
     },
+    ...(reorder === undefined
+      ? {}
+      : {
+          reorder: (t: T, rows: readonly number[], l: LeafContext) => {
+            if (operation === "reorder") fail(l.path)
+            reorder.call(backend, t, rows, l)
+          },
+        }),
     toHost: (t) => backend.toHost(t),
     fromHost: (h, l) => backend.fromHost(h, l),
     dispose: (t) => backend.dispose(t),

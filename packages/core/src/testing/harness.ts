@@ -173,6 +173,12 @@ export function trackOwnership<T, In>(
             leaf: LeafContext,
           ) => backend.writeAt?.(dst, axis, offsets, src, leaf),
         }),
+    ...(backend.reorder === undefined
+      ? {}
+      : {
+          reorder: (t: T, rows: readonly number[], leaf: LeafContext) =>
+            backend.reorder?.(t, rows, leaf),
+        }),
     ...(backend.view === undefined
       ? {}
       : {

@@ -433,6 +433,53 @@ export function defineWriteAtTests<T, In>(test: KitTest<T, In>): void {
 }
 
 /**
+ * `reorder`, when the backend has it: rows moved within a tensor equal `gather` of the same rows
+ * (the reference), for orders with cycles, repeats, dropped rows and rows left in place, on rows
+ * of a few elements and of many, the batch axis first, in the middle and last.
+ */
+export function defineReorderTests<T, In>(test: KitTest<T, In>): void {
+  test("contract: reorder moves rows within the tensor as gather would, allocating no tensor", async (kit) => {
+    const reorder = kit.backend.reorder?.bind(kit.backend)
+    if (reorder === undefined) kit.skip("the backend has no reorder (select gathers)")
+    const start = kit.live()
+    const layouts: { shape: number[]; batchAxis: number }[] = [
+      { shape: [BATCH, 2, 3], batchAxis: 0 }, // rows of 6 elements
+      { shape: [BATCH, 3, 10], batchAxis: 0 }, // rows of 30 elements
+      { shape: [2, BATCH, 9], batchAxis: 1 }, // rows in two chunks
+      { shape: [3, BATCH], batchAxis: 1 }, // chunks of one element
+    ]
+    const orders = [
+      [0, 1, 2, 3], // nothing moves
+      [3, 2, 1, 0], // two cycles of two
+      [1, 2, 3, 0], // one cycle of four
+      [0, 0, 1, 2], // a beam step: the best forks, the worst is dropped
+      [2, 2, 3, 0], // a chain into a cycle
+      [1, 1, 1, 1], // one row everywhere
+      [3, 0, 0, 2],
+    ]
+    for (const dtype of dtypesOf(kit)) {
+      for (const { shape, batchAxis } of layouts) {
+        for (const rows of orders) {
+          const leaf: LeafContext = { path: "cache", batchAxis, init: init.zeros }
+          const what = `reorder of rows [${rows.join(", ")}] on ${describeLeaf({ ...leaf, dtype, shape })}`
+          const host = new HostTensor(dtype, shape, valuesFor(dtype, sizeOf(shape), 4) as never)
+          const t = kit.backend.fromHost(host, leaf)
+          const before = kit.live()
+          ;(reorder as NonNullable<typeof reorder>)(t, rows, leaf)
+          expect(kit.live(), `${what}: live tensors`).toBe(before)
+          const info = kit.backend.describe(t)
+          expect({ shape: info?.shape, dtype: info?.dtype }, what).toEqual({ shape, dtype })
+          const expected = referenceGather(host, batchAxis, rows, () => 0)
+          expectTensor(await kit.backend.toHost(t), expected, what)
+          kit.backend.dispose(t)
+        }
+      }
+    }
+    expectLive(kit.live(), start, "reorder on every layout")
+  })
+}
+
+/**
  * `view`, when the backend has it: a view shows its rows, writes through it reach the source,
  * freeing it frees nothing of the source; rows that are not one run of memory are refused
  * (`undefined`) or shown right.

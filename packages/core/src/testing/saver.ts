@@ -223,6 +223,52 @@ export function defineDTypeTests<T, In>(test: KitTest<T, In>): void {
         saver.dispose()
       })
 
+      run(
+        "select at the same batch size (backend reorder, else gather): cycles, forks, drops",
+        async (kit) => {
+          const { saver, values } = seeded(kit, dtype)
+          const borrowed = saver.leaves()
+          const op = kit.backend.reorder === undefined ? "backend gather" : "backend reorder"
+          const live = kit.live()
+          let expected = new Map(values)
+          const done: string[] = []
+          for (const rows of [
+            [3, 2, 1, 0],
+            [1, 2, 3, 0],
+            [0, 0, 1, 2],
+            [2, 2, 3, 0],
+            [1, 1, 1, 1],
+          ]) {
+            unwrap(saver.select(rows))
+            done.push(`select([${rows.join(", ")}])`)
+            expect(saver.batchSize).toBe(BATCH)
+            const state = await read(saver)
+            const next = new Map<string, HostTensor>()
+            for (const leaf of saver.spec.leaves) {
+              const want = referenceGather(
+                expected.get(leaf.pathString) as HostTensor,
+                leaf.batchAxis,
+                rows,
+                () => 0,
+              )
+              next.set(leaf.pathString, want)
+              expectTensor(
+                state.get(leaf.pathString),
+                want,
+                `${done.join(", then ")} (${op}) at ${describeResolved(leaf)}`,
+              )
+            }
+            expected = next
+          }
+          expect(kit.live(), "live tensors after five selects").toBe(live)
+          if (kit.backend.reorder !== undefined) {
+            const same = saver.leaves().every((t, i) => t === borrowed[i])
+            expect(same, "the saver holds the same tensors, reordered in place").toBe(true)
+          }
+          saver.dispose()
+        },
+      )
+
       run("snapshot then restore round-trips bit-exactly", async (kit) => {
         const { spec, saver, values } = seeded(kit, dtype)
         const bytes = await snapshotBytes(saver)

@@ -16,6 +16,7 @@ export const VARIANTS = [
   "int64 stored through a JS number",
   "scatter frees its source; dispose throws on the double free",
   "gather of a 0-sized tensor returns the kernel's collapsed shape",
+  "reorder copies rows in index order, over rows not yet read",
 ] as const
 
 type Variant = (typeof VARIANTS)[number]
@@ -117,6 +118,22 @@ export function broken(variant: Variant): HostBackend {
           const outer = sizeOf(src.shape.slice(0, leaf.batchAxis))
           const inner = sizeOf(src.shape.slice(leaf.batchAxis + 1))
           return host.allocate([1, outer, rows.length, inner], src.dtype, leaf)
+        },
+      }
+    case "reorder copies rows in index order, over rows not yet read":
+      // The first in-place loop one writes: row i takes row rows[i] as it is now, which an
+      // earlier write may already have replaced (any order with a cycle).
+      return {
+        ...host,
+        reorder: (t, rows, leaf) => {
+          const outer = sizeOf(t.shape.slice(0, leaf.batchAxis))
+          const inner = sizeOf(t.shape.slice(leaf.batchAxis + 1))
+          const n = t.shape[leaf.batchAxis] as number
+          for (let i = 0; i < rows.length; i++)
+            for (let o = 0; o < outer; o++) {
+              const from = (o * n + (rows[i] as number)) * inner
+              t.data.copyWithin((o * n + i) * inner, from, from + inner)
+            }
         },
       }
   }
