@@ -142,7 +142,8 @@ export function scatterRowsTyped(
  * row copies made (a cycle of `k` rows takes `k + 1`).
  *
  * @example
- * reorderRowsTyped(data, rowLayout([4, 2, 16], 0), [1, 1, 3, 0]) // rows: 1, 1, 3, 0; 2 dropped
+ * const data = new Float32Array(4 * 32) // 4 rows of [2, 16]
+ * reorderRowsTyped(data, rowLayout([4, 2, 16], 0), [1, 1, 3, 0]) // rows now: 1, 1, 3, 0
  * @category typed rows
  * @since 0.3.0
  */
