@@ -117,6 +117,19 @@ function checkOptions(options: unknown): {
       actual: ort,
     })
   }
+  const env = (ort as { env?: { wasm?: { proxy?: unknown } } }).env
+  // As onnxruntime-web decides: proxy mode applies on a page (a document), not in Node.
+  if (env?.wasm?.proxy === true && (globalThis as { document?: unknown }).document !== undefined) {
+    // onnxruntime-web then runs models in a worker and transfers every input's ArrayBuffer to
+    // it: the state a session holds and feeds would be detached by its first run.
+    throw new OptionError({
+      path: "ort.env.wasm.proxy",
+      expected: "false: statesaver keeps the arrays it feeds, and proxy mode transfers them away",
+      actual: true,
+      detail:
+        "onnxruntime-web's proxy worker detaches every input's ArrayBuffer; run the model and the session in a worker of your own instead",
+    })
+  }
   if (location !== undefined && location !== "cpu" && location !== "gpu-buffer") {
     throw new OptionError({ path: "location", expected: '"cpu" or "gpu-buffer"', actual: location })
   }
@@ -156,8 +169,10 @@ function checkOptions(options: unknown): {
  * a CPU tensor that `gather` made is reused once the tensor is freed (a store's step gathers the
  * same shapes call after call): do not keep its `data` past freeing it.
  * Returns the backend itself; throws `OptionError` when an option is malformed: `ort` without a
- * `Tensor` class, a `location` other than `"cpu"` or `"gpu-buffer"`, or a `device` that is not a
- * GPUDevice (required for `"gpu-buffer"`).
+ * `Tensor` class, a `location` other than `"cpu"` or `"gpu-buffer"`, a `device` that is not a
+ * GPUDevice (required for `"gpu-buffer"`), or, on a page, onnxruntime-web in proxy mode
+ * (`ort.env.wasm.proxy`: its worker takes every input's ArrayBuffer, the state's among them; set
+ * it before creating the backend, and leave it off).
  *
  * @example
  * import * as ort from "onnxruntime-node"

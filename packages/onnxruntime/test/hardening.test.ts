@@ -1222,6 +1222,19 @@ describe("ortBackend and the pairing helpers throw (or return) typed errors for 
     for (const c of cases) expectRefused(await outcome(c.call), c)
   })
 
+  it("ort.env.wasm.proxy is refused only on a page: in Node onnxruntime-web ignores it and the backend is made", () => {
+    const env = (ortNode as unknown as { env: { wasm: { proxy?: boolean | undefined } } }).env
+    const before = env.wasm.proxy
+    env.wasm.proxy = true
+    try {
+      const backend = ortBackend({ ort })
+      expect(backend.name).toBe("onnxruntime")
+      // The browser test (wasm-proxy.browser.test.ts) shows the refusal on a page.
+    } finally {
+      env.wasm.proxy = before
+    }
+  })
+
   it("pairStateNames and sessionStateSpec return Left(OptionError); conventionalInput throws it", async () => {
     const session = await ort.InferenceSession.create(model)
     const pairs = orThrow(pairStateNames(session.inputNames, session.outputNames))
