@@ -447,6 +447,7 @@ export function defineReorderTests<T, In>(test: KitTest<T, In>): void {
       { shape: [BATCH, 3, 10], batchAxis: 0 }, // rows of 30 elements
       { shape: [2, BATCH, 9], batchAxis: 1 }, // rows in two chunks
       { shape: [3, BATCH], batchAxis: 1 }, // chunks of one element
+      { shape: [BATCH, 2, 0, 3], batchAxis: 0 }, // an empty KV cache: rows of no element
     ]
     const orders = [
       [0, 1, 2, 3], // nothing moves
