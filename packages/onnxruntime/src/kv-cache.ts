@@ -257,8 +257,9 @@ function ones(mask: BigInt64Array, from: number, to: number): void {
 }
 
 /**
- * The derived inputs from each row's valid cache positions (`mark(mask, r, at)` sets 1 at those
- * of row r among its `past` entries from `at`), its position count, and `s` new tokens.
+ * The derived inputs from each row's valid cache positions (`mark(mask, r, at)` writes row r's
+ * `past` entries from `at`: 1 at its valid positions, 0 at the others), its position count, and
+ * `s` new tokens.
  */
 function derived(
   names: readonly string[],
@@ -276,9 +277,8 @@ function derived(
   if (names.includes(MASK)) {
     // Filled in place: the mask spans the whole cache every step, a value per position.
     const w = past + s
-    // An array the session lends (zeroed here) spares a fresh one each step.
-    const lent = lend?.(MASK, "int64", rows * w) as BigInt64Array | undefined
-    const mask = lent === undefined ? new BigInt64Array(rows * w) : lent.fill(0n)
+    // An array the session lends spares a fresh one each step: every entry is written below.
+    const mask = (lend?.(MASK, "int64", rows * w) ?? new BigInt64Array(rows * w)) as BigInt64Array
     for (let r = 0; r < rows; r++) {
       mark(mask, r, r * w)
       ones(mask, r * w + past, (r + 1) * w)
@@ -376,8 +376,15 @@ function growingRule(
         newTokens(call, tokens),
         (mask, r, at) => {
           const row = runs[r] as number[]
-          for (let i = 0; i < row.length; i += 2)
-            mask.fill(1n, at + (row[i] as number), at + (row[i + 1] as number))
+          let j = 0
+          for (let i = 0; i < row.length; i += 2) {
+            const from = row[i] as number
+            const to = row[i + 1] as number
+            mask.fill(0n, at + j, at + from)
+            mask.fill(1n, at + from, at + to)
+            j = to
+          }
+          mask.fill(0n, at + j, at + past)
         },
         (r) => counts[r] as number,
         // Any past at all is fed, masked rows included.
@@ -425,7 +432,11 @@ function fixedRule(dim: string, tokens: string, names: readonly string[]): Input
         call.batchSize,
         capacity,
         s,
-        (mask, r, at) => ones(mask, at, at + (lengths[r] as number)),
+        (mask, r, at) => {
+          const end = at + (lengths[r] as number)
+          ones(mask, at, end)
+          mask.fill(0n, end, at + capacity)
+        },
         (r) => lengths[r] as number,
         lengths.some((l) => l > 0),
         (call as { [SCRATCH]?: Lend })[SCRATCH],
