@@ -167,7 +167,7 @@ export function reorderRowsTyped(
   while (ready.length > 0) {
     const i = ready.pop() as number
     const r = rows[i] as number
-    moveRow(data, layout, r, i)
+    copyRow(data, layout, i, data, layout, r)
     copies++
     done[i] = 1
     const left = (readers[r] as number) - 1
@@ -177,52 +177,46 @@ export function reorderRowsTyped(
   // What is left are cycles (every row left is read by exactly one row left): keep the first
   // row of each aside, shift the others along, then write the kept row into the last one.
   let kept: Fillable | undefined
+  const aside: RowLayout = { outer: layout.outer, rows: 1, inner: layout.inner }
   for (let start = 0; start < n; start++) {
     if (done[start] === 1) continue
     kept ??= new (data.constructor as new (length: number) => Fillable)(layout.outer * layout.inner)
-    rowAside(kept, data, layout, start, true)
+    copyRow(kept, aside, 0, data, layout, start)
     let i = start
     for (;;) {
       done[i] = 1
       const r = rows[i] as number
       if (r === start) break
-      moveRow(data, layout, r, i)
+      copyRow(data, layout, i, data, layout, r)
       i = r
       copies++
     }
-    rowAside(kept, data, layout, i, false)
+    copyRow(data, layout, i, kept, aside, 0)
     copies += 2
   }
   return copies
 }
 
-/** Copies row `from` of `data` into row `to`, chunk by chunk. */
-function moveRow(data: Fillable, layout: RowLayout, from: number, to: number): void {
-  const { outer, rows, inner } = layout
-  for (let o = 0; o < outer; o++) {
-    const base = o * rows * inner
-    if (inner > 16)
-      data.copyWithin(base + to * inner, base + from * inner, base + (from + 1) * inner)
-    else
-      for (let k = 0; k < inner; k++)
-        (data as Float32Array)[base + to * inner + k] = data[base + from * inner + k] as number
-  }
-}
-
-/** Copies row `row` of `data` into `aside` (its chunks one after another), or back (`out` false). */
-function rowAside(
-  aside: Fillable,
-  data: Fillable,
-  layout: RowLayout,
-  row: number,
-  out: boolean,
+/** Copies row `srcRow` of `src` into row `dstRow` of `dst`, chunk by chunk. */
+function copyRow(
+  dst: Fillable,
+  dstLayout: RowLayout,
+  dstRow: number,
+  src: Fillable,
+  srcLayout: RowLayout,
+  srcRow: number,
 ): void {
-  const { outer, rows, inner } = layout
-  for (let o = 0; o < outer; o++) {
-    const at = (o * rows + row) * inner
-    if (out) setSpan(aside, data.subarray(at, at + inner) as Fillable, o * inner)
-    else setSpan(data, aside.subarray(o * inner, (o + 1) * inner) as Fillable, at)
-  }
+  for (let o = 0; o < srcLayout.outer; o++)
+    copySpan(
+      dst,
+      (o * dstLayout.rows + dstRow) * dstLayout.inner,
+      src,
+      srcLayout,
+      o,
+      srcRow,
+      1,
+      undefined,
+    )
 }
 
 /** How many entries from `rows[i]` on go up by one from it: a run copied or filled as one span. */

@@ -200,20 +200,27 @@ export function refuseFeedTypes(
 ): E.Either<DTypeMismatchError, void> {
   for (const name in feeds) {
     if (!own(feeds, name)) continue
-    const expected = types.get(name)
-    const t = feeds[name] as OrtTensor
-    if (expected !== undefined && t.type !== expected) {
-      return E.left(
-        new DTypeMismatchError({
-          path: path(name),
-          expected,
-          actual: t.type,
-          detail: "the element type the model declares for this input",
-        }),
-      )
-    }
+    const wrong = wrongType(name, feeds[name] as OrtTensor, types, () => path(name))
+    if (wrong !== undefined) return E.left(wrong)
   }
   return E.right(undefined)
+}
+
+/** The error refusing feed `t` of input `name` of another type than the model declares, or undefined. */
+export function wrongType(
+  name: string,
+  t: OrtTensor,
+  types: ReadonlyMap<string, string>,
+  path: () => string,
+): DTypeMismatchError | undefined {
+  const expected = types.get(name)
+  if (expected === undefined || t.type === expected) return undefined
+  return new DTypeMismatchError({
+    path: path(),
+    expected,
+    actual: t.type,
+    detail: "the element type the model declares for this input",
+  })
 }
 
 /**

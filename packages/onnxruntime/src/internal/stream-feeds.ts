@@ -18,7 +18,13 @@ import * as E from "./either.js"
 import { type Metadata, metadataBatchAxis } from "./metadata.js"
 import { type TensorData, sameData } from "./rows.js"
 import { type Rules, refuseDerivedFeeds } from "./rules.js"
-import { refuseFeedTypes, refuseStateFeeds, refuseUnknownFeeds, setKey } from "./session-state.js"
+import {
+  refuseFeedTypes,
+  refuseStateFeeds,
+  refuseUnknownFeeds,
+  setKey,
+  wrongType,
+} from "./session-state.js"
 import { checkFeedRecord, isOrtTensor, isRecord, optionPath, own } from "./validate.js"
 
 /** What a streaming session knows about its model's inputs. */
@@ -365,23 +371,6 @@ export function checkBatchCall(
   const heldName = layout.held
   const held = heldName !== undefined && own(given, heldName) ? given[heldName] : undefined
   return E.right({ keys: keys as StreamKey[], feeds: given, held })
-}
-
-/** The error refusing feed `t` of input `name` of another type than the model declares, or undefined. */
-function wrongType(
-  name: string,
-  t: OrtTensor,
-  types: ReadonlyMap<string, string>,
-  path: () => string,
-): DTypeMismatchError | undefined {
-  const expected = types.get(name)
-  if (expected === undefined || t.type === expected) return undefined
-  return new DTypeMismatchError({
-    path: path(),
-    expected,
-    actual: t.type,
-    detail: "the element type the model declares for this input",
-  })
 }
 
 /** Whether `feeds` passes `checkFeedRecord`: a plain record of live tensors. */
