@@ -152,8 +152,8 @@ export interface StateSaver<T, In = T> extends Disposable {
   /**
    * Replaces the batch with rows gathered from it: drop, reorder, duplicate; `null` makes a
    * fresh init row. The batch size becomes `rows.length`. When it stays the same, no entry is
-   * `null` and the backend has `reorder` (onnxruntime on the CPU), the rows move within the
-   * tensors held, nothing allocated: a tensor borrowed from `state()` before shows the new rows.
+   * `null` and the backend has `reorder` (onnxruntime has it), the rows move within the
+   * tensors held, no tensor made: a tensor borrowed from `state()` before shows the new rows.
    * Otherwise every leaf is gathered into a new tensor and the old ones are freed.
    */
   select(rows: readonly (number | null)[]): E.Either<RowsError, void>

@@ -201,12 +201,15 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
   const gathered: HostData[] = []
   const spare: HostData[] = []
   let spareBytes = 0
+  const isGpu = (t: OrtTensor): boolean => t.location === "gpu-buffer"
   const free = (t: OrtTensor): void => {
     const at = live.lastIndexOf(t)
     if (at >= 0) {
       live[at] = live[live.length - 1] as OrtTensor
       live.pop()
     }
+    // The scratch buffer of a GPU `reorder` lives while a GPU tensor does.
+    if (gpu.hasScratch() && !live.some(isGpu)) gpu.releaseScratch()
     if (t.location === "none") return
     if (t.location === "cpu") {
       const data = t.data as HostData
@@ -239,8 +242,6 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
     gathered.push(data)
     return data
   }
-  const isGpu = (t: OrtTensor): boolean => t.location === "gpu-buffer"
-
   const cpuTensor = (dtype: DType, shape: readonly number[], data?: HostData): OrtTensor =>
     new ort.Tensor(
       dtype as "float32",
@@ -409,24 +410,18 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
       if (!onGpu || leaf.host) return own(cpuTensor(host.dtype, host.shape, data))
       return own(gpu.fromHost(host.dtype, host.shape, data))
     },
-    // Only without a device: every tensor is then on the CPU (a GPU tensor is refused as by
-    // `gather`), so `select` can move rows within them for every leaf.
-    ...(device === undefined
-      ? {
-          reorder(t: OrtTensor, rows: readonly number[], leaf: LeafContext) {
-            if (isGpu(t)) {
-              throw new StructureMismatchError({
-                path: leaf.path,
-                expected: "a cpu tensor (a backend without a device)",
-                actual: "a gpu-buffer tensor",
-              })
-            }
-            const layout = rowLayout(t.dims, leaf.batchAxis)
-            const copies = reorderRowsTyped(t.data as HostData, layout, rows)
-            counters.copied += copies * layout.outer * layout.inner * byteSize(dtypeOfOrt(t.type))
-          },
-        }
-      : {}),
+    reorder(t: OrtTensor, rows: readonly number[], leaf: LeafContext) {
+      const layout = rowLayout(t.dims, leaf.batchAxis)
+      const bytes = byteSize(dtypeOfOrt(t.type))
+      if (isGpu(t)) {
+        // Through the backend's scratch buffer, on the device: nothing read back, no buffer
+        // made once the scratch is large enough.
+        gpu.reorder(bufferOf(t), layout, rows, bytes)
+        return
+      }
+      const copies = reorderRowsTyped(t.data as HostData, layout, rows)
+      counters.copied += copies * layout.outer * layout.inner * bytes
+    },
     view(src, start, count, leaf) {
       // CPU rows only, and only where they are one run of memory (every dim before the batch
       // axis is 1): a subarray of the same buffer, counted nowhere, freed as a wrapper.

@@ -237,8 +237,9 @@ export interface StatefulSession<O extends string = string> extends Disposable {
   /** All rows (and growing dims) back to init, or only the given rows, before the next run. */
   reset(rows?: RowsInput): ReturnType<SessionSaver["reset"]>
   /**
-   * Gathers rows into a new batch: reorder beams, drop finished rows, `null` for a fresh row. On
-   * the CPU, at the same batch size and without `null`, the rows move within the state's arrays.
+   * Gathers rows into a new batch: reorder beams, drop finished rows, `null` for a fresh row. At
+   * the same batch size and without `null`, the rows move within the tensors held (in their
+   * arrays on the CPU; on WebGPU through a scratch buffer the backend keeps, on the device).
    */
   select(rows: readonly (number | null)[]): ReturnType<SessionSaver["select"]>
   /**

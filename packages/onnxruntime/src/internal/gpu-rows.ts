@@ -68,6 +68,16 @@ export interface GpuRows {
     counts: readonly number[],
     elementBytes: number,
   ): void
+  /**
+   * Moves rows of `buffer` in place: row `i` takes what row `rows[i]` held. The rows read are
+   * first copied into a scratch buffer the backend keeps for this (grown when too small), then
+   * copied back to the rows that change: two submissions, no buffer made once the scratch fits.
+   */
+  reorder(buffer: GpuBuffer, layout: RowLayout, rows: readonly number[], elementBytes: number): void
+  /** Destroys the scratch buffer of `reorder`, if any (the next `reorder` makes a new one). */
+  releaseScratch(): void
+  /** Whether `reorder` keeps a scratch buffer now. */
+  hasScratch(): boolean
   /** Copies a GPU tensor to the host (the copy is queued before the first await). */
   toHost(t: OrtTensor, dtype: DType): Promise<HostTensor>
   /** A new GPU tensor holding `data`. */
@@ -268,6 +278,67 @@ export function gpuRows(
     for (const c of counts) counters.copied += c * elementBytes
   }
 
+  // The scratch buffer of `reorder`: kept between calls (a beam step reorders every cache leaf
+  // at every token), counted among the backend's live buffers, destroyed by `releaseScratch`.
+  let scratch: GpuBuffer | undefined
+  let scratchBytes = 0
+  const releaseScratch = (): void => {
+    if (scratch === undefined) return
+    scratch.destroy()
+    scratch = undefined
+    scratchBytes = 0
+    counters.gpuBuffers--
+  }
+  /** A scratch buffer of `bytes` or more; a new one is made `room` bytes or more. */
+  const scratchOf = (bytes: number, room: number): GpuBuffer => {
+    if (scratch !== undefined && scratchBytes >= bytes) return scratch
+    const dev = needDevice()
+    const size = Math.max(16, roundUp(Math.max(bytes, room), 16))
+    const made = dev.createBuffer({ size, usage: USAGE_STORAGE | USAGE_COPY_SRC | USAGE_COPY_DST })
+    releaseScratch()
+    counters.gpuBuffers++
+    scratch = made
+    scratchBytes = size
+    return made
+  }
+
+  const reorder = (
+    buffer: GpuBuffer,
+    layout: RowLayout,
+    rows: readonly number[],
+    elementBytes: number,
+  ): void => {
+    // The rows that change, and the rows they read, each once, in order of first use.
+    const changed: number[] = []
+    const sources: number[] = []
+    const slotOf = new Map<number, number>()
+    const slots: number[] = []
+    rows.forEach((r, i) => {
+      if (r === i) return
+      let slot = slotOf.get(r)
+      if (slot === undefined) {
+        slot = sources.length
+        slotOf.set(r, slot)
+        sources.push(r)
+      }
+      changed.push(i)
+      slots.push(slot)
+    })
+    if (changed.length === 0 || layout.inner * layout.outer === 0) return
+    const held: RowLayout = { outer: layout.outer, rows: sources.length, inner: layout.inner }
+    // Made the size of the whole tensor (how many rows a step reads varies, and a new size is a
+    // new buffer), half again when it must grow (a growing cache is one position longer each step).
+    const whole = layout.rows * layout.outer * layout.inner * elementBytes
+    const aside = scratchOf(
+      sources.length * layout.outer * layout.inner * elementBytes,
+      scratch === undefined ? whole : Math.ceil(whole * 1.5),
+    )
+    const order = sources.map((_, k) => k)
+    // Queued in order: every row read is set aside before any row is written.
+    copyRows(aside, held, order, buffer, layout, sources, elementBytes)
+    copyRows(buffer, layout, changed, aside, held, slots, elementBytes)
+  }
+
   const toHost = (t: OrtTensor, dtype: DType): Promise<HostTensor> => {
     // The copy is encoded and submitted now, so later row operations cannot reach it.
     const dev = needDevice()
@@ -307,7 +378,17 @@ export function gpuRows(
     return made.tensor
   }
 
-  return { tensor, fill, copyRows, copySpans, toHost, fromHost }
+  return {
+    tensor,
+    fill,
+    copyRows,
+    copySpans,
+    reorder,
+    releaseScratch,
+    hasScratch: () => scratch !== undefined,
+    toHost,
+    fromHost,
+  }
 }
 
 /** Runs of consecutive ascending indices as [start, count]. */
