@@ -77,7 +77,10 @@ export interface OrtBackendOptions {
 export interface OrtBackend extends StateBackend<OrtTensor> {
   /** Tensors the backend created or adopted and has not disposed. */
   liveTensors(): number
-  /** GPU buffers the backend created and has not destroyed. */
+  /**
+   * GPU buffers the backend created and has not destroyed: its GPU tensors', and the scratch
+   * buffer a GPU `reorder` (a `select` at the same batch size) keeps while a GPU tensor lives.
+   */
   liveGpuBuffers(): number
   /** Bytes moved by row operations (gather, scatter, fill, reorder, fromHost) since creation. */
   bytesCopied(): number
