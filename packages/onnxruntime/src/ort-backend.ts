@@ -23,6 +23,7 @@ import { byteSize, dtypeOfOrt } from "./internal/dtypes.js"
 import { type Counters, bufferOf, gpuRows } from "./internal/gpu-rows.js"
 import { initRows } from "./internal/init-rows.js"
 import { isObject, isOptions } from "./internal/validate.js"
+import { PROXY_CHECK, proxyRefusal } from "./internal/proxy-mode.js"
 import type { GpuDevice } from "./internal/webgpu.js"
 
 /**
@@ -120,19 +121,8 @@ function checkOptions(options: unknown): {
       actual: ort,
     })
   }
-  const env = (ort as { env?: { wasm?: { proxy?: unknown } } }).env
-  // As onnxruntime-web decides: proxy mode applies on a page (a document), not in Node.
-  if (env?.wasm?.proxy === true && (globalThis as { document?: unknown }).document !== undefined) {
-    // onnxruntime-web then runs models in a worker and transfers every input's ArrayBuffer to
-    // it: the state a session holds and feeds would be detached by its first run.
-    throw new OptionError({
-      path: "ort.env.wasm.proxy",
-      expected: "false: statesaver keeps the arrays it feeds, and proxy mode transfers them away",
-      actual: true,
-      detail:
-        "onnxruntime-web's proxy worker detaches every input's ArrayBuffer; run the model and the session in a worker of your own instead",
-    })
-  }
+  const proxied = proxyRefusal(ort)
+  if (proxied !== undefined) throw proxied
   if (location !== undefined && location !== "cpu" && location !== "gpu-buffer") {
     throw new OptionError({ path: "location", expected: '"cpu" or "gpu-buffer"', actual: location })
   }
@@ -257,7 +247,7 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
     onDevice: onGpu,
   }
 
-  return {
+  const backend: OrtBackend & { readonly [PROXY_CHECK]: () => OptionError | undefined } = {
     name: onGpu ? "onnxruntime (gpu-buffer)" : "onnxruntime",
     capabilities,
     describe(x: unknown): TensorInfo | undefined {
@@ -448,8 +438,11 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
     dispose(t) {
       free(t)
     },
+    // The sessions made over this backend check again: proxy mode turned on since.
+    [PROXY_CHECK]: () => proxyRefusal(ort),
     liveTensors: () => live.length,
     liveGpuBuffers: () => counters.gpuBuffers,
     bytesCopied: () => counters.copied,
   }
+  return backend
 }

@@ -1,3 +1,4 @@
+import { backendProxyRefusal } from "./proxy-mode.js"
 import {
   DTypeMismatchError,
   type LeafContext,
@@ -74,6 +75,8 @@ export function deriveSessionState(options: unknown): E.Either<DeriveError, Sess
       new OptionError({ path: "session.run", expected: "a run function", actual: s.run }),
     )
   }
+  const proxied = backendProxyRefusal(options["backend"])
+  if (proxied !== undefined) return E.left(proxied)
   const crossed = options["crossedPairs"]
   if (crossed !== undefined && typeof crossed !== "boolean") {
     return E.left(new OptionError({ path: "crossedPairs", expected: "a boolean", actual: crossed }))
