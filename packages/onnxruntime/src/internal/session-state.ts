@@ -1,4 +1,3 @@
-import { backendProxyRefusal } from "./proxy-mode.js"
 import {
   DTypeMismatchError,
   type LeafContext,
@@ -16,6 +15,7 @@ import type { StatePair } from "../state-pairing.js"
 import type { OrtSession } from "../stateful-session.js"
 import * as E from "./either.js"
 import { pairNames, sessionSpec } from "./pairing.js"
+import { backendProxyRefusal } from "./proxy-mode.js"
 import { type Rules, checkRules } from "./rules.js"
 import { type CachePlan, planCache } from "../kv-cache.js"
 import { checkNames, isObject, isOptions, isRecord, optionPath, own } from "./validate.js"
