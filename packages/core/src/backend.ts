@@ -205,8 +205,8 @@ export interface StateBackend<T, In = T> {
    * come in any order. Core uses it for `StateSaver.select` when the batch size stays the same
    * and no row is fresh, on tensors the saver holds, so a beam search's step allocates nothing
    * (a growing KV cache is a new size every step: no freed array fits it). A backend offers it
-   * only when it can do it for every tensor it holds (onnxruntime: when given no `device`, so
-   * every tensor is on the CPU). It must throw before it changes anything: core reorders
+   * only when it can do it for every tensor it holds (onnxruntime: CPU tensors in their arrays,
+   * WebGPU buffers through a scratch buffer). It must throw before it changes anything: core reorders
    * leaf after leaf, and a throw leaves the leaves before it reordered. `reorderRowsTyped` does
    * the work for typed-array data.
    */

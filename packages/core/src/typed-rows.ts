@@ -1,3 +1,4 @@
+import { RowIndexError } from "./errors.js"
 import type { DType, HostData } from "./host-tensor.js"
 import { storedValue } from "./internal/dtype-values.js"
 import type { Init } from "./state-spec.js"
@@ -139,7 +140,8 @@ export function scatterRowsTyped(
  * may be duplicated and another dropped). Each row is written only once nothing still to be
  * written reads it; a cycle of rows (`[1, 0]`) goes through one row's copy, the only memory
  * allocated. Rows that keep their place (`rows[i] === i`) are not touched. Returns the number of
- * row copies made (a cycle of `k` rows takes `k + 1`).
+ * row copies made (a cycle of `k` rows takes `k + 1`). Throws a `RowIndexError`, having written
+ * nothing, when `rows` has not one entry per row or an entry is not an index in range.
  *
  * @example
  * const data = new Float32Array(4 * 32) // 4 rows of [2, 16]
@@ -153,12 +155,27 @@ export function reorderRowsTyped(
   rows: readonly number[],
 ): number {
   const n = rows.length
+  if (n !== layout.rows) {
+    throw new RowIndexError({
+      expected: `one entry per row (${layout.rows})`,
+      actual: rows,
+      detail: `${n} entries`,
+    })
+  }
   let copies = 0
   // readers[j]: rows still to be written that read row j; row j is written once it is 0.
   const readers = new Int32Array(n)
   const done = new Uint8Array(n)
+  // Every entry is checked before any row is written.
   for (let i = 0; i < n; i++) {
     const r = rows[i] as number
+    if (!Number.isInteger(r) || r < 0 || r >= n) {
+      throw new RowIndexError({
+        expected: `row indices in [0, ${n})`,
+        actual: r,
+        detail: `entry ${i}`,
+      })
+    }
     if (r === i) done[i] = 1
     else readers[r] = (readers[r] as number) + 1
   }

@@ -2,7 +2,7 @@
 // every order of 4 rows (each entry any row: cycles, chains, forks, drops), on rows of a few
 // elements and of many, the batch axis first, in the middle and last; and the copies it counts.
 import { describe, expect, it } from "vitest"
-import { gatherRowsTyped, init, reorderRowsTyped, rowLayout } from "@statesaver/core"
+import { RowIndexError, gatherRowsTyped, init, reorderRowsTyped, rowLayout } from "@statesaver/core"
 
 /** Every array of `n` entries in [0, n): n ** n of them. */
 function* everyOrder(n: number): Generator<number[]> {
@@ -52,5 +52,33 @@ describe("reorderRowsTyped", () => {
     expect(Array.from(data)).toEqual([0n, 1n, 0n, 1n, 6n, 7n, 4n, 5n].map((v) => base + v))
     expect(reorderRowsTyped(data, layout, [0, 1, 2, 3]), "nothing moves").toBe(0)
     expect(reorderRowsTyped(data, layout, [1, 2, 3, 0]), "a cycle of four").toBe(5)
+  })
+
+  it("refuses rows that are not one index in range per row with a RowIndexError, writing nothing", () => {
+    const layout = rowLayout([4, 3], 0)
+    const source = Float32Array.from({ length: 12 }, (_, i) => i + 1)
+    const bad: [unknown[], RegExp][] = [
+      [[1, 0, 3], /one entry per row \(4\).*3 entries/],
+      [[1, 0, 3, 2, 0], /5 entries/],
+      [[1, 0, 4, 2], /row indices in \[0, 4\).*4.*entry 2/],
+      [[1, -1, 3, 2], /-1.*entry 1/],
+      [[1, 0, 1.5, 2], /1\.5.*entry 2/],
+      [[NaN, 0, 3, 2], /NaN.*entry 0/],
+      // A bad entry after rows that would have moved: still nothing written.
+      [[3, 2, 1, null], /null.*entry 3/],
+      [[3, 2, 1, "0"], /entry 3/],
+    ]
+    for (const [rows, message] of bad) {
+      const data = source.slice()
+      let thrown: unknown
+      try {
+        reorderRowsTyped(data, layout, rows as number[])
+      } catch (e) {
+        thrown = e
+      }
+      expect(thrown, JSON.stringify(rows)).toBeInstanceOf(RowIndexError)
+      expect((thrown as RowIndexError).message).toMatch(message)
+      expect(Array.from(data), `data after ${String(rows)}`).toEqual(Array.from(source))
+    }
   })
 })
