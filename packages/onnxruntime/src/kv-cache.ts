@@ -19,6 +19,7 @@ import {
 import type { InputRule, RuleCall } from "./input-rules.js"
 import type { StatePair } from "./state-pairing.js"
 import * as E from "./internal/either.js"
+import { ADVANCE, type Advancing } from "./internal/rules.js"
 import { type Lend, SCRATCH } from "./internal/scratch.js"
 import { isRecord } from "./internal/validate.js"
 
@@ -407,7 +408,7 @@ function growingRule(
   }
 }
 
-function fixedRule(dim: string, tokens: string, names: readonly string[]): InputRule {
+function fixedRule(dim: string, tokens: string, names: readonly string[]): InputRule & Advancing {
   return {
     name: "kvCache",
     inputs: names,
@@ -449,6 +450,11 @@ function fixedRule(dim: string, tokens: string, names: readonly string[]): Input
       const next = new Int32Array(call.batchSize)
       for (let r = 0; r < next.length; r++) next[r] = (lengths[r] as number) + s
       return { [LENGTH]: new Host("int32", [call.batchSize], next) }
+    },
+    [ADVANCE](call) {
+      const lengths = (call.state[LENGTH] as HostTensor).data as Int32Array
+      const s = newTokens(call, tokens)
+      for (let r = 0; r < lengths.length; r++) lengths[r] = (lengths[r] as number) + s
     },
   }
 }

@@ -44,7 +44,14 @@ import {
   writeBlocks,
 } from "./internal/blocks.js"
 import type { OrtRuntime, OrtTensor } from "./ort-backend.js"
-import { type Rules, deriveInputs, nextState, refuseDerivedFeeds } from "./internal/rules.js"
+import {
+  type Rules,
+  advance,
+  advancesInPlace,
+  deriveInputs,
+  nextState,
+  refuseDerivedFeeds,
+} from "./internal/rules.js"
 import { GuardedSaver } from "./internal/busy-guard.js"
 import { copyFeed, emptyRows } from "./internal/held-input.js"
 import { scratchArrays } from "./internal/scratch.js"
@@ -335,6 +342,8 @@ class Session<O extends string> implements StatefulSession<O> {
    */
   readonly #byLeaf: readonly (StatePair | string)[]
   readonly #rules: Rules
+  /** Whether the rules update the bookkeeping leaves in place after a run (the built-in ones). */
+  readonly #inPlace: boolean
   readonly #ort: OrtRuntime
   readonly #cache: CachePlan | undefined
   /** A fixed cache's block outputs and the leaves they are written into. */
@@ -363,6 +372,7 @@ class Session<O extends string> implements StatefulSession<O> {
     this.#outputs = outputs
     this.#inputs = inputs
     this.#rules = rules
+    this.#inPlace = advancesInPlace(rules)
     // The runtime of the state's tensors, to wrap the rules' inputs for it.
     const leaf = saver.leaves()[0] as OrtTensor
     this.#ort = { Tensor: leaf.constructor as OrtRuntime["Tensor"] }
@@ -504,8 +514,9 @@ class Session<O extends string> implements StatefulSession<O> {
       this.#settleDispose()
       return E.left(new DisposedError({ what: "StatefulSession" }))
     }
-    let book2: Record<string, OrtTensor> = {}
-    if (ruleCall !== undefined) {
+    // Rules that advance in place keep their leaves (written once everything else is done).
+    let book2: Record<string, OrtTensor> = book
+    if (ruleCall !== undefined && !this.#inPlace) {
       const made = nextState(rules, this.#ort, ruleCall, outputs, this.#saver.backend.name)
       if (made._tag === "Left") {
         for (const t of Object.values(outputs)) t.dispose()
@@ -553,7 +564,10 @@ class Session<O extends string> implements StatefulSession<O> {
     )
     const offsets =
       cache === undefined || ruleCall === undefined ? [] : blockOffsets(cache, ruleCall)
-    const saved = this.#saver.saveLeaves(next)
+    // Nothing to check or adopt when every leaf stays (a fixed cache advanced in place).
+    const saved = next.every((t, i) => t === held[i])
+      ? E.right(undefined)
+      : this.#saver.saveLeaves(next)
     if (saved._tag === "Left") {
       // Nothing of a failed run reaches the caller: every output is freed.
       for (const t of Object.values(outputs)) t.dispose()
@@ -565,6 +579,7 @@ class Session<O extends string> implements StatefulSession<O> {
       for (const t of Object.values(outputs)) if (!next.includes(t)) t.dispose()
       return written
     }
+    if (ruleCall !== undefined && this.#inPlace) advance(rules, ruleCall)
     // The saver owns the state outputs now; the listed outputs are the caller's, the rest freed.
     // (A scan, not a Set: hashing a tensor object makes onnxruntime-node read it slower on every
     // later run, and `next` holds the state fed to each run.)

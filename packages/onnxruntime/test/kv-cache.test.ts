@@ -57,10 +57,14 @@ const tokens = (n: number, seed: number): number[] => seededTokens(n, seed, cfg.
  * A session and the history of each row (the tokens its cache holds), with a step that feeds
  * one chunk per row and checks every row's logits against the oracle on its history alone.
  */
-async function harness(ort: Runtime, kind: Kind, batchSize: number) {
+async function harness(
+  ort: Runtime,
+  kind: Kind,
+  batchSize: number,
+  backend = ortBackend({ ort }) as OrtBackend,
+) {
   const session = await ort.InferenceSession.create(kind.bytes)
   const oracle = await ort.InferenceSession.create(noCacheDecoder(cfg))
-  const backend = ortBackend({ ort }) as OrtBackend
   const s = orThrow(
     createStatefulSession({ session, backend, batchSize, cache: kind.cache, outputs: ["logits"] }),
   )
@@ -239,6 +243,51 @@ describe.each(runtimes)("KV caches with lengths on %s", (_, ort) => {
       expect(orThrow(await h.s.snapshot())).toEqual(before)
       h.s.dispose()
     })
+  })
+})
+
+describe.each(runtimes)("a fixed cache's lengths on %s", (_, ort) => {
+  it("advance in place: a borrowed state() sees them move; a failed block write leaves them where they were", async () => {
+    const real = ortBackend({ ort }) as OrtBackend
+    const writeAt = real.writeAt as NonNullable<OrtBackend["writeAt"]>
+    // The block write that throws (0 = none): a backend fault halfway through a step's writes.
+    let failOn = 0
+    let calls = 0
+    // One write per cache (a key and a value per layer) per step.
+    const writes = 2 * cfg.layers
+    const backend: OrtBackend = {
+      ...real,
+      writeAt(...args) {
+        if (++calls === failOn) throw new Error("device lost")
+        writeAt(...args)
+      },
+    }
+    const h = await harness(ort, kinds[0] as Kind, 2, backend)
+    await h.step([tokens(3, 1), tokens(3, 2)])
+    const lengths = h.s.state()["cache_length"] as common.Tensor
+    await h.step([tokens(1, 3), tokens(1, 4)])
+    expect(calls).toBe(2 * writes)
+    expect(h.s.state()["cache_length"]).toBe(lengths)
+    expect(Array.from(lengths.data as Int32Array)).toEqual([4, 4])
+    // The second write fails: the first cache holds this step's block at the rows' lengths,
+    // but the lengths stay where they were, so that block is past them and unread.
+    failOn = calls + 2
+    const ids = new ort.Tensor("int64", BigInt64Array.from([5n, 6n]), [2, 1])
+    const failed = await h.s.run({ input_ids: ids })
+    expect(failed).toMatchObject({
+      _tag: "Left",
+      left: { _tag: "BackendError", operation: "writeAt", path: `["past_key_values.0.value"]` },
+    })
+    expect(calls).toBe(failOn)
+    expect(Array.from(lengths.data as Int32Array)).toEqual([4, 4])
+    const before = calls
+    failOn = 0
+    // The next steps write over it and equal the oracle on the history without the failed step.
+    for (let t = 0; t < 3; t++) await h.step([tokens(1, 160 + t), tokens(1, 170 + t)])
+    expect(calls).toBe(before + 3 * writes)
+    expect(h.worst()).toBeLessThan(TOL)
+    h.s.dispose()
+    expect(real.liveTensors()).toBe(0)
   })
 })
 

@@ -151,6 +151,28 @@ export function checkRules(
   })
 }
 
+/**
+ * A built-in rule's `next` done in place (not public API): it writes the bookkeeping leaves
+ * after a successful run into `call.state`'s arrays, which are the held leaves' own. A session
+ * that holds its leaves itself (a `StatefulSession`) advances this way instead of making,
+ * checking and adopting new leaves every step.
+ */
+export const ADVANCE: unique symbol = Symbol("statesaver.advance")
+
+/** A rule that may carry its in-place `next`. */
+export interface Advancing {
+  readonly [ADVANCE]?: (call: RuleCall) => void
+}
+
+/** Whether every rule advances in place (then `advance` replaces `nextState`). */
+export const advancesInPlace = (rules: Rules): boolean =>
+  rules.list.length > 0 && rules.list.every((rule) => (rule as Advancing)[ADVANCE] !== undefined)
+
+/** Each rule's in-place `next`, once the run's changes are all made (it cannot fail). */
+export function advance(rules: Rules, call: RuleCall): void {
+  for (const rule of rules.list) (rule as Advancing)[ADVANCE]?.(call)
+}
+
 /** A feed the caller gave for an input a rule computes. */
 export function refuseDerivedFeeds(
   names: readonly string[],
