@@ -13,6 +13,7 @@ import * as ortNode from "onnxruntime-node"
 import * as ortWeb from "onnxruntime-web"
 import { describe, expect, it } from "vitest"
 import {
+  type InputRule,
   type KvCacheOptions,
   type OrtBackend,
   type StatefulSession,
@@ -62,11 +63,19 @@ async function harness(
   kind: Kind,
   batchSize: number,
   backend = ortBackend({ ort }) as OrtBackend,
+  rules: readonly InputRule[] = [],
 ) {
   const session = await ort.InferenceSession.create(kind.bytes)
   const oracle = await ort.InferenceSession.create(noCacheDecoder(cfg))
   const s = orThrow(
-    createStatefulSession({ session, backend, batchSize, cache: kind.cache, outputs: ["logits"] }),
+    createStatefulSession({
+      session,
+      backend,
+      batchSize,
+      cache: kind.cache,
+      outputs: ["logits"],
+      rules,
+    }),
   )
   let history: number[][] = Array.from({ length: batchSize }, () => [])
   let worst = 0
@@ -288,6 +297,43 @@ describe.each(runtimes)("a fixed cache's lengths on %s", (_, ort) => {
     expect(h.worst()).toBeLessThan(TOL)
     h.s.dispose()
     expect(real.liveTensors()).toBe(0)
+  })
+
+  it("beside a rule of the caller's, they advance with its leaf through the rules' next", async () => {
+    // A per-row count of the runs, a leaf beside the cache's lengths.
+    const runs: InputRule = {
+      name: "runs",
+      inputs: [],
+      state: { runs: { row: [], dtype: "int32" } },
+      derive: () => ({}),
+      next: ({ state }) => {
+        const c = state["runs"] as HostTensor
+        const data = c.data as Int32Array
+        return {
+          runs: new HostTensor(
+            "int32",
+            c.shape,
+            data.map((v) => v + 1),
+          ),
+        }
+      },
+    }
+    const backend = ortBackend({ ort }) as OrtBackend
+    const h = await harness(ort, kinds[0] as Kind, 2, backend, [runs])
+    await h.step([tokens(3, 11), tokens(3, 12)])
+    const first = h.s.state()["cache_length"]
+    for (let t = 0; t < 4; t++) await h.step([tokens(1, 180 + t), tokens(1, 190 + t)])
+    orThrow(h.s.reset([1]))
+    h.setHistory([h.history()[0] as number[], []])
+    for (let t = 0; t < 2; t++) await h.step([tokens(1, 200 + t), tokens(1, 210 + t)])
+    expect(h.worst()).toBeLessThan(TOL)
+    const state = h.s.state()
+    // New lengths tensors from the rule's next (the other leaf is not advanced in place).
+    expect(state["cache_length"]).not.toBe(first)
+    expect(Array.from(state["cache_length"]?.data as Int32Array)).toEqual([9, 2])
+    expect(Array.from(state["runs"]?.data as Int32Array)).toEqual([7, 2])
+    h.s.dispose()
+    expect(backend.liveTensors()).toBe(0)
   })
 })
 
