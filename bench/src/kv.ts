@@ -1,6 +1,7 @@
 /**
  * KV caches on the CPU runtimes (onnxruntime-node, onnxruntime-web wasm), with a decoder built in
- * code (2 layers, 4 heads of 16, hidden 64, vocab 64), batch 4, one token per step:
+ * code (2 layers, 4 heads of 16, hidden 64, vocab 64; or a small one, below), batch 4, one token
+ * per step:
  *
  * 1. bytes statesaver copies per token (`backend.bytesCopied()`) with a fixed-capacity cache,
  *    against the bytes a growing cache's model writes (its whole `present` cache);
@@ -37,12 +38,18 @@ const STEPS = 32
 const ROUNDS = Number(process.env["STATESAVER_BENCH_ROUNDS"] ?? 15)
 /** One fixed cache for every context: the longest context plus a round. */
 const SHARED = 1024 + STEPS
+/**
+ * The decoder's sizes: `tiny` (the default, where the session's fixed cost per step shows most)
+ * or `small` (`STATESAVER_BENCH_KV_MODEL=small`: 4 layers, 4 heads of 64, hidden 256, vocab 2048,
+ * a step closer to a real small decoder's).
+ */
+const MODEL = process.env["STATESAVER_BENCH_KV_MODEL"] ?? "tiny"
+if (MODEL !== "tiny" && MODEL !== "small")
+  throw new Error(`STATESAVER_BENCH_KV_MODEL must be tiny or small, got ${MODEL}`)
 const cfg = tinyDecoderConfig({
-  vocab: 64,
-  hidden: 64,
-  heads: 4,
-  headDim: 16,
-  layers: 2,
+  ...(MODEL === "small"
+    ? { vocab: 2048, hidden: 256, heads: 4, headDim: 64, layers: 4 }
+    : { vocab: 64, hidden: 64, heads: 4, headDim: 16, layers: 2 }),
   maxPosition: SHARED,
   seed: 7,
 })
