@@ -408,6 +408,15 @@ function growingRule(
   }
 }
 
+/** Each row's length after the call's new tokens, written into `into` (the held lengths or new). */
+function lengthsAfter(call: RuleCall, tokens: string, into: Int32Array): Int32Array {
+  const lengths = (call.state[LENGTH] as HostTensor).data as Int32Array
+  const s = newTokens(call, tokens)
+  // A loop, not `Int32Array.from` with a map function (many times slower).
+  for (let r = 0; r < into.length; r++) into[r] = (lengths[r] as number) + s
+  return into
+}
+
 function fixedRule(dim: string, tokens: string, names: readonly string[]): InputRule & Advancing {
   return {
     name: "kvCache",
@@ -444,17 +453,11 @@ function fixedRule(dim: string, tokens: string, names: readonly string[]): Input
       )
     },
     next(call) {
-      const lengths = (call.state[LENGTH] as HostTensor).data as Int32Array
-      const s = newTokens(call, tokens)
-      // A loop, not `Int32Array.from` with a map function (many times slower).
-      const next = new Int32Array(call.batchSize)
-      for (let r = 0; r < next.length; r++) next[r] = (lengths[r] as number) + s
+      const next = lengthsAfter(call, tokens, new Int32Array(call.batchSize))
       return { [LENGTH]: new Host("int32", [call.batchSize], next) }
     },
     [ADVANCE](call) {
-      const lengths = (call.state[LENGTH] as HostTensor).data as Int32Array
-      const s = newTokens(call, tokens)
-      for (let r = 0; r < lengths.length; r++) lengths[r] = (lengths[r] as number) + s
+      lengthsAfter(call, tokens, (call.state[LENGTH] as HostTensor).data as Int32Array)
     },
   }
 }

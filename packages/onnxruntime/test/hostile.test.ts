@@ -21,6 +21,7 @@ import {
 } from "../src/index.js"
 import { fixedCacheDecoder, tinyDecoderConfig } from "./helpers/decoders.js"
 import type { Runtime } from "./helpers/harness.js"
+import { counting } from "./helpers/rules.js"
 import { modelBytes } from "./helpers/silero.js"
 
 const ort = ortNode as unknown as Runtime
@@ -36,25 +37,6 @@ const silero = () => ort.InferenceSession.create(modelBytes("silero_vad_v5.onnx"
 const frame = (rows = 1, width = FRAME) =>
   new ort.Tensor("float32", new Float32Array(rows * width).fill(0.01), [rows, width])
 const sr = () => new ort.Tensor("int64", BigInt64Array.from([16000n]), [1])
-
-/** A rule that behaves until told otherwise. */
-const counting = (misbehave: Partial<InputRule> = {}): InputRule => ({
-  name: "counting",
-  inputs: [],
-  state: { count: { row: [], dtype: "int32" } },
-  derive: () => ({}),
-  next: ({ state }) => {
-    const c = state["count"] as HostTensor
-    return {
-      count: new (c.constructor as typeof HostTensor)(
-        "int32",
-        c.shape,
-        Int32Array.from(c.data as Int32Array, (v) => v + 1),
-      ),
-    }
-  },
-  ...misbehave,
-})
 
 describe("sileroContext refuses bad options with an OptionError naming each", () => {
   it.each([

@@ -29,6 +29,7 @@ import {
   tinyDecoderConfig,
   seededTokens,
 } from "./helpers/decoders.js"
+import { counting } from "./helpers/rules.js"
 import type { Runtime } from "./helpers/harness.js"
 
 ortWeb.env.wasm.numThreads = 1
@@ -301,25 +302,8 @@ describe.each(runtimes)("a fixed cache's lengths on %s", (_, ort) => {
 
   it("beside a rule of the caller's, they advance with its leaf through the rules' next", async () => {
     // A per-row count of the runs, a leaf beside the cache's lengths.
-    const runs: InputRule = {
-      name: "runs",
-      inputs: [],
-      state: { runs: { row: [], dtype: "int32" } },
-      derive: () => ({}),
-      next: ({ state }) => {
-        const c = state["runs"] as HostTensor
-        const data = c.data as Int32Array
-        return {
-          runs: new HostTensor(
-            "int32",
-            c.shape,
-            data.map((v) => v + 1),
-          ),
-        }
-      },
-    }
     const backend = ortBackend({ ort }) as OrtBackend
-    const h = await harness(ort, kinds[0] as Kind, 2, backend, [runs])
+    const h = await harness(ort, kinds[0] as Kind, 2, backend, [counting()])
     await h.step([tokens(3, 11), tokens(3, 12)])
     const first = h.s.state()["cache_length"]
     for (let t = 0; t < 4; t++) await h.step([tokens(1, 180 + t), tokens(1, 190 + t)])
@@ -331,7 +315,7 @@ describe.each(runtimes)("a fixed cache's lengths on %s", (_, ort) => {
     // New lengths tensors from the rule's next (the other leaf is not advanced in place).
     expect(state["cache_length"]).not.toBe(first)
     expect(Array.from(state["cache_length"]?.data as Int32Array)).toEqual([9, 2])
-    expect(Array.from(state["runs"]?.data as Int32Array)).toEqual([7, 2])
+    expect(Array.from(state["count"]?.data as Int32Array)).toEqual([7, 2])
     h.s.dispose()
     expect(backend.liveTensors()).toBe(0)
   })
