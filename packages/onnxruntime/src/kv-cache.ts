@@ -227,6 +227,17 @@ const CACHE_MASK = "cache_mask"
 const newTokens = (call: RuleCall, tokens: string): number =>
   ((call.feeds[tokens] as HostTensor).shape[1] ?? 0) as number
 
+/** The refusal of a token feed without a row per batch row on axis 0 and the tokens on axis 1. */
+function refuseTokens(call: RuleCall, tokens: string): ShapeMismatchError | undefined {
+  const shape = (call.feeds[tokens] as HostTensor).shape
+  if (shape.length >= 2 && shape[0] === call.batchSize) return undefined
+  return new ShapeMismatchError({
+    path: formatPath([tokens]),
+    expected: `[${call.batchSize}, new tokens, ...]: a row per batch row, the new tokens on axis 1`,
+    actual: [...shape],
+  })
+}
+
 const int64 = (shape: number[], fill: (i: number) => number): Host => {
   const data = new BigInt64Array(shape.reduce((a, b) => a * b, 1))
   for (let i = 0; i < data.length; i++) data[i] = BigInt(fill(i))
@@ -357,6 +368,8 @@ function growingRule(
     reads: [tokens],
     state: { [CACHE_MASK]: { row: [dim], dtype: "uint8" } },
     derive(call) {
+      const refused = refuseTokens(call, tokens)
+      if (refused !== undefined) return refused
       const mask = call.state[CACHE_MASK] as HostTensor
       const past = mask.shape[1] as number
       const data = mask.data as Uint8Array
@@ -424,6 +437,8 @@ function fixedRule(dim: string, tokens: string, names: readonly string[]): Input
     reads: [tokens],
     state: { [LENGTH]: { row: [], dtype: "int32" } },
     derive(call) {
+      const refused = refuseTokens(call, tokens)
+      if (refused !== undefined) return refused
       const lengths = (call.state[LENGTH] as HostTensor).data as Int32Array
       const capacity = call.dims[dim] as number
       const s = newTokens(call, tokens)

@@ -204,6 +204,17 @@ describe.each(runtimes)("KV caches with lengths on %s", (_, ort) => {
         _tag: "Left",
         left: { _tag: "StructureMismatchError", path: "attention_mask" },
       })
+      // Token ids without a row per batch row, or without a token axis: refused before the run.
+      for (const [data, dims] of [
+        [new BigInt64Array(3), [3, 1]],
+        [new BigInt64Array(2), [2]],
+      ] as const) {
+        const wrong = await h.s.run({ input_ids: new ort.Tensor("int64", data, dims) })
+        expect(wrong).toMatchObject({
+          _tag: "Left",
+          left: { _tag: "ShapeMismatchError", path: "input_ids", actual: dims },
+        })
+      }
       // Rewinding past the start, bad rows, bad n.
       expect(h.s.rewind([0], 4)).toMatchObject({
         _tag: "Left",
