@@ -10,6 +10,7 @@ import {
   RowIndexError,
   ShapeMismatchError,
   type Snapshot,
+  StateError,
   SnapshotFormatError,
   decodeSnapshot,
   StructureMismatchError,
@@ -238,10 +239,10 @@ function refuseTokens(call: RuleCall, tokens: string): ShapeMismatchError | unde
   })
 }
 
-const int64 = (shape: number[], fill: (i: number) => number): Host => {
+const int64 = (shape: number[], fill: (i: number) => number): DerivedArray => {
   const data = new BigInt64Array(shape.reduce((a, b) => a * b, 1))
   for (let i = 0; i < data.length; i++) data[i] = BigInt(fill(i))
-  return new Host("int64", shape, data)
+  return { dtype: "int64", shape, data }
 }
 
 /** Whether int64 elements are stored low word first (every platform Node and browsers run on). */
@@ -265,15 +266,31 @@ function fillInt64(data: BigInt64Array, value: (i: number) => number): void {
 
 /** Sets `mask[from, to)` to 1 (in place: no view per row, as a copy from an array of ones needs). */
 function ones(mask: BigInt64Array, from: number, to: number): void {
-  if (to > from) mask.fill(1n, from, to)
+  // A few positions are stored one by one: a call of `fill` costs more than a short loop.
+  if (to - from <= 8) for (let i = from; i < to; i++) mask[i] = 1n
+  else mask.fill(1n, from, to)
+}
+
+/** Sets `mask[from, to)` to 0. */
+function zeros(mask: BigInt64Array, from: number, to: number): void {
+  if (to - from <= 8) for (let i = from; i < to; i++) mask[i] = 0n
+  else mask.fill(0n, from, to)
+}
+
+/** A derived input's elements, before they are wrapped as a host or a runtime tensor. */
+export interface DerivedArray {
+  readonly dtype: "int64" | "bool"
+  readonly shape: number[]
+  readonly data: BigInt64Array | Uint8Array
 }
 
 /**
  * The derived inputs from each row's valid cache positions (`mark(mask, r, at)` writes row r's
  * `past` entries from `at`: 1 at its valid positions, 0 at the others), its position count, and
- * `s` new tokens.
+ * `s` new tokens. `markAll(mask, w, lent)`, when given, writes the whole mask instead (`lent`:
+ * the array is the session's, kept from call to call).
  */
-function derived(
+function derivedArrays(
   names: readonly string[],
   rows: number,
   past: number,
@@ -282,27 +299,32 @@ function derived(
   count: (r: number) => number,
   useCache: boolean,
   lend: Lend | undefined,
-): Record<string, Host> | StructureMismatchError {
-  const out: Record<string, Host> = {}
+  markAll?: (mask: BigInt64Array, w: number, lent: boolean) => void,
+): Record<string, DerivedArray> | StructureMismatchError {
+  const out: Record<string, DerivedArray> = {}
   if (names.includes(USE_CACHE))
-    out[USE_CACHE] = new Host("bool", [1], Uint8Array.of(useCache ? 1 : 0))
+    out[USE_CACHE] = { dtype: "bool", shape: [1], data: Uint8Array.of(useCache ? 1 : 0) }
   if (names.includes(MASK)) {
     // Filled in place: the mask spans the whole cache every step, a value per position.
     const w = past + s
     // An array the session lends spares a fresh one each step: every entry is written below.
-    const mask = (lend?.(MASK, "int64", rows * w) ?? new BigInt64Array(rows * w)) as BigInt64Array
-    for (let r = 0; r < rows; r++) {
-      mark(mask, r, r * w)
-      ones(mask, r * w + past, (r + 1) * w)
+    const lent = lend?.(MASK, "int64", rows * w) as BigInt64Array | undefined
+    const mask = lent ?? new BigInt64Array(rows * w)
+    if (markAll !== undefined) markAll(mask, w, lent !== undefined)
+    else {
+      for (let r = 0; r < rows; r++) {
+        mark(mask, r, r * w)
+        ones(mask, r * w + past, (r + 1) * w)
+      }
     }
-    out[MASK] = new Host("int64", [rows, w], mask)
+    out[MASK] = { dtype: "int64", shape: [rows, w], data: mask }
   }
   if (names.includes(POSITIONS)) {
     // Lent (written over whole): a fresh array per step is garbage the run's caller pays for.
     const positions = (lend?.(POSITIONS, "int64", rows * s) ??
       new BigInt64Array(rows * s)) as BigInt64Array
     fillInt64(positions, s === 1 ? count : (i) => count(Math.floor(i / s)) + (i % s))
-    out[POSITIONS] = new Host("int64", [rows, s], positions)
+    out[POSITIONS] = { dtype: "int64", shape: [rows, s], data: positions }
   }
   if (names.includes(CACHE_POSITION)) {
     const first = count(0)
@@ -316,6 +338,19 @@ function derived(
       }
     }
     out[CACHE_POSITION] = int64([s], (i) => first + i)
+  }
+  return out
+}
+
+/** Derived inputs as host tensors (what a rule's `derive` returns), or the error. */
+function asHost<E extends StateError>(
+  arrays: Record<string, DerivedArray> | E,
+): Record<string, Host> | E {
+  if (arrays instanceof StateError) return arrays as E
+  const out: Record<string, Host> = {}
+  for (const name in arrays) {
+    const { dtype, shape, data } = (arrays as Record<string, DerivedArray>)[name] as DerivedArray
+    out[name] = new Host(dtype, shape, data)
   }
   return out
 }
@@ -383,27 +418,29 @@ function growingRule(
       }
       const empty = counts.indexOf(0)
       if (kept !== undefined && past > 0 && empty >= 0) return noEncoderCache(kept, empty)
-      return derived(
-        names,
-        call.batchSize,
-        past,
-        newTokens(call, tokens),
-        (mask, r, at) => {
-          const row = runs[r] as number[]
-          let j = 0
-          for (let i = 0; i < row.length; i += 2) {
-            const from = row[i] as number
-            const to = row[i + 1] as number
-            mask.fill(0n, at + j, at + from)
-            mask.fill(1n, at + from, at + to)
-            j = to
-          }
-          mask.fill(0n, at + j, at + past)
-        },
-        (r) => counts[r] as number,
-        // Any past at all is fed, masked rows included.
-        past > 0,
-        (call as { [SCRATCH]?: Lend })[SCRATCH],
+      return asHost(
+        derivedArrays(
+          names,
+          call.batchSize,
+          past,
+          newTokens(call, tokens),
+          (mask, r, at) => {
+            const row = runs[r] as number[]
+            let j = 0
+            for (let i = 0; i < row.length; i += 2) {
+              const from = row[i] as number
+              const to = row[i + 1] as number
+              mask.fill(0n, at + j, at + from)
+              mask.fill(1n, at + from, at + to)
+              j = to
+            }
+            mask.fill(0n, at + j, at + past)
+          },
+          (r) => counts[r] as number,
+          // Any past at all is fed, masked rows included.
+          past > 0,
+          (call as { [SCRATCH]?: Lend })[SCRATCH],
+        ),
       )
     },
     next(call) {
@@ -420,6 +457,94 @@ function growingRule(
     },
   }
 }
+
+/**
+ * The inputs a fixed cache derives for `s` new tokens of rows at `lengths` (`names`: those the
+ * model takes), or the error refusing the call: a row past the `capacity`, or `cache_position`
+ * for rows at different lengths. The fixed rule's `derive`, and a `StatefulSession`'s step when
+ * that rule is its only one (which wraps the arrays for the runtime without host tensors).
+ */
+export function fixedCacheInputs(
+  names: readonly string[],
+  lengths: Int32Array,
+  rows: number,
+  capacity: number,
+  s: number,
+  lend: Lend | undefined,
+): Record<string, DerivedArray> | ShapeMismatchError | StructureMismatchError {
+  for (let r = 0; r < rows; r++) {
+    if ((lengths[r] as number) + s > capacity) {
+      return new ShapeMismatchError({
+        path: LENGTH,
+        expected: `at most ${capacity} positions (the cache's capacity)`,
+        actual: (lengths[r] as number) + s,
+        detail: `row ${r} holds ${lengths[r]} and this call adds ${s}`,
+      })
+    }
+  }
+  const mark = (mask: BigInt64Array, r: number, at: number): void => {
+    const end = at + (lengths[r] as number)
+    ones(mask, at, end)
+    mask.fill(0n, end, at + capacity)
+  }
+  return derivedArrays(
+    names,
+    rows,
+    capacity,
+    s,
+    mark,
+    (r) => lengths[r] as number,
+    lengths.some((l) => l > 0),
+    lend,
+    (mask, w, lent) => {
+      // A lent mask holds the last call's: only the positions whose rows' lengths moved change.
+      const last = lent ? maskHolds.get(mask.buffer) : undefined
+      if (
+        last !== undefined &&
+        last.at === mask.byteOffset &&
+        last.length === mask.length &&
+        last.past === capacity &&
+        last.w === w
+      ) {
+        const was = last.lengths
+        for (let r = 0; r < rows; r++) {
+          const from = was[r] as number
+          const to = lengths[r] as number
+          if (to > from) ones(mask, r * w + from, r * w + to)
+          else if (to < from) zeros(mask, r * w + to, r * w + from)
+          was[r] = to
+        }
+        return
+      }
+      for (let r = 0; r < rows; r++) {
+        mark(mask, r, r * w)
+        ones(mask, r * w + capacity, (r + 1) * w)
+      }
+      if (lent) {
+        maskHolds.set(mask.buffer, {
+          at: mask.byteOffset,
+          length: mask.length,
+          past: capacity,
+          w,
+          lengths: lengths.slice(0, rows),
+        })
+      }
+    },
+  )
+}
+
+/**
+ * What the memory of each lent fixed-cache mask holds, by its buffer: the view last written
+ * (`at`, `length`), for rows at `lengths` over `past` positions and `w - past` new tokens. The
+ * next call that gets the same view then writes only the positions whose rows moved (one per row
+ * on a one-token step) instead of the whole capacity; any other view of the buffer (a lender
+ * hands out shorter views of its array for fewer rows) writes the whole mask and replaces the
+ * record.
+ */
+const maskHolds = new WeakMap<
+  ArrayBufferLike,
+  { at: number; length: number; past: number; w: number; lengths: Int32Array }
+>()
 
 /** Each row's length after the call's new tokens, written into `into` (the held lengths or new). */
 function lengthsAfter(call: RuleCall, tokens: string, into: Int32Array): Int32Array {
@@ -439,32 +564,15 @@ function fixedRule(dim: string, tokens: string, names: readonly string[]): Input
     derive(call) {
       const refused = refuseTokens(call, tokens)
       if (refused !== undefined) return refused
-      const lengths = (call.state[LENGTH] as HostTensor).data as Int32Array
-      const capacity = call.dims[dim] as number
-      const s = newTokens(call, tokens)
-      for (let r = 0; r < call.batchSize; r++) {
-        if ((lengths[r] as number) + s > capacity) {
-          return new ShapeMismatchError({
-            path: LENGTH,
-            expected: `at most ${capacity} positions (the cache's capacity)`,
-            actual: (lengths[r] as number) + s,
-            detail: `row ${r} holds ${lengths[r]} and this call adds ${s}`,
-          })
-        }
-      }
-      return derived(
-        names,
-        call.batchSize,
-        capacity,
-        s,
-        (mask, r, at) => {
-          const end = at + (lengths[r] as number)
-          ones(mask, at, end)
-          mask.fill(0n, end, at + capacity)
-        },
-        (r) => lengths[r] as number,
-        lengths.some((l) => l > 0),
-        (call as { [SCRATCH]?: Lend })[SCRATCH],
+      return asHost(
+        fixedCacheInputs(
+          names,
+          (call.state[LENGTH] as HostTensor).data as Int32Array,
+          call.batchSize,
+          call.dims[dim] as number,
+          newTokens(call, tokens),
+          (call as { [SCRATCH]?: Lend })[SCRATCH],
+        ),
       )
     },
     next(call) {

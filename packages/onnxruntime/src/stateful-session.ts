@@ -24,7 +24,7 @@ import {
   type TensorCheckError,
 } from "@statesaver/core"
 import type * as common from "onnxruntime-common"
-import type { InputRule } from "./input-rules.js"
+import type { InputRule, RuleCall } from "./input-rules.js"
 import {
   type CachePlan,
   type KvCacheOptions,
@@ -53,6 +53,7 @@ import {
   refuseDerivedFeeds,
 } from "./internal/rules.js"
 import { GuardedSaver } from "./internal/busy-guard.js"
+import { type FixedStep, fixedStep } from "./internal/fixed-step.js"
 import { copyFeed, emptyRows } from "./internal/held-input.js"
 import { scratchArrays } from "./internal/scratch.js"
 import * as E from "./internal/either.js"
@@ -352,6 +353,8 @@ class Session<O extends string> implements StatefulSession<O> {
   readonly #held: HeldLeaf | undefined
   /** Arrays for the built-in rules' inputs, written over call after call. */
   readonly #lend = scratchArrays()
+  /** A fixed cache's rule alone: the lean step for calls as expected (others take `#prepare`). */
+  readonly #fixed: FixedStep | undefined
   readonly saver: SessionSaver
 
   constructor(
@@ -390,6 +393,16 @@ class Session<O extends string> implements StatefulSession<O> {
             leaf: { path: leafOf.pathString, batchAxis: leafOf.batchAxis, init: leafOf.init },
             book: this.#byLeaf.indexOf(cache.leaf),
           }
+    this.#fixed = fixedStep(
+      cache,
+      rules,
+      inputs,
+      inputTypes,
+      saver.spec.leaves,
+      this.#byLeaf,
+      this.#ort,
+      this.#lend,
+    )
     this.saver = new GuardedSaver(saver, {
       kind: "StatefulSession",
       busy: () => this.#inFlight,
@@ -423,77 +436,19 @@ class Session<O extends string> implements StatefulSession<O> {
   ): Promise<E.Either<StatefulRunError, Record<O, OrtTensor>>> {
     const idle = this.#idle("run")
     if (idle !== undefined) return idle
-    const checked = checkFeedRecord(feeds, "", (name) => formatName(name))
-    if (checked._tag === "Left") return checked
-    const names = Object.keys(checked.right)
-    const refused = refuseStateFeeds(names, this.#stateInputs)
-    if (refused._tag === "Left") return refused
-    const computed = refuseDerivedFeeds(names, this.#rules)
-    if (computed._tag === "Left") return computed
-    const unknown = refuseUnknownFeeds(names, this.#inputs)
-    if (unknown._tag === "Left") return unknown
-    const typed = refuseFeedTypes(checked.right, this.#inputTypes)
-    if (typed._tag === "Left") return typed
-    const heldInput = this.#cache?.encoder
-    const missing = this.#inputs.find((name) => name !== heldInput && !own(checked.right, name))
-    if (missing !== undefined) {
-      return E.left(
-        new StructureMismatchError({
-          path: formatName(missing),
-          expected: `a feed for input ${missing}`,
-          actual: "none",
-        }),
-      )
-    }
-    if (options !== undefined && !isRecord(options)) {
-      return E.left(
-        new OptionError({
-          path: "options",
-          expected: "ONNX Runtime run options (a record)",
-          actual: options,
-        }),
-      )
-    }
     const held = this.#saver.leaves()
     const rules = this.#rules
-    // The input held per row: the caller's when the cache starts, the session's after.
+    const fast = this.#fixed?.prepare(feeds, options, held, this.#saver.batchSize)
+    let merged: Record<string, OrtTensor>
+    let ruleCall: RuleCall | undefined
     let fedHeld: OrtTensor | undefined
-    if (this.#held !== undefined) {
-      const given = this.#checkHeld(checked.right, held)
-      if (given._tag === "Left") return given
-      fedHeld = given.right
-    }
-    // The rules' own feeds are not the model's.
-    const merged: Record<string, OrtTensor> = copyFeeds(checked.right, rules.feeds)
-    const book: Record<string, OrtTensor> = {}
-    this.#byLeaf.forEach((leaf, i) => {
-      if (i === this.#held?.index) {
-        if (fedHeld === undefined) setKey(merged, leaf as string, held[i] as OrtTensor)
-      } else if (typeof leaf === "string") book[leaf] = held[i] as OrtTensor
-      else setKey(merged, leaf.input, held[i] as OrtTensor)
-    })
-    let ruleCall: Parameters<typeof nextState>[2] | undefined
-    if (rules.list.length > 0) {
-      // Sizes of the named dims, read off the held leaves (`dims()` would check each again).
-      const dims: Record<string, number> = {}
-      this.#saver.spec.leaves.forEach((leaf, i) => {
-        for (const [axis, name] of leaf.growing)
-          dims[name] = (held[i] as OrtTensor).dims[axis] as number
-      })
-      const derived = deriveInputs(
-        rules,
-        this.#ort,
-        checked.right,
-        book,
-        this.#saver.batchSize,
-        dims,
-        this.#saver.backend.name,
-        this.#lend,
-      )
-      if (derived._tag === "Left") return derived
-      ruleCall = derived.right.call
-      for (const name in derived.right.inputs)
-        setKey(merged, name, derived.right.inputs[name] as OrtTensor)
+    if (fast !== undefined) {
+      merged = fast.merged
+      ruleCall = fast.call
+    } else {
+      const prepared = this.#prepare(feeds, options, held)
+      if (prepared._tag === "Left") return prepared
+      ;({ merged, ruleCall, fedHeld } = prepared.right)
     }
     this.#inFlight = true
     let outputs: Record<string, OrtTensor>
@@ -514,15 +469,16 @@ class Session<O extends string> implements StatefulSession<O> {
       this.#settleDispose()
       return E.left(new DisposedError({ what: "StatefulSession" }))
     }
-    // Rules that advance in place keep their leaves (written once everything else is done).
-    let book2: Record<string, OrtTensor> = book
+    // The new bookkeeping leaves; rules that advance in place keep theirs (written once
+    // everything else is done).
+    let book: Record<string, OrtTensor> | undefined
     if (ruleCall !== undefined && !this.#inPlace) {
       const made = nextState(rules, this.#ort, ruleCall, outputs, this.#saver.backend.name)
       if (made._tag === "Left") {
         for (const t of Object.values(outputs)) t.dispose()
         return made
       }
-      book2 = made.right
+      book = made.right
     }
     // A fixed cache keeps its tensors and takes the step's blocks at each row's length; a merged
     // encoder–decoder keeps its cross-attention caches once the cache is in use.
@@ -557,7 +513,7 @@ class Session<O extends string> implements StatefulSession<O> {
       i === this.#held?.index
         ? (heldCopy ?? (held[i] as OrtTensor))
         : typeof leaf === "string"
-          ? (book2[leaf] as OrtTensor)
+          ? ((book?.[leaf] ?? held[i]) as OrtTensor)
           : skipped.has(leaf.output)
             ? (held[i] as OrtTensor)
             : (outputs[leaf.output] as OrtTensor),
@@ -590,6 +546,96 @@ class Session<O extends string> implements StatefulSession<O> {
       else if (!next.includes(t)) t.dispose()
     }
     return E.right(out as Record<O, OrtTensor>)
+  }
+
+  /**
+   * The feeds of a run and the rules' call, every feed checked (any session, any call): the
+   * general path, which also refuses a bad call.
+   */
+  #prepare(
+    feeds: Feeds,
+    options: common.InferenceSession.RunOptions | undefined,
+    held: readonly OrtTensor[],
+  ): E.Either<
+    StatefulRunError,
+    {
+      merged: Record<string, OrtTensor>
+      ruleCall: RuleCall | undefined
+      fedHeld: OrtTensor | undefined
+    }
+  > {
+    const checked = checkFeedRecord(feeds, "", (name) => formatName(name))
+    if (checked._tag === "Left") return checked
+    const names = Object.keys(checked.right)
+    const refused = refuseStateFeeds(names, this.#stateInputs)
+    if (refused._tag === "Left") return refused
+    const computed = refuseDerivedFeeds(names, this.#rules)
+    if (computed._tag === "Left") return computed
+    const unknown = refuseUnknownFeeds(names, this.#inputs)
+    if (unknown._tag === "Left") return unknown
+    const typed = refuseFeedTypes(checked.right, this.#inputTypes)
+    if (typed._tag === "Left") return typed
+    const heldInput = this.#cache?.encoder
+    const missing = this.#inputs.find((name) => name !== heldInput && !own(checked.right, name))
+    if (missing !== undefined) {
+      return E.left(
+        new StructureMismatchError({
+          path: formatName(missing),
+          expected: `a feed for input ${missing}`,
+          actual: "none",
+        }),
+      )
+    }
+    if (options !== undefined && !isRecord(options)) {
+      return E.left(
+        new OptionError({
+          path: "options",
+          expected: "ONNX Runtime run options (a record)",
+          actual: options,
+        }),
+      )
+    }
+    const rules = this.#rules
+    // The input held per row: the caller's when the cache starts, the session's after.
+    let fedHeld: OrtTensor | undefined
+    if (this.#held !== undefined) {
+      const given = this.#checkHeld(checked.right, held)
+      if (given._tag === "Left") return given
+      fedHeld = given.right
+    }
+    // The rules' own feeds are not the model's.
+    const merged: Record<string, OrtTensor> = copyFeeds(checked.right, rules.feeds)
+    const book: Record<string, OrtTensor> = {}
+    this.#byLeaf.forEach((leaf, i) => {
+      if (i === this.#held?.index) {
+        if (fedHeld === undefined) setKey(merged, leaf as string, held[i] as OrtTensor)
+      } else if (typeof leaf === "string") book[leaf] = held[i] as OrtTensor
+      else setKey(merged, leaf.input, held[i] as OrtTensor)
+    })
+    let ruleCall: RuleCall | undefined
+    if (rules.list.length > 0) {
+      // Sizes of the named dims, read off the held leaves (`dims()` would check each again).
+      const dims: Record<string, number> = {}
+      this.#saver.spec.leaves.forEach((leaf, i) => {
+        for (const [axis, name] of leaf.growing)
+          dims[name] = (held[i] as OrtTensor).dims[axis] as number
+      })
+      const derived = deriveInputs(
+        rules,
+        this.#ort,
+        checked.right,
+        book,
+        this.#saver.batchSize,
+        dims,
+        this.#saver.backend.name,
+        this.#lend,
+      )
+      if (derived._tag === "Left") return derived
+      ruleCall = derived.right.call
+      for (const name in derived.right.inputs)
+        setKey(merged, name, derived.right.inputs[name] as OrtTensor)
+    }
+    return E.right({ merged, ruleCall, fedHeld })
   }
 
   /**
