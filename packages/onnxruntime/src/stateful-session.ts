@@ -393,16 +393,19 @@ class Session<O extends string> implements StatefulSession<O> {
             leaf: { path: leafOf.pathString, batchAxis: leafOf.batchAxis, init: leafOf.init },
             book: this.#byLeaf.indexOf(cache.leaf),
           }
-    this.#fixed = fixedStep(
+    this.#fixed = fixedStep({
       cache,
       rules,
       inputs,
-      inputTypes,
-      saver.spec.leaves,
-      this.#byLeaf,
-      this.#ort,
-      this.#lend,
-    )
+      types: inputTypes,
+      leaves: saver.spec.leaves,
+      byLeaf: this.#byLeaf,
+      blocks: this.#blockTargets,
+      outputs,
+      backend: saver.backend,
+      ort: this.#ort,
+      lend: this.#lend,
+    })
     this.saver = new GuardedSaver(saver, {
       kind: "StatefulSession",
       busy: () => this.#inFlight,
@@ -442,10 +445,8 @@ class Session<O extends string> implements StatefulSession<O> {
     let merged: Record<string, OrtTensor>
     let ruleCall: RuleCall | undefined
     let fedHeld: OrtTensor | undefined
-    if (fast !== undefined) {
-      merged = fast.merged
-      ruleCall = fast.call
-    } else {
+    if (fast !== undefined) merged = fast.merged
+    else {
       const prepared = this.#prepare(feeds, options, held)
       if (prepared._tag === "Left") return prepared
       ;({ merged, ruleCall, fedHeld } = prepared.right)
@@ -468,6 +469,10 @@ class Session<O extends string> implements StatefulSession<O> {
       for (const t of Object.values(outputs)) t.dispose()
       this.#settleDispose()
       return E.left(new DisposedError({ what: "StatefulSession" }))
+    }
+    if (fast !== undefined) {
+      const done = (this.#fixed as FixedStep).finish(fast, outputs, held)
+      return done as E.Either<StatefulRunError, Record<O, OrtTensor>>
     }
     // The new bookkeeping leaves; rules that advance in place keep theirs (written once
     // everything else is done).

@@ -84,6 +84,8 @@ async function harness(
     const n = chunk[0]?.length ?? 0
     const ids = new ort.Tensor("int64", BigInt64Array.from(chunk.flat(), BigInt), [chunk.length, n])
     const out = orThrow(await s.run({ input_ids: ids }))
+    // The outputs listed, nothing else (the cache's outputs are the session's).
+    expect(Object.keys(out)).toEqual(["logits"])
     const logits = out.logits.data as Float32Array
     history = history.map((h, r) => [...h, ...(chunk[r] as number[])])
     const expected = await oracleLogits(ort, oracle, history)
@@ -327,6 +329,30 @@ describe.each(runtimes)("a fixed cache's lengths on %s", (_, ort) => {
     expect(state["cache_length"]).not.toBe(first)
     expect(Array.from(state["cache_length"]?.data as Int32Array)).toEqual([9, 2])
     expect(Array.from(state["count"]?.data as Int32Array)).toEqual([7, 2])
+    h.s.dispose()
+    expect(backend.liveTensors()).toBe(0)
+  })
+
+  it("a model that outputs the whole cache, not the step's blocks, is refused after its run: the state unchanged", async () => {
+    // A growing cache's model run as a fixed one: present.N.* hold capacity + s positions.
+    const wrong: Kind = { ...(kinds[0] as Kind), bytes: growingDecoder(cfg) }
+    const backend = ortBackend({ ort }) as OrtBackend
+    const h = await harness(ort, wrong, 2, backend)
+    const before = orThrow(await h.s.snapshot())
+    const lengths = h.s.state()["cache_length"]
+    const ids = new ort.Tensor("int64", BigInt64Array.from([1n, 2n, 3n, 4n]), [2, 2])
+    const refused = await h.s.run({ input_ids: ids })
+    expect(refused).toMatchObject({
+      _tag: "Left",
+      left: {
+        _tag: "ShapeMismatchError",
+        path: "present.0.key",
+        actual: [2, cfg.heads, CAPACITY + 2, cfg.headDim],
+      },
+    })
+    expect(h.s.state()["cache_length"]).toBe(lengths)
+    expect(Array.from(lengths?.data as Int32Array)).toEqual([0, 0])
+    expect(orThrow(await h.s.snapshot())).toEqual(before)
     h.s.dispose()
     expect(backend.liveTensors()).toBe(0)
   })
