@@ -7,7 +7,7 @@ import {
   type Dim,
   DisposedError,
   type Init,
-  OptionError,
+  type OptionError,
   type LeafContext,
   type RowsInput,
   ShapeMismatchError,
@@ -65,7 +65,7 @@ import {
   refuseUnknownFeeds,
   setKey,
 } from "./internal/session-state.js"
-import { checkFeedRecord, isRecord, own } from "./internal/validate.js"
+import { checkFeedRecord, optionalRecord, own } from "./internal/validate.js"
 import type { StatePair } from "./state-pairing.js"
 
 /**
@@ -591,15 +591,8 @@ class Session<O extends string> implements StatefulSession<O> {
         }),
       )
     }
-    if (options !== undefined && !isRecord(options)) {
-      return E.left(
-        new OptionError({
-          path: "options",
-          expected: "ONNX Runtime run options (a record)",
-          actual: options,
-        }),
-      )
-    }
+    const opts = optionalRecord(options, "options", "ONNX Runtime run options (a record)")
+    if (opts._tag === "Left") return opts
     const rules = this.#rules
     // The input held per row: the caller's when the cache starts, the session's after.
     let fedHeld: OrtTensor | undefined
