@@ -217,6 +217,24 @@ describe.each(runtimes)("KV caches with lengths on %s", (_, ort) => {
           left: { _tag: "ShapeMismatchError", path: "input_ids", actual: dims },
         })
       }
+      // Calls refused by the general checks that a fixed cache's lean step leaves to them: run
+      // options that are not a record, a disposed feed, an unknown feed, ids of another type.
+      const gone = ids(1)
+      gone.dispose()
+      const floats = new ort.Tensor("float32", new Float32Array(2), [2, 1])
+      for (const [call, tag, path] of [
+        [() => h.s.run({ input_ids: ids(1) }, null as never), "OptionError", "options"],
+        [() => h.s.run({ input_ids: gone }), "DisposedError", "input_ids"],
+        [
+          () => h.s.run({ input_ids: ids(1), extra: ids(1) } as never),
+          "StructureMismatchError",
+          "extra",
+        ],
+        [() => h.s.run({ input_ids: floats }), "DTypeMismatchError", "input_ids"],
+        [() => h.s.run({} as never), "StructureMismatchError", "input_ids"],
+      ] as const) {
+        expect(await call()).toMatchObject({ _tag: "Left", left: { _tag: tag, path } })
+      }
       // Rewinding past the start, bad rows, bad n.
       expect(h.s.rewind([0], 4)).toMatchObject({
         _tag: "Left",
