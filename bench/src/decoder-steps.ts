@@ -89,23 +89,28 @@ export async function interleave(
 /**
  * Runs `bench` on onnxruntime-node and onnxruntime-web (wasm, one thread), each in a child
  * process of `moduleUrl` (the two runtimes do not share a process well), after printing `title`.
+ * With `parts`, one child per runtime and part, each with that part's variables set: parts that
+ * would share a session's code in one process (a growing and a fixed cache) measure apart.
  */
 export async function perRuntime(
   moduleUrl: string,
   title: string,
   bench: (label: string, ort: Runtime, provider: string) => Promise<void>,
+  parts: readonly Readonly<Record<string, string>>[] = [{}],
 ): Promise<void> {
   process.env["ORT_DISABLE_TELEMETRY"] ??= "1"
   const only = process.env["STATESAVER_BENCH_RUNTIME"]
   if (only === undefined) {
     console.log(title)
     for (const runtime of ["node", "web"]) {
-      const child = spawnSync(process.execPath, ["--import", "tsx", fileURLToPath(moduleUrl)], {
-        encoding: "utf8",
-        env: { ...process.env, STATESAVER_BENCH_RUNTIME: runtime },
-      })
-      process.stdout.write(child.stdout)
-      if (child.status !== 0) process.stderr.write(child.stderr)
+      for (const part of parts) {
+        const child = spawnSync(process.execPath, ["--import", "tsx", fileURLToPath(moduleUrl)], {
+          encoding: "utf8",
+          env: { ...process.env, ...part, STATESAVER_BENCH_RUNTIME: runtime },
+        })
+        process.stdout.write(child.stdout)
+        if (child.status !== 0) process.stderr.write(child.stderr)
+      }
     }
     return
   }
