@@ -398,7 +398,6 @@ class Session<O extends string> implements StatefulSession<O> {
       rules,
       inputs,
       types: inputTypes,
-      leaves: saver.spec.leaves,
       byLeaf: this.#byLeaf,
       blocks: this.#blockTargets,
       outputs,

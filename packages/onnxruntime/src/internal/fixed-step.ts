@@ -36,7 +36,6 @@ export interface FixedSession {
   /** The inputs the caller feeds, and the element type the model declares for each. */
   readonly inputs: readonly string[]
   readonly types: ReadonlyMap<string, string>
-  readonly leaves: readonly { readonly growing: ReadonlyMap<number, string> }[]
   readonly byLeaf: readonly ByLeaf[]
   readonly blocks: readonly BlockTarget[]
   /** The outputs a run hands back (the others are freed). */
@@ -51,7 +50,7 @@ export interface FixedSession {
  * no kept or held inputs, no state but the cache), or `undefined` for any other session.
  */
 export function fixedStep(session: FixedSession): FixedStep | undefined {
-  const { cache, rules, leaves, byLeaf } = session
+  const { cache, rules, byLeaf } = session
   if (cache?.lengthLeaf === undefined || cache.keep.length > 0 || cache.encoder !== undefined)
     return undefined
   if (rules.list.length !== 1 || rules.list[0] !== cache.rule) return undefined
@@ -59,11 +58,8 @@ export function fixedStep(session: FixedSession): FixedStep | undefined {
   // Every state input a block of the cache (a hybrid model's recurrent state is adopted instead).
   if (byLeaf.filter((l) => typeof l !== "string").length !== session.blocks.length) return undefined
   const lengths = byLeaf.indexOf(cache.lengthLeaf)
-  // Where the capacity is read: the first leaf with the cache's dim (every such leaf has it).
-  const leaf = leaves.findIndex((l) => [...l.growing.values()].includes(cache.dim))
-  const axis = [...(leaves[leaf]?.growing ?? [])].find(([, name]) => name === cache.dim)?.[0]
-  if (lengths < 0 || axis === undefined) return undefined
-  return new FixedStep(session, cache, lengths, [leaf, axis])
+  if (lengths < 0) return undefined
+  return new FixedStep(session, cache, lengths)
 }
 
 export class FixedStep {
@@ -80,8 +76,6 @@ export class FixedStep {
     cache: CachePlan,
     /** The index of the lengths among the held leaves. */
     readonly lengths: number,
-    /** The held leaf and axis whose size is the capacity. */
-    readonly capacityAt: readonly [number, number],
   ) {
     this.#tokens = cache.tokens
     this.#names = cache.rule.inputs
@@ -130,8 +124,9 @@ export class FixedStep {
       return undefined
     const tokens = ids.dims[1] as number
     const lengths = (held[this.lengths] as OrtTensor).data as Int32Array
-    const [at, axis] = this.capacityAt
-    const capacity = (held[at] as OrtTensor).dims[axis] as number
+    // The capacity: the size of a cache leaf along the axis its blocks are written on.
+    const { index, axis } = this.session.blocks[0] as BlockTarget
+    const capacity = (held[index] as OrtTensor).dims[axis] as number
     const arrays = fixedCacheInputs(
       this.#names,
       lengths,
