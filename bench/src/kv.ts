@@ -203,9 +203,15 @@ export function handFixed(
   return { step, rewind: () => lengths.fill(context) }
 }
 
-/** The hand-written growing-cache loop: presents fed back, a mask of ones, positions = past. */
+/**
+ * The hand-written growing-cache loop: presents fed back, a mask of ones, positions = past. Each
+ * round starts from fresh copies of the prefilled cache, as the session is put back to it
+ * (`startOver`): the same untimed copies, and the same garbage for the timed steps' collections.
+ */
 function handGrowing(ort: Runtime, session: Models["growing"], start: readonly OrtTensor[]) {
-  let past = [...start]
+  const copies = (): OrtTensor[] =>
+    start.map((t) => new ort.Tensor("float32", (t.data as Float32Array).slice(), t.dims))
+  let past = copies()
   const context = start[0]?.dims[2] as number
   let length = context
   const step = async (t: number) => {
@@ -221,14 +227,14 @@ function handGrowing(ort: Runtime, session: Models["growing"], start: readonly O
     PAST.forEach((name, i) => (feeds[name] = past[i] as OrtTensor))
     const out = await session.run(feeds)
     const next = PRESENT.map((name) => out[name] as OrtTensor)
-    for (const p of past) if (!start.includes(p)) p.dispose()
+    for (const p of past) p.dispose()
     past = next
     ;(out["logits"] as OrtTensor).dispose()
     length++
   }
   const rewind = () => {
-    for (const p of past) if (!start.includes(p)) p.dispose()
-    past = [...start]
+    for (const p of past) p.dispose()
+    past = copies()
     length = context
   }
   return { step, rewind }

@@ -391,6 +391,67 @@ function runsOfOnes(data: Uint8Array, rows: number, past: number): number[][] {
   return runs
 }
 
+/**
+ * The inputs a growing cache derives for `s` new tokens of rows whose valid positions are the
+ * ones of `mask` (`[rows, past]`, 0/1), or the refusal of a run mixing rows under way with a
+ * fresh one of an encoder–decoder (`kept`: its kept cache). The growing rule's `derive`, and a
+ * `StatefulSession`'s step when that rule is its only one.
+ */
+export function growingCacheInputs(
+  names: readonly string[],
+  mask: Uint8Array,
+  rows: number,
+  past: number,
+  s: number,
+  lend: Lend | undefined,
+  kept?: string,
+): Record<string, DerivedArray> | StructureMismatchError {
+  const runs = runsOfOnes(mask, rows, past)
+  const counts = new Array<number>(rows)
+  for (let r = 0; r < rows; r++) {
+    const row = runs[r] as number[]
+    let c = 0
+    for (let i = 0; i < row.length; i += 2) c += (row[i + 1] as number) - (row[i] as number)
+    counts[r] = c
+  }
+  const empty = counts.indexOf(0)
+  if (kept !== undefined && past > 0 && empty >= 0) return noEncoderCache(kept, empty)
+  return derivedArrays(
+    names,
+    rows,
+    past,
+    s,
+    (out, r, at) => {
+      const row = runs[r] as number[]
+      let j = 0
+      for (let i = 0; i < row.length; i += 2) {
+        const from = row[i] as number
+        const to = row[i + 1] as number
+        zeros(out, at + j, at + from)
+        ones(out, at + from, at + to)
+        j = to
+      }
+      zeros(out, at + j, at + past)
+    },
+    (r) => counts[r] as number,
+    // Any past at all is fed, masked rows included.
+    past > 0,
+    lend,
+  )
+}
+
+/** A growing cache's mask after `s` new tokens: each row's `past` entries, then `s` ones. */
+export function grownMask(mask: Uint8Array, rows: number, past: number, s: number): Uint8Array {
+  const w = past + s
+  const out = allocateData("uint8", rows * w) as Uint8Array
+  for (let r = 0; r < rows; r++) {
+    out.set(mask.subarray(r * past, (r + 1) * past), r * w)
+    if (s === 1) out[r * w + past] = 1
+    else out.fill(1, r * w + past, (r + 1) * w)
+  }
+  return out
+}
+
 function growingRule(
   dim: string,
   tokens: string,
@@ -406,40 +467,15 @@ function growingRule(
       const refused = refuseTokens(call, tokens)
       if (refused !== undefined) return refused
       const mask = call.state[CACHE_MASK] as HostTensor
-      const past = mask.shape[1] as number
-      const data = mask.data as Uint8Array
-      const runs = runsOfOnes(data, call.batchSize, past)
-      const counts = new Array<number>(call.batchSize)
-      for (let r = 0; r < call.batchSize; r++) {
-        const row = runs[r] as number[]
-        let c = 0
-        for (let i = 0; i < row.length; i += 2) c += (row[i + 1] as number) - (row[i] as number)
-        counts[r] = c
-      }
-      const empty = counts.indexOf(0)
-      if (kept !== undefined && past > 0 && empty >= 0) return noEncoderCache(kept, empty)
       return asHost(
-        derivedArrays(
+        growingCacheInputs(
           names,
+          mask.data as Uint8Array,
           call.batchSize,
-          past,
+          mask.shape[1] as number,
           newTokens(call, tokens),
-          (mask, r, at) => {
-            const row = runs[r] as number[]
-            let j = 0
-            for (let i = 0; i < row.length; i += 2) {
-              const from = row[i] as number
-              const to = row[i + 1] as number
-              mask.fill(0n, at + j, at + from)
-              mask.fill(1n, at + from, at + to)
-              j = to
-            }
-            mask.fill(0n, at + j, at + past)
-          },
-          (r) => counts[r] as number,
-          // Any past at all is fed, masked rows included.
-          past > 0,
           (call as { [SCRATCH]?: Lend })[SCRATCH],
+          kept,
         ),
       )
     },
@@ -447,13 +483,8 @@ function growingRule(
       const mask = call.state[CACHE_MASK] as HostTensor
       const past = mask.shape[1] as number
       const s = newTokens(call, tokens)
-      const w = past + s
-      const out = allocateData("uint8", call.batchSize * w) as Uint8Array
-      for (let r = 0; r < call.batchSize; r++) {
-        out.set((mask.data as Uint8Array).subarray(r * past, (r + 1) * past), r * w)
-        out.fill(1, r * w + past, (r + 1) * w)
-      }
-      return { [CACHE_MASK]: new Host("uint8", [call.batchSize, w], out) }
+      const out = grownMask(mask.data as Uint8Array, call.batchSize, past, s)
+      return { [CACHE_MASK]: new Host("uint8", [call.batchSize, past + s], out) }
     },
   }
 }

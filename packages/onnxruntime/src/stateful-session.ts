@@ -54,6 +54,7 @@ import {
 } from "./internal/rules.js"
 import { GuardedSaver } from "./internal/busy-guard.js"
 import { type FixedStep, fixedStep } from "./internal/fixed-step.js"
+import { type GrowingStep, growingStep } from "./internal/growing-step.js"
 import { copyFeed, emptyRows } from "./internal/held-input.js"
 import { scratchArrays } from "./internal/scratch.js"
 import * as E from "./internal/either.js"
@@ -353,8 +354,8 @@ class Session<O extends string> implements StatefulSession<O> {
   readonly #held: HeldLeaf | undefined
   /** Arrays for the built-in rules' inputs, written over call after call. */
   readonly #lend = scratchArrays()
-  /** A fixed cache's rule alone: the lean step for calls as expected (others take `#prepare`). */
-  readonly #fixed: FixedStep | undefined
+  /** A cache's rule alone: the lean step for calls as expected (others take `#prepare`). */
+  readonly #lean: FixedStep | GrowingStep | undefined
   readonly saver: SessionSaver
 
   constructor(
@@ -393,7 +394,7 @@ class Session<O extends string> implements StatefulSession<O> {
             leaf: { path: leafOf.pathString, batchAxis: leafOf.batchAxis, init: leafOf.init },
             book: this.#byLeaf.indexOf(cache.leaf),
           }
-    this.#fixed = fixedStep({
+    const lean = {
       cache,
       rules,
       inputs,
@@ -404,7 +405,8 @@ class Session<O extends string> implements StatefulSession<O> {
       backend: saver.backend,
       ort: this.#ort,
       lend: this.#lend,
-    })
+    }
+    this.#lean = fixedStep(lean) ?? growingStep(lean, (next) => saver.saveLeaves(next))
     this.saver = new GuardedSaver(saver, {
       kind: "StatefulSession",
       busy: () => this.#inFlight,
@@ -440,7 +442,7 @@ class Session<O extends string> implements StatefulSession<O> {
     if (idle !== undefined) return idle
     const held = this.#saver.leaves()
     const rules = this.#rules
-    const fast = this.#fixed?.prepare(feeds, options, held, this.#saver.batchSize)
+    const fast = this.#lean?.prepare(feeds, options, held, this.#saver.batchSize)
     let merged: Record<string, OrtTensor>
     let ruleCall: RuleCall | undefined
     let fedHeld: OrtTensor | undefined
@@ -470,7 +472,7 @@ class Session<O extends string> implements StatefulSession<O> {
       return E.left(new DisposedError({ what: "StatefulSession" }))
     }
     if (fast !== undefined) {
-      const done = (this.#fixed as FixedStep).finish(fast, outputs, held)
+      const done = (this.#lean as FixedStep | GrowingStep).finish(fast, outputs, held)
       return done as E.Either<StatefulRunError, Record<O, OrtTensor>>
     }
     // The new bookkeeping leaves; rules that advance in place keep theirs (written once

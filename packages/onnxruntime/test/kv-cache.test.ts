@@ -217,8 +217,8 @@ describe.each(runtimes)("KV caches with lengths on %s", (_, ort) => {
           left: { _tag: "ShapeMismatchError", path: "input_ids", actual: dims },
         })
       }
-      // Calls refused by the general checks that a fixed cache's lean step leaves to them: run
-      // options that are not a record, a disposed feed, an unknown feed, ids of another type.
+      // Calls refused by the general checks that a cache's lean step leaves to them: run options
+      // that are not a record, a disposed feed, an unknown feed, ids of another type, no feed.
       const gone = ids(1)
       gone.dispose()
       const floats = new ort.Tensor("float32", new Float32Array(2), [2, 1])
@@ -370,6 +370,37 @@ describe.each(runtimes)("a fixed cache's lengths on %s", (_, ort) => {
     })
     expect(h.s.state()["cache_length"]).toBe(lengths)
     expect(Array.from(lengths?.data as Int32Array)).toEqual([0, 0])
+    expect(orThrow(await h.s.snapshot())).toEqual(before)
+    h.s.dispose()
+    expect(backend.liveTensors()).toBe(0)
+  })
+})
+
+describe.each(runtimes)("a growing cache's mask on %s", (_, ort) => {
+  it("a model that outputs only the step's blocks, not the whole cache, is refused after its run: the state unchanged", async () => {
+    // A fixed cache's model run as a growing one: present.N.* hold the new positions only, which
+    // fit the first step (an empty past) and not the next.
+    const wrong: Kind = { ...(kinds[1] as Kind), bytes: fixedCacheDecoder(cfg) }
+    const backend = ortBackend({ ort }) as OrtBackend
+    const h = await harness(ort, wrong, 2, backend)
+    await h.step([tokens(3, 13), tokens(3, 14)])
+    const before = orThrow(await h.s.snapshot())
+    const state = h.s.state()
+    const ids = new ort.Tensor("int64", BigInt64Array.from([1n, 2n]), [2, 1])
+    const refused = await h.s.run({ input_ids: ids })
+    expect(refused).toMatchObject({
+      _tag: "Left",
+      left: {
+        _tag: "ShapeMismatchError",
+        path: '["past_key_values.0.key"]',
+        actual: [2, cfg.heads, 1, cfg.headDim],
+      },
+    })
+    // The sizes that disagree: the mask grown by the step, the model's block of one position.
+    const error = (refused as { left: { message: string } }).left
+    expect(error.message).toContain("is 4 at leaf cache_mask, 1 here")
+    // Every leaf is the one held before, and the snapshot is byte for byte the same.
+    for (const name in state) expect(h.s.state()[name]).toBe(state[name])
     expect(orThrow(await h.s.snapshot())).toEqual(before)
     h.s.dispose()
     expect(backend.liveTensors()).toBe(0)

@@ -1,97 +1,50 @@
-// A StatefulSession's step when a fixed cache's rule is its only one (a decoder that takes
-// `input_ids` and derives the rest): the feeds built with checks that accept only a call as
-// expected, and the blocks written and lengths advanced after the run. Any other call goes
-// through the session's general path, which checks it whole and refuses it with the same errors
-// as ever; what the model gives back is checked here as there (`planWrites`).
+// A StatefulSession's step when a fixed cache's rule is its only one: the feeds built with
+// checks that accept only a call as expected (`LeanFeeds.exact`), and the blocks written and
+// lengths advanced after the run. What the model gives back is checked here as on the general
+// path (`planWrites`).
 import {
   type BackendError,
   type DTypeMismatchError,
   type ShapeMismatchError,
-  type StateBackend,
   StateError,
 } from "@statesaver/core"
 import { type CachePlan, fixedCacheInputs } from "../kv-cache.js"
-import type { OrtRuntime, OrtTensor } from "../ort-backend.js"
-import type { StatePair } from "../state-pairing.js"
+import type { OrtTensor } from "../ort-backend.js"
 import { type BlockTarget, planWrites, writeBlocks } from "./blocks.js"
 import * as E from "./either.js"
-import type { Rules } from "./rules.js"
-import type { Lend } from "./scratch.js"
-import { setKey } from "./session-state.js"
-import { isOrtTensor, isRecord, own } from "./validate.js"
+import {
+  type LeanSession,
+  type Prepared,
+  cacheRuleAlone,
+  LeanFeeds,
+  listedOutputs,
+} from "./lean-feeds.js"
 
-/** What a step feeds the model, and its new tokens per row. */
-export interface Prepared {
-  readonly merged: Record<string, OrtTensor>
-  readonly tokens: number
-}
-
-/** A leaf as the session orders them: a state input's pair, or a bookkeeping leaf's name. */
-type ByLeaf = StatePair | string
-
-/** What the session's fixed step needs of it. */
-export interface FixedSession {
-  readonly cache: CachePlan | undefined
-  readonly rules: Rules
-  /** The inputs the caller feeds, and the element type the model declares for each. */
-  readonly inputs: readonly string[]
-  readonly types: ReadonlyMap<string, string>
-  readonly byLeaf: readonly ByLeaf[]
-  readonly blocks: readonly BlockTarget[]
-  /** The outputs a run hands back (the others are freed). */
-  readonly outputs: ReadonlySet<string>
-  readonly backend: StateBackend<OrtTensor>
-  readonly ort: OrtRuntime
-  readonly lend: Lend
-}
-
-/**
- * The step of a session whose only rule is its fixed cache's own (no other rule, no rule feeds,
- * no kept or held inputs, no state but the cache), or `undefined` for any other session.
- */
-export function fixedStep(session: FixedSession): FixedStep | undefined {
-  const { cache, rules, byLeaf } = session
-  if (cache?.lengthLeaf === undefined || cache.keep.length > 0 || cache.encoder !== undefined)
-    return undefined
-  if (rules.list.length !== 1 || rules.list[0] !== cache.rule) return undefined
-  if (Object.keys(rules.feeds).length > 0 || session.blocks.length === 0) return undefined
-  // Every state input a block of the cache (a hybrid model's recurrent state is adopted instead).
-  if (byLeaf.filter((l) => typeof l !== "string").length !== session.blocks.length) return undefined
-  const lengths = byLeaf.indexOf(cache.lengthLeaf)
-  if (lengths < 0) return undefined
-  return new FixedStep(session, cache, lengths)
+/** The step of a session whose only rule is its fixed cache's own, or `undefined`. */
+export function fixedStep(session: LeanSession): FixedStep | undefined {
+  if (!cacheRuleAlone(session) || session.cache.lengthLeaf === undefined) return undefined
+  if (session.blocks.length === 0) return undefined
+  const lengths = session.byLeaf.indexOf(session.cache.lengthLeaf)
+  return lengths < 0 ? undefined : new FixedStep(session, session.cache, lengths)
 }
 
 export class FixedStep {
-  readonly #tokens: string
-  readonly #names: readonly string[]
-  readonly #fed: ReadonlySet<string>
-  /** Each state input and the index of its held leaf. */
-  readonly #pairs: readonly (readonly [string, number])[]
+  readonly #feeds: LeanFeeds
   /** Each row's length before the step, where its blocks go (one array, written each step). */
   readonly #offsets: number[] = []
 
   constructor(
-    readonly session: FixedSession,
+    readonly session: LeanSession,
     cache: CachePlan,
     /** The index of the lengths among the held leaves. */
     readonly lengths: number,
   ) {
-    this.#tokens = cache.tokens
-    this.#names = cache.rule.inputs
-    this.#fed = new Set(session.inputs)
-    const pairs: [string, number][] = []
-    session.byLeaf.forEach((l, i) => {
-      if (typeof l !== "string") pairs.push([l.input, i])
-    })
-    this.#pairs = pairs
+    this.#feeds = new LeanFeeds(session, cache)
   }
 
   /**
-   * The step's feeds when `feeds` holds exactly the caller's inputs, each a live tensor of its
-   * declared type, the tokens a CPU tensor of the session's runtime (whose constructor checked
-   * its data) with a row per batch row and within the capacity, and `options` is absent or a
-   * record; `undefined` for any other call.
+   * The step's feeds for a call as expected (`LeanFeeds.exact`) whose rows stay within the
+   * capacity; `undefined` for any other call.
    */
   prepare(
     feeds: unknown,
@@ -99,49 +52,25 @@ export class FixedStep {
     held: readonly OrtTensor[],
     batchSize: number,
   ): Prepared | undefined {
-    if ((options !== undefined && !isRecord(options)) || !isRecord(feeds)) return undefined
-    const { types, ort } = this.session
-    // Each feed is read once: what is checked is what is fed.
-    const merged: Record<string, OrtTensor> = {}
-    let count = 0
-    for (const name in feeds) {
-      const t = feeds[name]
-      if (!own(feeds, name) || !this.#fed.has(name) || !isOrtTensor(t) || t.location === "none")
-        return undefined
-      const type = types.get(name)
-      if (type !== undefined && t.type !== type) return undefined
-      setKey(merged, name, t)
-      count++
-    }
-    if (count !== this.#fed.size) return undefined
-    const ids = merged[this.#tokens] as OrtTensor
-    if (
-      !(ids instanceof ort.Tensor) ||
-      ids.location !== "cpu" ||
-      ids.dims.length < 2 ||
-      ids.dims[0] !== batchSize
-    )
-      return undefined
-    const tokens = ids.dims[1] as number
+    const { session } = this
+    const exact = this.#feeds.exact(feeds, options, batchSize)
+    if (exact === undefined) return undefined
     const lengths = (held[this.lengths] as OrtTensor).data as Int32Array
     // The capacity: the size of a cache leaf along the axis its blocks are written on.
-    const { index, axis } = this.session.blocks[0] as BlockTarget
+    const { index, axis } = session.blocks[0] as BlockTarget
     const capacity = (held[index] as OrtTensor).dims[axis] as number
     const arrays = fixedCacheInputs(
-      this.#names,
+      this.#feeds.names,
       lengths,
       batchSize,
       capacity,
-      tokens,
-      this.session.lend,
+      exact.tokens,
+      session.lend,
     )
     if (arrays instanceof StateError) return undefined
-    for (const [input, i] of this.#pairs) setKey(merged, input, held[i] as OrtTensor)
-    for (const name in arrays) {
-      const { dtype, data, shape } = arrays[name] as (typeof arrays)[string]
-      setKey(merged, name, new ort.Tensor(dtype, data as Uint8Array, shape))
-    }
-    return { merged, tokens }
+    const { merged } = exact
+    this.#feeds.complete(merged, held, arrays)
+    return exact
   }
 
   /**
@@ -176,12 +105,6 @@ export class FixedStep {
       return written
     }
     for (let r = 0; r < lengths.length; r++) lengths[r] = (lengths[r] as number) + prepared.tokens
-    const out: Record<string, OrtTensor> = {}
-    for (const name in outputs) {
-      const t = outputs[name] as OrtTensor
-      if (this.session.outputs.has(name)) setKey(out, name, t)
-      else t.dispose()
-    }
-    return E.right(out)
+    return E.right(listedOutputs(outputs, this.session.outputs))
   }
 }

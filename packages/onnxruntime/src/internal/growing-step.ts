@@ -1,0 +1,97 @@
+// A StatefulSession's step when a growing cache's rule is its only one: the feeds built with
+// checks that accept only a call as expected (`LeanFeeds.exact`), the derived inputs written
+// from the cache's mask, and the model's whole new cache adopted with the mask one position
+// longer. What the model gives back is checked as on the general path (the saver's
+// `saveLeaves`).
+import { type SaveError, StateError } from "@statesaver/core"
+import { type CachePlan, growingCacheInputs, grownMask } from "../kv-cache.js"
+import type { OrtTensor } from "../ort-backend.js"
+import * as E from "./either.js"
+import {
+  type LeanSession,
+  type Prepared,
+  cacheRuleAlone,
+  LeanFeeds,
+  listedOutputs,
+} from "./lean-feeds.js"
+
+/** What the growing step needs of the session besides its parts: the saver's `saveLeaves`. */
+export type SaveLeaves = (next: readonly OrtTensor[]) => E.Either<SaveError, void>
+
+/** The step of a session whose only rule is its growing cache's own, or `undefined`. */
+export function growingStep(session: LeanSession, save: SaveLeaves): GrowingStep | undefined {
+  if (!cacheRuleAlone(session) || session.cache.lengthLeaf !== undefined) return undefined
+  const mask = session.byLeaf.indexOf(session.cache.leaf)
+  // The mask the only leaf besides the cache's.
+  if (session.byLeaf.filter((l) => typeof l === "string").length !== 1) return undefined
+  return mask < 0 ? undefined : new GrowingStep(session, session.cache, mask, save)
+}
+
+export class GrowingStep {
+  readonly #feeds: LeanFeeds
+
+  constructor(
+    readonly session: LeanSession,
+    cache: CachePlan,
+    /** The index of the cache's mask (`cache_mask`, `[rows, past]`) among the held leaves. */
+    readonly mask: number,
+    readonly save: SaveLeaves,
+  ) {
+    this.#feeds = new LeanFeeds(session, cache)
+  }
+
+  /** The step's feeds for a call as expected (`LeanFeeds.exact`); `undefined` for another call. */
+  prepare(
+    feeds: unknown,
+    options: unknown,
+    held: readonly OrtTensor[],
+    batchSize: number,
+  ): Prepared | undefined {
+    const { session } = this
+    const exact = this.#feeds.exact(feeds, options, batchSize)
+    if (exact === undefined) return undefined
+    const mask = held[this.mask] as OrtTensor
+    const data = mask.data as Uint8Array
+    const past = mask.dims[1] as number
+    const { merged, tokens } = exact
+    const arrays = growingCacheInputs(
+      this.#feeds.names,
+      data,
+      batchSize,
+      past,
+      tokens,
+      session.lend,
+    )
+    if (arrays instanceof StateError) return undefined
+    this.#feeds.complete(merged, held, arrays)
+    // The mask after the step, made while its rows are at hand (it is saved only if the run is).
+    const grown = new session.ort.Tensor("uint8", grownMask(data, batchSize, past, tokens), [
+      batchSize,
+      past + tokens,
+    ])
+    return { merged, tokens, grown }
+  }
+
+  /**
+   * After a run of `prepare`'s feeds: the model's new cache and the mask grown by the step's
+   * tokens saved (checked by the saver as any save), the outputs handed back or freed. State
+   * outputs that do not fit are refused as the general path refuses them, with every output
+   * freed and the state as it was.
+   */
+  finish(
+    prepared: Prepared,
+    outputs: Record<string, OrtTensor>,
+  ): E.Either<SaveError, Record<string, OrtTensor>> {
+    const next = this.session.byLeaf.map((leaf, i) =>
+      i === this.mask
+        ? (prepared.grown as OrtTensor)
+        : (outputs[(leaf as Exclude<typeof leaf, string>).output] as OrtTensor),
+    )
+    const saved = this.save(next)
+    if (saved._tag === "Left") {
+      for (const name in outputs) (outputs[name] as OrtTensor).dispose()
+      return saved
+    }
+    return E.right(listedOutputs(outputs, this.session.outputs, next))
+  }
+}
