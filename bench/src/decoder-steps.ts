@@ -87,16 +87,31 @@ export async function interleave(
 }
 
 /**
+ * A part measured in several processes: a comparison's ratio also depends on the process (where
+ * each side's arrays lie in memory, how the heap grew), so one process's ratio is one sample.
+ */
+export interface Repeated {
+  /** Processes per repeated part. */
+  readonly processes: number
+  /** Whether a part is repeated. */
+  readonly applies: (part: Readonly<Record<string, string>>) => boolean
+  /** What is printed for a repeated part, from each of its processes' output. */
+  readonly combine: (outputs: readonly string[]) => string
+}
+
+/**
  * Runs `bench` on onnxruntime-node and onnxruntime-web (wasm, one thread), each in a child
  * process of `moduleUrl` (the two runtimes do not share a process well), after printing `title`.
  * With `parts`, one child per runtime and part, each with that part's variables set: parts that
- * would share a session's code in one process (a growing and a fixed cache) measure apart.
+ * would share a session's code in one process (a growing and a fixed cache) measure apart. With
+ * `repeated`, the parts it applies to run in that many processes each.
  */
 export async function perRuntime(
   moduleUrl: string,
   title: string,
   bench: (label: string, ort: Runtime, provider: string) => Promise<void>,
   parts: readonly Readonly<Record<string, string>>[] = [{}],
+  repeated?: Repeated,
 ): Promise<void> {
   process.env["ORT_DISABLE_TELEMETRY"] ??= "1"
   const only = process.env["STATESAVER_BENCH_RUNTIME"]
@@ -104,12 +119,17 @@ export async function perRuntime(
     console.log(title)
     for (const runtime of ["node", "web"]) {
       for (const part of parts) {
-        const child = spawnSync(process.execPath, ["--import", "tsx", fileURLToPath(moduleUrl)], {
-          encoding: "utf8",
-          env: { ...process.env, ...part, STATESAVER_BENCH_RUNTIME: runtime },
-        })
-        process.stdout.write(child.stdout)
-        if (child.status !== 0) process.stderr.write(child.stderr)
+        const times = repeated?.applies(part) === true ? repeated.processes : 1
+        const outputs: string[] = []
+        for (let i = 0; i < times; i++) {
+          const child = spawnSync(process.execPath, ["--import", "tsx", fileURLToPath(moduleUrl)], {
+            encoding: "utf8",
+            env: { ...process.env, ...part, STATESAVER_BENCH_RUNTIME: runtime },
+          })
+          if (child.status !== 0) process.stderr.write(child.stderr)
+          outputs.push(child.stdout)
+        }
+        process.stdout.write(times > 1 && repeated ? repeated.combine(outputs) : outputs.join(""))
       }
     }
     return

@@ -14,7 +14,8 @@
  *
  * Every comparison runs both sides interleaved in one process; one process per runtime, and for
  * the derived inputs one per runtime, cache kind and context (`STATESAVER_BENCH_KV_CACHE=growing|fixed`,
- * `STATESAVER_BENCH_KV_CONTEXT=64|256|1024`).
+ * `STATESAVER_BENCH_KV_CONTEXT=64|256|1024`), each in several processes
+ * (`STATESAVER_BENCH_KV_PROCESSES`, default 3) whose ratios' median is reported beside them.
  */
 import { orThrow } from "@statesaver/core"
 import {
@@ -32,6 +33,7 @@ import {
   tinyDecoderConfig,
 } from "../../packages/onnxruntime/test/helpers/decoders.js"
 import { cacheNames, interleave, perRuntime, startOver } from "./decoder-steps.js"
+import { median } from "./harness.js"
 
 const CONTEXTS = [64, 256, 1024] as const
 const BATCH = 4
@@ -343,12 +345,43 @@ export async function main(): Promise<void> {
       }
     }
   }
+  const processes = Number(process.env["STATESAVER_BENCH_KV_PROCESSES"] ?? 3)
+  if (!Number.isSafeInteger(processes) || processes < 1)
+    throw new Error(`STATESAVER_BENCH_KV_PROCESSES must be a positive integer, got ${processes}`)
   await perRuntime(
     import.meta.url,
     `KV caches: decoder ${L} layers x ${H} heads x ${D}, hidden ${cfg.hidden}, vocab ${cfg.vocab}; batch ${BATCH}, 1 token per step, 1 thread`,
     bench,
     parts,
+    {
+      processes,
+      applies: (part) => part["STATESAVER_BENCH_KV"] === "derived",
+      combine: combineProcesses,
+    },
   )
+}
+
+/** A derived-inputs comparison's line: context, cache kind, ratio and A/A. */
+const COMPARISON = /context\s+(\d+): (\w+)\s+\d+ \/\s+\d+ µs, ratio ([\d.]+) \(A\/A ([\d.]+)\)/
+
+/**
+ * The output of a comparison's processes: the first's whole (with the runtime's label and the
+ * header, when it prints them), each other's comparison line, then the median of their ratios.
+ */
+function combineProcesses(outputs: readonly string[]): string {
+  const lines = outputs.flatMap((out, i) =>
+    out.split("\n").filter((l) => l !== "" && (i === 0 || COMPARISON.test(l))),
+  )
+  const found = lines.flatMap((l) => {
+    const m = COMPARISON.exec(l)
+    return m === null ? [] : [m]
+  })
+  const first = found[0]
+  if (first === undefined) return lines.map((l) => `${l}\n`).join("")
+  const ratio = median(found.map((m) => Number(m[3])))
+  const aa = median(found.map((m) => Number(m[4])))
+  const summary = `    context ${(first[1] as string).padStart(4)}: ${first[2]}, median of ${found.length} processes: ratio ${ratio.toFixed(3)} (A/A ${aa.toFixed(3)})`
+  return [...lines, summary].map((l) => `${l}\n`).join("")
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) await main()

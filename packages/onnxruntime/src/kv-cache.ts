@@ -372,19 +372,23 @@ export const noEncoderCache = (kept: string, row: number): StructureMismatchErro
 /**
  * The runs of ones of each row of a 0/1 mask `[rows, past]`, as `[from, to)` pairs of offsets in
  * the row: a row is scanned once, and its runs (most rows have one: a conversation after
- * padding) are then written with `fill`, not a store per position.
+ * padding) are then written with `fill`, not a store per position. A run's end is found by the
+ * array's own `indexOf` (a row of a long conversation is one run of ones, scanned natively).
  */
 function runsOfOnes(data: Uint8Array, rows: number, past: number): number[][] {
   const runs: number[][] = new Array(rows)
   for (let r = 0; r < rows; r++) {
     const row: number[] = []
     const base = r * past
+    const view = data.subarray(base, base + past)
     let j = 0
     while (j < past) {
-      while (j < past && data[base + j] === 0) j++
+      while (j < past && view[j] === 0) j++
+      if (j === past) break
       const from = j
-      while (j < past && data[base + j] !== 0) j++
-      if (j > from) row.push(from, j)
+      const zero = view.indexOf(0, j)
+      j = zero < 0 ? past : zero
+      row.push(from, j)
     }
     runs[r] = row
   }
