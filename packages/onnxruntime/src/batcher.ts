@@ -10,7 +10,7 @@ import {
 } from "@statesaver/core"
 import type { OrtTensor } from "./ort-backend.js"
 import * as E from "./internal/either.js"
-import type { Feeds } from "./stateful-session.js"
+import type { Feeds } from "./session-types.js"
 import type { StreamingSession } from "./streaming-session.js"
 
 /**

@@ -22,11 +22,9 @@ export {
   sessionStateSpec,
   stateOutputLocations,
 } from "./state-pairing.js"
+export type { BusyGuarded, Feeds, OrtSession, StreamFeeds } from "./session-types.js"
 export type {
-  BusyGuarded,
   CreateStatefulSessionError,
-  Feeds,
-  OrtSession,
   SessionSaver,
   StatefulRunError,
   StatefulSession,
@@ -36,7 +34,6 @@ export { createStatefulSession } from "./stateful-session.js"
 export type {
   CreateStreamingSessionError,
   SessionStore,
-  StreamFeeds,
   StreamingRunError,
   StreamingBatchOptions,
   StreamingRunOptions,

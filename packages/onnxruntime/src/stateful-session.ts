@@ -68,17 +68,7 @@ import {
 } from "./internal/session-state.js"
 import { checkFeedRecord, optionalRecord, own } from "./internal/validate.js"
 import type { StatePair } from "./state-pairing.js"
-
-/**
- * The parts of an `InferenceSession` a `StatefulSession` uses.
- *
- * @category sessions
- * @since 0.1.0
- */
-export type OrtSession = Pick<
-  common.InferenceSession,
-  "run" | "inputNames" | "outputNames" | "inputMetadata" | "outputMetadata"
->
+import type { BusyGuarded, Feeds, OrtSession } from "./session-types.js"
 
 /**
  * Options of `createStatefulSession`. `O` is the names of the outputs `run` hands back, inferred
@@ -126,35 +116,6 @@ export interface StatefulSessionOptions<O extends string = string> {
    * `cache_position` (those the model takes) from each row's length.
    */
   readonly cache?: KvCacheOptions
-}
-
-/**
- * Feeds by input name, without the state inputs (the session supplies them).
- *
- * @category sessions
- * @since 0.1.0
- */
-export type Feeds = Readonly<Record<string, OrtTensor>>
-
-/** A call's result with `BusyError` added to the errors it can return. */
-type WithBusy<R> = [R] extends [Promise<infer P>]
-  ? Promise<WithBusy<P>>
-  : [R] extends [E.Either<infer L, infer A>]
-    ? E.Either<L | BusyError, A>
-    : R
-
-/**
- * An object with the members of `I` (a `StateSaver` or `StateStore`) whose `Either`-returning
- * calls may also return `BusyError`: the view of a session's saver or store, which refuses them
- * while a run of the session is in flight.
- *
- * @category sessions
- * @since 0.2.0
- */
-export type BusyGuarded<I> = {
-  readonly [K in keyof I]: I[K] extends (...args: infer A) => infer R
-    ? (...args: A) => WithBusy<R>
-    : I[K]
 }
 
 /**

@@ -61,12 +61,8 @@ import {
   resolveBatchAxes,
 } from "./internal/stream-feeds.js"
 import type { StatePair } from "./state-pairing.js"
-import type {
-  BusyGuarded,
-  CreateStatefulSessionError,
-  Feeds,
-  OrtSession,
-} from "./stateful-session.js"
+import type { BusyGuarded, Feeds, OrtSession, StreamFeeds } from "./session-types.js"
+import type { CreateStatefulSessionError } from "./stateful-session.js"
 
 /**
  * The store of a `StreamingSession`: a `StateStore` whose calls that return an `Either`
@@ -186,18 +182,6 @@ export interface StreamingSessionOptions<O extends string = string> extends Pick
    * a tick while a run is in flight, and stops on `dispose`. Default: no timer.
    */
   readonly sweepEveryMs?: number
-}
-
-/**
- * One stream's part of a batched run: its key and its feeds, each with one row along the
- * input's batch axis.
- *
- * @category sessions
- * @since 0.1.0
- */
-export interface StreamFeeds {
-  readonly key: StreamKey
-  readonly feeds: Feeds
 }
 
 /**

@@ -15,7 +15,7 @@ import {
   type StreamSnapshot,
 } from "@statesaver/core"
 import type { OrtTensor } from "../ort-backend.js"
-import type { BusyGuarded } from "../stateful-session.js"
+import type { BusyGuarded } from "../session-types.js"
 import * as E from "./either.js"
 
 /** The session a view belongs to: its busy and disposed flags, and its dispose. */

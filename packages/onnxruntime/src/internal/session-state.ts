@@ -12,7 +12,7 @@ import {
 } from "@statesaver/core"
 import type { OrtTensor } from "../ort-backend.js"
 import type { StatePair } from "../state-pairing.js"
-import type { OrtSession } from "../stateful-session.js"
+import type { OrtSession } from "../session-types.js"
 import * as E from "./either.js"
 import { pairNames, sessionSpec } from "./pairing.js"
 import { backendProxyRefusal } from "./proxy-mode.js"

@@ -12,8 +12,7 @@ import {
   formatPath,
 } from "@statesaver/core"
 import type { OrtTensor } from "../ort-backend.js"
-import type { Feeds } from "../stateful-session.js"
-import type { StreamFeeds } from "../streaming-session.js"
+import type { Feeds, StreamFeeds } from "../session-types.js"
 import * as E from "./either.js"
 import { type Metadata, metadataBatchAxis } from "./metadata.js"
 import { type TensorData, sameData } from "./rows.js"
