@@ -55,6 +55,7 @@ import {
 import { GuardedSaver } from "./internal/busy-guard.js"
 import { type FixedStep, fixedStep } from "./internal/fixed-step.js"
 import { type GrowingStep, growingStep } from "./internal/growing-step.js"
+import { listedOutputs } from "./internal/lean-feeds.js"
 import { copyFeed, emptyRows } from "./internal/held-input.js"
 import { scratchArrays } from "./internal/scratch.js"
 import * as E from "./internal/either.js"
@@ -504,15 +505,7 @@ class Session<O extends string> implements StatefulSession<O> {
     }
     if (ruleCall !== undefined && this.#inPlace) advance(rules, ruleCall)
     // The saver owns the state outputs now; the listed outputs are the caller's, the rest freed.
-    // (A scan, not a Set: hashing a tensor object makes onnxruntime-node read it slower on every
-    // later run, and `next` holds the state fed to each run.)
-    const out: Record<string, OrtTensor> = {}
-    for (const name in outputs) {
-      const t = outputs[name] as OrtTensor
-      if (this.#outputs.has(name)) setKey(out, name, t)
-      else if (!next.includes(t)) t.dispose()
-    }
-    return E.right(out as Record<O, OrtTensor>)
+    return E.right(listedOutputs(outputs, this.#outputs, next) as Record<O, OrtTensor>)
   }
 
   /**

@@ -1,13 +1,8 @@
 // A StatefulSession's step when a fixed cache's rule is its only one: the feeds built with
-// checks that accept only a call as expected (`LeanFeeds.exact`), and the blocks written and
+// checks that accept only a call as expected (`LeanFeeds.prepare`), and the blocks written and
 // lengths advanced after the run. What the model gives back is checked here as on the general
 // path (`planWrites`).
-import {
-  type BackendError,
-  type DTypeMismatchError,
-  type ShapeMismatchError,
-  StateError,
-} from "@statesaver/core"
+import type { BackendError, DTypeMismatchError, ShapeMismatchError } from "@statesaver/core"
 import { type CachePlan, fixedCacheInputs } from "../kv-cache.js"
 import type { OrtTensor } from "../ort-backend.js"
 import { type BlockTarget, planWrites, writeBlocks } from "./blocks.js"
@@ -43,7 +38,7 @@ export class FixedStep {
   }
 
   /**
-   * The step's feeds for a call as expected (`LeanFeeds.exact`) whose rows stay within the
+   * The step's feeds for a call as expected (`LeanFeeds.prepare`) whose rows stay within the
    * capacity; `undefined` for any other call.
    */
   prepare(
@@ -52,25 +47,15 @@ export class FixedStep {
     held: readonly OrtTensor[],
     batchSize: number,
   ): Prepared | undefined {
-    const { session } = this
-    const exact = this.#feeds.exact(feeds, options, batchSize)
-    if (exact === undefined) return undefined
+    const { lend, blocks } = this.session
     const lengths = (held[this.lengths] as OrtTensor).data as Int32Array
     // The capacity: the size of a cache leaf along the axis its blocks are written on.
-    const { index, axis } = session.blocks[0] as BlockTarget
+    const { index, axis } = blocks[0] as BlockTarget
     const capacity = (held[index] as OrtTensor).dims[axis] as number
-    const arrays = fixedCacheInputs(
-      this.#feeds.names,
-      lengths,
-      batchSize,
-      capacity,
-      exact.tokens,
-      session.lend,
+    const names = this.#feeds.names
+    return this.#feeds.prepare(feeds, options, held, batchSize, (tokens) =>
+      fixedCacheInputs(names, lengths, batchSize, capacity, tokens, lend),
     )
-    if (arrays instanceof StateError) return undefined
-    const { merged } = exact
-    this.#feeds.complete(merged, held, arrays)
-    return exact
   }
 
   /**

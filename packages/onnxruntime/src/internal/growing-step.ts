@@ -1,9 +1,9 @@
 // A StatefulSession's step when a growing cache's rule is its only one: the feeds built with
-// checks that accept only a call as expected (`LeanFeeds.exact`), the derived inputs written
+// checks that accept only a call as expected (`LeanFeeds.prepare`), the derived inputs written
 // from the cache's mask, and the model's whole new cache adopted with the mask one position
 // longer. What the model gives back is checked as on the general path (the saver's
 // `saveLeaves`).
-import { type SaveError, StateError } from "@statesaver/core"
+import type { SaveError } from "@statesaver/core"
 import { type CachePlan, growingCacheInputs, grownMask } from "../kv-cache.js"
 import type { OrtTensor } from "../ort-backend.js"
 import * as E from "./either.js"
@@ -21,9 +21,9 @@ export type SaveLeaves = (next: readonly OrtTensor[]) => E.Either<SaveError, voi
 /** The step of a session whose only rule is its growing cache's own, or `undefined`. */
 export function growingStep(session: LeanSession, save: SaveLeaves): GrowingStep | undefined {
   if (!cacheRuleAlone(session) || session.cache.lengthLeaf !== undefined) return undefined
-  const mask = session.byLeaf.indexOf(session.cache.leaf)
   // The mask the only leaf besides the cache's.
   if (session.byLeaf.filter((l) => typeof l === "string").length !== 1) return undefined
+  const mask = session.byLeaf.indexOf(session.cache.leaf)
   return mask < 0 ? undefined : new GrowingStep(session, session.cache, mask, save)
 }
 
@@ -40,32 +40,25 @@ export class GrowingStep {
     this.#feeds = new LeanFeeds(session, cache)
   }
 
-  /** The step's feeds for a call as expected (`LeanFeeds.exact`); `undefined` for another call. */
+  /** The feeds for a call as expected (`LeanFeeds.prepare`); `undefined` for any other call. */
   prepare(
     feeds: unknown,
     options: unknown,
     held: readonly OrtTensor[],
     batchSize: number,
   ): Prepared | undefined {
-    const { session } = this
-    const exact = this.#feeds.exact(feeds, options, batchSize)
-    if (exact === undefined) return undefined
+    const { lend, ort } = this.session
     const mask = held[this.mask] as OrtTensor
     const data = mask.data as Uint8Array
     const past = mask.dims[1] as number
-    const { merged, tokens } = exact
-    const arrays = growingCacheInputs(
-      this.#feeds.names,
-      data,
-      batchSize,
-      past,
-      tokens,
-      session.lend,
+    const names = this.#feeds.names
+    const prepared = this.#feeds.prepare(feeds, options, held, batchSize, (tokens) =>
+      growingCacheInputs(names, data, batchSize, past, tokens, lend),
     )
-    if (arrays instanceof StateError) return undefined
-    this.#feeds.complete(merged, held, arrays)
+    if (prepared === undefined) return undefined
     // The mask after the step, made while its rows are at hand (it is saved only if the run is).
-    const grown = new session.ort.Tensor("uint8", grownMask(data, batchSize, past, tokens), [
+    const { merged, tokens } = prepared
+    const grown = new ort.Tensor("uint8", grownMask(data, batchSize, past, tokens), [
       batchSize,
       past + tokens,
     ])

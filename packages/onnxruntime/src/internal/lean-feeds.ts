@@ -2,7 +2,7 @@
 // `input_ids` and deriving the rest): the session's parts they read, and the check of a call's
 // feeds that accepts only a call as expected. Any other call goes through the session's general
 // path, which checks it whole and refuses it with the same errors as ever.
-import type { StateBackend } from "@statesaver/core"
+import { type StateBackend, StateError } from "@statesaver/core"
 import type { CachePlan, DerivedArray } from "../kv-cache.js"
 import type { OrtRuntime, OrtTensor } from "../ort-backend.js"
 import type { StatePair } from "../state-pairing.js"
@@ -78,12 +78,20 @@ export class LeanFeeds {
   }
 
   /**
-   * The caller's feeds when `feeds` holds exactly the caller's inputs, each a live tensor of its
+   * The step's feeds when `feeds` holds exactly the caller's inputs, each a live tensor of its
    * declared type, the tokens a CPU tensor of the session's runtime (whose constructor checked
-   * its data) with a row per batch row, and `options` is absent or a record; `undefined` for any
-   * other call. Each feed is read once: what is checked is what is fed.
+   * its data) with a row per batch row, `options` is absent or a record, and `derive` (given the
+   * new tokens per row) does not refuse the call; `undefined` for any other call. Each feed is
+   * read once: what is checked is what is fed. The held state inputs and the derived inputs, as
+   * the runtime's tensors, complete them.
    */
-  exact(feeds: unknown, options: unknown, batchSize: number): Prepared | undefined {
+  prepare(
+    feeds: unknown,
+    options: unknown,
+    held: readonly OrtTensor[],
+    batchSize: number,
+    derive: (tokens: number) => Readonly<Record<string, DerivedArray>> | StateError,
+  ): Prepared | undefined {
     if ((options !== undefined && !isRecord(options)) || !isRecord(feeds)) return undefined
     const { types, ort } = this.session
     const fed = this.#fed
@@ -107,24 +115,23 @@ export class LeanFeeds {
       ids.dims[0] !== batchSize
     )
       return undefined
-    return { merged, tokens: ids.dims[1] as number }
-  }
-
-  /** Adds the held state inputs, and the derived inputs as the runtime's tensors, to `merged`. */
-  complete(
-    merged: Record<string, OrtTensor>,
-    held: readonly OrtTensor[],
-    derived: Readonly<Record<string, DerivedArray>>,
-  ): void {
+    const tokens = ids.dims[1] as number
+    const derived = derive(tokens)
+    if (derived instanceof StateError) return undefined
     for (const [input, i] of this.#pairs) setKey(merged, input, held[i] as OrtTensor)
     for (const name in derived) {
       const { dtype, data, shape } = derived[name] as DerivedArray
-      setKey(merged, name, new this.session.ort.Tensor(dtype, data as Uint8Array, shape))
+      setKey(merged, name, new ort.Tensor(dtype, data as Uint8Array, shape))
     }
+    return { merged, tokens }
   }
 }
 
-/** The outputs a run hands back; the others are freed, but those the state now holds (`kept`). */
+/**
+ * The outputs a run hands back; the others are freed, but those the state now holds (`kept`).
+ * (A scan of `kept`, not a Set: hashing a tensor object makes onnxruntime-node read it slower
+ * on every later run, and `kept` holds the state fed to each run.)
+ */
 export function listedOutputs(
   outputs: Record<string, OrtTensor>,
   listed: ReadonlySet<string>,
