@@ -26,6 +26,7 @@ import {
   allocateLeaves,
 } from "./internal/checks.js"
 import * as E from "./internal/either.js"
+import { arrangement, inverse } from "./internal/arrange.js"
 import { encodeState } from "./internal/encode.js"
 import { type SnapshotCheckError, checkSnapshot, toSnapshot } from "./internal/snapshot-check.js"
 import { type StoreLimits, checkStoreOptions } from "./internal/store-options.js"
@@ -236,10 +237,13 @@ export interface StateStore<T, In = T> extends Disposable {
    * tensors are the caller's: pass them to `scatter`, or free them (`disposeTree`). A key whose
    * `onEvict` is still running is refused with a `KeyError` (it would silently start at init).
    *
-   * With `{ views: true }`, when every key is held, off init, and the keys' slots follow each
-   * other in key order, a leaf whose backend has `view` comes back as a view of the store's rows
-   * instead of a copy: writes to it change the streams' state, and it is valid only until the
-   * next call that changes the store. Giving it back to `scatter` for the same keys copies
+   * With `{ views: true }`, when every key is held and off init, a leaf whose backend has `view`
+   * comes back as a view of the store's rows instead of a copy: writes to it change the streams'
+   * state, and it is valid only until the next call that changes the store. Views need the keys'
+   * rows side by side in key order: where they are not, and the backend has `reorder`, the
+   * store first moves rows in place so that they are (as few as it can; no stream's state
+   * changes, and every view handed out before is invalid), so that later steps over the same
+   * keys copy nothing. Streams that join and leave thus cost one move, not a copy per step. Giving it back to `scatter` for the same keys copies
    * nothing; freeing it frees nothing of the store. A session does this for each step. Such a
    * gather of held keys does not count as a use (the `scatter` does), so a step refused between
    * the two leaves the order of eviction as it was.
@@ -1035,6 +1039,96 @@ class Store<T, In> implements StateStore<T, In> {
   }
 
   /** Writes row `i` of each leaf of `src` into slot `slots[i]` of `slabs`; the leaf index of a failure. */
+  /**
+   * Views of the rows of held keys whose slots do not follow each other in key order: the rows
+   * move first (the backend's `reorder`, in place, as few as can be) so that they do, and later
+   * steps over the same keys find them side by side. Copies, and nothing moved, when the backend
+   * cannot share any leaf's rows (device memory) or cannot move them.
+   */
+  #arranged(
+    slots: readonly number[],
+    rows: readonly (number | null)[],
+  ): E.Either<BackendError, T[]> {
+    const { view, reorder } = this.backend
+    if (view === undefined || reorder === undefined) return this.#copyRows(rows)
+    const n = slots.length
+    const { start, from } = arrangement(slots, this.slots)
+    const slabs = this.#slabs
+    const contexts = this.#contexts
+    // Views of the rows the keys will hold (the move is in place: a view stays a view of them).
+    const shared: (T | undefined)[] = new Array(contexts.length)
+    for (let i = 0; i < contexts.length; i++) {
+      const ctx = contexts[i] as LeafContext
+      const made = attempt(this.backend, "view", ctx.path, () =>
+        view.call(this.backend, slabs[i] as T, start, n, ctx),
+      )
+      if (made._tag === "Left") {
+        disposeQuietly(
+          this.backend,
+          shared.filter((v) => v !== undefined),
+        )
+        return made
+      }
+      shared[i] = made.right
+    }
+    if (shared.every((v) => v === undefined)) return this.#copyRows(rows)
+    // Leaf after leaf; a refused move puts the leaves moved before it back.
+    for (let i = 0; i < contexts.length; i++) {
+      const ctx = contexts[i] as LeafContext
+      const moved = attempt(this.backend, "reorder", ctx.path, () =>
+        reorder.call(this.backend, slabs[i] as T, from, ctx),
+      )
+      if (moved._tag === "Left") {
+        const back = inverse(from)
+        for (let k = 0; k < i; k++) {
+          const at = contexts[k] as LeafContext
+          attempt(this.backend, "reorder", at.path, () =>
+            reorder.call(this.backend, slabs[k] as T, back, at),
+          )
+        }
+        disposeQuietly(
+          this.backend,
+          shared.filter((v) => v !== undefined),
+        )
+        return moved
+      }
+    }
+    // Every stream and free slot goes where its rows went.
+    const to = inverse(from)
+    for (const e of this.#entries.values()) e.slot = to[e.slot] as number
+    const free = this.#free
+    for (let k = 0; k < free.length; k++) free[k] = to[free[k] as number] as number
+    free.sort((a, b) => b - a)
+    this.#version++
+    // No view handed out before shows the rows it did.
+    this.#views.length = 0
+    const now = Array.from({ length: n }, (_, i) => start + i)
+    const out: T[] = new Array(contexts.length)
+    for (let i = 0; i < contexts.length; i++) {
+      const v = shared[i]
+      if (v !== undefined) {
+        this.#views.push({ tensor: v, slab: slabs[i], start, count: n })
+        out[i] = v
+        continue
+      }
+      const ctx = contexts[i] as LeafContext
+      const copy = attempt(this.backend, "gather", ctx.path, () =>
+        this.backend.gather(slabs[i] as T, now, ctx),
+      )
+      if (copy._tag === "Left") {
+        // The rows moved and stay moved (the store is whole); the batch is not handed out.
+        disposeQuietly(
+          this.backend,
+          [...out.slice(0, i), ...shared.slice(i + 1)].filter((t) => t !== undefined),
+        )
+        this.#views.length = 0
+        return copy
+      }
+      out[i] = copy.right
+    }
+    return E.right(out)
+  }
+
   #writeRows(
     slabs: readonly T[],
     slots: readonly number[],
@@ -1294,9 +1388,11 @@ class Store<T, In> implements StateStore<T, In> {
     if (fresh.length === 0 && !this.#idleDue(now.right)) {
       // Hot path: every key held, nothing to evict. Only copies (or views): nothing to undo.
       const batch =
-        views.right && !checked.right.anyAtInit && inOrder(slots)
-          ? this.#viewRows(slots[0] as number, slots.length, rows)
-          : this.#copyRows(rows)
+        !views.right || checked.right.anyAtInit
+          ? this.#copyRows(rows)
+          : inOrder(slots)
+            ? this.#viewRows(slots[0] as number, slots.length, rows)
+            : this.#arranged(slots, rows)
       if (batch._tag === "Left") return batch
       // With views, the `scatter` that gives them back is the use: a step refused in between
       // leaves the streams' recency as it was.

@@ -13,12 +13,17 @@ import {
   createStateStore,
   hostBackend,
   orThrow,
+  reorderRowsTyped,
+  rowLayout,
 } from "@statesaver/core"
 
-/** The host backend with `view` (a subarray of the source) and counts of its row copies. */
-function viewingHost() {
+/**
+ * The host backend with `view` (a subarray of the source) and counts of its row copies; with
+ * `reorder` too when `moving` (refused for the leaf named `refuse`, before anything changes).
+ */
+function viewingHost(moving?: { refuse?: string }) {
   const inner = hostBackend()
-  const calls = { view: 0, gather: 0, scatter: 0 }
+  const calls = { view: 0, gather: 0, scatter: 0, reorder: 0 }
   const backend: HostBackend = {
     ...inner,
     gather(src, rows, leaf) {
@@ -41,6 +46,19 @@ function viewingHost() {
         (src.data as Float32Array).subarray(start * row, (start + count) * row),
       )
     },
+    ...(moving === undefined
+      ? {}
+      : {
+          reorder(
+            t: HostTensor,
+            rows: readonly number[],
+            leaf: { path: string; batchAxis: number },
+          ) {
+            if (leaf.path === moving.refuse) throw new Error(`no reorder of ${leaf.path}`)
+            calls.reorder++
+            reorderRowsTyped(t.data as Float32Array, rowLayout(t.shape, leaf.batchAxis), rows)
+          },
+        }),
   }
   return { backend, calls }
 }
@@ -126,7 +144,7 @@ describe("gather with views", () => {
     expect(backend.liveTensors()).toBe(0)
   })
 
-  it("falls back to copies: keys out of slot order, a key at init, a new key, a store without view", () => {
+  it("falls back to copies: keys out of slot order (a backend without reorder), a key at init, a new key, a store without view", () => {
     const { backend, calls } = viewingHost()
     const store = orThrow(createStateStore({ spec, backend, initialSlots: 8 }))
     fill(store, ["a", "b", "c"], 100)
@@ -156,6 +174,87 @@ describe("gather with views", () => {
     expect(rowsOf(plain, ["x"])[0]?.[0]).toBe(12345)
     store.dispose()
     plain.dispose()
+  })
+
+  it("keys out of slot order, with a backend that has reorder: the rows move once (every stream keeps its state) and come back as views; the same keys again move nothing", () => {
+    const { backend, calls } = viewingHost({})
+    const store = orThrow(createStateStore({ spec, backend, initialSlots: 4 }))
+    const keys = ["a", "b", "c", "d"]
+    fill(store, keys, 100)
+    const before = rowsOf(store, keys)
+    const live = backend.liveTensors()
+    // c, a: slots 2 and 0. They move to slots 0 and 1 (b, in the way, to slot 2).
+    const b = orThrow(store.gather(["c", "a"], { views: true })) as unknown as Batch
+    expect(calls.reorder).toBe(2)
+    expect([...b.h.data]).toEqual([
+      ...(before[2] ?? []).slice(0, 3),
+      ...(before[0] ?? []).slice(0, 3),
+    ])
+    expect([...b.c.data]).toEqual([
+      ...(before[2] ?? []).slice(3, 5),
+      ...(before[0] ?? []).slice(3, 5),
+      ...(before[2] ?? []).slice(5, 7),
+      ...(before[0] ?? []).slice(5, 7),
+    ])
+    // h is a view: a write through it is in c's rows at once.
+    b.h.data[0] = 7
+    expect(rowsOf(store, ["c"])[0]?.[0]).toBe(7)
+    b.h.data[0] = before[2]?.[0] as number
+    orThrow(store.scatter(["c", "a"], b as never))
+    expect(rowsOf(store, keys)).toEqual(before)
+    calls.reorder = 0
+    calls.view = 0
+    const again = orThrow(store.gather(["c", "a"], { views: true }))
+    expect(calls.reorder).toBe(0)
+    expect(calls.view).toBe(2)
+    orThrow(store.scatter(["c", "a"], again))
+    // A new key takes the lowest free slot, as before any move.
+    store.delete("b")
+    fill(store, ["e"], 500)
+    const moved = orThrow(store.gather(["a", "e", "d"], { views: true })) as unknown as Batch
+    expect([...moved.h.data.subarray(3, 6)]).toEqual([500, 501, 502])
+    orThrow(store.scatter(["a", "e", "d"], moved as never))
+    expect(rowsOf(store, ["a", "c", "d"])).toEqual([before[0], before[2], before[3]])
+    expect(backend.liveTensors()).toBe(live)
+    store.dispose()
+    expect(backend.liveTensors()).toBe(0)
+  })
+
+  it("a refused move is a BackendError naming the leaf; the leaves moved before it are put back, nothing leaks", () => {
+    // Leaves in flatten order: c, then h. h refuses: c was moved and is put back.
+    const { backend, calls } = viewingHost({ refuse: "h" })
+    const store = orThrow(createStateStore({ spec, backend, initialSlots: 4 }))
+    const keys = ["a", "b", "c"]
+    fill(store, keys, 100)
+    const before = rowsOf(store, keys)
+    const live = backend.liveTensors()
+    const r = store.gather(["c", "a"], { views: true })
+    expect(r).toMatchObject({
+      _tag: "Left",
+      left: { _tag: "BackendError", path: "h", operation: "reorder" },
+    })
+    expect(calls.reorder).toBe(2)
+    expect(rowsOf(store, keys)).toEqual(before)
+    expect(backend.liveTensors()).toBe(live)
+    // Without views, the same keys are copies as ever.
+    const copy = orThrow(store.gather(["c", "a"])) as unknown as Batch
+    expect([...copy.h.data.subarray(0, 3)]).toEqual(before[2]?.slice(0, 3))
+    backend.dispose(copy.h)
+    backend.dispose(copy.c)
+    store.dispose()
+    expect(backend.liveTensors()).toBe(0)
+  })
+
+  it("a backend that shares no leaf's rows moves nothing: copies, as without reorder", () => {
+    const { backend, calls } = viewingHost({})
+    const blind: HostBackend = { ...backend, view: () => undefined }
+    const store = orThrow(createStateStore({ spec, backend: blind, initialSlots: 4 }))
+    fill(store, ["a", "b"], 1)
+    const b = orThrow(store.gather(["b", "a"], { views: true }))
+    expect(calls.reorder).toBe(0)
+    orThrow(store.scatter(["b", "a"], b))
+    store.dispose()
+    expect(backend.liveTensors()).toBe(0)
   })
 
   it("malformed gather and scatter options are OptionErrors naming them; nothing changes", () => {
