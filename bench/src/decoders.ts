@@ -6,7 +6,9 @@
  *    fixed-capacity cache, through one `StreamingSession` run per step, against 16
  *    `StatefulSession`s (batch 1) run one after another, and against a hand-batched ceiling (one
  *    `InferenceSession.run` per step over the 16 rows, masks, positions and block writes written
- *    by hand): tokens/s and the ratio to the ceiling;
+ *    by hand): tokens/s and the ratio to the ceiling; then conversations admitted in the
+ *    reverse of the order each step lists them (rows moved once), and the same on a backend
+ *    without `reorder` (a copy of every cache per step);
  * 2. a beam-search step (beam 4, context 256): the beams' caches reordered with `select`, then
  *    one token per beam, against the common hand-written way (the cache's data reordered on the
  *    host into new tensors, then the same run), on a growing and on a fixed-capacity cache.
@@ -179,23 +181,31 @@ async function continuousBatching(ort: Runtime, fixed: Session): Promise<void> {
     orThrow(await s.run({ input_ids: prompt(ort, n, i) })).logits.dispose()
     alone.push({ s, backend })
   }
-  // Continuous batching: every conversation in one StreamingSession, each prefilled alone.
+  // Continuous batching: every conversation in one StreamingSession, each prefilled alone (in
+  // the order `admit` lists them), on `backend`.
+  const streaming = async (backend: OrtBackend, admit: readonly number[]) => {
+    const s = orThrow(
+      createStreamingSession({
+        session: fixed,
+        ort,
+        backend,
+        capacity: CHATS,
+        cache,
+        outputs: ["logits"],
+      }),
+    ) as StreamingSession<"logits">
+    for (const i of admit)
+      for (const out of orThrow(
+        await s.run([
+          { key: keys[i] as string, feeds: { input_ids: prompt(ort, START[i] as number, i) } },
+        ]),
+      ).values())
+        out.logits.dispose()
+    return s
+  }
+  const inOrder = keys.map((_, i) => i)
   const chatsBackend = ortBackend({ ort }) as OrtBackend
-  const chats = orThrow(
-    createStreamingSession({
-      session: fixed,
-      ort,
-      backend: chatsBackend,
-      capacity: CHATS,
-      cache,
-      outputs: ["logits"],
-    }),
-  ) as StreamingSession<"logits">
-  for (const [i, key] of keys.entries())
-    for (const out of orThrow(
-      await chats.run([{ key, feeds: { input_ids: prompt(ort, START[i] as number, i) } }]),
-    ).values())
-      out.logits.dispose()
+  const chats = await streaming(chatsBackend, inOrder)
 
   let aloneLogits: Float32Array[] = []
   // Every side starts a round by dropping the positions its last round added (the lengths, as a
@@ -222,36 +232,44 @@ async function continuousBatching(ort: Runtime, fixed: Session): Promise<void> {
     },
   }
   let batchedLogits: Float32Array[] = []
-  let batchedSteps = 0
-  const batched: Side = {
-    rewind: () => {
-      orThrow(chats.rewind(keys, batchedSteps))
-      batchedSteps = 0
-    },
-    step: async (t) => {
-      batchedSteps++
-      const outs = orThrow(
-        await chats.run(
-          keys.map((key, i) => ({
-            key,
-            feeds: { input_ids: new ort.Tensor("int64", BigInt64Array.of(token(i, t)), [1, 1]) },
-          })),
-        ),
-      )
-      batchedLogits = []
-      for (const out of outs.values()) {
-        batchedLogits.push(out.logits.data as Float32Array)
-        out.logits.dispose()
-      }
-    },
+  /** `StreamingSession.run` of every conversation per step, in key order. */
+  const runSide = (s: StreamingSession<"logits">) => {
+    let steps = 0
+    const side: Side = {
+      rewind: () => {
+        orThrow(s.rewind(keys, steps))
+        steps = 0
+      },
+      step: async (t) => {
+        steps++
+        const outs = orThrow(
+          await s.run(
+            keys.map((key, i) => ({
+              key,
+              feeds: {
+                input_ids: new ort.Tensor("int64", BigInt64Array.of(token(i, t)), [1, 1]),
+              },
+            })),
+          ),
+        )
+        batchedLogits = []
+        for (const out of outs.values()) {
+          batchedLogits.push(out.logits.data as Float32Array)
+          out.logits.dispose()
+        }
+      },
+    }
+    return { side, count: () => steps++ }
   }
+  const run = runSide(chats)
+  const batched = run.side
   // The same session fed as the ceiling is: the tokens of every conversation as one tensor, the
   // logits of every conversation as one tensor (`runBatch`).
   let batchLogits: Float32Array = new Float32Array(0)
   const wholeBatch: Side = {
     rewind: batched.rewind,
     step: async (t) => {
-      batchedSteps++
+      run.count()
       const { logits } = orThrow(await chats.runBatch(keys, { input_ids: ids(ort, CHATS, t) }))
       batchLogits = logits.data as Float32Array
       logits.dispose()
@@ -311,6 +329,26 @@ async function continuousBatching(ort: Runtime, fixed: Session): Promise<void> {
     await interleave([hand, oneByOne], STEPS, ROUNDS),
     await interleave([hand, wholeBatch, again], STEPS, ROUNDS),
   ]
+  // Conversations that joined in the reverse of the order each step lists them (as after
+  // conversations join and leave): their rows are not side by side in key order. The store moves
+  // them once; a backend without `reorder` (as every backend before the move) copies each step.
+  const reversed = inOrder.slice().reverse()
+  const movedBackend = ortBackend({ ort }) as OrtBackend
+  const moved = await streaming(movedBackend, reversed)
+  const { reorder: _, ...fixedRows } = ortBackend({ ort }) as OrtBackend
+  const copying = await streaming(fixedRows as OrtBackend, reversed)
+  const steadyBytes = async (side: Side, backend: OrtBackend) => {
+    side.rewind()
+    await side.step(0)
+    const before = backend.bytesCopied()
+    await side.step(1)
+    return backend.bytesCopied() - before
+  }
+  const movedRun = runSide(moved).side
+  const copyingRun = runSide(copying).side
+  const movedBytes = await steadyBytes(movedRun, movedBackend)
+  const copyingBytes = await steadyBytes(copyingRun, fixedRows as OrtBackend)
+  const out = await interleave([hand, movedRun, copyingRun], STEPS, ROUNDS)
   const floor = (1 / (pairs[0]?.ratio[2] as number)).toFixed(3)
   const floor2 = (1 / (pairs[2]?.ratio[2] as number)).toFixed(3)
   const us = [pairs[0]?.us[0], pairs[0]?.us[1], pairs[1]?.us[1], pairs[2]?.us[1]] as number[]
@@ -328,7 +366,10 @@ async function continuousBatching(ort: Runtime, fixed: Session): Promise<void> {
   console.log(
     `    bytes statesaver copies per step: StreamingSession ${streamingBytes} B (the new positions and the lengths), one by one ${aloneBytes} B; the ceiling writes ${CHATS * PAST.length * H * D * 4} B (the new positions)`,
   )
-  chats.dispose()
+  console.log(
+    `    conversations admitted in reverse order: StreamingSession.run ${((CHATS * 1e6) / (out.us[1] as number)).toFixed(0).padStart(6)} (x${(1 / (out.ratio[1] as number)).toFixed(3)}), ${movedBytes} B copied per step after one move; on a backend without reorder ${((CHATS * 1e6) / (out.us[2] as number)).toFixed(0).padStart(6)} (x${(1 / (out.ratio[2] as number)).toFixed(3)}), ${copyingBytes} B per step`,
+  )
+  for (const s of [chats, moved, copying]) s.dispose()
   for (const { s } of alone) s.dispose()
 }
 
