@@ -1340,7 +1340,10 @@ class Store<T, In> implements StateStore<T, In> {
       const slots = this.slots
       this.#slabs = grown
       disposeQuietly(this.backend, old)
-      for (let s = plan.growTo - 1; s >= slots; s--) this.#free.push(s)
+      // Beneath the free slots, lowest on top: a call's new keys take slots in key order.
+      const added: number[] = []
+      for (let s = plan.growTo - 1; s >= slots; s--) added.push(s)
+      this.#free.unshift(...added)
     }
     for (const v of plan.victims) this.#evict(v)
     const added: Entry[] = []
@@ -1363,16 +1366,16 @@ class Store<T, In> implements StateStore<T, In> {
   }
 
   /**
-   * The slot `#commit` will give the `f`-th new key: it pushes grown slots (from the top down),
-   * then victims' slots, then pops.
+   * The slot `#commit` will give the `f`-th new key: it puts grown slots beneath the free ones,
+   * pushes victims' slots, then pops (victims' slots, the free ones, the grown ones in order).
    */
   #freeSlot(plan: Plan, f: number): number {
     const { victims } = plan
     if (f < victims.length) return (victims[victims.length - 1 - f] as Victim).entry.slot
-    const grown = Math.max(0, plan.growTo - this.slots)
     const g = f - victims.length
-    if (g < grown) return this.slots + g
-    return this.#free[this.#free.length - 1 - (g - grown)] as number
+    const free = this.#free.length
+    if (g < free) return this.#free[free - 1 - g] as number
+    return this.slots + (g - free)
   }
 
   gather(keys: readonly StreamKey[], options?: GatherOptions): E.Either<GatherError, StateTree<T>> {

@@ -220,6 +220,21 @@ describe("gather with views", () => {
     expect(backend.liveTensors()).toBe(0)
   })
 
+  it("new keys of one call take slots in key order, also past the initial slots: views at once, nothing moved", () => {
+    const { backend, calls } = viewingHost({})
+    const store = orThrow(createStateStore({ spec, backend, initialSlots: 4 }))
+    fill(store, ["a", "b"], 1)
+    const keys = ["c", "d", "e", "f", "g", "h"]
+    fill(store, keys, 100)
+    expect(store.slots).toBeGreaterThanOrEqual(8)
+    const b = orThrow(store.gather(keys, { views: true }))
+    expect(calls.reorder).toBe(0)
+    expect(calls.view).toBe(2)
+    orThrow(store.scatter(keys, b))
+    store.dispose()
+    expect(backend.liveTensors()).toBe(0)
+  })
+
   it("a refused move is a BackendError naming the leaf; the leaves moved before it are put back, nothing leaks", () => {
     // Leaves in flatten order: c, then h. h refuses: c was moved and is put back.
     const { backend, calls } = viewingHost({ refuse: "h" })
