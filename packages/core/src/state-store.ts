@@ -240,10 +240,10 @@ export interface StateStore<T, In = T> extends Disposable {
    * With `{ views: true }`, when every key is held and off init, a leaf whose backend has `view`
    * comes back as a view of the store's rows instead of a copy: writes to it change the streams'
    * state, and it is valid only until the next call that changes the store. Views need the keys'
-   * rows side by side in key order: where they are not, and the backend has `reorder`, the
-   * store first moves rows in place so that they are (as few as it can; no stream's state
-   * changes, and every view handed out before is invalid), so that later steps over the same
-   * keys copy nothing. Streams that join and leave thus cost one move, not a copy per step. Giving it back to `scatter` for the same keys copies
+   * rows side by side in key order: where they are not, the backend has `reorder` and every
+   * leaf's rows can be viewed, the store first moves rows in place so that they are (as few as
+   * it can; no stream's state changes, and every view handed out before is invalid), so that
+   * later steps over the same keys copy nothing. Streams that join and leave thus cost one move, not a copy per step. Giving it back to `scatter` for the same keys copies
    * nothing; freeing it frees nothing of the store. A session does this for each step. Such a
    * gather of held keys does not count as a use (the `scatter` does), so a step refused between
    * the two leaves the order of eviction as it was.
@@ -1043,7 +1043,8 @@ class Store<T, In> implements StateStore<T, In> {
    * Views of the rows of held keys whose slots do not follow each other in key order: the rows
    * move first (the backend's `reorder`, in place, as few as can be) so that they do, and later
    * steps over the same keys find them side by side. Copies, and nothing moved, when the backend
-   * cannot share any leaf's rows (device memory) or cannot move them.
+   * cannot share some leaf's rows (device memory, a dim before the batch axis) or cannot move
+   * them.
    */
   #arranged(
     slots: readonly number[],
@@ -1071,7 +1072,12 @@ class Store<T, In> implements StateStore<T, In> {
       }
       shared[i] = made.right
     }
-    if (shared.every((v) => v === undefined)) return this.#copyRows(rows)
+    // A leaf that cannot be shared is copied each step anyway: moving the others (on a device,
+    // through a scratch the size of the slab) would save little.
+    if (shared.some((v) => v === undefined)) {
+      disposeQuietly(this.backend, shared.filter((v) => v !== undefined))
+      return this.#copyRows(rows)
+    }
     // Leaf after leaf; a refused move puts the leaves moved before it back.
     for (let i = 0; i < contexts.length; i++) {
       const ctx = contexts[i] as LeafContext
