@@ -1075,7 +1075,10 @@ class Store<T, In> implements StateStore<T, In> {
     // A leaf that cannot be shared is copied each step anyway: moving the others (on a device,
     // through a scratch the size of the slab) would save little.
     if (shared.some((v) => v === undefined)) {
-      disposeQuietly(this.backend, shared.filter((v) => v !== undefined))
+      disposeQuietly(
+        this.backend,
+        shared.filter((v) => v !== undefined),
+      )
       return this.#copyRows(rows)
     }
     // Leaf after leaf; a refused move puts the leaves moved before it back.
