@@ -47,6 +47,7 @@ import { type BlockTarget, blockTargets, planWrites, writeBlocks } from "./inter
 import * as E from "./internal/either.js"
 import { emptyGrowing, noPositions, padToStore } from "./internal/fresh-start.js"
 import { checkHeldBatch, checkHeldFeeds, copyFeed, emptyRows } from "./internal/held-input.js"
+import { type FixedStreamStep, fixedStreamStep } from "./internal/fixed-stream-step.js"
 import { deriveSessionState, leafContext, setKey } from "./internal/session-state.js"
 import { readOutputs, splitOutputs, stackFeeds } from "./internal/stream-batch.js"
 import { isRecord, own } from "./internal/validate.js"
@@ -619,6 +620,8 @@ class Streaming<O extends string> implements StreamingSession<O> {
   readonly #heldLeaf: ResolvedLeaf | undefined
   /** Arrays for stacked feeds and the built-in rules' inputs, written over call after call. */
   readonly #lend = scratchArrays()
+  /** The step of a fixed cache whose rule is the session's only one (no rule machinery). */
+  readonly #fixedStep: FixedStreamStep | undefined
   readonly store: SessionStore
 
   constructor(
@@ -667,6 +670,13 @@ class Streaming<O extends string> implements StreamingSession<O> {
       ...(heldName === undefined ? {} : { held: heldName }),
     }
     this.#heldLeaf = store.spec.leaves.find((l) => l.path[0] === heldName)
+    this.#fixedStep = fixedStreamStep(
+      caller,
+      this.#blockTargets,
+      heldName !== undefined,
+      ort,
+      this.#lend,
+    )
     this.store = new GuardedStore(store, {
       kind: "StreamingSession",
       busy: () => this.#inFlight,
@@ -814,7 +824,9 @@ class Streaming<O extends string> implements StreamingSession<O> {
     let feeds = stackedFeeds.feeds
     const rules = this.#layout.rules
     let ruleCall: Parameters<typeof nextState>[2] | undefined
-    if (rules.list.length > 0) {
+    const fixedStep = this.#fixedStep
+    const fixedCall = fixedStep?.derive(feeds, state, keys.length, stacked)
+    if (fixedCall === undefined && rules.list.length > 0) {
       const dims: Record<string, number> = {}
       for (const leaf of store.spec.leaves) {
         const t = state[leaf.path[0] as string] as OrtTensor
@@ -925,8 +937,25 @@ class Streaming<O extends string> implements StreamingSession<O> {
           if (own(made.right, name)) setKey(next, name, made.right[name] as OrtTensor)
       }
       // A fixed cache takes the step's blocks into the gathered rows, which go back whole.
+      if (fixedStep !== undefined && fixedCall !== undefined) {
+        const done = fixedStep.finish(fixedCall, outputs, state, store.backend)
+        if (done._tag === "Left") {
+          cleanup(outputs)
+          forget()
+          return done
+        }
+        setKey(next, cache?.lengthLeaf as string, fixedCall.lengths)
+      }
+      // The lengths advanced in place go back where they were if the step fails from here.
+      const undo = (): void => {
+        if (fixedCall !== undefined) fixedStep?.undo(fixedCall)
+      }
       const skipped =
-        cache === undefined || ruleCall === undefined ? NO_NAMES : notAdopted(cache, ruleCall)
+        fixedCall !== undefined
+          ? (cache as CachePlan).blockOutputs
+          : cache === undefined || ruleCall === undefined
+            ? NO_NAMES
+            : notAdopted(cache, ruleCall)
       if (cache !== undefined && ruleCall !== undefined && cache.blocks.length > 0) {
         const planned = planWrites(
           this.#blockTargets,
@@ -993,6 +1022,7 @@ class Streaming<O extends string> implements StreamingSession<O> {
         // The run succeeded: the new streams join now (the store evicts to make room).
         const admitted = store.gather(keys, VIEWS)
         if (admitted._tag === "Left") {
+          undo()
           for (const t of padded) store.backend.dispose(t)
           cleanup(outputs)
           return admitted
@@ -1003,11 +1033,13 @@ class Streaming<O extends string> implements StreamingSession<O> {
       // first (padded, masked), in the scatter's one atomic change.
       const scattered = store.scatter(keys, given as StateTree<OrtTensor>, this.#grow)
       if (scattered._tag === "Left") {
+        undo()
         for (const t of padded) store.backend.dispose(t)
         cleanup(outputs)
         forget()
         return scattered
       }
+      if (fixedCall !== undefined) handed.push(fixedCall.lengths)
       for (const { input, output } of this.pairs) {
         if (!skipped.has(output)) continue
         handed.push(state[input] as OrtTensor)

@@ -17,6 +17,7 @@ import {
   type KvCacheOptions,
   type OrtBackend,
   type StatefulSession,
+  type StreamingSession,
   createStatefulSession,
   createStreamingSession,
   ortBackend,
@@ -577,6 +578,126 @@ describe("a refused StreamingSession step changes nothing", () => {
     expect(backend.liveTensors()).toBe(live)
     chats.dispose()
     expect(backend.liveTensors()).toBe(0)
+  })
+})
+
+describe.each(runtimes)("a refused StreamingSession step of a fixed cache on %s", (_, ort) => {
+  /** A fixed-cache StreamingSession over `bytes` on `backend`, streams a and b prefilled. */
+  async function twoChats(bytes: Uint8Array, backend: OrtBackend) {
+    const session = await ort.InferenceSession.create(bytes)
+    const chats = orThrow(
+      createStreamingSession({
+        session,
+        ort,
+        backend,
+        capacity: 4,
+        cache: { kind: "fixed", capacity: CAPACITY },
+        outputs: ["logits"],
+      }),
+    )
+    const step = async (n: number, seed: number) =>
+      chats.run(
+        ["a", "b"].map((key, i) => ({
+          key,
+          feeds: {
+            input_ids: new ort.Tensor("int64", BigInt64Array.from(tokens(n, seed + i), BigInt), [
+              1,
+              n,
+            ]),
+          },
+        })),
+      )
+    return { chats, step }
+  }
+  const snapshots = async (chats: StreamingSession<"logits">) =>
+    Promise.all(["a", "b"].map(async (k) => orThrow(await chats.snapshot(k))))
+
+  it("a model that outputs the whole cache, not the step's blocks: refused after its run, every stream as it was", async () => {
+    const backend = ortBackend({ ort }) as OrtBackend
+    // A growing cache's model run as a fixed one: present.N.* hold capacity + s positions.
+    const { chats, step } = await twoChats(growingDecoder(cfg), backend)
+    const first = await step(2, 1)
+    expect(first).toMatchObject({
+      _tag: "Left",
+      left: {
+        _tag: "ShapeMismatchError",
+        path: "present.0.key",
+        actual: [2, cfg.heads, CAPACITY + 2, cfg.headDim],
+      },
+    })
+    // The two streams, new to the store, are forgotten again.
+    expect(chats.keys()).toEqual([])
+    // The store's slabs stay; a second refusal leaks nothing beside them.
+    const live = backend.liveTensors()
+    expect(await step(1, 3)).toMatchObject({
+      _tag: "Left",
+      left: { _tag: "ShapeMismatchError", path: "present.0.key" },
+    })
+    expect(chats.keys()).toEqual([])
+    expect(backend.liveTensors()).toBe(live)
+    chats.dispose()
+    expect(backend.liveTensors()).toBe(0)
+  })
+
+  it("a block write that fails halfway: a BackendError naming the leaf, the lengths as they were; the next step equals a session that never failed", async () => {
+    const real = ortBackend({ ort }) as OrtBackend
+    const writeAt = real.writeAt as NonNullable<OrtBackend["writeAt"]>
+    let failOn = 0
+    let calls = 0
+    // Every tensor the session frees, freed once (views of the store's rows included).
+    const freed = new WeakSet<object>()
+    let twice = 0
+    const backend: OrtBackend = {
+      ...real,
+      writeAt(...args) {
+        if (++calls === failOn) throw new Error("device lost")
+        writeAt(...args)
+      },
+      dispose(t) {
+        if (freed.has(t)) twice++
+        freed.add(t)
+        real.dispose(t)
+      },
+    }
+    const faulty = await twoChats(fixedCacheDecoder(cfg), backend)
+    const reference = await twoChats(fixedCacheDecoder(cfg), ortBackend({ ort }) as OrtBackend)
+    for (const h of [faulty, reference]) {
+      for (const out of orThrow(await h.step(3, 1)).values()) out.logits.dispose()
+      for (const out of orThrow(await h.step(1, 5)).values()) out.logits.dispose()
+    }
+    const before = await snapshots(faulty.chats)
+    const live = real.liveTensors()
+    failOn = calls + 2
+    const failed = await faulty.step(1, 9)
+    expect(failed).toMatchObject({
+      _tag: "Left",
+      left: { _tag: "BackendError", operation: "writeAt", path: `["past_key_values.0.value"]` },
+    })
+    expect(calls).toBe(failOn)
+    expect(real.liveTensors()).toBe(live)
+    // The first cache took the step's block past the rows' lengths: the lengths did not move,
+    // so it is unread, and the next step writes over it.
+    const after = await snapshots(faulty.chats)
+    const lengthOf = (bytes: Uint8Array) =>
+      Array.from(orThrow(decodeSnapshot(bytes)).tensors.get("cache_length")?.data ?? [], Number)
+    expect(lengthOf(before[0] as Uint8Array)).toEqual([4])
+    for (const i of [0, 1])
+      expect(lengthOf(after[i] as Uint8Array)).toEqual(lengthOf(before[i] as Uint8Array))
+    failOn = 0
+    const got = orThrow(await faulty.step(1, 13))
+    const want = orThrow(await reference.step(1, 13))
+    for (const k of ["a", "b"]) {
+      const g = got.get(k)?.logits.data as Float32Array
+      const w = want.get(k)?.logits.data as Float32Array
+      expect(g.length).toBe(cfg.vocab)
+      for (let j = 0; j < g.length; j++)
+        expect(Math.abs((g[j] as number) - (w[j] as number))).toBeLessThan(TOL)
+    }
+    for (const m of [got, want]) for (const out of m.values()) out.logits.dispose()
+    faulty.chats.dispose()
+    reference.chats.dispose()
+    expect(real.liveTensors()).toBe(0)
+    expect(twice).toBe(0)
   })
 })
 

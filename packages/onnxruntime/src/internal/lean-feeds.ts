@@ -45,9 +45,9 @@ export interface LeanSession {
  * cross-attention caches, no input held per row, and every state input a cache of the rule's
  * (a hybrid model's recurrent state is not).
  */
-export function cacheRuleAlone(
-  session: LeanSession,
-): session is LeanSession & { cache: CachePlan } {
+export function cacheRuleAlone<S extends Pick<LeanSession, "cache" | "rules">>(
+  session: S,
+): session is S & { cache: CachePlan } {
   const { cache, rules } = session
   if (cache === undefined || cache.keep.length > 0 || cache.encoder !== undefined) return false
   if (rules.list.length !== 1 || rules.list[0] !== cache.rule) return false

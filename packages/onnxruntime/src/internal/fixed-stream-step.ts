@@ -1,0 +1,131 @@
+// A StreamingSession's step when a fixed cache's rule is its only one: the derived inputs made
+// straight from the gathered lengths (no host views, no rule call), and after the run the blocks
+// written and the lengths advanced in place, in the rows the store handed out. Any call this
+// does not take goes through the session's rules as ever, with the same errors.
+import {
+  type BackendError,
+  type DTypeMismatchError,
+  type ShapeMismatchError,
+  StateError,
+} from "@statesaver/core"
+import { type CachePlan, fixedCacheInputs } from "../kv-cache.js"
+import type { OrtRuntime, OrtTensor } from "../ort-backend.js"
+import { type BlockTarget, planWrites, writeBlocks } from "./blocks.js"
+import * as E from "./either.js"
+import { cacheRuleAlone, type LeanSession } from "./lean-feeds.js"
+import type { Lend } from "./scratch.js"
+import { setKey } from "./session-state.js"
+
+/** A step taken by `FixedStreamStep`: its new tokens, the lengths leaf, where its blocks go. */
+export interface FixedCall {
+  readonly tokens: number
+  /** The gathered lengths (a view of the store's rows, or a copy), advanced in place. */
+  readonly lengths: OrtTensor
+  /** Each row's length before the step. */
+  readonly offsets: number[]
+}
+
+/** The lean step of a streaming session whose only rule is its fixed cache's own, or `undefined`. */
+export function fixedStreamStep(
+  session: Pick<LeanSession, "cache" | "rules">,
+  targets: readonly BlockTarget[],
+  held: boolean,
+  ort: OrtRuntime,
+  lend: Lend,
+): FixedStreamStep | undefined {
+  if (held || targets.length === 0 || !cacheRuleAlone(session)) return undefined
+  const { cache } = session
+  return cache.lengthLeaf === undefined ? undefined : new FixedStreamStep(cache, targets, ort, lend)
+}
+
+export class FixedStreamStep {
+  readonly #lengthLeaf: string
+  readonly #offsets: number[] = []
+
+  constructor(
+    readonly cache: CachePlan,
+    readonly targets: readonly BlockTarget[],
+    readonly ort: OrtRuntime,
+    readonly lend: Lend,
+  ) {
+    this.#lengthLeaf = cache.lengthLeaf as string
+  }
+
+  /**
+   * The derived inputs of a call whose tokens are a CPU tensor of the runtime with a row per
+   * stream and whose streams stay within the capacity, put into `feeds` (and listed in `made`,
+   * which the caller frees after the run); `undefined`, with nothing put in, for any other call.
+   */
+  derive(
+    feeds: Record<string, OrtTensor>,
+    state: Readonly<Record<string, OrtTensor>>,
+    rows: number,
+    made: OrtTensor[],
+  ): FixedCall | undefined {
+    const ids = feeds[this.cache.tokens]
+    const lengths = state[this.#lengthLeaf]
+    if (
+      !(ids instanceof this.ort.Tensor) ||
+      ids.location !== "cpu" ||
+      ids.dims.length < 2 ||
+      ids.dims[0] !== rows ||
+      lengths === undefined ||
+      lengths.location !== "cpu"
+    )
+      return undefined
+    const tokens = ids.dims[1] as number
+    const { input, axis } = this.targets[0] as BlockTarget
+    const capacity = (state[input] as OrtTensor).dims[axis] as number
+    const held = lengths.data as Int32Array
+    const derived = fixedCacheInputs(
+      this.cache.rule.inputs,
+      held,
+      rows,
+      capacity,
+      tokens,
+      this.lend,
+    )
+    if (derived instanceof StateError) return undefined
+    for (const name in derived) {
+      const { dtype, data, shape } = derived[name] as (typeof derived)[string]
+      const t = new this.ort.Tensor(dtype, data as Uint8Array, shape)
+      setKey(feeds, name, t)
+      made.push(t)
+    }
+    const offsets = this.#offsets
+    offsets.length = rows
+    for (let r = 0; r < rows; r++) offsets[r] = held[r] as number
+    return { tokens, lengths, offsets }
+  }
+
+  /**
+   * After the run: the step's blocks written into the gathered cache rows at each stream's length,
+   * then the lengths advanced (only once every block is written). A block of another dtype or
+   * shape, or a failed write, is refused as the rules' path refuses it, the lengths untouched.
+   */
+  finish(
+    call: FixedCall,
+    outputs: Readonly<Record<string, OrtTensor>>,
+    state: Readonly<Record<string, OrtTensor>>,
+    backend: Parameters<typeof writeBlocks>[0],
+  ): E.Either<ShapeMismatchError | DTypeMismatchError | BackendError, void> {
+    const planned = planWrites(
+      this.targets,
+      (target) => state[target.input] as OrtTensor,
+      outputs,
+      call.tokens,
+    )
+    if (planned._tag === "Left") return planned
+    const written = writeBlocks(backend, planned.right, call.offsets)
+    if (written._tag === "Left") return written
+    const lengths = call.lengths.data as Int32Array
+    for (let r = 0; r < lengths.length; r++) lengths[r] = (lengths[r] as number) + call.tokens
+    return E.right(undefined)
+  }
+
+  /** Puts the lengths back where `finish` found them (the store refused the step's state). */
+  undo(call: FixedCall): void {
+    const lengths = call.lengths.data as Int32Array
+    for (let r = 0; r < lengths.length; r++) lengths[r] = call.offsets[r] as number
+  }
+}
