@@ -364,7 +364,7 @@ async function continuousBatching(ort: Runtime, fixed: Session): Promise<void> {
     `    StreamingSession.runBatch (tokens in, logits out as one tensor each) ${tps[3]} (x${toCeiling(3)})   A/A x${floor2}`,
   )
   console.log(
-    `    bytes statesaver copies per step: StreamingSession ${streamingBytes} B (the new positions and the lengths), one by one ${aloneBytes} B; the ceiling writes ${CHATS * PAST.length * H * D * 4} B (the new positions)`,
+    `    bytes statesaver copies per step: StreamingSession ${streamingBytes} B, one by one ${aloneBytes} B; the ceiling writes ${CHATS * PAST.length * H * D * 4} B (the new positions)`,
   )
   console.log(
     `    conversations admitted in reverse order: StreamingSession.run ${((CHATS * 1e6) / (out.us[1] as number)).toFixed(0).padStart(6)} (x${(1 / (out.ratio[1] as number)).toFixed(3)}), ${movedBytes} B copied per step after one move; on a backend without reorder ${((CHATS * 1e6) / (out.us[2] as number)).toFixed(0).padStart(6)} (x${(1 / (out.ratio[2] as number)).toFixed(3)}), ${copyingBytes} B per step`,
