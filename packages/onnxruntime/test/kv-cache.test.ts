@@ -56,6 +56,16 @@ const runtimes: readonly [string, Runtime][] = [
 /** Deterministic tokens in [0, vocab). */
 const tokens = (n: number, seed: number): number[] => seededTokens(n, seed, cfg.vocab)
 
+/** A growing cache's model run as a fixed one, 2 rows of 2 tokens: its whole cache refused. */
+const wholeCacheRefused = {
+  _tag: "Left",
+  left: {
+    _tag: "ShapeMismatchError",
+    path: "present.0.key",
+    actual: [2, cfg.heads, CAPACITY + 2, cfg.headDim],
+  },
+}
+
 /**
  * A session and the history of each row (the tokens its cache holds), with a step that feeds
  * one chunk per row and checks every row's logits against the oracle on its history alone.
@@ -361,14 +371,7 @@ describe.each(runtimes)("a fixed cache's lengths on %s", (_, ort) => {
     const lengths = h.s.state()["cache_length"]
     const ids = new ort.Tensor("int64", BigInt64Array.from([1n, 2n, 3n, 4n]), [2, 2])
     const refused = await h.s.run({ input_ids: ids })
-    expect(refused).toMatchObject({
-      _tag: "Left",
-      left: {
-        _tag: "ShapeMismatchError",
-        path: "present.0.key",
-        actual: [2, cfg.heads, CAPACITY + 2, cfg.headDim],
-      },
-    })
+    expect(refused).toMatchObject(wholeCacheRefused)
     expect(h.s.state()["cache_length"]).toBe(lengths)
     expect(Array.from(lengths?.data as Int32Array)).toEqual([0, 0])
     expect(orThrow(await h.s.snapshot())).toEqual(before)
@@ -537,22 +540,25 @@ describe("many conversations in one StreamingSession (fixed cache)", () => {
   })
 })
 
+/** A StreamingSession of 4 streams over the model `bytes` with `cache`, handing back logits. */
+async function streamingChats(
+  ort: Runtime,
+  bytes: Uint8Array,
+  backend: OrtBackend,
+  cache: KvCacheOptions,
+): Promise<StreamingSession<"logits">> {
+  const session = await ort.InferenceSession.create(bytes)
+  return orThrow(
+    createStreamingSession({ session, ort, backend, capacity: 4, cache, outputs: ["logits"] }),
+  )
+}
+
 describe("a refused StreamingSession step changes nothing", () => {
   it("past a conversation's capacity: a typed error before the run; every stream's state and the order of eviction as they were", async () => {
     const ort = ortNode as unknown as Runtime
     const kind = kinds[0] as Kind
-    const session = await ort.InferenceSession.create(kind.bytes)
     const backend = ortBackend({ ort }) as OrtBackend
-    const chats = orThrow(
-      createStreamingSession({
-        session,
-        ort,
-        backend,
-        capacity: 4,
-        cache: kind.cache,
-        outputs: ["logits"],
-      }),
-    )
+    const chats = await streamingChats(ort, kind.bytes, backend, kind.cache)
     const ids = (n: number, seed: number) =>
       new ort.Tensor("int64", BigInt64Array.from(tokens(n, seed), BigInt), [1, n])
     const capacity = (kind.cache as { capacity: number }).capacity
@@ -584,17 +590,7 @@ describe("a refused StreamingSession step changes nothing", () => {
 describe.each(runtimes)("a refused StreamingSession step of a fixed cache on %s", (_, ort) => {
   /** A fixed-cache StreamingSession over `bytes` on `backend`, streams a and b prefilled. */
   async function twoChats(bytes: Uint8Array, backend: OrtBackend) {
-    const session = await ort.InferenceSession.create(bytes)
-    const chats = orThrow(
-      createStreamingSession({
-        session,
-        ort,
-        backend,
-        capacity: 4,
-        cache: { kind: "fixed", capacity: CAPACITY },
-        outputs: ["logits"],
-      }),
-    )
+    const chats = await streamingChats(ort, bytes, backend, { kind: "fixed", capacity: CAPACITY })
     const step = async (n: number, seed: number) =>
       chats.run(
         ["a", "b"].map((key, i) => ({
@@ -617,14 +613,7 @@ describe.each(runtimes)("a refused StreamingSession step of a fixed cache on %s"
     // A growing cache's model run as a fixed one: present.N.* hold capacity + s positions.
     const { chats, step } = await twoChats(growingDecoder(cfg), backend)
     const first = await step(2, 1)
-    expect(first).toMatchObject({
-      _tag: "Left",
-      left: {
-        _tag: "ShapeMismatchError",
-        path: "present.0.key",
-        actual: [2, cfg.heads, CAPACITY + 2, cfg.headDim],
-      },
-    })
+    expect(first).toMatchObject(wholeCacheRefused)
     // The two streams, new to the store, are forgotten again.
     expect(chats.keys()).toEqual([])
     // The store's slabs stay; a second refusal leaks nothing beside them.
