@@ -243,10 +243,11 @@ export interface StateStore<T, In = T> extends Disposable {
    * rows side by side in key order: where they are not, the backend has `reorder` and every
    * leaf's rows can be viewed, the store first moves rows in place so that they are (as few as
    * it can; no stream's state changes, and every view handed out before is invalid), so that
-   * later steps over the same keys copy nothing. Streams that join and leave thus cost one move, not a copy per step. Giving it back to `scatter` for the same keys copies
-   * nothing; freeing it frees nothing of the store. A session does this for each step. Such a
-   * gather of held keys does not count as a use (the `scatter` does), so a step refused between
-   * the two leaves the order of eviction as it was.
+   * later steps over the same keys copy nothing: streams that join and leave cost one move, not
+   * a copy per step. Giving a view back to `scatter` for the same keys copies nothing; freeing it
+   * frees nothing of the store. A session does this for each step. Such a gather of held keys
+   * does not count as a use (the `scatter` does), so a step refused between the two leaves the
+   * order of eviction as it was.
    */
   gather(keys: readonly StreamKey[], options?: GatherOptions): E.Either<GatherError, StateTree<T>>
   /**
@@ -1038,7 +1039,6 @@ class Store<T, In> implements StateStore<T, In> {
     return grown
   }
 
-  /** Writes row `i` of each leaf of `src` into slot `slots[i]` of `slabs`; the leaf index of a failure. */
   /**
    * Views of the rows of held keys whose slots do not follow each other in key order: the rows
    * move first (the backend's `reorder`, in place, as few as can be) so that they do, and later
@@ -1109,35 +1109,16 @@ class Store<T, In> implements StateStore<T, In> {
     for (let k = 0; k < free.length; k++) free[k] = to[free[k] as number] as number
     free.sort((a, b) => b - a)
     this.#version++
-    // No view handed out before shows the rows it did.
+    // No view handed out before shows the rows it did; these do.
     this.#views.length = 0
-    const now = Array.from({ length: n }, (_, i) => start + i)
-    const out: T[] = new Array(contexts.length)
     for (let i = 0; i < contexts.length; i++) {
-      const v = shared[i]
-      if (v !== undefined) {
-        this.#views.push({ tensor: v, slab: slabs[i], start, count: n })
-        out[i] = v
-        continue
-      }
-      const ctx = contexts[i] as LeafContext
-      const copy = attempt(this.backend, "gather", ctx.path, () =>
-        this.backend.gather(slabs[i] as T, now, ctx),
-      )
-      if (copy._tag === "Left") {
-        // The rows moved and stay moved (the store is whole); the batch is not handed out.
-        disposeQuietly(
-          this.backend,
-          [...out.slice(0, i), ...shared.slice(i + 1)].filter((t) => t !== undefined),
-        )
-        this.#views.length = 0
-        return copy
-      }
-      out[i] = copy.right
+      const seen = { tensor: shared[i], slab: slabs[i], start, count: n }
+      if (this.#views.push(seen) > 64) this.#views.shift()
     }
-    return E.right(out)
+    return E.right(shared as T[])
   }
 
+  /** Writes row `i` of each leaf of `src` into slot `slots[i]` of `slabs`; the leaf index of a failure. */
   #writeRows(
     slabs: readonly T[],
     slots: readonly number[],
@@ -1398,7 +1379,8 @@ class Store<T, In> implements StateStore<T, In> {
     if (now._tag === "Left") return now
     const { entries, fresh, rows, slots } = checked.right
     if (fresh.length === 0 && !this.#idleDue(now.right)) {
-      // Hot path: every key held, nothing to evict. Only copies (or views): nothing to undo.
+      // Hot path: every key held, nothing to evict. Only copies (or views, the rows perhaps moved
+      // first, which changes no stream's state): nothing to undo.
       const batch =
         !views.right || checked.right.anyAtInit
           ? this.#copyRows(rows)
