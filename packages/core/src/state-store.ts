@@ -489,6 +489,11 @@ class Store<T, In> implements StateStore<T, In> {
   readonly #views: { tensor: unknown; slab: unknown; start: number; count: number }[] = []
   #head: Entry | undefined
   #tail: Entry | undefined
+  /**
+   * Whether moving rows can give views of every leaf: false once a leaf's rows could not be
+   * shared at the slab's first row (a dim before the batch axis), which no move changes.
+   */
+  #movesHelp = true
   /** Free slots; popped from the end, so the lowest slot is handed out first. */
   readonly #free: number[] = []
   readonly #contexts: LeafContext[]
@@ -924,38 +929,6 @@ class Store<T, In> implements StateStore<T, In> {
    * Views of `count` rows of each slab from slot `start` where the backend shares them, copies
    * of `rows` elsewhere; each view is recorded, so that `scatter` knows it.
    */
-  #viewRows(
-    start: number,
-    count: number,
-    rows: readonly (number | null)[],
-  ): E.Either<BackendError, T[]> {
-    const view = this.backend.view
-    if (view === undefined) return this.#copyRows(rows)
-    const slabs = this.#slabs
-    const contexts = this.#contexts
-    const out: T[] = new Array(contexts.length)
-    for (let i = 0; i < contexts.length; i++) {
-      const ctx = contexts[i] as LeafContext
-      const slab = slabs[i] as T
-      let operation = "view"
-      try {
-        const v = view.call(this.backend, slab, start, count, ctx)
-        if (v !== undefined) {
-          if (this.#views.push({ tensor: v, slab, start, count }) > 64) this.#views.shift()
-          out[i] = v
-          continue
-        }
-        operation = "gather"
-        out[i] = this.backend.gather(slab, rows, ctx)
-      } catch (e) {
-        disposeQuietly(this.backend, out.slice(0, i))
-        return E.left(
-          new BackendError({ backend: this.backend.name, operation, path: ctx.path, cause: e }),
-        )
-      }
-    }
-    return E.right(out)
-  }
 
   /** Host copies of the given slots' rows (init where null), one per leaf. */
   async #readRows(rows: readonly (number | null)[]): Promise<E.Either<BackendError, HostTensor[]>> {
@@ -1039,48 +1012,128 @@ class Store<T, In> implements StateStore<T, In> {
     return grown
   }
 
+  /** Views of rows `start` to `start + count - 1` of every slab, `undefined` where a leaf has none. */
+  #probe(start: number, count: number): E.Either<BackendError, (T | undefined)[]> {
+    const view = this.backend.view as NonNullable<StateBackend<T, In>["view"]>
+    const slabs = this.#slabs
+    const contexts = this.#contexts
+    const out: (T | undefined)[] = new Array(contexts.length)
+    for (let i = 0; i < contexts.length; i++) {
+      const ctx = contexts[i] as LeafContext
+      const made = attempt(this.backend, "view", ctx.path, () =>
+        view.call(this.backend, slabs[i] as T, start, count, ctx),
+      )
+      if (made._tag === "Left") {
+        this.#drop(out)
+        return made
+      }
+      out[i] = made.right
+    }
+    return E.right(out)
+  }
+
+  /** Frees views made by `#probe` that are not handed out. */
+  #drop(views: readonly (T | undefined)[]): void {
+    disposeQuietly(
+      this.backend,
+      views.filter((v) => v !== undefined),
+    )
+  }
+
+  /** Records views handed out (at most 64 kept): `scatter` of them to the same rows writes nothing. */
+  #handOut(views: readonly (T | undefined)[], start: number, count: number): void {
+    for (let i = 0; i < views.length; i++) {
+      const tensor = views[i]
+      if (tensor === undefined) continue
+      const seen = { tensor, slab: this.#slabs[i], start, count }
+      if (this.#views.push(seen) > 64) this.#views.shift()
+    }
+  }
+
   /**
-   * Views of the rows of held keys whose slots do not follow each other in key order: the rows
-   * move first (the backend's `reorder`, in place, as few as can be) so that they do, and later
-   * steps over the same keys find them side by side. Copies, and nothing moved, when the backend
-   * cannot share some leaf's rows (device memory, a dim before the batch axis) or cannot move
-   * them.
+   * The batch of held keys off init, as views where the backend can share the rows. Rows that do
+   * not lie side by side in key order, or that the backend shares only from the slab's first
+   * row (a runtime's GPU tensor starts at its buffer's start), move first (`#arranged`).
+   */
+  #shared(slots: readonly number[], rows: readonly (number | null)[]): E.Either<BackendError, T[]> {
+    const { view, reorder } = this.backend
+    if (view === undefined) return this.#copyRows(rows)
+    const canMove = reorder !== undefined && this.#movesHelp
+    if (!inOrder(slots)) return canMove ? this.#arranged(slots, rows) : this.#copyRows(rows)
+    const start = slots[0] as number
+    const n = slots.length
+    const here = this.#probe(start, n)
+    if (here._tag === "Left") return here
+    if (start !== 0 && canMove && here.right.some((v) => v === undefined)) {
+      this.#drop(here.right)
+      return this.#arranged(slots, rows)
+    }
+    return this.#completed(here.right, start, rows)
+  }
+
+  /** The views of `#probe` handed out, and copies of the rows `rows` where a leaf has none. */
+  #completed(
+    views: readonly (T | undefined)[],
+    start: number,
+    rows: readonly (number | null)[],
+  ): E.Either<BackendError, T[]> {
+    const out: T[] = new Array(views.length)
+    for (let i = 0; i < views.length; i++) {
+      const v = views[i]
+      if (v !== undefined) {
+        out[i] = v
+        continue
+      }
+      const ctx = this.#contexts[i] as LeafContext
+      const copy = attempt(this.backend, "gather", ctx.path, () =>
+        this.backend.gather(this.#slabs[i] as T, rows, ctx),
+      )
+      if (copy._tag === "Left") {
+        disposeQuietly(this.backend, out.slice(0, i))
+        this.#drop(views.slice(i + 1))
+        return copy
+      }
+      out[i] = copy.right
+    }
+    this.#handOut(views, start, rows.length)
+    return E.right(out)
+  }
+
+  /**
+   * Views of the rows of held keys, moved first so that they lie side by side in key order
+   * where the backend can share them (the backend's `reorder`, in place, as few rows as can be;
+   * from the slab's first row if the backend shares no other): later steps over the same keys
+   * find them there. When some leaf's rows cannot be shared wherever they lie (a dim before the
+   * batch axis), nothing moves, now or later: the rows are views where they are and copies
+   * otherwise.
    */
   #arranged(
     slots: readonly number[],
     rows: readonly (number | null)[],
   ): E.Either<BackendError, T[]> {
-    const { view, reorder } = this.backend
-    if (view === undefined || reorder === undefined) return this.#copyRows(rows)
+    const reorder = this.backend.reorder as NonNullable<StateBackend<T, In>["reorder"]>
     const n = slots.length
-    const { start, from } = arrangement(slots, this.slots)
+    let plan = arrangement(slots, this.slots)
+    let shared = this.#probe(plan.start, n)
+    if (shared._tag === "Left") return shared
+    if (plan.start !== 0 && shared.right.some((v) => v === undefined)) {
+      this.#drop(shared.right)
+      plan = arrangement(slots, this.slots, 0)
+      shared = this.#probe(0, n)
+      if (shared._tag === "Left") return shared
+    }
+    if (shared.right.some((v) => v === undefined)) {
+      // A leaf copied each step anyway: moving the others would save little.
+      this.#drop(shared.right)
+      this.#movesHelp = false
+      if (!inOrder(slots)) return this.#copyRows(rows)
+      const here = this.#probe(slots[0] as number, n)
+      return here._tag === "Left" ? here : this.#completed(here.right, slots[0] as number, rows)
+    }
+    const views = shared.right as T[]
+    const { start, from } = plan
     const slabs = this.#slabs
     const contexts = this.#contexts
-    // Views of the rows the keys will hold (the move is in place: a view stays a view of them).
-    const shared: (T | undefined)[] = new Array(contexts.length)
-    for (let i = 0; i < contexts.length; i++) {
-      const ctx = contexts[i] as LeafContext
-      const made = attempt(this.backend, "view", ctx.path, () =>
-        view.call(this.backend, slabs[i] as T, start, n, ctx),
-      )
-      if (made._tag === "Left") {
-        disposeQuietly(
-          this.backend,
-          shared.filter((v) => v !== undefined),
-        )
-        return made
-      }
-      shared[i] = made.right
-    }
-    // A leaf that cannot be shared is copied each step anyway: moving the others (on a device,
-    // through a scratch the size of the slab) would save little.
-    if (shared.some((v) => v === undefined)) {
-      disposeQuietly(
-        this.backend,
-        shared.filter((v) => v !== undefined),
-      )
-      return this.#copyRows(rows)
-    }
     // Leaf after leaf; a refused move puts the leaves moved before it back.
     for (let i = 0; i < contexts.length; i++) {
       const ctx = contexts[i] as LeafContext
@@ -1095,10 +1148,7 @@ class Store<T, In> implements StateStore<T, In> {
             reorder.call(this.backend, slabs[k] as T, back, at),
           )
         }
-        disposeQuietly(
-          this.backend,
-          shared.filter((v) => v !== undefined),
-        )
+        this.#drop(views)
         return moved
       }
     }
@@ -1111,11 +1161,8 @@ class Store<T, In> implements StateStore<T, In> {
     this.#version++
     // No view handed out before shows the rows it did; these do.
     this.#views.length = 0
-    for (let i = 0; i < contexts.length; i++) {
-      const seen = { tensor: shared[i], slab: slabs[i], start, count: n }
-      if (this.#views.push(seen) > 64) this.#views.shift()
-    }
-    return E.right(shared as T[])
+    this.#handOut(views, start, n)
+    return E.right(views)
   }
 
   /** Writes row `i` of each leaf of `src` into slot `slots[i]` of `slabs`; the leaf index of a failure. */
@@ -1382,11 +1429,7 @@ class Store<T, In> implements StateStore<T, In> {
       // Hot path: every key held, nothing to evict. Only copies (or views, the rows perhaps moved
       // first, which changes no stream's state): nothing to undo.
       const batch =
-        !views.right || checked.right.anyAtInit
-          ? this.#copyRows(rows)
-          : inOrder(slots)
-            ? this.#viewRows(slots[0] as number, slots.length, rows)
-            : this.#arranged(slots, rows)
+        !views.right || checked.right.anyAtInit ? this.#copyRows(rows) : this.#shared(slots, rows)
       if (batch._tag === "Left") return batch
       // With views, the `scatter` that gives them back is the use: a step refused in between
       // leaves the streams' recency as it was.

@@ -416,9 +416,10 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
       counters.copied += copies * layout.outer * layout.inner * bytes
     },
     view(src, start, count, leaf) {
-      // CPU rows only, and only where they are one run of memory (every dim before the batch
-      // axis is 1): a subarray of the same buffer, counted nowhere, freed as a wrapper.
-      if (isGpu(src)) return undefined
+      // Only where the rows are one run of memory (every dim before the batch axis is 1), counted
+      // nowhere, freed as a wrapper. On the CPU a subarray of the same array; on the GPU the
+      // same buffer, read as the tensor of its first rows (a runtime's GPU tensor starts at its
+      // buffer's start: rows further in cannot be shared).
       const dims = src.dims
       let row = 1
       for (let a = 0; a < dims.length; a++) {
@@ -426,9 +427,16 @@ export function ortBackend(options: OrtBackendOptions): OrtBackend {
         if (a < leaf.batchAxis && d !== 1) return undefined
         if (a > leaf.batchAxis) row *= d
       }
-      const data = src.data as Float32Array
       const shape = [...dims]
       shape[leaf.batchAxis] = count
+      if (isGpu(src)) {
+        if (start !== 0) return undefined
+        return ort.Tensor.fromGpuBuffer(src.gpuBuffer as common.Tensor.GpuBufferType, {
+          dataType: src.type as "float32",
+          dims: shape,
+        })
+      }
+      const data = src.data as Float32Array
       return new ort.Tensor(
         src.type as "float32",
         data.subarray(start * row, (start + count) * row),

@@ -13,7 +13,9 @@ import {
   type OrtSession,
   type OrtTensor,
   type StatefulSession,
+  type StreamingSession,
   createStatefulSession,
+  createStreamingSession,
   ortBackend,
 } from "../src/index.js"
 import {
@@ -350,6 +352,122 @@ describe("merged decoder over a fixed-capacity cache on WebGPU", () => {
     expect(h.backend.liveGpuBuffers()).toBe(0)
     await h.gpu.release()
   }, 300_000)
+})
+
+describe("many conversations over a fixed-capacity cache on WebGPU (StreamingSession)", () => {
+  it("conversations out of their rows' order equal the oracle; after one move, 50 tokens read nothing back and create no cache-sized buffer", async () => {
+    const gpu = await gpuSession(fixedCacheDecoder(cfg), "gpu-buffer")
+    const oracle = await oracleSession()
+    const device = await ort.env.webgpu.device
+    const backend = ortBackend({ ort, location: "gpu-buffer", device }) as OrtBackend
+    const chats = orThrow(
+      createStreamingSession({
+        session: gpu.session,
+        ort,
+        backend,
+        capacity: 4,
+        cache: { kind: "fixed", capacity: CAPACITY },
+        outputs: ["logits"],
+      }),
+    ) as StreamingSession<"logits">
+    const history = new Map<string, number[]>()
+    let worst = 0
+    /** One chunk per conversation in one run; the logits (on the GPU) checked against the oracle. */
+    const step = async (chunks: readonly (readonly [string, readonly number[]])[]) => {
+      const n = chunks[0]?.[1].length ?? 0
+      const outs = orThrow(
+        await chats.run(
+          chunks.map(([key, chunk]) => ({
+            key,
+            feeds: {
+              input_ids: new ort.Tensor("int64", BigInt64Array.from(chunk, BigInt), [1, n]),
+            },
+          })),
+        ),
+      )
+      for (const [key, chunk] of chunks) history.set(key, [...(history.get(key) ?? []), ...chunk])
+      return { outs, n, hist: chunks.map(([key]) => [...(history.get(key) as number[])]) }
+    }
+    const check = async (ran: Awaited<ReturnType<typeof step>>, keys: readonly string[]) => {
+      const expected = await oracleLogits(ort, oracle, ran.hist)
+      for (const [i, key] of keys.entries()) {
+        const t = ran.outs.get(key)?.logits as OrtTensor
+        const got = (await t.getData()) as Float32Array
+        const want = expected[i] as Float32Array
+        const T = (ran.hist[i] as number[]).length
+        for (let j = 0; j < ran.n * V; j++)
+          worst = Math.max(
+            worst,
+            Math.abs((got[j] as number) - (want[(T - ran.n) * V + j] as number)),
+          )
+        t.dispose()
+      }
+    }
+    const run = async (keys: readonly string[], n: number, seed: number) => {
+      const ran = await step(keys.map((k, i) => [k, tokens(n, seed + i)] as const))
+      await check(ran, keys)
+    }
+    await run(["a", "b", "c"], 3, 1)
+    /**
+     * `steps` tokens of `keys` after one untimed token, the tokens as one batch and the logits
+     * as one tensor (`runBatch`: a call of `run` reads a GPU output back to split it): what they
+     * created, read and copied, checked against the oracle afterwards.
+     */
+    const steady = async (keys: readonly string[], steps: number, seed: number) => {
+      await run(keys, 1, seed)
+      const counter = countGpu()
+      const copiedBefore = backend.bytesCopied()
+      const held: { logits: OrtTensor; hist: number[][] }[] = []
+      try {
+        for (let t = 0; t < steps; t++) {
+          const chunk = keys.map((_, i) => tokens(1, seed + 100 * (t + 1) + i))
+          const ids = new ort.Tensor("int64", BigInt64Array.from(chunk.flat(), BigInt), [
+            keys.length,
+            1,
+          ])
+          const { logits } = orThrow(await chats.runBatch(keys, { input_ids: ids }))
+          for (const [i, k] of keys.entries())
+            history.set(k, [...(history.get(k) ?? []), ...(chunk[i] as number[])])
+          held.push({ logits, hist: keys.map((k) => [...(history.get(k) as number[])]) })
+        }
+      } finally {
+        counter.restore()
+      }
+      for (const { logits, hist } of held) {
+        const got = (await logits.getData()) as Float32Array
+        const expected = await oracleLogits(ort, oracle, hist)
+        for (const [i, h] of hist.entries()) {
+          const want = expected[i] as Float32Array
+          for (let j = 0; j < V; j++)
+            worst = Math.max(
+              worst,
+              Math.abs((got[i * V + j] as number) - (want[(h.length - 1) * V + j] as number)),
+            )
+        }
+        logits.dispose()
+      }
+      const copied = (backend.bytesCopied() - copiedBefore) / steps
+      const big = counter.created().filter((size) => size >= kvBytes(1))
+      console.log(
+        `StreamingSession, fixed cache, ${keys.join(", ")} of 4 rows (KV slab ${kvBytes(4)} B): createBuffer ${counter.created().length / steps} per token, >= one conversation's KV: ${big.length}; mapAsync ${counter.reads() / steps} per token; statesaver copied ${copied} B per token`,
+      )
+      expect(big).toEqual([])
+      expect(counter.reads()).toBe(0)
+      // Each token's keys and values, one position per conversation and leaf.
+      expect(copied).toBe(PAST.length * kvBytes(keys.length, 1))
+    }
+    // a leaves: b and c lie in order from the slab's second row, which a GPU tensor cannot
+    // start at; they move to its first rows.
+    orThrow(chats.delete("a"))
+    await steady(["b", "c"], 10, 30)
+    // d joins in a free row, alone; then d, c, b run together, in no order of their rows.
+    await run(["d"], 2, 10)
+    await steady(["d", "c", "b"], 50, 40)
+    expect(worst).toBeLessThanOrEqual(TOL)
+    chats.dispose()
+    expect(backend.liveGpuBuffers()).toBe(0)
+    await gpu.release()
+  })
 })
 
 describe("growing KV cache on WebGPU", () => {

@@ -11,16 +11,17 @@ export interface Arrangement {
 /**
  * The move that puts the rows of `slots` (the call's keys' slots, in key order, distinct) at
  * slots `start` to `start + n - 1` of a store of `total` slots, with as few rows moved as can
- * be: `start` is the one that finds most keys in place already (the lowest of those tied).
- * Rows in the way (other streams', free slots') take the slots the keys leave.
+ * be: `start` is `at` when given, else the one that finds most keys in place already (the
+ * lowest of those tied). Rows in the way (other streams', free slots') take the slots the keys
+ * leave.
  */
-export function arrangement(slots: readonly number[], total: number): Arrangement {
+export function arrangement(slots: readonly number[], total: number, at?: number): Arrangement {
   const n = slots.length
   // Votes per start: key i is in place for start slots[i] - i.
   const votes = new Map<number, number>()
-  let start = 0
+  let start = at ?? 0
   let best = 0
-  for (let i = 0; i < n; i++) {
+  for (let i = 0; at === undefined && i < n; i++) {
     const s = (slots[i] as number) - i
     if (s < 0 || s + n > total) continue
     const v = (votes.get(s) ?? 0) + 1
