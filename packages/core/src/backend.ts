@@ -192,8 +192,9 @@ export interface StateBackend<T, In = T> {
    * Optional. A tensor sharing rows `start` to `start + count - 1` of `src` (along
    * `leaf.batchAxis`) without a copy, or `undefined` when the backend cannot share them (rows
    * that are not one contiguous run of `src`'s memory, as when a dim before the batch axis is
-   * larger than 1; device memory). Writes through it change `src`. Core disposes it with
-   * `dispose`, which must free nothing of `src`. A `StateStore` uses it for
+   * larger than 1; rows from `start > 0` of device memory, which a runtime's tensor shows only
+   * from its start). Writes through it change `src`. Core disposes it with `dispose`, which
+   * must free nothing of `src`. A `StateStore` uses it for
    * `gather(keys, { views: true })`, so that a step over streams held side by side copies no
    * state out of the store and back.
    */

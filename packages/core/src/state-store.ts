@@ -240,14 +240,15 @@ export interface StateStore<T, In = T> extends Disposable {
    * With `{ views: true }`, when every key is held and off init, a leaf whose backend has `view`
    * comes back as a view of the store's rows instead of a copy: writes to it change the streams'
    * state, and it is valid only until the next call that changes the store. Views need the keys'
-   * rows side by side in key order: where they are not, the backend has `reorder` and every
-   * leaf's rows can be viewed, the store first moves rows in place so that they are (as few as
-   * it can; no stream's state changes, and every view handed out before is invalid), so that
-   * later steps over the same keys copy nothing: streams that join and leave cost one move, not
-   * a copy per step. Giving a view back to `scatter` for the same keys copies nothing; freeing it
-   * frees nothing of the store. A session does this for each step. Such a gather of held keys
-   * does not count as a use (the `scatter` does), so a step refused between the two leaves the
-   * order of eviction as it was.
+   * rows side by side in key order (from the slab's first row, for a backend that shares no
+   * other): where they are not, the backend has `reorder` and every leaf's rows can be viewed,
+   * the store first moves rows in place so that they are (as few as it can; no stream's state
+   * changes, and every view handed out before is invalid), so that later steps over the same
+   * keys copy nothing: streams that join and leave cost one move, not a copy per step. Giving a
+   * view back to `scatter` for the same keys copies nothing; freeing it frees nothing of the
+   * store. A session does this for each step. Such a gather of held keys does not count as a use
+   * (the `scatter` does), so a step refused between the two leaves the order of eviction as it
+   * was.
    */
   gather(keys: readonly StreamKey[], options?: GatherOptions): E.Either<GatherError, StateTree<T>>
   /**
