@@ -116,16 +116,22 @@ async function gpuSession(
   return { session, runs: () => runs, release: () => inner.release() }
 }
 
+/** A counted WebGPU session of `bytes`, the oracle, and a backend on ONNX Runtime's device. */
+async function onGpu(bytes: Uint8Array, logits: "cpu" | "gpu-buffer") {
+  const gpu = await gpuSession(bytes, logits)
+  const oracle = await oracleSession()
+  const device = await ort.env.webgpu.device
+  const backend = ortBackend({ ort, location: "gpu-buffer", device }) as OrtBackend
+  return { gpu, oracle, backend }
+}
+
 /**
  * A StatefulSession on the GPU and each row's history (the tokens its cache holds). `step`
  * feeds one chunk per row; `check` compares logits read on the host with the oracle on each
  * row's history alone and returns the largest difference so far.
  */
 async function harness(bytes: Uint8Array, cache: KvCacheOptions, logits: "cpu" | "gpu-buffer") {
-  const gpu = await gpuSession(bytes, logits)
-  const oracle = await oracleSession()
-  const device = await ort.env.webgpu.device
-  const backend = ortBackend({ ort, location: "gpu-buffer", device }) as OrtBackend
+  const { gpu, oracle, backend } = await onGpu(bytes, logits)
   const s = orThrow(
     createStatefulSession({
       session: gpu.session,
@@ -356,10 +362,7 @@ describe("merged decoder over a fixed-capacity cache on WebGPU", () => {
 
 describe("many conversations over a fixed-capacity cache on WebGPU (StreamingSession)", () => {
   it("conversations out of their rows' order equal the oracle; after one move, 50 tokens read nothing back and create no cache-sized buffer", async () => {
-    const gpu = await gpuSession(fixedCacheDecoder(cfg), "gpu-buffer")
-    const oracle = await oracleSession()
-    const device = await ort.env.webgpu.device
-    const backend = ortBackend({ ort, location: "gpu-buffer", device }) as OrtBackend
+    const { gpu, oracle, backend } = await onGpu(fixedCacheDecoder(cfg), "gpu-buffer")
     const chats = orThrow(
       createStreamingSession({
         session: gpu.session,
