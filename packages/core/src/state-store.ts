@@ -1066,8 +1066,9 @@ class Store<T, In> implements StateStore<T, In> {
     const here = this.#probe(start, n)
     if (here._tag === "Left") return here
     if (start !== 0 && canMove && here.right.some((v) => v === undefined)) {
+      // Shared where they lie for some leaves only: from the slab's first row, perhaps all.
       this.#drop(here.right)
-      return this.#arranged(slots, rows)
+      return this.#arranged(slots, rows, 0)
     }
     return this.#completed(here.right, start, rows)
   }
@@ -1103,18 +1104,19 @@ class Store<T, In> implements StateStore<T, In> {
   /**
    * Views of the rows of held keys, moved first so that they lie side by side in key order
    * where the backend can share them (the backend's `reorder`, in place, as few rows as can be;
-   * from the slab's first row if the backend shares no other): later steps over the same keys
-   * find them there. When some leaf's rows cannot be shared wherever they lie (a dim before the
-   * batch axis), nothing moves, now or later: the rows are views where they are and copies
-   * otherwise.
+   * from the slab's first row if the backend shares no other, or from `at`): later steps over
+   * the same keys find them there. When some leaf's rows cannot be shared wherever they lie (a
+   * dim before the batch axis), nothing moves, now or later: the rows are views where they are
+   * and copies otherwise.
    */
   #arranged(
     slots: readonly number[],
     rows: readonly (number | null)[],
+    at?: number,
   ): E.Either<BackendError, T[]> {
     const reorder = this.backend.reorder as NonNullable<StateBackend<T, In>["reorder"]>
     const n = slots.length
-    let plan = arrangement(slots, this.slots)
+    let plan = arrangement(slots, this.slots, at)
     let shared = this.#probe(plan.start, n)
     if (shared._tag === "Left") return shared
     if (plan.start !== 0 && shared.right.some((v) => v === undefined)) {
@@ -1127,9 +1129,7 @@ class Store<T, In> implements StateStore<T, In> {
       // A leaf copied each step anyway: moving the others would save little.
       this.#drop(shared.right)
       this.#movesHelp = false
-      if (!inOrder(slots)) return this.#copyRows(rows)
-      const here = this.#probe(slots[0] as number, n)
-      return here._tag === "Left" ? here : this.#completed(here.right, slots[0] as number, rows)
+      return this.#shared(slots, rows)
     }
     const views = shared.right as T[]
     const { start, from } = plan

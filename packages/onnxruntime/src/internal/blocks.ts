@@ -95,6 +95,30 @@ export function planWrites(
   return E.right(writes)
 }
 
+/**
+ * A lean step's end: the step's blocks checked (`planWrites`) and written at each row's length,
+ * then `lengths` advanced by `tokens`, only once every block is written (a refusal leaves them
+ * as they were). `offsets` takes the lengths before the step.
+ */
+export function writeAtLengths(
+  backend: StateBackend<OrtTensor>,
+  targets: readonly BlockTarget[],
+  held: (target: BlockTarget) => OrtTensor,
+  outputs: Readonly<Record<string, OrtTensor>>,
+  tokens: number,
+  lengths: Int32Array,
+  offsets: number[],
+): E.Either<ShapeMismatchError | DTypeMismatchError | BackendError, void> {
+  const planned = planWrites(targets, held, outputs, tokens)
+  if (planned._tag === "Left") return planned
+  offsets.length = lengths.length
+  for (let r = 0; r < lengths.length; r++) offsets[r] = lengths[r] as number
+  const written = writeBlocks(backend, planned.right, offsets)
+  if (written._tag === "Left") return written
+  for (let r = 0; r < lengths.length; r++) lengths[r] = (lengths[r] as number) + tokens
+  return E.right(undefined)
+}
+
 /** Writes the blocks at `offsets` (each row's length before the step). */
 export function writeBlocks(
   backend: StateBackend<OrtTensor>,

@@ -5,7 +5,7 @@
 import type { BackendError, DTypeMismatchError, ShapeMismatchError } from "@statesaver/core"
 import { type CachePlan, fixedCacheInputs } from "../kv-cache.js"
 import type { OrtTensor } from "../ort-backend.js"
-import { type BlockTarget, planWrites, writeBlocks } from "./blocks.js"
+import { type BlockTarget, writeAtLengths } from "./blocks.js"
 import * as E from "./either.js"
 import {
   type LeanSession,
@@ -70,26 +70,19 @@ export class FixedStep {
     held: readonly OrtTensor[],
   ): E.Either<ShapeMismatchError | DTypeMismatchError | BackendError, Record<string, OrtTensor>> {
     const { blocks, backend } = this.session
-    const planned = planWrites(
+    const written = writeAtLengths(
+      backend,
       blocks,
       (target) => held[target.index] as OrtTensor,
       outputs,
       prepared.tokens,
+      (held[this.lengths] as OrtTensor).data as Int32Array,
+      this.#offsets,
     )
-    if (planned._tag === "Left") {
-      for (const name in outputs) (outputs[name] as OrtTensor).dispose()
-      return planned
-    }
-    const lengths = (held[this.lengths] as OrtTensor).data as Int32Array
-    const offsets = this.#offsets
-    offsets.length = lengths.length
-    for (let r = 0; r < lengths.length; r++) offsets[r] = lengths[r] as number
-    const written = writeBlocks(backend, planned.right, offsets)
     if (written._tag === "Left") {
       for (const name in outputs) (outputs[name] as OrtTensor).dispose()
       return written
     }
-    for (let r = 0; r < lengths.length; r++) lengths[r] = (lengths[r] as number) + prepared.tokens
     return E.right(listedOutputs(outputs, this.session.outputs))
   }
 }

@@ -10,19 +10,17 @@ import {
 } from "@statesaver/core"
 import { type CachePlan, fixedCacheInputs } from "../kv-cache.js"
 import type { OrtRuntime, OrtTensor } from "../ort-backend.js"
-import { type BlockTarget, planWrites, writeBlocks } from "./blocks.js"
-import * as E from "./either.js"
+import { type BlockTarget, writeAtLengths } from "./blocks.js"
+import type * as E from "./either.js"
 import { cacheRuleAlone, type LeanSession } from "./lean-feeds.js"
 import type { Lend } from "./scratch.js"
 import { setKey } from "./session-state.js"
 
-/** A step taken by `FixedStreamStep`: its new tokens, the lengths leaf, where its blocks go. */
+/** A step taken by `FixedStreamStep`: its new tokens and the lengths leaf. */
 export interface FixedCall {
   readonly tokens: number
   /** The gathered lengths (a view of the store's rows, or a copy), advanced in place. */
   readonly lengths: OrtTensor
-  /** Each row's length before the step. */
-  readonly offsets: number[]
 }
 
 /** The lean step of a streaming session whose only rule is its fixed cache's own, or `undefined`. */
@@ -40,6 +38,7 @@ export function fixedStreamStep(
 
 export class FixedStreamStep {
   readonly #lengthLeaf: string
+  /** Each row's length before the step (`finish` writes it; `undo` reads it). */
   readonly #offsets: number[] = []
 
   constructor(
@@ -92,10 +91,7 @@ export class FixedStreamStep {
       setKey(feeds, name, t)
       made.push(t)
     }
-    const offsets = this.#offsets
-    offsets.length = rows
-    for (let r = 0; r < rows; r++) offsets[r] = held[r] as number
-    return { tokens, lengths, offsets }
+    return { tokens, lengths }
   }
 
   /**
@@ -107,25 +103,16 @@ export class FixedStreamStep {
     call: FixedCall,
     outputs: Readonly<Record<string, OrtTensor>>,
     state: Readonly<Record<string, OrtTensor>>,
-    backend: Parameters<typeof writeBlocks>[0],
+    backend: Parameters<typeof writeAtLengths>[0],
   ): E.Either<ShapeMismatchError | DTypeMismatchError | BackendError, void> {
-    const planned = planWrites(
-      this.targets,
-      (target) => state[target.input] as OrtTensor,
-      outputs,
-      call.tokens,
-    )
-    if (planned._tag === "Left") return planned
-    const written = writeBlocks(backend, planned.right, call.offsets)
-    if (written._tag === "Left") return written
+    const held = (target: BlockTarget) => state[target.input] as OrtTensor
     const lengths = call.lengths.data as Int32Array
-    for (let r = 0; r < lengths.length; r++) lengths[r] = (lengths[r] as number) + call.tokens
-    return E.right(undefined)
+    return writeAtLengths(backend, this.targets, held, outputs, call.tokens, lengths, this.#offsets)
   }
 
   /** Puts the lengths back where `finish` found them (the store refused the step's state). */
   undo(call: FixedCall): void {
     const lengths = call.lengths.data as Int32Array
-    for (let r = 0; r < lengths.length; r++) lengths[r] = call.offsets[r] as number
+    for (let r = 0; r < lengths.length; r++) lengths[r] = this.#offsets[r] as number
   }
 }
