@@ -194,7 +194,8 @@ export interface StateBackend<T, In = T> {
    * that are not one contiguous run of `src`'s memory, as when a dim before the batch axis is
    * larger than 1; rows from `start > 0` of device memory, which a runtime's tensor shows only
    * from its start). Writes through it change `src`. Core disposes it with `dispose`, which
-   * must free nothing of `src`. A `StateStore` uses it for
+   * must free nothing of `src`, before `src` itself is freed (a store may keep a view given back
+   * to it and hand it out again for the same rows). A `StateStore` uses it for
    * `gather(keys, { views: true })`, so that a step over streams held side by side copies no
    * state out of the store and back.
    */

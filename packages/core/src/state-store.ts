@@ -24,6 +24,7 @@ import {
   contextOf,
   disposeQuietly,
   allocateLeaves,
+  leavesAlong,
 } from "./internal/checks.js"
 import * as E from "./internal/either.js"
 import { arrangement, inverse } from "./internal/arrange.js"
@@ -246,7 +247,9 @@ export interface StateStore<T, In = T> extends Disposable {
    * changes, and every view handed out before is invalid), so that later steps over the same
    * keys copy nothing: streams that join and leave cost one move, not a copy per step. Giving a
    * view back to `scatter` for the same keys copies nothing; freeing it frees nothing of the
-   * store. A session does this for each step. Such a gather of held keys does not count as a use
+   * store. When every leaf comes back that way, the store checks nothing and keeps the views:
+   * the next `gather` of the same rows hands the same tensor objects out again instead of
+   * making new ones. A session does this for each step. Such a gather of held keys does not count as a use
    * (the `scatter` does), so a step refused between the two leaves the order of eviction as it
    * was.
    */
@@ -488,6 +491,13 @@ class Store<T, In> implements StateStore<T, In> {
   // A list, not a WeakMap: hashing a runtime's tensor object (onnxruntime-node's) makes every
   // later run that reads it slower. A successful `scatter` empties it; at most 64 are kept.
   readonly #views: { tensor: unknown; slab: unknown; start: number; count: number }[] = []
+  /**
+   * Views a `scatter` was given back whole (every leaf a view of exactly the rows it gave them
+   * back to): kept instead of freed, and handed out again by the next `gather` of the same rows
+   * of the same slabs, so that steps over the same streams make no view. Freed when the slabs
+   * are replaced or another `gather` makes views.
+   */
+  #spare: { start: number; count: number; slabs: readonly T[]; views: T[] } | undefined
   #head: Entry | undefined
   #tail: Entry | undefined
   /**
@@ -1017,6 +1027,13 @@ class Store<T, In> implements StateStore<T, In> {
   #probe(start: number, count: number): E.Either<BackendError, (T | undefined)[]> {
     const view = this.backend.view as NonNullable<StateBackend<T, In>["view"]>
     const slabs = this.#slabs
+    const spare = this.#spare
+    if (spare !== undefined) {
+      this.#spare = undefined
+      if (spare.slabs === slabs && spare.start === start && spare.count === count)
+        return E.right(spare.views)
+      disposeQuietly(this.backend, spare.views)
+    }
     const contexts = this.#contexts
     const out: (T | undefined)[] = new Array(contexts.length)
     for (let i = 0; i < contexts.length; i++) {
@@ -1031,6 +1048,44 @@ class Store<T, In> implements StateStore<T, In> {
       out[i] = made.right
     }
     return E.right(out)
+  }
+
+  /** Frees the views kept by `scatter` (their slabs are being replaced or freed). */
+  #dropSpare(): void {
+    const spare = this.#spare
+    if (spare === undefined) return
+    this.#spare = undefined
+    disposeQuietly(this.backend, spare.views)
+  }
+
+  /**
+   * The leaves of `next` when every one is a live view `gather` handed out of exactly the rows
+   * `slots` of its own slab: given back, they need no check and no write. Otherwise `undefined`
+   * (checked and written as any tree).
+   */
+  #viewsBack(next: StateTree<T | In>, slots: readonly number[]): T[] | undefined {
+    const views = this.#views
+    if (views.length === 0 || !inOrder(slots)) return undefined
+    const leaves = leavesAlong<T>(this.spec.def, next)
+    if (!Array.isArray(leaves)) return undefined
+    const start = slots[0] as number
+    for (let i = 0; i < leaves.length; i++) {
+      const t = leaves[i] as T
+      const seen = views.find((v) => v.tensor === t)
+      if (
+        seen === undefined ||
+        seen.slab !== this.#slabs[i] ||
+        seen.start !== start ||
+        seen.count !== slots.length
+      )
+        return undefined
+      try {
+        if (this.backend.describe(t) === undefined) return undefined
+      } catch {
+        return undefined
+      }
+    }
+    return leaves
   }
 
   /** Frees views made by `#probe` that are not handed out. */
@@ -1333,6 +1388,7 @@ class Store<T, In> implements StateStore<T, In> {
       made.filter((t) => !installed.includes(t)),
     )
     const prior: Resized<T> = { slabs: this.#slabs, named: this.#named, installed }
+    this.#dropSpare()
     this.#slabs = installed
     this.#named = this.#named.map((dims) =>
       dims.map((d) => ({ ...d, size: sizes.get(d.name) ?? d.size })),
@@ -1376,6 +1432,7 @@ class Store<T, In> implements StateStore<T, In> {
     if (grown !== undefined) {
       const old = this.#slabs
       const slots = this.slots
+      this.#dropSpare()
       this.#slabs = grown
       disposeQuietly(this.backend, old)
       // Beneath the free slots, lowest on top: a call's new keys take slots in key order.
@@ -1472,6 +1529,34 @@ class Store<T, In> implements StateStore<T, In> {
     return stamp
   }
 
+  /**
+   * The leaves of a tree given to `scatter`, checked (structure, liveness, dtypes, shapes, batch
+   * size), and the named dims it would grow (`grow`) when their sizes must match the slabs'.
+   */
+  #checkedLeaves(
+    next: StateTree<T | In>,
+    count: number,
+    growing: boolean,
+  ): E.Either<ScatterError, { leaves: T[]; grow: Map<string, number> | undefined }> {
+    const tensors = checkTensors(this.spec, this.backend, next as StateTree<T>, count)
+    if (tensors._tag === "Left") return tensors
+    const { leaves, infos } = tensors.right
+    if (!this.spec.hasNamedDims) return E.right({ leaves, grow: undefined })
+    // Streams share one slab shape: the named dims must match it, not only agree (or, growing,
+    // may be longer: the slab grows first).
+    const longer = growing ? new Map<string, number>() : undefined
+    for (let i = 0; i < infos.length; i++) {
+      const misfit = this.#misfit(
+        i,
+        (infos[i] as { shape: readonly number[] }).shape,
+        this.spec.batchDim,
+        longer,
+      )
+      if (misfit) return E.left(misfit)
+    }
+    return E.right({ leaves, grow: longer !== undefined && longer.size > 0 ? longer : undefined })
+  }
+
   scatter(
     keys: readonly StreamKey[],
     next: StateTree<T | In>,
@@ -1483,34 +1568,23 @@ class Store<T, In> implements StateStore<T, In> {
     if (growing._tag === "Left") return growing
     const checked = this.#resolve(keys, true)
     if (checked._tag === "Left") return checked
-    const tensors = checkTensors(this.spec, this.backend, next as StateTree<T>, keys.length)
-    if (tensors._tag === "Left") return tensors
-    const { leaves, infos } = tensors.right
-    let grow: Map<string, number> | undefined
-    if (this.spec.hasNamedDims) {
-      // Streams share one slab shape: the named dims must match it, not only agree (or, growing,
-      // may be longer: the slab grows first).
-      const longer = growing.right ? new Map<string, number>() : undefined
-      for (let i = 0; i < infos.length; i++) {
-        const misfit = this.#misfit(
-          i,
-          (infos[i] as { shape: readonly number[] }).shape,
-          this.spec.batchDim,
-          longer,
-        )
-        if (misfit) return E.left(misfit)
-      }
-      if (longer !== undefined && longer.size > 0) grow = longer
-    }
+    const { entries, slots } = checked.right
+    // Views of exactly these rows given back (a step over streams side by side): nothing to
+    // check or write, and kept for the next `gather` of the same rows.
+    const back = this.#viewsBack(next, slots)
+    const given =
+      back === undefined ? this.#checkedLeaves(next, keys.length, growing.right) : undefined
+    if (given?._tag === "Left") return given
+    const leaves: readonly T[] = back ?? (given?.right.leaves as T[])
+    const grow = given?.right.grow
     const now = this.#now()
     if (now._tag === "Left") return now
-    const { entries, slots } = checked.right
     // Views of this store's rows: given back to the rows they show, nothing to write; written
     // elsewhere, copied first (the write could overwrite rows the view still has to give).
     let src: readonly (T | In)[] = leaves
     let skip: boolean[] | undefined
     let viewCopies: T[] | undefined
-    for (let i = 0; i < leaves.length; i++) {
+    for (let i = 0; back === undefined && i < leaves.length; i++) {
       const seen = this.#views.find((v) => v.tensor === leaves[i])
       if (seen === undefined || seen.slab !== this.#slabs[i]) continue
       if (seen.start === slots[0] && seen.count === slots.length && inOrder(slots)) {
@@ -1550,7 +1624,7 @@ class Store<T, In> implements StateStore<T, In> {
         return copied
       }
     }
-    const failed = this.#writeRows(this.#slabs, slots, src, skip)
+    const failed = back === undefined ? this.#writeRows(this.#slabs, slots, src, skip) : undefined
     if (failed !== undefined) {
       if (viewCopies) disposeQuietly(this.backend, viewCopies)
       this.#dropCopies(plan.victims)
@@ -1562,7 +1636,16 @@ class Store<T, In> implements StateStore<T, In> {
     // back or not (a session replaces its views of a bookkeeping leaf), so none is kept.
     this.#views.length = 0
     this.#settle(resized, true)
-    disposeQuietly(this.backend, leaves as T[])
+    if (back === undefined) disposeQuietly(this.backend, leaves as T[])
+    else {
+      this.#dropSpare()
+      this.#spare = {
+        start: slots[0] as number,
+        count: slots.length,
+        slabs: this.#slabs,
+        views: back,
+      }
+    }
     if (checked.right.anyAtInit) {
       for (const e of entries) (e as Entry).atInit = false
       this.#version++
@@ -1968,6 +2051,7 @@ class Store<T, In> implements StateStore<T, In> {
     this.#free.length = 0
     this.#cache = undefined
     this.#version++
+    this.#dropSpare()
     disposeQuietly(this.backend, this.#slabs)
     this.#slabs = []
   }

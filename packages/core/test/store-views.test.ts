@@ -205,10 +205,12 @@ describe("gather with views", () => {
     expect(rowsOf(store, keys)).toEqual(before)
     calls.reorder = 0
     calls.view = 0
-    const again = orThrow(store.gather(["c", "a"], { views: true }))
+    const again = orThrow(store.gather(["c", "a"], { views: true })) as unknown as Batch
     expect(calls.reorder).toBe(0)
-    expect(calls.view).toBe(2)
-    orThrow(store.scatter(["c", "a"], again))
+    // The views given back are handed out again: none made.
+    expect(calls.view).toBe(0)
+    expect(again.h).toBe(b.h)
+    orThrow(store.scatter(["c", "a"], again as never))
     // A new key takes the lowest free slot, as before any move.
     store.delete("b")
     fill(store, ["e"], 500)
@@ -218,6 +220,83 @@ describe("gather with views", () => {
     expect(rowsOf(store, ["a", "c", "d"])).toEqual([before[0], before[2], before[3]])
     expect(backend.liveTensors()).toBe(live)
     store.dispose()
+    expect(backend.liveTensors()).toBe(0)
+  })
+
+  it("views given back whole are handed out again for the same rows, and freed when the rows differ, a leaf is replaced, the slabs grow or the store is disposed", () => {
+    const { backend, calls } = viewingHost()
+    const freed: unknown[] = []
+    const counting: HostBackend = {
+      ...backend,
+      dispose(t) {
+        freed.push(t)
+        backend.dispose(t)
+      },
+    }
+    const store = orThrow(createStateStore({ spec: flat, backend: counting, initialSlots: 4 }))
+    fill(store, ["a", "b", "c"], 100)
+    const gather = (keys: StreamKey[]) =>
+      orThrow(store.gather(keys, { views: true })) as unknown as Batch
+    const first = gather(["a", "b"])
+    freed.length = 0
+    orThrow(store.scatter(["a", "b"], first as never))
+    // Kept, not freed: the next gather of the same rows hands them out again.
+    expect(freed).toEqual([])
+    calls.view = 0
+    const again = gather(["a", "b"])
+    expect(calls.view).toBe(0)
+    expect(again.h).toBe(first.h)
+    expect(again.c).toBe(first.c)
+    // Still views of the rows: a write through one reaches the store.
+    again.h.data[0] = 9
+    expect(rowsOf(store, ["a"])[0]?.[0]).toBe(9)
+    orThrow(store.scatter(["a", "b"], again as never))
+    // The same first row, fewer rows: the kept views are freed and views of that row made.
+    freed.length = 0
+    const one = gather(["a"])
+    expect(calls.view).toBe(2)
+    expect(one.h.shape).toEqual([1, 3])
+    expect(freed).toHaveLength(2)
+    expect(freed).toContain(first.h)
+    expect(freed).toContain(first.c)
+    orThrow(store.scatter(["a"], one as never))
+    // Other rows: the same.
+    freed.length = 0
+    const other = gather(["b", "c"])
+    expect(calls.view).toBe(4)
+    expect(freed).toHaveLength(2)
+    expect(freed).toContain(one.h)
+    expect(freed).toContain(one.c)
+    // A leaf replaced: the tree is checked and written as any, and nothing is kept.
+    const h = new HostTensor("float32", [2, 3], new Float32Array(6).fill(4))
+    orThrow(store.scatter(["b", "c"], { h, c: other.c } as never))
+    expect(rowsOf(store, ["b"])[0]?.slice(0, 3)).toEqual([4, 4, 4])
+    calls.view = 0
+    const fresh = gather(["b", "c"])
+    expect(calls.view).toBe(2)
+    // A view freed before it comes back is refused as before; the rows are unchanged.
+    counting.dispose(fresh.h)
+    const refused = store.scatter(["b", "c"], fresh as never)
+    expect(refused._tag === "Left" && refused.left._tag).toBe("StructureMismatchError")
+    expect(refused._tag === "Left" && refused.left.path).toBe("h")
+    expect(rowsOf(store, ["b"])[0]?.slice(0, 3)).toEqual([4, 4, 4])
+    counting.dispose(fresh.c)
+    // Kept views of slabs that grow are freed with them.
+    const kept = gather(["a", "b"])
+    orThrow(store.scatter(["a", "b"], kept as never))
+    freed.length = 0
+    fill(store, ["d", "e", "f"], 300)
+    expect(store.slots).toBeGreaterThan(4)
+    expect(freed).toContain(kept.h)
+    expect(freed).toContain(kept.c)
+    const last = gather(["a", "b"])
+    expect(last.h).not.toBe(kept.h)
+    expect([...last.h.data.subarray(3, 6)]).toEqual(rowsOf(store, ["b"])[0]?.slice(0, 3))
+    orThrow(store.scatter(["a", "b"], last as never))
+    freed.length = 0
+    store.dispose()
+    expect(freed).toContain(last.h)
+    expect(freed).toContain(last.c)
     expect(backend.liveTensors()).toBe(0)
   })
 

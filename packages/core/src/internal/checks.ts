@@ -200,7 +200,7 @@ interface Departure {
  * key, then its values in key order). One pass and no paths built on success: the hot path of
  * every `save` and `scatter`.
  */
-function leavesAlong<T>(def: TreeDef, tree: unknown): T[] | Departure {
+export function leavesAlong<T>(def: TreeDef, tree: unknown): T[] | Departure {
   const out: T[] = []
   const has = Object.prototype.hasOwnProperty
   const walk = (d: TreeDef, node: unknown): Departure | undefined => {
