@@ -9,7 +9,7 @@ import * as ortWeb from "onnxruntime-web"
 import { orThrow } from "@statesaver/core"
 import type { StatefulSession } from "@statesaver/onnxruntime"
 import type { Runtime } from "../../packages/onnxruntime/test/helpers/harness.js"
-import { median } from "./harness.js"
+import { median, modelMicros } from "./harness.js"
 
 /** `past_key_values.N.key/value` of `layers` layers, and the `present.N.*` outputs they pair with. */
 export function cacheNames(layers: number): { past: string[]; present: string[] } {
@@ -48,41 +48,47 @@ export interface Side {
   readonly rewind: () => void
 }
 
-/** Microseconds per step of `steps` steps, after an untimed `rewind`. */
-async function round(side: Side, steps: number): Promise<number> {
+/** Microseconds per step of `steps` steps, after an untimed `rewind`, and those in the model. */
+async function round(side: Side, steps: number): Promise<{ us: number; model: number }> {
   side.rewind()
+  const m0 = modelMicros()
   const t0 = process.hrtime.bigint()
   for (let t = 0; t < steps; t++) await side.step(t)
-  return Number(process.hrtime.bigint() - t0) / steps / 1000
+  const us = Number(process.hrtime.bigint() - t0) / steps / 1000
+  return { us, model: (modelMicros() - m0) / steps }
 }
 
-/** Steps each side runs before the timed rounds (`STATESAVER_BENCH_WARMUP` overrides it). */
 const WARMUP_STEPS = Number(process.env["STATESAVER_BENCH_WARMUP"] ?? 2000)
 
 /**
  * Each side's median µs/step and its median ratio to side 0 over `rounds` rounds in which every
  * side runs once (the order rotates): a per-round ratio cancels the machine's load drifting
- * between rounds.
+ * between rounds. `own`: each side's median µs per step outside the model's run (the whole step
+ * unless its session is `timedRuns`), the part of a step a library can change.
  */
 export async function interleave(
   sides: readonly Side[],
   steps: number,
   rounds: number,
-): Promise<{ us: number[]; ratio: number[] }> {
+): Promise<{ us: number[]; ratio: number[]; own: number[] }> {
   // V8 optimizes a session's code only after a few thousand steps: each side warms up past that
   // first, so that the rounds compare steady states.
   const warmup = Math.ceil(WARMUP_STEPS / steps)
   for (const side of sides) for (let w = 0; w < warmup; w++) await round(side, steps)
   const times = sides.map(() => [] as number[])
+  const own = sides.map(() => [] as number[])
   for (let r = 0; r < rounds; r++)
     for (let k = 0; k < sides.length; k++) {
       const i = (r + k) % sides.length
-      ;(times[i] as number[]).push(await round(sides[i] as Side, steps))
+      const { us, model } = await round(sides[i] as Side, steps)
+      ;(times[i] as number[]).push(us)
+      ;(own[i] as number[]).push(us - model)
     }
   const base = times[0] as number[]
   return {
     us: times.map(median),
     ratio: times.map((t) => median(t.map((x, r) => x / (base[r] as number)))),
+    own: own.map(median),
   }
 }
 

@@ -14,7 +14,10 @@
  *    host into new tensors, then the same run), on a growing and on a fixed-capacity cache.
  *
  * Each comparison runs its sides interleaved in one process, every round starting from the same
- * state (restored or rewound outside the timing); ratios are medians of per-round ratios.
+ * state (restored or rewound outside the timing); ratios are medians of per-round ratios. The
+ * continuous batching also prints each side's time per step outside the model's run (the runs
+ * are timed): the work a library adds to the model's, which moves far less from run to run than
+ * the model's own time on a shared machine.
  */
 import { orThrow } from "@statesaver/core"
 import {
@@ -33,12 +36,17 @@ import {
   growingDecoder,
   tinyDecoderConfig,
 } from "../../packages/onnxruntime/test/helpers/decoders.js"
-import { compareSync } from "./harness.js"
+import { compareSync, timedRuns } from "./harness.js"
 import { cacheNames, interleave, perRuntime, type Side, startOver } from "./decoder-steps.js"
 
 /** Tokens per timed round. */
 const STEPS = 32
 const ROUNDS = Number(process.env["STATESAVER_BENCH_ROUNDS"] ?? 15)
+/**
+ * Rounds of the continuous-batching comparisons: more than the beam step's, for medians that
+ * move less from run to run (each round is a few tens of milliseconds).
+ */
+const BATCHING_ROUNDS = Number(process.env["STATESAVER_BENCH_ROUNDS"] ?? 31)
 const CONTEXT = 256
 const CAPACITY = CONTEXT + STEPS
 const CHATS = 16
@@ -162,7 +170,9 @@ const maxDiff = (a: Float32Array, b: Float32Array): number =>
     : a.reduce((m, x, i) => Math.max(m, Math.abs(x - (b[i] as number))), 0)
 
 /** 16 conversations: one StreamingSession run per step, 16 StatefulSessions, the hand ceiling. */
-async function continuousBatching(ort: Runtime, fixed: Session): Promise<void> {
+async function continuousBatching(ort: Runtime, model: Session): Promise<void> {
+  // Every side's model runs are timed: a step's time outside them is its own work.
+  const fixed = timedRuns(model)
   const cache: KvCacheOptions = { kind: "fixed", capacity: CAPACITY }
   const keys = START.map((_, i) => `chat-${i}`)
   // One by one: a StatefulSession of batch 1 per conversation, prefilled with its prompt.
@@ -325,9 +335,9 @@ async function continuousBatching(ort: Runtime, fixed: Session): Promise<void> {
   // Each side is compared with the ceiling in rounds of its own, the two interleaved: 16 runs of
   // batch 1 per step leave other garbage and other caches behind than a batched step does.
   const pairs = [
-    await interleave([hand, batched, again], STEPS, ROUNDS),
-    await interleave([hand, oneByOne], STEPS, ROUNDS),
-    await interleave([hand, wholeBatch, again], STEPS, ROUNDS),
+    await interleave([hand, batched, again], STEPS, BATCHING_ROUNDS),
+    await interleave([hand, oneByOne], STEPS, BATCHING_ROUNDS),
+    await interleave([hand, wholeBatch, again], STEPS, BATCHING_ROUNDS),
   ]
   // Conversations that joined in the reverse of the order each step lists them (as after
   // conversations join and leave): their rows are not side by side in key order. The store moves
@@ -348,20 +358,25 @@ async function continuousBatching(ort: Runtime, fixed: Session): Promise<void> {
   const copyingRun = runSide(copying).side
   const movedBytes = await steadyBytes(movedRun, movedBackend)
   const copyingBytes = await steadyBytes(copyingRun, fixedRows as OrtBackend)
-  const out = await interleave([hand, movedRun, copyingRun], STEPS, ROUNDS)
+  const out = await interleave([hand, movedRun, copyingRun], STEPS, BATCHING_ROUNDS)
   const floor = (1 / (pairs[0]?.ratio[2] as number)).toFixed(3)
   const floor2 = (1 / (pairs[2]?.ratio[2] as number)).toFixed(3)
   const us = [pairs[0]?.us[0], pairs[0]?.us[1], pairs[1]?.us[1], pairs[2]?.us[1]] as number[]
   const tps = us.map((u) => ((CHATS * 1e6) / u).toFixed(0).padStart(6))
   const toCeiling = (i: number) => (1 / (pairs[i - 1]?.ratio[1] as number)).toFixed(3)
   console.log(
-    `  continuous batching, ${CHATS} conversations (${START[0]}..${START.at(-1)} tokens, fixed cache of ${CAPACITY}), tokens/s, median of ${ROUNDS} rounds of ${STEPS} steps; (xN) = tokens/s / the ceiling's, median of per-round ratios, target >= 0.95`,
+    `  continuous batching, ${CHATS} conversations (${START[0]}..${START.at(-1)} tokens, fixed cache of ${CAPACITY}), tokens/s, median of ${BATCHING_ROUNDS} rounds of ${STEPS} steps; (xN) = tokens/s / the ceiling's, median of per-round ratios, target >= 0.95`,
   )
   console.log(
     `    hand-batched ceiling ${tps[0]}   StreamingSession.run ${tps[1]} (x${toCeiling(1)})   ${CHATS} StatefulSessions one by one ${tps[2]} (x${toCeiling(2)})   A/A: a second ceiling x${floor}   [logits agree within ${diff.toExponential(1)}]`,
   )
   console.log(
     `    StreamingSession.runBatch (tokens in, logits out as one tensor each) ${tps[3]} (x${toCeiling(3)})   A/A x${floor2}`,
+  )
+  // A step's own work (outside the model's run), each side against the ceiling's in its rounds.
+  const own = (p: { own: number[] } | undefined, i: number) => (p?.own[i] as number).toFixed(1)
+  console.log(
+    `    µs per step outside the model's run (median): ceiling ${own(pairs[0], 0)} and ${own(pairs[2], 0)}, StreamingSession.run ${own(pairs[0], 1)}, runBatch ${own(pairs[2], 1)}, the second ceiling ${own(pairs[0], 2)}; conversations admitted in reverse order: ceiling ${own(out, 0)}, StreamingSession.run ${own(out, 1)}`,
   )
   console.log(
     `    bytes statesaver copies per step: StreamingSession ${streamingBytes} B, one by one ${aloneBytes} B; the ceiling writes ${CHATS * PAST.length * H * D * 4} B (the new positions)`,

@@ -7,6 +7,31 @@ export function median(xs: readonly number[]): number {
   return s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2
 }
 
+/**
+ * Nanoseconds spent in the `run` of sessions given to `timedRuns` so far: what a step spends
+ * outside them is its own work.
+ */
+let inModel = 0
+
+/** `session`, its `run` timed into the count `modelMicros` reads. */
+export function timedRuns<S extends { run: (...args: never[]) => Promise<unknown> }>(
+  session: S,
+): S {
+  const run = session.run.bind(session) as (...args: unknown[]) => Promise<unknown>
+  ;(session as { run: unknown }).run = async (...args: unknown[]) => {
+    const t0 = process.hrtime.bigint()
+    try {
+      return await run(...args)
+    } finally {
+      inModel += Number(process.hrtime.bigint() - t0)
+    }
+  }
+  return session
+}
+
+/** Microseconds spent in the runs of `timedRuns` sessions so far. */
+export const modelMicros = (): number => inModel / 1000
+
 /** Nanoseconds per call of `fn`, timed over batches of `inner` calls. */
 function timeBatch(fn: () => unknown, inner: number): number {
   const t0 = process.hrtime.bigint()

@@ -15,7 +15,7 @@ import {
 } from "@statesaver/onnxruntime"
 import * as ort from "onnxruntime-node"
 import { sileroV5Path, speechFixture } from "../../examples/src/speech.js"
-import { median } from "./harness.js"
+import { median, modelMicros, timedRuns } from "./harness.js"
 
 const STREAMS = 64
 const PER_CALL = 16
@@ -32,11 +32,14 @@ export async function main(): Promise<void> {
   process.env["ORT_DISABLE_TELEMETRY"] ??= "1"
   const { samples, sampleRate } = speechFixture()
   const model = sileroV5Path()
-  const session = await ort.InferenceSession.create(model, {
-    executionProviders: ["cpu"],
-    intraOpNumThreads: 1,
-    interOpNumThreads: 1,
-  })
+  // Every side's model runs are timed: a call's time outside them is its own work.
+  const session = timedRuns(
+    await ort.InferenceSession.create(model, {
+      executionProviders: ["cpu"],
+      intraOpNumThreads: 1,
+      interOpNumThreads: 1,
+    }),
+  )
   const sr = new ort.Tensor("int64", BigInt64Array.from([BigInt(sampleRate)]), [])
   const framesPerStream = Math.floor(samples.length / FRAME)
   // Stream s reads the fixture from its own offset, wrapping around.
@@ -145,11 +148,16 @@ export async function main(): Promise<void> {
   const again = handCeiling()
 
   let tick = 0
+  /** Each round's µs per call of 16 streams outside the model's run, by side. */
+  const own = new Map<(tick: number) => Promise<void>, number[]>()
   const framesPerSecond = async (step: (tick: number) => Promise<void>) => {
+    const m0 = modelMicros()
     const t0 = process.hrtime.bigint()
     for (let i = 0; i < TICKS_PER_ROUND; i++) await step(tick++)
-    const seconds = Number(process.hrtime.bigint() - t0) / 1e9
-    return (TICKS_PER_ROUND * STREAMS) / seconds
+    const us = Number(process.hrtime.bigint() - t0) / 1e3
+    const calls = (TICKS_PER_ROUND * STREAMS) / PER_CALL
+    own.set(step, [...(own.get(step) ?? []), (us - (modelMicros() - m0)) / calls])
+    return (TICKS_PER_ROUND * STREAMS) / (us / 1e6)
   }
   for (let i = 0; i < WARMUP_TICKS; i++) {
     await aloneTick(i)
@@ -198,6 +206,10 @@ export async function main(): Promise<void> {
   )
   console.log(
     `  StreamingSession.runBatch (each group's frames stacked by the caller, as the ceiling does) / ceiling ${pairedWhole.toFixed(3)} (ratio of medians ${(median(whole) / h).toFixed(3)})`,
+  )
+  const outside = (step: (tick: number) => Promise<void>) => median(own.get(step) ?? []).toFixed(1)
+  console.log(
+    `  µs per call of ${PER_CALL} streams outside the model's run (median): ceiling ${outside(handTick)}, the second ceiling ${outside(again.handTick)}, StreamingSession.run ${outside(batchedTick)}, runBatch ${outside(batchTick)}`,
   )
   streaming.dispose()
   ceiling.dispose()

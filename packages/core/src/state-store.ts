@@ -20,6 +20,7 @@ import {
   allRows,
   attempt,
   buildPerLeaf,
+  checkLeaves,
   checkTensors,
   contextOf,
   disposeQuietly,
@@ -1059,33 +1060,29 @@ class Store<T, In> implements StateStore<T, In> {
   }
 
   /**
-   * The leaves of `next` when every one is a live view `gather` handed out of exactly the rows
-   * `slots` of its own slab: given back, they need no check and no write. Otherwise `undefined`
-   * (checked and written as any tree).
+   * Whether every one of `leaves` (a tree's, in spec order) is a live view `gather` handed out of
+   * exactly the rows `slots` of its own slab: given back, they need no check and no write.
    */
-  #viewsBack(next: StateTree<T | In>, slots: readonly number[]): T[] | undefined {
-    const views = this.#views
-    if (views.length === 0 || !inOrder(slots)) return undefined
-    const leaves = leavesAlong<T>(this.spec.def, next)
-    if (!Array.isArray(leaves)) return undefined
+  #allViews(leaves: readonly T[], slots: readonly number[]): boolean {
+    if (!inOrder(slots)) return false
     const start = slots[0] as number
     for (let i = 0; i < leaves.length; i++) {
       const t = leaves[i] as T
-      const seen = views.find((v) => v.tensor === t)
+      const seen = this.#views.find((v) => v.tensor === t)
       if (
         seen === undefined ||
         seen.slab !== this.#slabs[i] ||
         seen.start !== start ||
         seen.count !== slots.length
       )
-        return undefined
+        return false
       try {
-        if (this.backend.describe(t) === undefined) return undefined
+        if (this.backend.describe(t) === undefined) return false
       } catch {
-        return undefined
+        return false
       }
     }
-    return leaves
+    return true
   }
 
   /** Frees views made by `#probe` that are not handed out. */
@@ -1532,13 +1529,17 @@ class Store<T, In> implements StateStore<T, In> {
   /**
    * The leaves of a tree given to `scatter`, checked (structure, liveness, dtypes, shapes, batch
    * size), and the named dims it would grow (`grow`) when their sizes must match the slabs'.
+   * `flat`: its leaves or where it departs, when already walked.
    */
   #checkedLeaves(
     next: StateTree<T | In>,
+    flat: ReturnType<typeof leavesAlong<T>> | undefined,
     count: number,
     growing: boolean,
   ): E.Either<ScatterError, { leaves: T[]; grow: Map<string, number> | undefined }> {
-    const tensors = checkTensors(this.spec, this.backend, next as StateTree<T>, count)
+    const tensors = Array.isArray(flat)
+      ? checkLeaves(this.spec, this.backend, flat, count)
+      : checkTensors(this.spec, this.backend, next as StateTree<T>, count)
     if (tensors._tag === "Left") return tensors
     const { leaves, infos } = tensors.right
     if (!this.spec.hasNamedDims) return E.right({ leaves, grow: undefined })
@@ -1571,9 +1572,10 @@ class Store<T, In> implements StateStore<T, In> {
     const { entries, slots } = checked.right
     // Views of exactly these rows given back (a step over streams side by side): nothing to
     // check or write, and kept for the next `gather` of the same rows.
-    const back = this.#viewsBack(next, slots)
+    const flat = this.#views.length > 0 ? leavesAlong<T>(this.spec.def, next) : undefined
+    const back = Array.isArray(flat) && this.#allViews(flat, slots) ? flat : undefined
     const given =
-      back === undefined ? this.#checkedLeaves(next, keys.length, growing.right) : undefined
+      back === undefined ? this.#checkedLeaves(next, flat, keys.length, growing.right) : undefined
     if (given?._tag === "Left") return given
     const leaves: readonly T[] = back ?? (given?.right.leaves as T[])
     const grow = given?.right.grow
