@@ -1031,7 +1031,13 @@ class Store<T, In> implements StateStore<T, In> {
     const spare = this.#spare
     if (spare !== undefined) {
       this.#spare = undefined
-      if (spare.slabs === slabs && spare.start === start && spare.count === count)
+      // Still live: a caller that kept a view it gave back may have freed it since.
+      if (
+        spare.slabs === slabs &&
+        spare.start === start &&
+        spare.count === count &&
+        spare.views.every((v) => this.#alive(v))
+      )
         return E.right(spare.views)
       disposeQuietly(this.backend, spare.views)
     }
@@ -1076,13 +1082,18 @@ class Store<T, In> implements StateStore<T, In> {
         seen.count !== slots.length
       )
         return false
-      try {
-        if (this.backend.describe(t) === undefined) return false
-      } catch {
-        return false
-      }
+      if (!this.#alive(t)) return false
     }
     return true
+  }
+
+  /** Whether the backend still describes `t` (not a tensor freed since, nor one it cannot read). */
+  #alive(t: T): boolean {
+    try {
+      return this.backend.describe(t) !== undefined
+    } catch {
+      return false
+    }
   }
 
   /** Frees views made by `#probe` that are not handed out. */

@@ -223,7 +223,7 @@ describe("gather with views", () => {
     expect(backend.liveTensors()).toBe(0)
   })
 
-  it("views given back whole are handed out again for the same rows, and freed when the rows differ, a leaf is replaced, the slabs grow or the store is disposed", () => {
+  it("views given back whole are handed out again for the same rows, and freed when the rows differ, a leaf is replaced, a caller freed one, the slabs grow or the store is disposed", () => {
     const { backend, calls } = viewingHost()
     const freed: unknown[] = []
     const counting: HostBackend = {
@@ -281,6 +281,16 @@ describe("gather with views", () => {
     expect(refused._tag === "Left" && refused.left.path).toBe("h")
     expect(rowsOf(store, ["b"])[0]?.slice(0, 3)).toEqual([4, 4, 4])
     counting.dispose(fresh.c)
+    // A view freed by a caller that kept it after giving it back is not handed out again.
+    const given = gather(["b", "c"])
+    orThrow(store.scatter(["b", "c"], given as never))
+    backend.dispose(given.h)
+    calls.view = 0
+    const remade = gather(["b", "c"])
+    expect(calls.view).toBe(2)
+    expect(remade.h).not.toBe(given.h)
+    expect([...remade.h.data.subarray(0, 3)]).toEqual([4, 4, 4])
+    orThrow(store.scatter(["b", "c"], remade as never))
     // Kept views of slabs that grow are freed with them.
     const kept = gather(["a", "b"])
     orThrow(store.scatter(["a", "b"], kept as never))
