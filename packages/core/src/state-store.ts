@@ -250,9 +250,9 @@ export interface StateStore<T, In = T> extends Disposable {
    * view back to `scatter` for the same keys copies nothing; freeing it frees nothing of the
    * store. When every leaf comes back that way, the store checks nothing and keeps the views:
    * the next `gather` of the same rows hands the same tensor objects out again instead of
-   * making new ones. A session does this for each step. Such a gather of held keys does not count as a use
-   * (the `scatter` does), so a step refused between the two leaves the order of eviction as it
-   * was.
+   * making new ones. A session does this for each step. Such a gather of held keys does not
+   * count as a use (the `scatter` does), so a step refused between the two leaves the order of
+   * eviction as it was.
    */
   gather(keys: readonly StreamKey[], options?: GatherOptions): E.Either<GatherError, StateTree<T>>
   /**
