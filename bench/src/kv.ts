@@ -16,6 +16,8 @@
  * the derived inputs one per runtime, cache kind and context (`STATESAVER_BENCH_KV_CACHE=growing|fixed`,
  * `STATESAVER_BENCH_KV_CONTEXT=64|256|1024`), each in several processes
  * (`STATESAVER_BENCH_KV_PROCESSES`, default 3) whose ratios' median is reported beside them.
+ * Each derived-inputs line also gives both sides' time per step outside the model's run (the
+ * runs are timed): the hand-written loop's, then the session's.
  */
 import { orThrow } from "@statesaver/core"
 import {
@@ -33,7 +35,7 @@ import {
   tinyDecoderConfig,
 } from "../../packages/onnxruntime/test/helpers/decoders.js"
 import { cacheNames, interleave, perRuntime, startOver } from "./decoder-steps.js"
-import { median } from "./harness.js"
+import { median, timedRuns } from "./harness.js"
 
 const CONTEXTS = [64, 256, 1024] as const
 const BATCH = 4
@@ -296,10 +298,11 @@ async function derivedOverhead(ort: Runtime, models: Models): Promise<void> {
               }
             : startOver(ort, s),
       }
-      const { us, ratio } = await interleave([hand, ours, again], STEPS, ROUNDS)
+      const { us, ratio, own } = await interleave([hand, ours, again], STEPS, ROUNDS)
       const [h, o] = us.map((u) => u.toFixed(0).padStart(5))
+      const [oh, oo] = own.map((u) => u.toFixed(1))
       line.push(
-        `${cache.kind} ${h} / ${o} µs, ratio ${(ratio[1] as number).toFixed(3)} (A/A ${(ratio[2] as number).toFixed(3)})`,
+        `${cache.kind} ${h} / ${o} µs, ratio ${(ratio[1] as number).toFixed(3)} (A/A ${(ratio[2] as number).toFixed(3)}); outside the model's run ${oh} / ${oo} µs`,
       )
       s.dispose()
       hand.rewind()
@@ -312,9 +315,10 @@ async function derivedOverhead(ort: Runtime, models: Models): Promise<void> {
 
 async function bench(label: string, ort: Runtime, provider: string): Promise<void> {
   const options = { executionProviders: [provider], intraOpNumThreads: 1, interOpNumThreads: 1 }
+  // The models' runs are timed: a step's time outside them is its own work.
   const models: Models = {
-    fixed: await ort.InferenceSession.create(fixedCacheDecoder(cfg), options),
-    growing: await ort.InferenceSession.create(growingDecoder(cfg), options),
+    fixed: timedRuns(await ort.InferenceSession.create(fixedCacheDecoder(cfg), options)),
+    growing: timedRuns(await ort.InferenceSession.create(growingDecoder(cfg), options)),
   }
   if (process.env["STATESAVER_BENCH_LABEL"] !== "0") console.log(`${label}`)
   const parts = (process.env["STATESAVER_BENCH_KV"] ?? "bytes,tps,derived").split(",")
