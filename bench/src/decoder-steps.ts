@@ -58,6 +58,7 @@ async function round(side: Side, steps: number): Promise<{ us: number; model: nu
   return { us, model: (modelMicros() - m0) / steps }
 }
 
+/** Steps each side runs before the timed rounds (`STATESAVER_BENCH_WARMUP` overrides it). */
 const WARMUP_STEPS = Number(process.env["STATESAVER_BENCH_WARMUP"] ?? 2000)
 
 /**
