@@ -250,7 +250,8 @@ export interface StateStore<T, In = T> extends Disposable {
    * view back to `scatter` for the same keys copies nothing; freeing it frees nothing of the
    * store. When every leaf comes back that way, the store checks nothing and keeps the views:
    * the next `gather` of the same rows hands the same tensor objects out again instead of
-   * making new ones. A session does this for each step. Such a gather of held keys does not
+   * making new ones (so a view given back is the store's: a caller that kept it must not use
+   * it, since it may still show the store's rows). A session does this for each step. Such a gather of held keys does not
    * count as a use (the `scatter` does), so a step refused between the two leaves the order of
    * eviction as it was.
    */
