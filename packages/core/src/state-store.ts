@@ -615,11 +615,12 @@ class Store<T, In> implements StateStore<T, In> {
     if (
       cache !== undefined &&
       cache.version === this.#version &&
+      Array.isArray(keys) &&
       keys.length === cache.keys.length &&
       (cache.resolved.fresh.length === 0 || !held)
     ) {
       const prior = cache.keys
-      let same = Array.isArray(keys)
+      let same = true
       for (let i = 0; same && i < prior.length; i++) same = keys[i] === prior[i]
       // The same keys as the last call and nothing changed since: the same answer (new keys
       // of a gather that failed were not admitted, and are still new).

@@ -210,6 +210,19 @@ describe("keys that are not an array of strings or finite numbers are a KeyError
     }
   }
 
+  it("bad key lists right after a call the store remembers (the same keys skip the lookups) are a KeyError", async () => {
+    const before = await probe(store, backend)
+    for (const [name, call] of Object.entries(calls)) {
+      for (const [what, keys] of badLists) {
+        // A gather of held keys changes nothing, and its keys are remembered for the next call.
+        disposeTree(backend, orThrow(store.gather(["a", "b"])))
+        const err = leftOf(call(keys))
+        expect(err._tag, `${name}(${what})`).toBe("KeyError")
+      }
+    }
+    await expectUnchanged(store, backend, before)
+  })
+
   it("a duplicate key is a KeyError naming the key and both positions", async () => {
     const before = await probe(store, backend)
     for (const keys of [
