@@ -251,9 +251,9 @@ export interface StateStore<T, In = T> extends Disposable {
    * store. When every leaf comes back that way, the store checks nothing and keeps the views:
    * the next `gather` of the same rows hands the same tensor objects out again instead of
    * making new ones (so a view given back is the store's: a caller that kept it must not use
-   * it, since it may still show the store's rows). A session does this for each step. Such a gather of held keys does not
-   * count as a use (the `scatter` does), so a step refused between the two leaves the order of
-   * eviction as it was.
+   * it, since it may still show the store's rows). A session does this for each step. Such a
+   * gather of held keys does not count as a use (the `scatter` does), so a step refused between
+   * the two leaves the order of eviction as it was.
    */
   gather(keys: readonly StreamKey[], options?: GatherOptions): E.Either<GatherError, StateTree<T>>
   /**
@@ -939,11 +939,6 @@ class Store<T, In> implements StateStore<T, In> {
     return E.right(out)
   }
 
-  /**
-   * Views of `count` rows of each slab from slot `start` where the backend shares them, copies
-   * of `rows` elsewhere; each view is recorded, so that `scatter` knows it.
-   */
-
   /** Host copies of the given slots' rows (init where null), one per leaf. */
   async #readRows(rows: readonly (number | null)[]): Promise<E.Either<BackendError, HostTensor[]>> {
     const copied = this.#copyRows(rows)
@@ -1595,7 +1590,8 @@ class Store<T, In> implements StateStore<T, In> {
     const now = this.#now()
     if (now._tag === "Left") return now
     // Views of this store's rows: given back to the rows they show, nothing to write; written
-    // elsewhere, copied first (the write could overwrite rows the view still has to give).
+    // elsewhere, copied first (the write could overwrite rows the view still has to give). Views
+    // given back whole (`back`) were found so already.
     let src: readonly (T | In)[] = leaves
     let skip: boolean[] | undefined
     let viewCopies: T[] | undefined

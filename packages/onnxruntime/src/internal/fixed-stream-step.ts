@@ -12,9 +12,8 @@ import { type CachePlan, fixedCacheInputs } from "../kv-cache.js"
 import type { OrtRuntime, OrtTensor } from "../ort-backend.js"
 import { type BlockTarget, writeAtLengths } from "./blocks.js"
 import type * as E from "./either.js"
-import { cacheRuleAlone, type LeanSession } from "./lean-feeds.js"
+import { cacheRuleAlone, feedDerived, type LeanSession, newTokens } from "./lean-feeds.js"
 import type { Lend } from "./scratch.js"
-import { setKey } from "./session-state.js"
 
 /** A step taken by `FixedStreamStep`: its new tokens and the lengths leaf. */
 export interface FixedCall {
@@ -61,18 +60,10 @@ export class FixedStreamStep {
     rows: number,
     made: OrtTensor[],
   ): FixedCall | undefined {
-    const ids = feeds[this.cache.tokens]
+    const tokens = newTokens(this.ort, feeds[this.cache.tokens], rows)
     const lengths = state[this.#lengthLeaf]
-    if (
-      !(ids instanceof this.ort.Tensor) ||
-      ids.location !== "cpu" ||
-      ids.dims.length < 2 ||
-      ids.dims[0] !== rows ||
-      lengths === undefined ||
-      lengths.location !== "cpu"
-    )
+    if (tokens === undefined || lengths === undefined || lengths.location !== "cpu")
       return undefined
-    const tokens = ids.dims[1] as number
     const { input, axis } = this.targets[0] as BlockTarget
     const capacity = (state[input] as OrtTensor).dims[axis] as number
     const held = lengths.data as Int32Array
@@ -85,12 +76,7 @@ export class FixedStreamStep {
       this.lend,
     )
     if (derived instanceof StateError) return undefined
-    for (const name in derived) {
-      const { dtype, data, shape } = derived[name] as (typeof derived)[string]
-      const t = new this.ort.Tensor(dtype, data as Uint8Array, shape)
-      setKey(feeds, name, t)
-      made.push(t)
-    }
+    feedDerived(this.ort, derived, feeds, made)
     return { tokens, lengths }
   }
 

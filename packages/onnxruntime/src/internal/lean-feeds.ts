@@ -107,23 +107,43 @@ export class LeanFeeds {
       count++
     }
     if (count !== fed.size) return undefined
-    const ids = merged[this.tokens] as OrtTensor
-    if (
-      !(ids instanceof ort.Tensor) ||
-      ids.location !== "cpu" ||
-      ids.dims.length < 2 ||
-      ids.dims[0] !== batchSize
-    )
-      return undefined
-    const tokens = ids.dims[1] as number
+    const tokens = newTokens(ort, merged[this.tokens], batchSize)
+    if (tokens === undefined) return undefined
     const derived = derive(tokens)
     if (derived instanceof StateError) return undefined
     for (const [input, i] of this.#pairs) setKey(merged, input, held[i] as OrtTensor)
-    for (const name in derived) {
-      const { dtype, data, shape } = derived[name] as DerivedArray
-      setKey(merged, name, new ort.Tensor(dtype, data as Uint8Array, shape))
-    }
+    feedDerived(ort, derived, merged)
     return { merged, tokens }
+  }
+}
+
+/**
+ * The new tokens per row of a lean step: the size of `ids`'s second dim when it is a CPU tensor
+ * of the runtime (whose constructor checked its data) with `rows` rows; else `undefined`.
+ */
+export function newTokens(ort: OrtRuntime, ids: unknown, rows: number): number | undefined {
+  if (
+    !(ids instanceof ort.Tensor) ||
+    ids.location !== "cpu" ||
+    ids.dims.length < 2 ||
+    ids.dims[0] !== rows
+  )
+    return undefined
+  return ids.dims[1] as number
+}
+
+/** Each derived input as a tensor of the runtime, put into `feeds` (and into `made`, if given). */
+export function feedDerived(
+  ort: OrtRuntime,
+  derived: Readonly<Record<string, DerivedArray>>,
+  feeds: Record<string, OrtTensor>,
+  made?: OrtTensor[],
+): void {
+  for (const name in derived) {
+    const { dtype, data, shape } = derived[name] as DerivedArray
+    const t = new ort.Tensor(dtype, data as Uint8Array, shape)
+    setKey(feeds, name, t)
+    made?.push(t)
   }
 }
 
