@@ -410,6 +410,11 @@ export function growingCacheInputs(
   lend: Lend | undefined,
   kept?: string,
 ): Record<string, DerivedArray> | StructureMismatchError {
+  // Every position valid (no row reset, rewound or padded): one fill, as a loop that keeps every
+  // row at one length writes it. No row is empty then unless there is no past at all.
+  if (mask.indexOf(0) < 0) {
+    return derivedArrays(names, rows, past, s, markNone, () => past, past > 0, lend, allOnes)
+  }
   const runs = runsOfOnes(mask, rows, past)
   const counts = new Array<number>(rows)
   for (let r = 0; r < rows; r++) {
@@ -444,10 +449,24 @@ export function growingCacheInputs(
   )
 }
 
-/** A growing cache's mask after `s` new tokens: each row's `past` entries, then `s` ones. */
-export function grownMask(mask: Uint8Array, rows: number, past: number, s: number): Uint8Array {
+/** `markAll` of a mask whose every position is valid. */
+const allOnes = (mask: BigInt64Array): void => void mask.fill(1n)
+/** `mark` never called (`markAll` writes the mask). */
+const markNone = (): void => {}
+
+/**
+ * A growing cache's mask after `s` new tokens: each row's `past` entries, then `s` ones; written
+ * into `out` (`rows * (past + s)` elements, not `mask`'s memory) when given.
+ */
+export function grownMask(
+  mask: Uint8Array,
+  rows: number,
+  past: number,
+  s: number,
+  out = allocateData("uint8", rows * (past + s)) as Uint8Array,
+): Uint8Array {
   const w = past + s
-  const out = allocateData("uint8", rows * w) as Uint8Array
+  if (mask.indexOf(0) < 0) return out.fill(1)
   for (let r = 0; r < rows; r++) {
     out.set(mask.subarray(r * past, (r + 1) * past), r * w)
     if (s === 1) out[r * w + past] = 1

@@ -199,7 +199,11 @@ export interface StatefulSession<O extends string = string> extends Disposable {
     feeds: Feeds,
     options?: common.InferenceSession.RunOptions,
   ): Promise<E.Either<StatefulRunError, Record<O, OrtTensor>>>
-  /** The current state by input name, borrowed: valid until the next call that changes it. */
+  /**
+   * The current state by input name, borrowed: valid until the next call that changes it, and so
+   * are their arrays (a growing cache's mask is written into the memory of the masks before it).
+   * Copy what you keep, or take a `snapshot`.
+   */
   state(): Readonly<Record<string, OrtTensor>>
   /** Current sizes of the growing dims (a KV cache's past sequence length). */
   dims(): Readonly<Record<string, number>>

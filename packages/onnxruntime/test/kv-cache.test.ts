@@ -381,6 +381,33 @@ describe.each(runtimes)("a fixed cache's lengths on %s", (_, ort) => {
 })
 
 describe.each(runtimes)("a growing cache's mask on %s", (_, ort) => {
+  it("each step's mask takes the memory of the mask two steps back: no new memory per step", async () => {
+    const h = await harness(ort, kinds[1] as Kind, 2)
+    await h.step([tokens(3, 15), tokens(3, 16)])
+    const masks: Uint8Array[] = []
+    const expectMask = (rows: number[][]) =>
+      expect(Array.from(h.s.state()["cache_mask"]?.data as Uint8Array)).toEqual(rows.flat())
+    for (let t = 0; t < 24; t++) {
+      await h.step([tokens(1, 200 + t), tokens(1, 300 + t)])
+      const mask = h.s.state()["cache_mask"]?.data as Uint8Array
+      // Never the memory of the mask it was grown from.
+      if (t > 0) expect(mask.buffer).not.toBe(masks[t - 1]?.buffer)
+      masks.push(mask)
+      expectMask([Array(4 + t).fill(1), Array(4 + t).fill(1)])
+    }
+    // Two arrays in turn, made again only to grow (by half): far fewer than the steps.
+    const made = new Set(masks.map((m) => m.buffer)).size
+    expect(made).toBeLessThanOrEqual(8)
+    // A reset row: its positions masked in the memory shared with the earlier masks, the
+    // other row's kept; both go on equal to the oracle.
+    orThrow(h.s.reset([1]))
+    h.setHistory([h.history()[0] as number[], []])
+    for (let t = 0; t < 3; t++) await h.step([tokens(1, 400 + t), tokens(1, 500 + t)])
+    expectMask([Array(30).fill(1), [...Array(27).fill(0), 1, 1, 1]])
+    expect(h.worst()).toBeLessThan(TOL)
+    h.s.dispose()
+  })
+
   it("a model that outputs only the step's blocks, not the whole cache, is refused after its run: the state unchanged", async () => {
     // A fixed cache's model run as a growing one: present.N.* hold the new positions only, which
     // fit the first step (an empty past) and not the next.

@@ -29,6 +29,12 @@ export function growingStep(session: LeanSession, save: SaveLeaves): GrowingStep
 
 export class GrowingStep {
   readonly #feeds: LeanFeeds
+  /**
+   * The memory the grown masks take in turn: the next mask goes into the one the held mask is not
+   * in, so a step allocates nothing once they are large enough. The mask two steps back, the
+   * last to use it, was freed when the step after it was saved.
+   */
+  readonly #masks: [ArrayBuffer | undefined, ArrayBuffer | undefined] = [undefined, undefined]
 
   constructor(
     readonly session: LeanSession,
@@ -58,11 +64,26 @@ export class GrowingStep {
     if (prepared === undefined) return undefined
     // The mask after the step, made while its rows are at hand (it is saved only if the run is).
     const { merged, tokens } = prepared
-    const grown = new ort.Tensor("uint8", grownMask(data, batchSize, past, tokens), [
+    const length = batchSize * (past + tokens)
+    const into = this.#maskMemory(data, length)
+    const grown = new ort.Tensor("uint8", grownMask(data, batchSize, past, tokens, into), [
       batchSize,
       past + tokens,
     ])
     return { merged, tokens, grown }
+  }
+
+  /** `length` bytes for the next mask, in memory the held mask (`held`) does not use. */
+  #maskMemory(held: Uint8Array, length: number): Uint8Array {
+    const masks = this.#masks
+    const i = masks[0] === held.buffer ? 1 : 0
+    let memory = masks[i]
+    if (memory === undefined || memory.byteLength < length) {
+      // Room for the steps to come: the mask grows by a position per row at every step.
+      memory = new ArrayBuffer(length + (length >> 1))
+      masks[i] = memory
+    }
+    return new Uint8Array(memory, 0, length)
   }
 
   /**
