@@ -170,9 +170,7 @@ const maxDiff = (a: Float32Array, b: Float32Array): number =>
     : a.reduce((m, x, i) => Math.max(m, Math.abs(x - (b[i] as number))), 0)
 
 /** 16 conversations: one StreamingSession run per step, 16 StatefulSessions, the hand ceiling. */
-async function continuousBatching(ort: Runtime, model: Session): Promise<void> {
-  // Every side's model runs are timed: a step's time outside them is its own work.
-  const fixed = timedRuns(model)
+async function continuousBatching(ort: Runtime, fixed: Session): Promise<void> {
   const cache: KvCacheOptions = { kind: "fixed", capacity: CAPACITY }
   const keys = START.map((_, i) => `chat-${i}`)
   // One by one: a StatefulSession of batch 1 per conversation, prefilled with its prompt.
@@ -526,9 +524,10 @@ async function beamStep(ort: Runtime, models: Record<"fixed" | "growing", Sessio
 
 async function bench(label: string, ort: Runtime, provider: string): Promise<void> {
   const options = { executionProviders: [provider], intraOpNumThreads: 1, interOpNumThreads: 1 }
+  // The models' runs are timed: a step's time outside them is its own work.
   const models = {
-    fixed: await ort.InferenceSession.create(fixedCacheDecoder(cfg), options),
-    growing: await ort.InferenceSession.create(growingDecoder(cfg), options),
+    fixed: timedRuns(await ort.InferenceSession.create(fixedCacheDecoder(cfg), options)),
+    growing: timedRuns(await ort.InferenceSession.create(growingDecoder(cfg), options)),
   }
   console.log(label)
   const parts = (process.env["STATESAVER_BENCH_DECODERS"] ?? "batching,beam").split(",")

@@ -156,7 +156,9 @@ export async function main(): Promise<void> {
     for (let i = 0; i < TICKS_PER_ROUND; i++) await step(tick++)
     const us = Number(process.hrtime.bigint() - t0) / 1e3
     const calls = (TICKS_PER_ROUND * STREAMS) / PER_CALL
-    own.set(step, [...(own.get(step) ?? []), (us - (modelMicros() - m0)) / calls])
+    let rounds = own.get(step)
+    if (rounds === undefined) own.set(step, (rounds = []))
+    rounds.push((us - (modelMicros() - m0)) / calls)
     return (TICKS_PER_ROUND * STREAMS) / (us / 1e6)
   }
   for (let i = 0; i < WARMUP_TICKS; i++) {
