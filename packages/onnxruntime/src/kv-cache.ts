@@ -409,10 +409,11 @@ export function growingCacheInputs(
   s: number,
   lend: Lend | undefined,
   kept?: string,
+  allValid = mask.indexOf(0) < 0,
 ): Record<string, DerivedArray> | StructureMismatchError {
   // Every position valid (no row reset, rewound or padded): one fill, as a loop that keeps every
   // row at one length writes it. No row is empty then unless there is no past at all.
-  if (mask.indexOf(0) < 0) {
+  if (allValid) {
     return derivedArrays(names, rows, past, s, markNone, () => past, past > 0, lend, allOnes)
   }
   const runs = runsOfOnes(mask, rows, past)
@@ -449,6 +450,72 @@ export function growingCacheInputs(
   )
 }
 
+/**
+ * The `attention_mask` and `position_ids` a growing cache derives when every position of every
+ * row is valid (all rows at one length, none reset, rewound or padded), written into memory kept
+ * from call to call: a mask of ones only grows, so each call sets only the elements past those
+ * an earlier call set (one per row and new token); the positions are a value per row and token.
+ * Only this object writes its memory, and the runtime is done with it once a run is over.
+ * `undefined` when the model takes other derived inputs (the rule's own code writes those).
+ */
+export function allValidInputs(names: readonly string[]): AllValidInputs | undefined {
+  return names.every((n) => n === MASK || n === POSITIONS)
+    ? new AllValidInputs(names.includes(MASK), names.includes(POSITIONS))
+    : undefined
+}
+
+export class AllValidInputs {
+  #mask = new BigInt64Array(0)
+  /** The leading elements of `#mask` that hold 1 (all the others hold 0). */
+  #ones = 0
+  #positions = new BigInt64Array(0)
+  /** `#positions` as 32-bit words, whose high words stay 0 (`fillInt64`). */
+  #words = new Int32Array(0)
+
+  constructor(
+    readonly mask: boolean,
+    readonly positions: boolean,
+  ) {}
+
+  /** The inputs for `s` new tokens of `rows` rows at `past` positions each. */
+  inputs(rows: number, past: number, s: number): Record<string, DerivedArray> {
+    const out: Record<string, DerivedArray> = {}
+    if (this.mask) {
+      const w = past + s
+      const n = rows * w
+      let mask = this.#mask
+      if (mask.length < n) {
+        // Room for the steps to come: the mask grows by a position per row at every step.
+        mask = this.#mask = new BigInt64Array(n + (n >> 1))
+        this.#ones = 0
+      }
+      if (this.#ones < n) {
+        mask.fill(1n, this.#ones, n)
+        this.#ones = n
+      }
+      out[MASK] = {
+        dtype: "int64",
+        shape: [rows, w],
+        data: new BigInt64Array(mask.buffer, 0, n),
+      }
+    }
+    if (this.positions) {
+      const n = rows * s
+      let positions = this.#positions
+      if (positions.length !== n) {
+        positions = this.#positions = new BigInt64Array(n)
+        this.#words = new Int32Array(positions.buffer)
+      }
+      if (LITTLE_ENDIAN) {
+        const words = this.#words
+        for (let i = 0; i < n; i++) words[2 * i] = past + (i % s)
+      } else for (let i = 0; i < n; i++) positions[i] = BigInt(past + (i % s))
+      out[POSITIONS] = { dtype: "int64", shape: [rows, s], data: positions }
+    }
+    return out
+  }
+}
+
 /** `markAll` of a mask whose every position is valid. */
 const allOnes = (mask: BigInt64Array): void => void mask.fill(1n)
 /** `mark` never called (`markAll` writes the mask). */
@@ -456,7 +523,8 @@ const markNone = (): void => {}
 
 /**
  * A growing cache's mask after `s` new tokens: each row's `past` entries, then `s` ones; written
- * into `out` (`rows * (past + s)` elements, not `mask`'s memory) when given.
+ * into `out` (`rows * (past + s)` elements, not `mask`'s memory) when given. `allValid`: `mask`
+ * holds no 0 (found by the caller's own scan, when it made one).
  */
 export function grownMask(
   mask: Uint8Array,
@@ -464,9 +532,10 @@ export function grownMask(
   past: number,
   s: number,
   out = allocateData("uint8", rows * (past + s)) as Uint8Array,
+  allValid = mask.indexOf(0) < 0,
 ): Uint8Array {
   const w = past + s
-  if (mask.indexOf(0) < 0) return out.fill(1)
+  if (allValid) return out.fill(1)
   for (let r = 0; r < rows; r++) {
     out.set(mask.subarray(r * past, (r + 1) * past), r * w)
     if (s === 1) out[r * w + past] = 1

@@ -408,6 +408,72 @@ describe.each(runtimes)("a growing cache's mask on %s", (_, ort) => {
     h.s.dispose()
   })
 
+  it("while every position is valid, the mask and positions fed are written into memory kept from step to step", async () => {
+    const model = await ort.InferenceSession.create(growingDecoder(cfg))
+    // What each run is fed: the derived inputs' values and the memory they are in.
+    const fed: {
+      mask: bigint[]
+      dims: readonly number[]
+      at: number[]
+      memory: ArrayBufferLike
+    }[] = []
+    const run = model.run.bind(model) as (f: Record<string, common.Tensor>) => Promise<unknown>
+    const watched = Object.assign(Object.create(model) as typeof model, {
+      run: (feeds: Record<string, common.Tensor>) => {
+        const mask = feeds["attention_mask"] as common.Tensor
+        fed.push({
+          mask: Array.from(mask.data as BigInt64Array),
+          dims: mask.dims,
+          at: Array.from(feeds["position_ids"]?.data as BigInt64Array, Number),
+          memory: (mask.data as BigInt64Array).buffer,
+        })
+        return run(feeds)
+      },
+    })
+    const backend = ortBackend({ ort }) as OrtBackend
+    const s = orThrow(
+      createStatefulSession({
+        session: watched,
+        backend,
+        batchSize: 2,
+        cache: { kind: "growing" },
+        outputs: ["logits"],
+      }),
+    )
+    const step = async (n: number, seed: number) => {
+      const ids = new ort.Tensor("int64", BigInt64Array.from(tokens(2 * n, seed), BigInt), [2, n])
+      orThrow(await s.run({ input_ids: ids })).logits.dispose()
+    }
+    const ones = (rows: number, w: number) => Array<bigint>(rows * w).fill(1n)
+    await step(3, 1)
+    const start = orThrow(await s.snapshot())
+    for (let t = 0; t < 20; t++) await step(t % 5 === 4 ? 2 : 1, 10 + t)
+    let past = 0
+    for (const [i, f] of fed.entries()) {
+      const n = (f.dims[1] as number) - past
+      expect(f.mask).toEqual(ones(2, past + n))
+      expect(f.at).toEqual([0, 1].flatMap(() => Array.from({ length: n }, (_, j) => past + j)))
+      past += n
+      // Made again only to grow: the memory of the step before, most steps.
+      if (i > 0 && f.memory !== fed[i - 1]?.memory)
+        expect(f.mask.length).toBeGreaterThan(fed[i - 1]?.mask.length as number)
+    }
+    expect(new Set(fed.map((f) => f.memory)).size).toBeLessThanOrEqual(6)
+    // A reset row: its positions fed masked (0), then the whole mask again once every position
+    // is valid (a snapshot from before).
+    orThrow(s.reset([0]))
+    await step(1, 90)
+    const held = past
+    expect(fed.at(-1)?.mask).toEqual([...Array<bigint>(held).fill(0n), 1n, ...ones(1, held + 1)])
+    expect(fed.at(-1)?.at).toEqual([0, held])
+    orThrow(s.restore(start))
+    await step(1, 91)
+    expect(fed.at(-1)?.mask).toEqual(ones(2, 4))
+    expect(fed.at(-1)?.at).toEqual([3, 3])
+    s.dispose()
+    expect(backend.liveTensors()).toBe(0)
+  })
+
   it("a model that outputs only the step's blocks, not the whole cache, is refused after its run: the state unchanged", async () => {
     // A fixed cache's model run as a growing one: present.N.* hold the new positions only, which
     // fit the first step (an empty past) and not the next.

@@ -1,10 +1,16 @@
 // A StatefulSession's step when a growing cache's rule is its only one: the feeds built with
 // checks that accept only a call as expected (`LeanFeeds.prepare`), the derived inputs written
-// from the cache's mask, and the model's whole new cache adopted with the mask one position
-// longer. What the model gives back is checked as on the general path (the saver's
-// `saveLeaves`).
+// from the cache's mask (into the step's own memory while every position is valid), and the
+// model's whole new cache adopted with the mask one position longer. What the model gives back
+// is checked as on the general path (the saver's `saveLeaves`).
 import type { SaveError } from "@statesaver/core"
-import { type CachePlan, growingCacheInputs, grownMask } from "../kv-cache.js"
+import {
+  type AllValidInputs,
+  type CachePlan,
+  allValidInputs,
+  growingCacheInputs,
+  grownMask,
+} from "../kv-cache.js"
 import type { OrtTensor } from "../ort-backend.js"
 import * as E from "./either.js"
 import {
@@ -35,6 +41,10 @@ export class GrowingStep {
    * last to use it, was freed when the step after it was saved.
    */
   readonly #masks: [ArrayBuffer | undefined, ArrayBuffer | undefined] = [undefined, undefined]
+  /** The derived inputs while every position is valid, when the model takes no others. */
+  readonly #allValid: AllValidInputs | undefined
+  /** The output each held leaf takes after a run, in the leaves' order (none for the mask). */
+  readonly #outputOf: readonly (string | undefined)[]
 
   constructor(
     readonly session: LeanSession,
@@ -44,6 +54,10 @@ export class GrowingStep {
     readonly save: SaveLeaves,
   ) {
     this.#feeds = new LeanFeeds(session, cache)
+    this.#allValid = allValidInputs(this.#feeds.names)
+    this.#outputOf = session.byLeaf.map((leaf, i) =>
+      i === mask ? undefined : (leaf as Exclude<typeof leaf, string>).output,
+    )
   }
 
   /** The feeds for a call as expected (`LeanFeeds.prepare`); `undefined` for any other call. */
@@ -58,15 +72,20 @@ export class GrowingStep {
     const data = mask.data as Uint8Array
     const past = mask.dims[1] as number
     const names = this.#feeds.names
+    // One scan for both the derived inputs and the grown mask.
+    const valid = data.indexOf(0) < 0
+    const direct = valid ? this.#allValid : undefined
     const prepared = this.#feeds.prepare(feeds, options, held, batchSize, (tokens) =>
-      growingCacheInputs(names, data, batchSize, past, tokens, lend),
+      direct !== undefined
+        ? direct.inputs(batchSize, past, tokens)
+        : growingCacheInputs(names, data, batchSize, past, tokens, lend, undefined, valid),
     )
     if (prepared === undefined) return undefined
     // The mask after the step, made while its rows are at hand (it is saved only if the run is).
     const { merged, tokens } = prepared
     const length = batchSize * (past + tokens)
     const into = this.#maskMemory(data, length)
-    const grown = new ort.Tensor("uint8", grownMask(data, batchSize, past, tokens, into), [
+    const grown = new ort.Tensor("uint8", grownMask(data, batchSize, past, tokens, into, valid), [
       batchSize,
       past + tokens,
     ])
@@ -96,11 +115,12 @@ export class GrowingStep {
     prepared: Prepared,
     outputs: Record<string, OrtTensor>,
   ): E.Either<SaveError, Record<string, OrtTensor>> {
-    const next = this.session.byLeaf.map((leaf, i) =>
-      i === this.mask
-        ? (prepared.grown as OrtTensor)
-        : (outputs[(leaf as Exclude<typeof leaf, string>).output] as OrtTensor),
-    )
+    const outputOf = this.#outputOf
+    const next: OrtTensor[] = []
+    for (let i = 0; i < outputOf.length; i++) {
+      const name = outputOf[i]
+      next.push(name === undefined ? (prepared.grown as OrtTensor) : (outputs[name] as OrtTensor))
+    }
     const saved = this.save(next)
     if (saved._tag === "Left") {
       for (const name in outputs) (outputs[name] as OrtTensor).dispose()
