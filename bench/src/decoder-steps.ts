@@ -3,13 +3,14 @@
  * steps with medians of per-round ratios, and a run per ONNX Runtime in a child process each.
  */
 import { spawnSync } from "node:child_process"
+import { type PerformanceEntry, PerformanceObserver, performance } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
 import * as ortNode from "onnxruntime-node"
 import * as ortWeb from "onnxruntime-web"
 import { orThrow } from "@statesaver/core"
 import type { StatefulSession } from "@statesaver/onnxruntime"
 import type { Runtime } from "../../packages/onnxruntime/test/helpers/harness.js"
-import { median, modelMicros } from "./harness.js"
+import { balancedOrder, median, modelMicros } from "./harness.js"
 
 /** `past_key_values.N.key/value` of `layers` layers, and the `present.N.*` outputs they pair with. */
 export function cacheNames(layers: number): { past: string[]; present: string[] } {
@@ -48,48 +49,138 @@ export interface Side {
   readonly rewind: () => void
 }
 
-/** Microseconds per step of `steps` steps, after an untimed `rewind`, and those in the model. */
-async function round(side: Side, steps: number): Promise<{ us: number; model: number }> {
+/** Nanoseconds of `steps` steps after an untimed `rewind`, those in the model, and when it ran. */
+async function run(
+  side: Side,
+  steps: number,
+): Promise<{ ns: number; model: number; from: number; to: number; sys: number; faults: number }> {
   side.rewind()
   const m0 = modelMicros()
+  const from = performance.now()
+  const u0 = process.resourceUsage()
   const t0 = process.hrtime.bigint()
   for (let t = 0; t < steps; t++) await side.step(t)
-  const us = Number(process.hrtime.bigint() - t0) / steps / 1000
-  return { us, model: (modelMicros() - m0) / steps }
+  const ns = Number(process.hrtime.bigint() - t0)
+  const u1 = process.resourceUsage()
+  return {
+    ns,
+    model: (modelMicros() - m0) * 1000,
+    from,
+    to: performance.now(),
+    sys: u1.systemCPUTime - u0.systemCPUTime,
+    faults: u1.minorPageFault - u0.minorPageFault,
+  }
 }
+
+/**
+ * Runs of `steps` steps per side in a round where one run is too short a sample
+ * (`STATESAVER_BENCH_REPEATS` overrides it). A growing cache's model hands back its whole new
+ * cache at every step, and on onnxruntime-node that brings a collection of a few ms every 30–40
+ * MB: with one run per side in a round, whether a run holds one moves the round's ratio by up to
+ * 20%. With eight, each side's share of them is what its own garbage makes.
+ */
+export const REPEATS = Number(process.env["STATESAVER_BENCH_REPEATS"] ?? 8)
 
 /** Steps each side runs before the timed rounds (`STATESAVER_BENCH_WARMUP` overrides it). */
 const WARMUP_STEPS = Number(process.env["STATESAVER_BENCH_WARMUP"] ?? 2000)
 
 /**
- * Each side's median µs/step and its median ratio to side 0 over `rounds` rounds in which every
- * side runs once (the order rotates): a per-round ratio cancels the machine's load drifting
- * between rounds. `own`: each side's median µs per step outside the model's run (the whole step
- * unless its session is `timedRuns`), the part of a step a library can change.
+ * Each side's median µs/step and its median ratio to side 0 over `rounds` rounds; in a round,
+ * every side runs `repeats` times, in the `balancedOrder` (which side starts rotates from round
+ * to round): a per-round ratio cancels the machine's load drifting between rounds. `own`: each side's median µs per step
+ * outside the model's run (the whole step unless its session is `timedRuns`), the part of a step
+ * a library can change. `gc`: what the collector and the kernel spent in each side's timed runs,
+ * from `PerformanceObserver` and `process.resourceUsage()`: a side that made more garbage or
+ * touched more new memory would show it here.
  */
 export async function interleave(
   sides: readonly Side[],
   steps: number,
   rounds: number,
-): Promise<{ us: number[]; ratio: number[]; own: number[] }> {
+  repeats = 1,
+): Promise<{
+  us: number[]
+  ratio: number[]
+  own: number[]
+  /**
+   * Per side: µs of collections per step, major and minor collections per run of `steps` steps,
+   * µs of system CPU time and minor page faults per step.
+   */
+  gc: { us: number; major: number; minor: number; sys: number; faults: number }[]
+}> {
   // V8 optimizes a session's code only after a few thousand steps: each side warms up past that
   // first, so that the rounds compare steady states.
   const warmup = Math.ceil(WARMUP_STEPS / steps)
-  for (const side of sides) for (let w = 0; w < warmup; w++) await round(side, steps)
+  for (const side of sides) for (let w = 0; w < warmup; w++) await run(side, steps)
   const times = sides.map(() => [] as number[])
   const own = sides.map(() => [] as number[])
-  for (let r = 0; r < rounds; r++)
-    for (let k = 0; k < sides.length; k++) {
-      const i = (r + k) % sides.length
-      const { us, model } = await round(sides[i] as Side, steps)
-      ;(times[i] as number[]).push(us)
-      ;(own[i] as number[]).push(us - model)
+  const collections = new GcLog()
+  const kernel = sides.map(() => [0, 0])
+  const n = sides.length
+  const order = balancedOrder(n, repeats)
+  for (let r = 0; r < rounds; r++) {
+    const ns = sides.map(() => 0)
+    const model = sides.map(() => 0)
+    for (const k of order) {
+      const i = (k + r) % n
+      const out = await run(sides[i] as Side, steps)
+      ns[i] = (ns[i] as number) + out.ns
+      model[i] = (model[i] as number) + out.model
+      collections.window(i, out.from, out.to)
+      const kern = kernel[i] as number[]
+      kern[0] = (kern[0] as number) + out.sys
+      kern[1] = (kern[1] as number) + out.faults
     }
+    const per = steps * repeats * 1000
+    sides.forEach((_, i) => {
+      ;(times[i] as number[]).push((ns[i] as number) / per)
+      ;(own[i] as number[]).push(((ns[i] as number) - (model[i] as number)) / per)
+    })
+  }
   const base = times[0] as number[]
+  const runs = rounds * repeats
   return {
     us: times.map(median),
     ratio: times.map((t) => median(t.map((x, r) => x / (base[r] as number)))),
     own: own.map(median),
+    gc: (await collections.done(sides.length)).map((g, i) => ({
+      sys: ((kernel[i] as number[])[0] as number) / (runs * steps),
+      faults: ((kernel[i] as number[])[1] as number) / (runs * steps),
+      us: (g.ms * 1000) / (runs * steps),
+      major: g.major / runs,
+      minor: g.minor / runs,
+    })),
+  }
+}
+
+/** Garbage collections per side: their time and count, from the timed rounds' windows. */
+class GcLog {
+  readonly #entries: PerformanceEntry[] = []
+  readonly #windows: { side: number; from: number; to: number }[] = []
+  readonly #observer = new PerformanceObserver((list) => this.#entries.push(...list.getEntries()))
+  constructor() {
+    this.#observer.observe({ entryTypes: ["gc"] })
+  }
+  window(side: number, from: number, to: number): void {
+    this.#windows.push({ side, from, to })
+  }
+  /** Per side: ms of collections, and how many were major (mark-compact) and minor (scavenges). */
+  async done(sides: number): Promise<{ ms: number; major: number; minor: number }[]> {
+    // Entries arrive after the event loop turns.
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    this.#observer.disconnect()
+    const out = Array.from({ length: sides }, () => ({ ms: 0, major: 0, minor: 0 }))
+    for (const e of this.#entries) {
+      const w = this.#windows.find((w) => e.startTime >= w.from && e.startTime < w.to)
+      if (w === undefined) continue
+      const o = out[w.side] as { ms: number; major: number; minor: number }
+      o.ms += e.duration
+      const kind = (e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind
+      if (kind === 1) o.minor++
+      // Mark-compact work: whole (2) or incremental marking (4).
+      else if (kind === 2 || kind === 4) o.major++
+    }
+    return out
   }
 }
 

@@ -8,6 +8,23 @@ export function median(xs: readonly number[]): number {
 }
 
 /**
+ * The order of a round's runs of `n` sides, `repeats` runs each, such that every side follows
+ * every other side equally often: the run before leaves garbage (and caches) that the next one
+ * meets, so a side that always followed the same one would carry that side's cost. For a prime
+ * `n` (2 and 3 here) the blocks `0, d, 2d, ... (mod n)` for `d = 1 ... n - 1` visit each ordered
+ * pair once (round after round, the last run is followed by the first); `repeats` must be a
+ * multiple of `n - 1`. Otherwise the sides take turns in order.
+ */
+export function balancedOrder(n: number, repeats: number): number[] {
+  const prime = n >= 2 && Array.from({ length: n - 2 }, (_, i) => i + 2).every((d) => n % d !== 0)
+  if (!prime || repeats % (n - 1) !== 0) return Array.from({ length: n * repeats }, (_, k) => k % n)
+  const cycle = Array.from({ length: n - 1 }, (_, d) =>
+    Array.from({ length: n }, (_, i) => (i * (d + 1)) % n),
+  ).flat()
+  return Array.from({ length: repeats / (n - 1) }, () => cycle).flat()
+}
+
+/**
  * Nanoseconds spent in the `run` of sessions given to `timedRuns` so far: what a step spends
  * outside them is its own work.
  */

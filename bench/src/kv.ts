@@ -17,7 +17,10 @@
  * `STATESAVER_BENCH_KV_CONTEXT=64|256|1024`), each in several processes
  * (`STATESAVER_BENCH_KV_PROCESSES`, default 3) whose ratios' median is reported beside them.
  * Each derived-inputs line also gives both sides' time per step outside the model's run (the
- * runs are timed): the hand-written loop's, then the session's.
+ * runs are timed): the hand-written loop's, then the session's. A round of the derived inputs
+ * runs each side `STATESAVER_BENCH_REPEATS` times (default 8; see `REPEATS`); with
+ * `STATESAVER_BENCH_GC=1` each comparison also prints what the collector and the kernel spent in
+ * each side's runs (collections, system CPU time, page faults).
  */
 import { orThrow } from "@statesaver/core"
 import {
@@ -34,7 +37,7 @@ import {
   growingDecoder,
   tinyDecoderConfig,
 } from "../../packages/onnxruntime/test/helpers/decoders.js"
-import { cacheNames, interleave, perRuntime, startOver } from "./decoder-steps.js"
+import { REPEATS, cacheNames, interleave, perRuntime, startOver } from "./decoder-steps.js"
 import { median, timedRuns } from "./harness.js"
 
 const CONTEXTS = [64, 256, 1024] as const
@@ -298,7 +301,13 @@ async function derivedOverhead(ort: Runtime, models: Models): Promise<void> {
               }
             : startOver(ort, s),
       }
-      const { us, ratio, own } = await interleave([hand, ours, again], STEPS, ROUNDS)
+      const { us, ratio, own, gc } = await interleave([hand, ours, again], STEPS, ROUNDS, REPEATS)
+      if (process.env["STATESAVER_BENCH_GC"] === "1") {
+        const per = (f: (g: (typeof gc)[number]) => string) => gc.map(f).join(" / ")
+        console.log(
+          `      hand / session / second hand, per step: collections ${per((g) => g.us.toFixed(1))} µs (${per((g) => g.major.toFixed(2))} major, ${per((g) => g.minor.toFixed(2))} minor per ${STEPS} steps); system CPU ${per((g) => g.sys.toFixed(1))} µs; ${per((g) => g.faults.toFixed(1))} page faults`,
+        )
+      }
       const [h, o] = us.map((u) => u.toFixed(0).padStart(5))
       const [oh, oo] = own.map((u) => u.toFixed(1))
       line.push(
