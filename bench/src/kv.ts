@@ -305,7 +305,7 @@ async function derivedOverhead(ort: Runtime, models: Models): Promise<void> {
       if (process.env["STATESAVER_BENCH_GC"] === "1") {
         const per = (f: (g: (typeof gc)[number]) => string) => gc.map(f).join(" / ")
         console.log(
-          `      hand / session / second hand, per step: collections ${per((g) => g.us.toFixed(1))} µs (${per((g) => g.major.toFixed(2))} major, ${per((g) => g.minor.toFixed(2))} minor per ${STEPS} steps); system CPU ${per((g) => g.sys.toFixed(1))} µs; ${per((g) => g.faults.toFixed(1))} page faults`,
+          `${SPENT} collections ${per((g) => g.us.toFixed(1))} µs (${per((g) => g.major.toFixed(2))} major, ${per((g) => g.minor.toFixed(2))} minor per ${STEPS} steps); system CPU ${per((g) => g.sys.toFixed(1))} µs; ${per((g) => g.faults.toFixed(1))} page faults`,
         )
       }
       const [h, o] = us.map((u) => u.toFixed(0).padStart(5))
@@ -374,6 +374,9 @@ export async function main(): Promise<void> {
   )
 }
 
+/** The start of the line `STATESAVER_BENCH_GC=1` prints before a comparison's. */
+const SPENT = "      hand / session / second hand, per step:"
+
 /** A derived-inputs comparison's line: context, cache kind, ratio and A/A. */
 const COMPARISON = /context\s+(\d+): (\w+)\s+\d+ \/\s+\d+ µs, ratio ([\d.]+) \(A\/A ([\d.]+)\)/
 
@@ -383,7 +386,9 @@ const COMPARISON = /context\s+(\d+): (\w+)\s+\d+ \/\s+\d+ µs, ratio ([\d.]+) \(
  */
 function combineProcesses(outputs: readonly string[]): string {
   const lines = outputs.flatMap((out, i) =>
-    out.split("\n").filter((l) => l !== "" && (i === 0 || COMPARISON.test(l))),
+    out
+      .split("\n")
+      .filter((l) => l !== "" && (i === 0 || COMPARISON.test(l) || l.startsWith(SPENT))),
   )
   const found = lines.flatMap((l) => {
     const m = COMPARISON.exec(l)
