@@ -87,11 +87,11 @@ const WARMUP_STEPS = Number(process.env["STATESAVER_BENCH_WARMUP"] ?? 2000)
 /**
  * Each side's median µs/step and its median ratio to side 0 over `rounds` rounds; in a round,
  * every side runs `repeats` times, in the `balancedOrder` (which side starts rotates from round
- * to round): a per-round ratio cancels the machine's load drifting between rounds. `own`: each side's median µs per step
- * outside the model's run (the whole step unless its session is `timedRuns`), the part of a step
- * a library can change. `gc`: what the collector and the kernel spent in each side's timed runs,
- * from `PerformanceObserver` and `process.resourceUsage()`: a side that made more garbage or
- * touched more new memory would show it here.
+ * to round): a per-round ratio cancels the machine's load drifting between rounds. `own`: each
+ * side's median µs per step outside the model's run (the whole step unless its session is
+ * `timedRuns`), the part of a step a library can change. `gc`: what the collector and the kernel
+ * spent in each side's timed runs, from `PerformanceObserver` and `process.resourceUsage()`: a
+ * side that made more garbage or touched more new memory would show it here.
  */
 export async function interleave(
   sides: readonly Side[],
