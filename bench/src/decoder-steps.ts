@@ -80,6 +80,9 @@ async function run(
  * 20%. With eight, each side's share of them is what its own garbage makes.
  */
 export const REPEATS = Number(process.env["STATESAVER_BENCH_REPEATS"] ?? 8)
+// Even: the derived inputs' three sides follow one another equally only over pairs of runs.
+if (!Number.isSafeInteger(REPEATS) || REPEATS < 2 || REPEATS % 2 !== 0)
+  throw new Error(`STATESAVER_BENCH_REPEATS must be a positive even integer, got ${REPEATS}`)
 
 /** Steps each side runs before the timed rounds (`STATESAVER_BENCH_WARMUP` overrides it). */
 const WARMUP_STEPS = Number(process.env["STATESAVER_BENCH_WARMUP"] ?? 2000)
@@ -89,7 +92,7 @@ const WARMUP_STEPS = Number(process.env["STATESAVER_BENCH_WARMUP"] ?? 2000)
  * every side runs `repeats` times, in the `balancedOrder` (which side starts rotates from round
  * to round): a per-round ratio cancels the machine's load drifting between rounds. `own`: each
  * side's median µs per step outside the model's run (the whole step unless its session is
- * `timedRuns`), the part of a step a library can change. `gc`: what the collector and the kernel
+ * `timedRuns`), the part of a step a library can change. `spent`: what the collector and the kernel
  * spent in each side's timed runs, from `PerformanceObserver` and `process.resourceUsage()`: a
  * side that made more garbage or touched more new memory would show it here.
  */
@@ -106,7 +109,7 @@ export async function interleave(
    * Per side: µs of collections per step, major and minor collections per run of `steps` steps,
    * µs of system CPU time and minor page faults per step.
    */
-  gc: { us: number; major: number; minor: number; sys: number; faults: number }[]
+  spent: { us: number; major: number; minor: number; sys: number; faults: number }[]
 }> {
   // V8 optimizes a session's code only after a few thousand steps: each side warms up past that
   // first, so that the rounds compare steady states.
@@ -115,26 +118,26 @@ export async function interleave(
   const times = sides.map(() => [] as number[])
   const own = sides.map(() => [] as number[])
   const collections = new GcLog()
-  const kernel = sides.map(() => [0, 0])
+  const kernel = sides.map(() => ({ sys: 0, faults: 0 }))
   const n = sides.length
   const order = balancedOrder(n, repeats)
   for (let r = 0; r < rounds; r++) {
-    const ns = sides.map(() => 0)
-    const model = sides.map(() => 0)
+    const round = sides.map(() => ({ ns: 0, model: 0 }))
     for (const k of order) {
       const i = (k + r) % n
       const out = await run(sides[i] as Side, steps)
-      ns[i] = (ns[i] as number) + out.ns
-      model[i] = (model[i] as number) + out.model
+      const sum = round[i] as { ns: number; model: number }
+      sum.ns += out.ns
+      sum.model += out.model
       collections.window(i, out.from, out.to)
-      const kern = kernel[i] as number[]
-      kern[0] = (kern[0] as number) + out.sys
-      kern[1] = (kern[1] as number) + out.faults
+      const spent = kernel[i] as { sys: number; faults: number }
+      spent.sys += out.sys
+      spent.faults += out.faults
     }
     const per = steps * repeats * 1000
-    sides.forEach((_, i) => {
-      ;(times[i] as number[]).push((ns[i] as number) / per)
-      ;(own[i] as number[]).push(((ns[i] as number) - (model[i] as number)) / per)
+    round.forEach(({ ns, model }, i) => {
+      ;(times[i] as number[]).push(ns / per)
+      ;(own[i] as number[]).push((ns - model) / per)
     })
   }
   const base = times[0] as number[]
@@ -143,9 +146,9 @@ export async function interleave(
     us: times.map(median),
     ratio: times.map((t) => median(t.map((x, r) => x / (base[r] as number)))),
     own: own.map(median),
-    gc: (await collections.done(sides.length)).map((g, i) => ({
-      sys: ((kernel[i] as number[])[0] as number) / (runs * steps),
-      faults: ((kernel[i] as number[])[1] as number) / (runs * steps),
+    spent: (await collections.done(n)).map((g, i) => ({
+      sys: (kernel[i] as { sys: number }).sys / (runs * steps),
+      faults: (kernel[i] as { faults: number }).faults / (runs * steps),
       us: (g.ms * 1000) / (runs * steps),
       major: g.major / runs,
       minor: g.minor / runs,

@@ -301,9 +301,14 @@ async function derivedOverhead(ort: Runtime, models: Models): Promise<void> {
               }
             : startOver(ort, s),
       }
-      const { us, ratio, own, gc } = await interleave([hand, ours, again], STEPS, ROUNDS, REPEATS)
+      const { us, ratio, own, spent } = await interleave(
+        [hand, ours, again],
+        STEPS,
+        ROUNDS,
+        REPEATS,
+      )
       if (process.env["STATESAVER_BENCH_GC"] === "1") {
-        const per = (f: (g: (typeof gc)[number]) => string) => gc.map(f).join(" / ")
+        const per = (f: (g: (typeof spent)[number]) => string) => spent.map(f).join(" / ")
         console.log(
           `${SPENT} collections ${per((g) => g.us.toFixed(1))} µs (${per((g) => g.major.toFixed(2))} major, ${per((g) => g.minor.toFixed(2))} minor per ${STEPS} steps); system CPU ${per((g) => g.sys.toFixed(1))} µs; ${per((g) => g.faults.toFixed(1))} page faults`,
         )
