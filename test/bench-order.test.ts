@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest"
-import { balancedOrder } from "../bench/src/harness.js"
+import { balancedOrder, benchRuntimes } from "../bench/src/harness.js"
 
 /** How often each ordered pair (a, b), a != b, has b run right after a, the order taken as a cycle. */
 function follows(order: readonly number[], n: number): number[][] {
@@ -36,4 +36,21 @@ describe("the benchmarks' balanced order of runs", () => {
     expect(balancedOrder(3, 1)).toEqual([0, 1, 2])
     expect(balancedOrder(3, 3)).toEqual([0, 1, 2, 0, 1, 2, 0, 1, 2])
   })
+})
+
+describe("the runtimes a benchmark runs on (STATESAVER_BENCH_RUNTIMES)", () => {
+  it("runs both when unset, else those listed, in their order", () => {
+    expect(benchRuntimes(undefined)).toEqual(["node", "web"])
+    expect(benchRuntimes("web")).toEqual(["web"])
+    expect(benchRuntimes("web, node")).toEqual(["web", "node"])
+  })
+
+  it.each(["", "wasm", "node,node", "node,", "gpu,web"])(
+    "refuses %j with an error naming the variable",
+    (given) => {
+      expect(() => benchRuntimes(given)).toThrow(
+        /STATESAVER_BENCH_RUNTIMES must list distinct runtimes/,
+      )
+    },
+  )
 })

@@ -10,7 +10,7 @@ import * as ortWeb from "onnxruntime-web"
 import { orThrow } from "@statesaver/core"
 import type { StatefulSession } from "@statesaver/onnxruntime"
 import type { Runtime } from "../../packages/onnxruntime/test/helpers/harness.js"
-import { balancedOrder, median, modelMicros } from "./harness.js"
+import { balancedOrder, benchRuntimes, median, modelMicros } from "./harness.js"
 
 /** `past_key_values.N.key/value` of `layers` layers, and the `present.N.*` outputs they pair with. */
 export function cacheNames(layers: number): { past: string[]; present: string[] } {
@@ -201,8 +201,9 @@ export interface Repeated {
 }
 
 /**
- * Runs `bench` on onnxruntime-node and onnxruntime-web (wasm, one thread), each in a child
- * process of `moduleUrl` (the two runtimes do not share a process well), after printing `title`.
+ * Runs `bench` on onnxruntime-node and onnxruntime-web (wasm, one thread), or on those that
+ * `STATESAVER_BENCH_RUNTIMES` lists (`node`, `web`), each in a child process of `moduleUrl` (the
+ * two runtimes do not share a process well), after printing `title`.
  * With `parts`, one child per runtime and part, each with that part's variables set: parts that
  * would share a session's code in one process (a growing and a fixed cache) measure apart. With
  * `repeated`, the parts it applies to run in that many processes each.
@@ -217,8 +218,9 @@ export async function perRuntime(
   process.env["ORT_DISABLE_TELEMETRY"] ??= "1"
   const only = process.env["STATESAVER_BENCH_RUNTIME"]
   if (only === undefined) {
+    const runtimes = benchRuntimes(process.env["STATESAVER_BENCH_RUNTIMES"])
     console.log(title)
-    for (const runtime of ["node", "web"]) {
+    for (const runtime of runtimes) {
       for (const part of parts) {
         const times = repeated?.applies(part) === true ? repeated.processes : 1
         const outputs: string[] = []

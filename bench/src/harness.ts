@@ -24,6 +24,26 @@ export function balancedOrder(n: number, repeats: number): number[] {
   return Array.from({ length: repeats / (n - 1) }, () => cycle).flat()
 }
 
+/** The runtimes a benchmark of both CPU runtimes can run: onnxruntime-node, onnxruntime-web (wasm). */
+export const RUNTIMES = ["node", "web"] as const
+
+/**
+ * The runtimes to run a benchmark on, in order: `given` (`STATESAVER_BENCH_RUNTIMES`, names
+ * separated by commas), else both. Throws an error naming the variable for a name that is not a
+ * runtime, a repeated one, or none.
+ */
+export function benchRuntimes(given: string | undefined): (typeof RUNTIMES)[number][] {
+  if (given === undefined) return [...RUNTIMES]
+  const names = given.split(",").map((n) => n.trim())
+  const known = (n: string): n is (typeof RUNTIMES)[number] =>
+    (RUNTIMES as readonly string[]).includes(n)
+  if (names.length === 0 || !names.every(known) || new Set(names).size !== names.length)
+    throw new Error(
+      `STATESAVER_BENCH_RUNTIMES must list distinct runtimes of ${RUNTIMES.join(", ")}, separated by commas; got ${JSON.stringify(given)}`,
+    )
+  return names as (typeof RUNTIMES)[number][]
+}
+
 /**
  * Nanoseconds spent in the `run` of sessions given to `timedRuns` so far: what a step spends
  * outside them is its own work.

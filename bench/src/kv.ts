@@ -13,9 +13,11 @@
  *    same model.
  *
  * Every comparison runs both sides interleaved in one process; one process per runtime, and for
- * the derived inputs one per runtime, cache kind and context (`STATESAVER_BENCH_KV_CACHE=growing|fixed`,
- * `STATESAVER_BENCH_KV_CONTEXT=64|256|1024`), each in several processes
+ * the derived inputs one per runtime, cache kind and context, each in several processes
  * (`STATESAVER_BENCH_KV_PROCESSES`, default 3) whose ratios' median is reported beside them.
+ * `STATESAVER_BENCH_KV_CACHE=growing|fixed`, `STATESAVER_BENCH_KV_CONTEXT=64|256|1024` and
+ * `STATESAVER_BENCH_RUNTIMES=node|web` run only those comparisons: many processes of one are the
+ * way to its median where single processes differ by more than the target allows.
  * Each derived-inputs line also gives both sides' time per step outside the model's run (the
  * runs are timed): the hand-written loop's, then the session's. A round of the derived inputs
  * runs each side `STATESAVER_BENCH_REPEATS` times (default 8; see `REPEATS`); with
@@ -247,6 +249,26 @@ function handGrowing(ort: Runtime, session: Models["growing"], start: readonly O
   return { step, rewind }
 }
 
+/**
+ * The derived-inputs comparisons to run: the cache kinds and contexts that
+ * `STATESAVER_BENCH_KV_CACHE` and `STATESAVER_BENCH_KV_CONTEXT` pick, each of them when unset.
+ * Throws an error naming the variable for a value that is neither.
+ */
+function derivedComparisons(): {
+  kinds: KvCacheOptions["kind"][]
+  contexts: (typeof CONTEXTS)[number][]
+} {
+  const only = process.env["STATESAVER_BENCH_KV_CACHE"]
+  if (only !== undefined && only !== "growing" && only !== "fixed")
+    throw new Error(`STATESAVER_BENCH_KV_CACHE must be growing or fixed, got ${only}`)
+  const kinds = (only === undefined ? ["growing", "fixed"] : [only]) as KvCacheOptions["kind"][]
+  const at = process.env["STATESAVER_BENCH_KV_CONTEXT"]
+  const contexts = at === undefined ? [...CONTEXTS] : CONTEXTS.filter((c) => String(c) === at)
+  if (contexts.length === 0)
+    throw new Error(`STATESAVER_BENCH_KV_CONTEXT must be one of ${CONTEXTS.join(", ")}, got ${at}`)
+  return { kinds, contexts }
+}
+
 /** A session step with derived inputs against the hand-written loop, each cache kind. */
 async function derivedOverhead(ort: Runtime, models: Models): Promise<void> {
   if (process.env["STATESAVER_BENCH_KV_HEADER"] !== "0") {
@@ -258,14 +280,7 @@ async function derivedOverhead(ort: Runtime, models: Models): Promise<void> {
   // STATESAVER_BENCH_KV_CONTEXT pick it): sessions measured before in the same process (another
   // cache kind, another context) leave the sessions' shared code and the heap in a state that
   // slows the next session's steps and not the hand-written loops'.
-  const only = process.env["STATESAVER_BENCH_KV_CACHE"]
-  if (only !== undefined && only !== "growing" && only !== "fixed")
-    throw new Error(`STATESAVER_BENCH_KV_CACHE must be growing or fixed, got ${only}`)
-  const kinds = (only === undefined ? ["growing", "fixed"] : [only]) as KvCacheOptions["kind"][]
-  const at = process.env["STATESAVER_BENCH_KV_CONTEXT"]
-  const contexts = at === undefined ? CONTEXTS : CONTEXTS.filter((c) => String(c) === at)
-  if (contexts.length === 0)
-    throw new Error(`STATESAVER_BENCH_KV_CONTEXT must be one of ${CONTEXTS.join(", ")}, got ${at}`)
+  const { kinds, contexts } = derivedComparisons()
   for (const context of contexts) {
     const capacity = context + STEPS
     const line: string[] = []
@@ -350,8 +365,10 @@ export async function main(): Promise<void> {
   const rest = given.filter((p) => p !== "derived").join(",")
   const parts: Record<string, string>[] = rest === "" ? [] : [{ STATESAVER_BENCH_KV: rest }]
   if (given.includes("derived")) {
-    for (const context of CONTEXTS) {
-      for (const kind of ["growing", "fixed"]) {
+    // Only the comparisons STATESAVER_BENCH_KV_CACHE and STATESAVER_BENCH_KV_CONTEXT pick, when set.
+    const { kinds, contexts } = derivedComparisons()
+    for (const context of contexts) {
+      for (const kind of kinds) {
         parts.push({
           STATESAVER_BENCH_KV: "derived",
           STATESAVER_BENCH_KV_CACHE: kind,

@@ -11,7 +11,7 @@ import * as ortNode from "onnxruntime-node"
 import * as ortWeb from "onnxruntime-web"
 import type { Runtime } from "../../packages/onnxruntime/test/helpers/harness.js"
 import { lstm2 } from "../../packages/onnxruntime/test/helpers/models.js"
-import { median } from "./harness.js"
+import { benchRuntimes, median } from "./harness.js"
 
 const HIDDEN = 128
 const INPUT = 64
@@ -96,12 +96,13 @@ export async function main(): Promise<void> {
   process.env["ORT_DISABLE_TELEMETRY"] ??= "1"
   const only = process.env["STATESAVER_BENCH_RUNTIME"]
   if (only === undefined) {
+    const runtimes = benchRuntimes(process.env["STATESAVER_BENCH_RUNTIMES"] ?? "web,node")
     console.log(
       `ONNX Runtime: StatefulSession.run vs hand-written loop (LSTM 2x${HIDDEN}, input ${INPUT}, batch ${BATCH}, 1 step; median of ${ROUNDS} rounds of ${STEPS_PER_ROUND} steps; ratio = ours / hand, target <= 1.03)`,
     )
     // One process per runtime: both loops of a comparison share a process, the runtimes do not
     // (a wasm heap left behind slows the next runtime's loops unevenly).
-    for (const runtime of ["web", "node"]) {
+    for (const runtime of runtimes) {
       const child = spawnSync(
         process.execPath,
         ["--import", "tsx", fileURLToPath(import.meta.url)],
